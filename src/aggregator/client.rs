@@ -1,0 +1,266 @@
+//! OpenFL 1.6's `AggregatorGRPCClient`: what a collaborator calls.
+//!
+//! One channel is reused across calls (OpenFL reconnects around every call;
+//! `reconnect_every_call` restores that). Calls retry while the aggregator is
+//! unreachable (see [`crate::retry`]), resending a whole upload after a
+//! reconnect; every reply header is validated.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use super::checks::validate_response;
+use super::logic::{Federation, TaskResults, TasksReply, TensorRequest};
+use crate::connect::ConnectConfig;
+use crate::error::{ofl_code, Error, Result};
+use crate::proto::aggregator::aggregator_client::AggregatorClient as AggregatorGrpcClient;
+use crate::proto::aggregator::{self as pb, MessageHeader};
+use crate::proto::{DataStream, NamedTensor};
+use crate::retry::{classify, exhausted, RetryPolicy, Verdict};
+use crate::stream::{slice_chunks, CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// How a collaborator client connects and whom it expects to talk to.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Aggregator address, port and TLS settings.
+    pub connect: ConnectConfig,
+    /// The aggregator uuid, federation uuid and single-certificate CN that
+    /// requests carry and replies must match (`authorized_collaborators` is
+    /// not used by a client).
+    pub federation: Federation,
+    /// Retry behaviour while the aggregator is unreachable.
+    pub retry: RetryPolicy,
+    /// Largest message sent or received (1 GiB, as OpenFL).
+    pub max_message_size: usize,
+    /// Upload chunk size (OpenFL: 2 MiB).
+    pub chunk_size: usize,
+    /// Open a new connection for every call, as OpenFL 1.6 does (slower).
+    pub reconnect_every_call: bool,
+}
+
+impl ClientConfig {
+    /// A configuration for the aggregator at `host:port`, without TLS.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            connect: ConnectConfig::new(host, port),
+            federation: Federation::default(),
+            retry: RetryPolicy::default(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            chunk_size: CHUNK_SIZE,
+            reconnect_every_call: false,
+        }
+    }
+}
+
+/// A collaborator's connection to an aggregator.
+pub struct AggregatorClient {
+    config: ClientConfig,
+    channel: Mutex<Option<Channel>>,
+    closed: watch::Sender<bool>,
+}
+
+impl AggregatorClient {
+    /// A client; certificates are read and checked now, the connection is
+    /// made on the first call.
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        if config.connect.tls.is_none() {
+            log::warn!("gRPC client for {} is running without TLS", config.connect.uri());
+        }
+        let channel = config.connect.channel()?;
+        let (closed, _) = watch::channel(false);
+        Ok(Self { config, channel: Mutex::new(Some(channel)), closed })
+    }
+
+    /// The aggregator's `host:port`.
+    pub fn uri(&self) -> String {
+        self.config.connect.uri()
+    }
+
+    /// Closes the connection (OpenFL's `disconnect`); the next call reconnects.
+    pub fn disconnect(&self) {
+        self.channel.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Drops the connection and makes a new one (OpenFL's `reconnect`).
+    pub fn reconnect(&self) -> Result<()> {
+        let channel = self.config.connect.channel()?;
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some(channel);
+        Ok(())
+    }
+
+    /// Cancels calls in progress and refuses new ones with `Cancelled`.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+        self.disconnect();
+    }
+
+    fn current_channel(&self) -> Result<Channel> {
+        if self.config.reconnect_every_call {
+            self.reconnect()?;
+        }
+        let mut guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.config.connect.channel()?);
+        }
+        Ok(guard.clone().expect("set above"))
+    }
+
+    fn stub(&self, channel: Channel) -> AggregatorGrpcClient<Channel> {
+        AggregatorGrpcClient::new(channel)
+            .max_decoding_message_size(self.config.max_message_size)
+            .max_encoding_message_size(self.config.max_message_size)
+    }
+
+    fn header(&self, collaborator: &str) -> Option<MessageHeader> {
+        let f = &self.config.federation;
+        Some(MessageHeader {
+            sender: collaborator.to_string(),
+            receiver: f.aggregator_uuid.clone(),
+            federation_uuid: f.federation_uuid.clone(),
+            single_col_cert_common_name: f.single_col_cert_common_name.clone(),
+        })
+    }
+
+    /// Runs `call` until it succeeds, fails for good, the retry budget is
+    /// spent, or the client is closed.
+    async fn with_retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut(AggregatorGrpcClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let started = Instant::now();
+        let mut closed = self.closed.subscribe();
+        let mut attempt = 0u32;
+        loop {
+            if *closed.borrow() {
+                return Err(Error::new(ofl_code::Cancelled, format!("{what}: the client was closed")));
+            }
+            attempt += 1;
+            let stub = self.stub(self.current_channel()?);
+            let outcome = tokio::select! {
+                outcome = call(stub) => outcome,
+                _ = closed.wait_for(|c| *c) => continue,
+            };
+            let last = match outcome {
+                Ok(value) => return Ok(value),
+                Err(status) => match classify(status) {
+                    Verdict::Fail(e) => return Err(e),
+                    Verdict::Retry(e) => e,
+                },
+            };
+            let wait = self.config.retry.backoff(attempt);
+            if let Some(deadline) = self.config.retry.deadline {
+                if started.elapsed() + wait > deadline {
+                    return Err(exhausted(what, attempt, started.elapsed(), &last));
+                }
+            }
+            log::info!(
+                "{what}: attempt {attempt} to reach the aggregator at {} failed ({last}); retrying in {:.2} s",
+                self.uri(),
+                wait.as_secs_f64()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = closed.wait_for(|c| *c) => {}
+            }
+        }
+    }
+
+    /// GetTasks for `collaborator`.
+    pub async fn get_tasks(&self, collaborator: &str) -> Result<TasksReply> {
+        let request = pb::GetTasksRequest { header: self.header(collaborator) };
+        let reply = self
+            .with_retry("GetTasks", |mut stub| {
+                let request = request.clone();
+                async move { stub.get_tasks(request).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        validate_response(&self.config.federation, collaborator, reply.header.as_ref())?;
+        Ok(TasksReply {
+            round_number: reply.round_number,
+            tasks: reply.tasks,
+            sleep_time: reply.sleep_time,
+            quit: reply.quit,
+        })
+    }
+
+    /// GetAggregatedTensor for `collaborator`.
+    pub async fn get_aggregated_tensor(&self, collaborator: &str, request: &TensorRequest) -> Result<NamedTensor> {
+        let request = pb::GetAggregatedTensorRequest {
+            header: self.header(collaborator),
+            tensor_name: request.tensor_name.clone(),
+            round_number: request.round_number,
+            report: request.report,
+            tags: request.tags.clone(),
+            require_lossless: request.require_lossless,
+        };
+        let reply = self
+            .with_retry("GetAggregatedTensor", |mut stub| {
+                let request = request.clone();
+                async move { stub.get_aggregated_tensor(request).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        validate_response(&self.config.federation, collaborator, reply.header.as_ref())?;
+        reply
+            .tensor
+            .ok_or_else(|| Error::new(ofl_code::InvalidResponse, "GetAggregatedTensor reply has no tensor"))
+    }
+
+    /// SendLocalTaskResults: serializes `results` once and streams it in
+    /// chunks sliced from that buffer; after a reconnect the whole upload is
+    /// sent again.
+    pub async fn send_local_task_results(&self, collaborator: &str, results: &TaskResults) -> Result<()> {
+        let payload = encode_task_results(self.header(collaborator), results);
+        if payload.len() > self.config.max_message_size {
+            return Err(Error::new(
+                ofl_code::ResourceExhausted,
+                format!(
+                    "task results are {} bytes, more than the maximum message size of {} bytes",
+                    payload.len(),
+                    self.config.max_message_size
+                ),
+            ));
+        }
+        let chunks = slice_chunks(&payload, self.config.chunk_size);
+        let reply = self
+            .with_retry("SendLocalTaskResults", |mut stub| {
+                let messages: Vec<DataStream> = chunks
+                    .iter()
+                    .map(|c| DataStream { size: c.len() as u32, npbytes: c.clone() })
+                    .collect();
+                async move {
+                    stub.send_local_task_results(tokio_stream::iter(messages))
+                        .await
+                        .map(|r| r.into_inner())
+                }
+            })
+            .await?;
+        validate_response(&self.config.federation, collaborator, reply.header.as_ref())
+    }
+}
+
+impl Drop for AggregatorClient {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// One serialized `TaskResults`, written into a buffer of exactly its size.
+fn encode_task_results(header: Option<MessageHeader>, results: &TaskResults) -> Bytes {
+    let message = pb::TaskResults {
+        header,
+        round_number: results.round_number,
+        task_name: results.task_name.clone(),
+        data_size: results.data_size,
+        tensors: results.tensors.clone(),
+    };
+    let mut buf = Vec::with_capacity(message.encoded_len());
+    message.encode(&mut buf).expect("a Vec grows as needed");
+    Bytes::from(buf)
+}

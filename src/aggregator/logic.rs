@@ -1,0 +1,113 @@
+//! What the aggregator server asks of the aggregation logic behind it.
+//!
+//! The server does transport and checks; the logic decides tasks, serves
+//! tensors and takes results. C callbacks are one implementation
+//! (`src/ffi/aggregator_logic.rs`), the built-in FedAvg another.
+
+use crate::error::Result;
+use crate::proto::aggregator::Task;
+use crate::proto::NamedTensor;
+
+/// Who the aggregator is and whom it serves (OpenFL's `Aggregator.uuid`,
+/// `federation_uuid`, `single_col_cert_common_name`, `authorized_cols`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Federation {
+    /// The aggregator's uuid: requests must name it as receiver.
+    pub aggregator_uuid: String,
+    /// The federation's uuid: requests must carry it.
+    pub federation_uuid: String,
+    /// When non-empty, every collaborator presents one shared certificate
+    /// with this Common Name (OpenFL's test mode); empty otherwise.
+    pub single_col_cert_common_name: String,
+    /// Collaborator names allowed to call.
+    pub authorized_collaborators: Vec<String>,
+}
+
+impl Federation {
+    /// Whether `name` is an authorized collaborator.
+    pub fn is_authorized(&self, name: &str) -> bool {
+        self.authorized_collaborators.iter().any(|c| c == name)
+    }
+
+    /// OpenFL's `valid_collaborator_cn_and_id`: the certificate CN equals the
+    /// sender (or the shared single certificate CN) and the sender is
+    /// authorized.
+    pub fn valid_collaborator_cn_and_id(&self, cert_common_name: &str, sender: &str) -> bool {
+        let expected_cn = if self.single_col_cert_common_name.is_empty() {
+            sender
+        } else {
+            &self.single_col_cert_common_name
+        };
+        cert_common_name == expected_cn && self.is_authorized(sender)
+    }
+}
+
+/// The answer to GetTasks. OpenFL treats `tasks`, `sleep_time` and `quit` as
+/// exclusive.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TasksReply {
+    /// The round these tasks belong to.
+    pub round_number: i32,
+    /// Tasks to run now (empty when the collaborator must sleep or quit).
+    pub tasks: Vec<Task>,
+    /// Seconds to wait before asking again.
+    pub sleep_time: i32,
+    /// The federation is over for this collaborator.
+    pub quit: bool,
+}
+
+/// What GetAggregatedTensor asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TensorRequest {
+    /// Tensor name.
+    pub tensor_name: String,
+    /// Round the tensor belongs to.
+    pub round_number: i32,
+    /// Whether it is a report (metric) tensor.
+    pub report: bool,
+    /// Tags (OpenFL looks tensors up by name, round, report and tags).
+    pub tags: Vec<String>,
+    /// Whether the collaborator requires a lossless encoding.
+    pub require_lossless: bool,
+}
+
+/// One SendLocalTaskResults upload, parsed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskResults {
+    /// Round the results belong to.
+    pub round_number: i32,
+    /// The task that produced them.
+    pub task_name: String,
+    /// Number of samples they were computed on (the FedAvg weight).
+    pub data_size: i32,
+    /// The result tensors (their bytes slice the received buffer).
+    pub tensors: Vec<NamedTensor>,
+}
+
+/// The aggregation logic behind an aggregator server.
+///
+/// Methods are called from blocking-capable library threads, possibly
+/// concurrently; they may block (e.g. wait for a tensor to be ready). An
+/// error is returned to that call's peer as a gRPC status; the server keeps
+/// serving.
+pub trait AggregatorLogic: Send + Sync + 'static {
+    /// The federation identity the server checks requests against.
+    fn federation(&self) -> &Federation;
+
+    /// OpenFL's `valid_collaborator_cn_and_id`; the default follows OpenFL 1.6.
+    fn valid_collaborator_cn_and_id(&self, cert_common_name: &str, sender: &str) -> bool {
+        self.federation().valid_collaborator_cn_and_id(cert_common_name, sender)
+    }
+
+    /// Tasks for `collaborator` (a checked, authorized name).
+    fn get_tasks(&self, collaborator: &str) -> Result<TasksReply>;
+
+    /// An aggregated tensor for `collaborator`.
+    fn get_aggregated_tensor(&self, collaborator: &str, request: &TensorRequest) -> Result<NamedTensor>;
+
+    /// Results of a task run by `collaborator`.
+    fn send_local_task_results(&self, collaborator: &str, results: TaskResults) -> Result<()>;
+
+    /// True once every collaborator was told to quit: `serve` then returns.
+    fn all_quit_jobs_sent(&self) -> bool;
+}

@@ -1,0 +1,321 @@
+//! OpenFL 1.6's `AggregatorGRPCServer`: the gRPC service a collaborator calls
+//! and the server's life cycle (`start`, `serve` until all quit jobs are
+//! sent, `stop`).
+//!
+//! Differences from OpenFL 1.6, on purpose:
+//! - header checks answer PERMISSION_DENIED / INVALID_ARGUMENT naming the
+//!   field (OpenFL: UNKNOWN);
+//! - the random delay before UNAUTHENTICATED is an async sleep that holds no
+//!   worker, and its maximum is configurable (OpenFL: up to 5 s in one of
+//!   `cpu_count()` handler threads);
+//! - one-way TLS works: a client that presents a certificate is checked by its
+//!   CN as under mTLS; one that presents none is identified by its header
+//!   sender only, as without TLS (OpenFL 1.6 crashes there);
+//! - streamed uploads are reassembled in linear time and capped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prost::Message;
+use rand::Rng;
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{watch, Notify};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::checks::{check_request, response_header};
+use super::logic::{AggregatorLogic, TaskResults as LogicTaskResults, TensorRequest};
+use crate::error::{ofl_code, Error, Result};
+use crate::proto::aggregator::aggregator_server::{Aggregator, AggregatorServer as AggregatorGrpc};
+use crate::proto::aggregator::*;
+use crate::proto::DataStream;
+use crate::stream::{Reassembly, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::tls::{peer_common_name, TlsConfig};
+
+/// How an aggregator server listens and checks callers.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on; `[::]` (the default) is IPv4 and IPv6.
+    pub host: String,
+    /// Port; 0 picks a free one (see [`AggregatorServer::local_addr`]).
+    pub port: u16,
+    /// TLS settings; `None` serves without TLS (the header sender is then
+    /// trusted, and a warning says so at start).
+    pub tls: Option<TlsConfig>,
+    /// Upper bound of the random delay before an UNAUTHENTICATED answer
+    /// (OpenFL: 5 s). Zero answers at once.
+    pub auth_failure_max_delay: Duration,
+    /// Largest message accepted or sent, streamed uploads included (1 GiB).
+    pub max_message_size: usize,
+    /// How often `serve` asks the logic whether all quit jobs were sent
+    /// (also asked right after each GetTasks that told a collaborator to quit).
+    pub quit_poll_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "[::]".into(),
+            port: 0,
+            tls: None,
+            auth_failure_max_delay: Duration::from_secs(5),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            quit_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The gRPC service: checks, then the logic.
+struct Service {
+    logic: Arc<dyn AggregatorLogic>,
+    tls: bool,
+    auth_failure_max_delay: Duration,
+    max_message_size: usize,
+    quit_sent: Arc<Notify>,
+}
+
+impl Service {
+    /// OpenFL's `validate_collaborator`: with TLS and a client certificate,
+    /// its CN and the header sender must pass `valid_collaborator_cn_and_id`.
+    async fn validate_collaborator(
+        &self,
+        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        sender: &str,
+    ) -> Result<(), Status> {
+        let Some(certs) = peer_certs.filter(|_| self.tls) else {
+            return Ok(());
+        };
+        let cn = peer_common_name(&certs).unwrap_or_default();
+        if self.logic.valid_collaborator_cn_and_id(&cn, sender) {
+            return Ok(());
+        }
+        self.auth_failure_delay().await;
+        Err(Status::unauthenticated(format!(
+            "Invalid collaborator. CN: |{cn}| collaborator_common_name: |{sender}|"
+        )))
+    }
+
+    /// A random delay that blocks no worker: honest peers never wait on it.
+    async fn auth_failure_delay(&self) {
+        let max = self.auth_failure_max_delay;
+        if !max.is_zero() {
+            let delay = max.mul_f64(rand::thread_rng().gen::<f64>());
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn authorize(
+        &self,
+        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        header: Option<&MessageHeader>,
+    ) -> Result<MessageHeader, Status> {
+        let header = header.cloned().unwrap_or_default();
+        self.validate_collaborator(peer_certs, &header.sender).await?;
+        check_request(self.logic.federation(), &header)?;
+        Ok(header)
+    }
+
+    /// Runs a logic call on a blocking-capable thread.
+    async fn call_logic<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn AggregatorLogic) -> Result<T> + Send + 'static,
+    {
+        let logic = Arc::clone(&self.logic);
+        match tokio::task::spawn_blocking(move || f(logic.as_ref())).await {
+            Ok(result) => result.map_err(Status::from),
+            Err(e) => Err(Status::internal(format!("aggregator logic failed: {e}"))),
+        }
+    }
+
+    fn header_for(&self, collaborator: &str) -> Option<MessageHeader> {
+        Some(response_header(self.logic.federation(), collaborator))
+    }
+}
+
+#[tonic::async_trait]
+impl Aggregator for Service {
+    async fn get_tasks(
+        &self,
+        request: Request<GetTasksRequest>,
+    ) -> Result<Response<GetTasksResponse>, Status> {
+        let peer_certs = request.peer_certs();
+        let header = self.authorize(peer_certs, request.get_ref().header.as_ref()).await?;
+        let sender = header.sender.clone();
+        let reply = self.call_logic(move |l| l.get_tasks(&sender)).await?;
+        if reply.quit {
+            self.quit_sent.notify_one();
+        }
+        Ok(Response::new(GetTasksResponse {
+            header: self.header_for(&header.sender),
+            round_number: reply.round_number,
+            tasks: reply.tasks,
+            sleep_time: reply.sleep_time,
+            quit: reply.quit,
+        }))
+    }
+
+    async fn get_aggregated_tensor(
+        &self,
+        request: Request<GetAggregatedTensorRequest>,
+    ) -> Result<Response<GetAggregatedTensorResponse>, Status> {
+        let peer_certs = request.peer_certs();
+        let request = request.into_inner();
+        let header = self.authorize(peer_certs, request.header.as_ref()).await?;
+        let round_number = request.round_number;
+        let tensor_request = TensorRequest {
+            tensor_name: request.tensor_name,
+            round_number,
+            report: request.report,
+            tags: request.tags,
+            require_lossless: request.require_lossless,
+        };
+        let sender = header.sender.clone();
+        let tensor = self
+            .call_logic(move |l| l.get_aggregated_tensor(&sender, &tensor_request))
+            .await?;
+        Ok(Response::new(GetAggregatedTensorResponse {
+            header: self.header_for(&header.sender),
+            round_number,
+            tensor: Some(tensor),
+        }))
+    }
+
+    async fn send_local_task_results(
+        &self,
+        request: Request<Streaming<DataStream>>,
+    ) -> Result<Response<SendLocalTaskResultsResponse>, Status> {
+        let peer_certs = request.peer_certs();
+        let mut stream = request.into_inner();
+        let mut reassembly = Reassembly::new(self.max_message_size);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            reassembly.push(chunk.size, chunk.npbytes)?;
+        }
+        let results = TaskResults::decode(reassembly.finish()?).map_err(|e| {
+            Status::invalid_argument(format!("the stream does not decode as TaskResults: {e}"))
+        })?;
+        let header = self.authorize(peer_certs, results.header.as_ref()).await?;
+        let sender = header.sender.clone();
+        let parsed = LogicTaskResults {
+            round_number: results.round_number,
+            task_name: results.task_name,
+            data_size: results.data_size,
+            tensors: results.tensors,
+        };
+        self.call_logic(move |l| l.send_local_task_results(&sender, parsed)).await?;
+        Ok(Response::new(SendLocalTaskResultsResponse { header: self.header_for(&header.sender) }))
+    }
+}
+
+/// A running aggregator server.
+pub struct AggregatorServer {
+    local_addr: SocketAddr,
+    logic: Arc<dyn AggregatorLogic>,
+    stop: watch::Sender<bool>,
+    finished: watch::Receiver<Option<Result<()>>>,
+    quit_sent: Arc<Notify>,
+    quit_poll_interval: Duration,
+}
+
+impl AggregatorServer {
+    /// Binds, then serves in the background on the current Tokio runtime.
+    /// Certificates are read and checked here: a bad one fails the start.
+    pub async fn start(config: ServerConfig, logic: Arc<dyn AggregatorLogic>) -> Result<Self> {
+        let mut builder = crate::listen::server_builder(config.tls.as_ref())?;
+        match &config.tls {
+            None => log::warn!(
+                "aggregator server without TLS: collaborators are not authenticated and any \
+                 peer can claim to be any collaborator by its header sender"
+            ),
+            Some(tls) if tls.disable_client_auth => log::warn!(
+                "aggregator server with client authentication disabled: collaborators without \
+                 a certificate are identified by their header sender only"
+            ),
+            Some(_) => {}
+        }
+        let listener = crate::listen::bind(&config.host, config.port).await?;
+        let (incoming, local_addr) = crate::listen::incoming(listener)?;
+        let quit_sent = Arc::new(Notify::new());
+        let service = Service {
+            logic: Arc::clone(&logic),
+            tls: config.tls.is_some(),
+            auth_failure_max_delay: config.auth_failure_max_delay,
+            max_message_size: config.max_message_size,
+            quit_sent: Arc::clone(&quit_sent),
+        };
+        let grpc = AggregatorGrpc::new(service)
+            .max_decoding_message_size(config.max_message_size)
+            .max_encoding_message_size(config.max_message_size);
+        let (stop, mut stop_rx) = watch::channel(false);
+        let (finished_tx, finished) = watch::channel(None);
+        let router = builder.add_service(grpc);
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            };
+            let result = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+                .map_err(|e| Error::io(format!("aggregator server stopped: {e}")));
+            let _ = finished_tx.send(Some(result));
+        });
+        log::info!("aggregator server listening on {local_addr}");
+        Ok(Self { local_addr, logic, stop, finished, quit_sent, quit_poll_interval: config.quit_poll_interval })
+    }
+
+    /// The address the server listens on (with the chosen port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until the logic reports that all quit jobs were sent, or until
+    /// [`stop`](Self::stop); then shuts down gracefully (in-flight calls finish).
+    pub async fn serve(&self) -> Result<()> {
+        let mut stopped = self.stop.subscribe();
+        loop {
+            if *stopped.borrow() || self.all_quit_jobs_sent().await {
+                break;
+            }
+            tokio::select! {
+                _ = stopped.changed() => {}
+                _ = self.quit_sent.notified() => {}
+                _ = tokio::time::sleep(self.quit_poll_interval) => {}
+            }
+        }
+        self.stop();
+        self.wait_finished().await
+    }
+
+    async fn all_quit_jobs_sent(&self) -> bool {
+        let logic = Arc::clone(&self.logic);
+        tokio::task::spawn_blocking(move || logic.all_quit_jobs_sent()).await.unwrap_or(false)
+    }
+
+    async fn wait_finished(&self) -> Result<()> {
+        let mut finished = self.finished.clone();
+        let done = finished
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::new(ofl_code::Internal, "server task vanished"))?;
+        done.clone().expect("checked by wait_for")
+    }
+
+    /// Asks the server to stop; `serve` then returns. Idempotent.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops and waits until the listener is closed.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.stop();
+        self.wait_finished().await
+    }
+}
+
+impl Drop for AggregatorServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,69 @@
+//! What every client of this crate does to reach a server: build the URI,
+//! TLS settings, TCP_NODELAY and HTTP/2 settings, and a lazily connecting
+//! channel that is reused across calls and reconnects by itself.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+use crate::tls::TlsConfig;
+
+/// Where and how a client connects.
+#[derive(Clone, Debug)]
+pub struct ConnectConfig {
+    /// Server host name or address (IPv6 with or without brackets).
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// TLS settings; `None` connects without TLS.
+    pub tls: Option<TlsConfig>,
+    /// Name the server certificate must carry; defaults to `host`.
+    pub server_name: Option<String>,
+    /// Time allowed for the TCP and TLS connection set-up.
+    pub connect_timeout: Duration,
+}
+
+impl ConnectConfig {
+    /// A configuration for `host:port` with default timeouts and no TLS.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self { host: host.into(), port, tls: None, server_name: None, connect_timeout: Duration::from_secs(10) }
+    }
+
+    fn bare_host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// `host:port` as OpenFL prints it.
+    pub fn uri(&self) -> String {
+        let host = self.bare_host();
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// A channel that connects on first use (and again after a failure).
+    pub fn channel(&self) -> Result<Channel> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{}", self.uri()))
+            .map_err(|e| Error::invalid_argument(format!("bad server address {:?}: {e}", self.uri())))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(32 << 20)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(false);
+        let endpoint = match &self.tls {
+            None => endpoint,
+            Some(tls) => {
+                let name = self.server_name.as_deref().unwrap_or(self.bare_host());
+                endpoint
+                    .tls_config(tls.client_config(name)?)
+                    .map_err(|e| Error::tls(format!("client TLS configuration: {e}")))?
+            }
+        };
+        Ok(endpoint.connect_lazy())
+    }
+}

@@ -1,0 +1,20 @@
+//! openfl-transport: OpenFL 1.6's gRPC transport (aggregator server,
+//! collaborator client, director server) in Rust, wire-compatible with
+//! OpenFL 1.6 peers, with a C ABI (see `include/openfl_transport.h`).
+//!
+//! Layers, top uses bottom: [`ffi`] (the C ABI, the only unsafe code) →
+//! [`aggregator`] → [`tls`], [`connect`], [`listen`], [`stream`], [`retry`],
+//! [`runtime`] → [`proto`] (the wire contract).
+
+pub mod aggregator;
+pub mod connect;
+pub mod error;
+pub mod ffi;
+pub mod listen;
+pub mod proto;
+pub mod retry;
+pub mod runtime;
+pub mod stream;
+pub mod tls;
+
+pub use error::{ofl_code, Error, Result};

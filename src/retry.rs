@@ -1,0 +1,109 @@
+//! How clients retry: which failures are worth another attempt, and the
+//! backoff between attempts (exponential with jitter, within a deadline).
+//!
+//! OpenFL 1.6 retries UNAVAILABLE forever every second and resends uploads
+//! after a reconnect; it never retries UNAUTHENTICATED. We do the same, with a
+//! bounded backoff and an optional deadline after which the caller gets a
+//! `RetriesExhausted` error naming the last failure. TLS failures (unknown CA,
+//! rejected client certificate) are never retried.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tonic::{Code, Status};
+
+use crate::error::{ofl_code, Error};
+
+/// When and how long a client keeps trying.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait before the second attempt.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// Give up when this much time has passed since the first attempt;
+    /// `None` keeps trying forever, like OpenFL (each attempt is logged).
+    pub deadline: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            deadline: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after `attempt` failed attempts (1-based): exponential,
+    /// capped, with jitter in [half, full].
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.initial_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let capped = exp.min(self.max_backoff);
+        capped.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+}
+
+/// What to do after a failed call.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The peer was unreachable or the connection dropped: try again (a
+    /// whole upload is resent).
+    Retry(Error),
+    /// Final: report this error.
+    Fail(Error),
+}
+
+/// Sorts a failed call's status into retry or fail.
+pub fn classify(status: Status) -> Verdict {
+    if let Some(tls) = crate::tls::tls_failure_in(&status) {
+        return Verdict::Fail(Error::tls(format!("TLS handshake failed: {tls}")));
+    }
+    let transport_failure = std::error::Error::source(&status).is_some();
+    let error = Error::from(status.clone());
+    match status.code() {
+        Code::Unavailable => Verdict::Retry(error),
+        // The connection broke mid-call (e.g. the server restarted).
+        Code::Unknown | Code::Cancelled | Code::Internal if transport_failure => Verdict::Retry(error),
+        _ => Verdict::Fail(error),
+    }
+}
+
+/// The error returned when the retry budget is spent.
+pub fn exhausted(what: &str, attempts: u32, elapsed: Duration, last: &Error) -> Error {
+    Error::new(
+        ofl_code::RetriesExhausted,
+        format!(
+            "{what}: gave up after {attempts} attempt(s) in {:.1} s; last error: {last}",
+            elapsed.as_secs_f64()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            deadline: None,
+        };
+        let first = p.backoff(1);
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        let fourth = p.backoff(4);
+        assert!(fourth >= Duration::from_millis(400) && fourth <= Duration::from_millis(800));
+        assert!(p.backoff(40) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unauthenticated_and_application_errors_are_final() {
+        assert!(matches!(classify(Status::unauthenticated("no")), Verdict::Fail(_)));
+        assert!(matches!(classify(Status::unknown("app error")), Verdict::Fail(_)));
+        assert!(matches!(classify(Status::unavailable("down")), Verdict::Retry(_)));
+    }
+}

@@ -1,0 +1,178 @@
+//! Certificates and keys: loading PEM (from a file, as OpenFL, or from memory),
+//! checking them early with a specific error, building tonic/rustls TLS
+//! configurations, and reading the Common Name of a peer certificate.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::error::{Error, Result};
+
+/// Where a PEM document comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PemSource {
+    /// A file read when the server starts or the client connects.
+    File(PathBuf),
+    /// PEM bytes held in memory.
+    Pem(Vec<u8>),
+}
+
+impl PemSource {
+    fn load(&self, what: &str) -> Result<Vec<u8>> {
+        match self {
+            PemSource::Pem(bytes) => Ok(bytes.clone()),
+            PemSource::File(path) => std::fs::read(path)
+                .map_err(|e| Error::io(format!("{what}: cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PemSource::File(path) => path.display().to_string(),
+            PemSource::Pem(_) => "in-memory PEM".to_string(),
+        }
+    }
+}
+
+/// TLS settings, as OpenFL's `root_certificate`, `certificate`,
+/// `private_key` and `disable_client_auth`.
+///
+/// On a server, `disable_client_auth` makes client certificates optional
+/// (one-way TLS); a certificate that is presented must still chain to the
+/// root. On a client it means: present no certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// CA certificate(s) that peers must chain to.
+    pub root_certificate: Option<PemSource>,
+    /// Own certificate chain (leaf first).
+    pub certificate: Option<PemSource>,
+    /// Own private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub private_key: Option<PemSource>,
+    /// Server: client certificates optional. Client: send none.
+    pub disable_client_auth: bool,
+}
+
+/// The PEM documents of a [`TlsConfig`], read and checked.
+struct LoadedTls {
+    root_pem: Vec<u8>,
+    roots: rustls::RootCertStore,
+    identity: Option<(Vec<u8>, Vec<u8>, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+fn required<'a>(source: &'a Option<PemSource>, what: &str) -> Result<&'a PemSource> {
+    source
+        .as_ref()
+        .ok_or_else(|| Error::invalid_argument(format!("TLS is on but no {what} was given")))
+}
+
+fn parse_certs(pem: &[u8], what: &str, source: &PemSource) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::tls(format!("{what} ({}): unreadable PEM: {e}", source.describe())))?;
+    if certs.is_empty() {
+        return Err(Error::tls(format!(
+            "{what} ({}): no CERTIFICATE block found",
+            source.describe()
+        )));
+    }
+    Ok(certs)
+}
+
+fn parse_key(pem: &[u8], source: &PemSource) -> Result<PrivateKeyDer<'static>> {
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| Error::tls(format!("private_key ({}): unreadable PEM: {e}", source.describe())))?
+        .ok_or_else(|| {
+            Error::tls(format!("private_key ({}): no PRIVATE KEY block found", source.describe()))
+        })
+}
+
+impl TlsConfig {
+    fn load(&self, need_identity: bool) -> Result<LoadedTls> {
+        let root_source = required(&self.root_certificate, "root_certificate")?;
+        let root_pem = root_source.load("root_certificate")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in parse_certs(&root_pem, "root_certificate", root_source)? {
+            roots.add(cert).map_err(|e| {
+                Error::tls(format!("root_certificate ({}): not a usable CA: {e}", root_source.describe()))
+            })?;
+        }
+        let identity = if need_identity {
+            let cert_source = required(&self.certificate, "certificate")?;
+            let key_source = required(&self.private_key, "private_key")?;
+            let cert_pem = cert_source.load("certificate")?;
+            let key_pem = key_source.load("private_key")?;
+            let chain = parse_certs(&cert_pem, "certificate", cert_source)?;
+            let key = parse_key(&key_pem, key_source)?;
+            Some((cert_pem, key_pem, chain, key))
+        } else {
+            None
+        };
+        Ok(LoadedTls { root_pem, roots, identity })
+    }
+
+    /// A tonic server TLS configuration, after checking every document and
+    /// that the private key belongs to the certificate.
+    pub fn server_config(&self) -> Result<ServerTlsConfig> {
+        crate::runtime::install_crypto_provider();
+        let loaded = self.load(true)?;
+        let (cert_pem, key_pem, chain, key) = loaded.identity.expect("identity loaded");
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(loaded.roots))
+            .build()
+            .map_err(|e| Error::tls(format!("root_certificate: {e}")))?;
+        rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| Error::tls(format!("certificate/private_key: {e}")))?;
+        Ok(ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert_pem, key_pem))
+            .client_ca_root(Certificate::from_pem(loaded.root_pem))
+            .client_auth_optional(self.disable_client_auth))
+    }
+
+    /// A tonic client TLS configuration for a server named `domain`.
+    pub fn client_config(&self, domain: &str) -> Result<ClientTlsConfig> {
+        crate::runtime::install_crypto_provider();
+        let loaded = self.load(!self.disable_client_auth)?;
+        let mut config = ClientTlsConfig::new()
+            .domain_name(domain)
+            .ca_certificate(Certificate::from_pem(loaded.root_pem));
+        if let Some((cert_pem, key_pem, chain, key)) = loaded.identity {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(loaded.roots)
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::tls(format!("certificate/private_key: {e}")))?;
+            config = config.identity(Identity::from_pem(cert_pem, key_pem));
+        }
+        Ok(config)
+    }
+}
+
+/// The subject Common Name of the first (leaf) certificate, if any.
+pub fn peer_common_name(certs: &[CertificateDer<'_>]) -> Option<String> {
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// Finds a TLS failure in an error's source chain (e.g. a client certificate
+/// rejected by the server surfaces on the first RPC as a transport error).
+pub fn tls_failure_in(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(tls.to_string());
+                }
+            }
+        }
+        current = e.source();
+    }
+    None
+}

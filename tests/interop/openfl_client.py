@@ -1,0 +1,132 @@
+"""A collaborator built on OpenFL 1.6's own AggregatorGRPCClient, as an interop peer.
+
+Normal run: GetTasks, then GetAggregatedTensor("model_weights") checked against
+pattern(1, size), then SendLocalTaskResults with pattern(2, size); prints one JSON
+line with the tasks and the MiB/s of the download and the upload.
+
+--spoof NAME: send one GetTasks whose header claims to be NAME (the TLS certificate
+stays --cert's) and print the gRPC status code name it got ("OK" if accepted).
+
+OpenFL's client retries UNAVAILABLE every second forever and, in
+_resend_data_on_reconnection, resends at once and forever on every other error
+except UNAUTHENTICATED. So the spoof call goes straight to client.stub with a
+deadline, and a watchdog bounds the whole run.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="localhost")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--mode", choices=("mtls", "tls", "insecure"), required=True)
+    p.add_argument("--certs", help="directory made by tests/certs/make_certs.sh")
+    p.add_argument("--collaborator", default="col1")
+    p.add_argument("--cert", help="certificate name in --certs (default: --collaborator)")
+    p.add_argument("--aggregator-uuid", required=True)
+    p.add_argument("--federation-uuid", required=True)
+    p.add_argument("--size-mib", type=float, default=64)
+    p.add_argument("--spoof", metavar="NAME", help="claim to be NAME in GetTasks")
+    p.add_argument("--rpc-timeout", type=float, default=30, help="deadline of the spoof call")
+    p.add_argument("--timeout", type=float, default=120, help="bound on the whole run")
+    args = p.parse_args()
+    if args.mode != "insecure" and not args.certs:
+        p.error("--certs is required with --mode mtls/tls")
+    return args
+
+
+def make_client(args):
+    from openfl.transport import AggregatorGRPCClient
+
+    cert = key = root = None
+    if args.mode != "insecure":
+        root = os.path.join(args.certs, "ca.crt")
+        if args.mode == "mtls":
+            cert, key = common.cert_paths(args.certs, args.cert or args.collaborator)
+    return AggregatorGRPCClient(
+        agg_addr=args.host,
+        agg_port=args.port,
+        tls=args.mode != "insecure",
+        disable_client_auth=args.mode == "tls",
+        root_certificate=root,
+        certificate=cert,
+        private_key=key,
+        aggregator_uuid=args.aggregator_uuid,
+        federation_uuid=args.federation_uuid,
+    )
+
+
+def spoof(client, args):
+    """One GetTasks claiming to be args.spoof; returns the status code name."""
+    import grpc
+    from openfl.protocols import aggregator_pb2
+
+    client._set_header(args.spoof)  # OpenFL's own header construction
+    request = aggregator_pb2.GetTasksRequest(header=client.header)
+    try:
+        client.stub.GetTasks(request, timeout=args.rpc_timeout)
+        return {"spoof": args.spoof, "code": "OK", "details": ""}
+    except grpc.RpcError as e:
+        return {"spoof": args.spoof, "code": e.code().name, "details": e.details() or ""}
+
+
+def rate(nbytes, seconds):
+    return {"bytes": nbytes, "seconds": round(seconds, 4),
+            "mib_s": round(nbytes / common.MIB / seconds, 1)}
+
+
+def round_trip(client, args):
+    """GetTasks, download, upload, through OpenFL's public client methods."""
+    name = args.collaborator
+    size = int(args.size_mib * common.MIB)
+
+    tasks, round_number, sleep_time, quit_ = client.get_tasks(name)
+
+    expected = common.pattern(common.SEED_AGGREGATED, size)
+    t0 = time.perf_counter()
+    tensor = client.get_aggregated_tensor(name, "model_weights", 0, False, ("model",), True)
+    download = rate(len(tensor.data_bytes), time.perf_counter() - t0)
+    received = common.describe_tensor(tensor, expected)
+    del expected
+    if tensor.name != "model_weights" or not received["match"]:
+        common.fail(f"aggregated tensor differs from pattern(1, {size}): {received}")
+
+    upload_tensor = common.named_tensor(
+        "model_weights", common.pattern(common.SEED_UPLOADED, size), 0, ("trained",))
+    t0 = time.perf_counter()
+    client.send_local_task_results(name, 0, "train", 100, [upload_tensor])
+    upload = rate(size, time.perf_counter() - t0)
+
+    return {
+        "tasks": [{"name": t.name, "function_name": t.function_name,
+                   "task_type": t.task_type, "apply_local": t.apply_local} for t in tasks],
+        "round_number": round_number,
+        "sleep_time": sleep_time,
+        "quit": quit_,
+        "tensor": received,
+        "download": download,
+        "upload": upload,
+    }
+
+
+def main():
+    args = parse_args()
+    common.start_watchdog(args.timeout)
+    client = make_client(args)
+    try:
+        result = spoof(client, args) if args.spoof else round_trip(client, args)
+    except Exception as e:  # gRPC errors, OpenFL's check_equal ValueErrors, ...
+        common.fail(f"{type(e).__name__}: {e}")
+    common.emit({"mode": args.mode, **result})
+    os._exit(0)  # don't wait on gRPC's background threads
+
+
+if __name__ == "__main__":
+    main()
