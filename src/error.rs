@@ -104,6 +104,18 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl ofl_code {
+    /// The code with this number, if any (C passes codes as integers).
+    pub fn from_i32(n: i32) -> Option<Self> {
+        use ofl_code::*;
+        const ALL: [ofl_code; 22] = [
+            Ok, Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists,
+            PermissionDenied, ResourceExhausted, FailedPrecondition, Aborted, OutOfRange,
+            Unimplemented, Internal, Unavailable, DataLoss, Unauthenticated, Tls, Io, Panic,
+            InvalidResponse, RetriesExhausted,
+        ];
+        ALL.into_iter().find(|c| *c as i32 == n)
+    }
+
     /// The code of a gRPC status code number; unknown numbers map to `Unknown`.
     pub fn from_grpc(code: tonic::Code) -> Self {
         use ofl_code::*;

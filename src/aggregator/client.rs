@@ -216,7 +216,27 @@ impl AggregatorClient {
     /// chunks sliced from that buffer; after a reconnect the whole upload is
     /// sent again.
     pub async fn send_local_task_results(&self, collaborator: &str, results: &TaskResults) -> Result<()> {
-        let payload = encode_task_results(self.header(collaborator), results);
+        let payload = self.encode_task_results(collaborator, results);
+        self.send_encoded_task_results(collaborator, payload).await
+    }
+
+    /// The serialized `TaskResults` message `send_local_task_results` sends,
+    /// in one buffer of exactly its size.
+    pub fn encode_task_results(&self, collaborator: &str, results: &TaskResults) -> Bytes {
+        let message = pb::TaskResults {
+            header: self.header(collaborator),
+            round_number: results.round_number,
+            task_name: results.task_name.clone(),
+            data_size: results.data_size,
+            tensors: results.tensors.clone(),
+        };
+        let mut buf = Vec::with_capacity(message.encoded_len());
+        message.encode(&mut buf).expect("a Vec grows as needed");
+        Bytes::from(buf)
+    }
+
+    /// Streams a payload made by [`encode_task_results`](Self::encode_task_results).
+    pub async fn send_encoded_task_results(&self, collaborator: &str, payload: Bytes) -> Result<()> {
         if payload.len() > self.config.max_message_size {
             return Err(Error::new(
                 ofl_code::ResourceExhausted,
@@ -249,18 +269,4 @@ impl Drop for AggregatorClient {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// One serialized `TaskResults`, written into a buffer of exactly its size.
-fn encode_task_results(header: Option<MessageHeader>, results: &TaskResults) -> Bytes {
-    let message = pb::TaskResults {
-        header,
-        round_number: results.round_number,
-        task_name: results.task_name.clone(),
-        data_size: results.data_size,
-        tensors: results.tensors.clone(),
-    };
-    let mut buf = Vec::with_capacity(message.encoded_len());
-    message.encode(&mut buf).expect("a Vec grows as needed");
-    Bytes::from(buf)
 }

@@ -1,1 +1,36 @@
-//! The C ABI.
+//! The C ABI: the only unsafe code of the crate. It converts between C and
+//! the Rust API and does nothing else; conventions are in the header's
+//! preamble (`include/openfl_transport.h`) and in DESIGN.md §3.
+
+pub mod aggregator_logic;
+pub mod aggregator_server;
+pub mod boundary;
+pub mod client;
+pub mod error;
+pub mod logging;
+pub mod tasks;
+pub mod tensor;
+pub mod tls_options;
+
+use std::ffi::c_char;
+
+/// The library version, e.g. "0.1.0" (static, NUL-terminated).
+#[no_mangle]
+pub extern "C" fn ofl_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed header must be what cbindgen generates from this source;
+    /// refresh it with `OFL_UPDATE_HEADER=1 cargo build`.
+    #[test]
+    fn committed_header_is_current() {
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/openfl_transport.h"));
+        let committed = include_str!("../../include/openfl_transport.h");
+        assert!(
+            generated == committed,
+            "include/openfl_transport.h is stale: run `OFL_UPDATE_HEADER=1 cargo build`"
+        );
+    }
+}

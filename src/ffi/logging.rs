@@ -1,0 +1,124 @@
+//! Routing the library's log records to the host: a C callback, or stderr
+//! (warnings and errors) when none is set.
+
+use std::ffi::{c_char, c_void};
+use std::io::Write;
+use std::sync::RwLock;
+
+use super::boundary::{c_string, call};
+use super::error::ofl_error;
+use crate::error::{Error, Result};
+
+/// Severity of a log record.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ofl_log_level {
+    /// Nothing is logged.
+    Off = 0,
+    /// Failures.
+    Error = 1,
+    /// Things the user should know (e.g. running without TLS).
+    Warn = 2,
+    /// Life-cycle events (server listening, retries).
+    Info = 3,
+    /// Details for debugging.
+    Debug = 4,
+    /// Everything.
+    Trace = 5,
+}
+
+/// Receives one log record: `target` names the library module, `message` the
+/// event; both are valid only during the call. May be called from any
+/// library thread, concurrently; must not call back into the library.
+#[allow(non_camel_case_types)]
+pub type ofl_log_fn = Option<
+    extern "C" fn(user_data: *mut c_void, level: ofl_log_level, target: *const c_char, message: *const c_char),
+>;
+
+struct Sink {
+    callback: ofl_log_fn,
+    user_data: usize,
+}
+
+static SINK: RwLock<Sink> = RwLock::new(Sink { callback: None, user_data: 0 });
+
+struct Logger;
+
+fn level_of(level: log::Level) -> ofl_log_level {
+    match level {
+        log::Level::Error => ofl_log_level::Error,
+        log::Level::Warn => ofl_log_level::Warn,
+        log::Level::Info => ofl_log_level::Info,
+        log::Level::Debug => ofl_log_level::Debug,
+        log::Level::Trace => ofl_log_level::Trace,
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target().starts_with("openfl_transport")
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
+        match sink.callback {
+            Some(callback) => {
+                let target = c_string(record.target());
+                let message = c_string(&record.args().to_string());
+                callback(sink.user_data as *mut c_void, level_of(record.level()), target.as_ptr(), message.as_ptr());
+            }
+            None => {
+                let _ = writeln!(std::io::stderr(), "[openfl_transport {}] {}", record.level(), record.args());
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger (once) with stderr output for warnings and errors.
+pub fn init_default() {
+    static LOGGER: Logger = Logger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// The filter for an `ofl_log_level` number (C passes enums as integers).
+fn filter_of(level: i32) -> Result<log::LevelFilter> {
+    Ok(match level {
+        0 => log::LevelFilter::Off,
+        1 => log::LevelFilter::Error,
+        2 => log::LevelFilter::Warn,
+        3 => log::LevelFilter::Info,
+        4 => log::LevelFilter::Debug,
+        5 => log::LevelFilter::Trace,
+        _ => return Err(Error::invalid_argument(format!("max_level {level} is no ofl_log_level"))),
+    })
+}
+
+fn set_sink(max_level: i32, callback: ofl_log_fn, user_data: *mut c_void) -> Result<()> {
+    let filter = filter_of(max_level)?;
+    init_default();
+    *SINK.write().unwrap_or_else(|e| e.into_inner()) = Sink { callback, user_data: user_data as usize };
+    log::set_max_level(filter);
+    Ok(())
+}
+
+/// Sends the library's log records up to `max_level` (an `ofl_log_level`) to `callback` with
+/// `user_data`; a NULL `callback` writes them to stderr. Without a call,
+/// warnings and errors go to stderr. Process-wide; may be called again to
+/// change the level or the callback. The previous `user_data` is no longer
+/// used once this returns.
+#[no_mangle]
+pub extern "C" fn ofl_set_log_callback(
+    max_level: i32,
+    callback: ofl_log_fn,
+    user_data: *mut c_void,
+) -> *mut ofl_error {
+    call("ofl_set_log_callback", || set_sink(max_level, callback, user_data))
+}
