@@ -9,8 +9,8 @@ stays --cert's) and print the gRPC status code name it got ("OK" if accepted).
 
 OpenFL's client retries UNAVAILABLE every second forever and, in
 _resend_data_on_reconnection, resends at once and forever on every other error
-except UNAUTHENTICATED. So the spoof call goes straight to client.stub with a
-deadline, and a watchdog bounds the whole run.
+except UNAUTHENTICATED. So the spoof call uses OpenFL's channel with a plain stub
+and a deadline, and a watchdog bounds the whole run.
 """
 
 import argparse
@@ -66,12 +66,15 @@ def make_client(args):
 def spoof(client, args):
     """One GetTasks claiming to be args.spoof; returns the status code name."""
     import grpc
-    from openfl.protocols import aggregator_pb2
+    from openfl.protocols import aggregator_pb2, aggregator_pb2_grpc
 
     client._set_header(args.spoof)  # OpenFL's own header construction
     request = aggregator_pb2.GetTasksRequest(header=client.header)
+    # OpenFL's channel (its TLS credentials and options) without its retry
+    # interceptor, so a rejected handshake (UNAVAILABLE) is reported, not retried.
+    stub = aggregator_pb2_grpc.AggregatorStub(client.channel)
     try:
-        client.stub.GetTasks(request, timeout=args.rpc_timeout)
+        stub.GetTasks(request, timeout=args.rpc_timeout)
         return {"spoof": args.spoof, "code": "OK", "details": ""}
     except grpc.RpcError as e:
         return {"spoof": args.spoof, "code": e.code().name, "details": e.details() or ""}
@@ -125,7 +128,6 @@ def main():
     except Exception as e:  # gRPC errors, OpenFL's check_equal ValueErrors, ...
         common.fail(f"{type(e).__name__}: {e}")
     common.emit({"mode": args.mode, **result})
-    os._exit(0)  # don't wait on gRPC's background threads
 
 
 if __name__ == "__main__":

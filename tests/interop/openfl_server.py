@@ -6,6 +6,9 @@ arrives. Prints {"listening": PORT} once serving, writes everything it saw to
 --rounds-file after each upload, and exits 0 about a second after the first
 upload (OpenFL's serve() polls all_quit_jobs_sent every 5 s). Exits non-zero
 after --timeout seconds.
+
+--mode tls is OpenFL 1.6 as it is: with client auth disabled its server still reads
+the peer certificate's CN, so every RPC fails with UNKNOWN ('x509_common_name').
 """
 
 import argparse
