@@ -4,9 +4,11 @@
 
 pub mod checks;
 pub mod client;
+pub mod fedavg;
 pub mod logic;
 pub mod server;
 
 pub use client::{AggregatorClient, ClientConfig};
+pub use fedavg::{FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};
 pub use logic::{AggregatorLogic, Federation, TaskResults, TasksReply, TensorRequest};
 pub use server::{AggregatorServer, ServerConfig};

@@ -1,0 +1,213 @@
+//! Throughput benchmark: our collaborator client against our aggregator
+//! server over mTLS on 127.0.0.1, printing a table.
+//!
+//!     cargo run --release --example bench_transfer [-- SIZE_MIB [ROUNDS]]
+//!
+//! Rows: GetAggregatedTensor download and SendLocalTaskResults upload of a
+//! SIZE_MIB tensor (median of ROUNDS), and GetTasks requests per second with
+//! 64 calls in flight on one connection. "peak RSS / payload" is the growth
+//! of this process's peak resident memory during the transfer (client and
+//! server together) divided by the payload size. The OpenFL 1.6 comparison
+//! runs in the interop suite (`make test-interop` prints its table).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use openfl_transport::aggregator::*;
+use openfl_transport::proto::aggregator::Task;
+use openfl_transport::proto::{MetadataProto, NamedTensor};
+use openfl_transport::tls::{PemSource, TlsConfig};
+use openfl_transport::Result;
+
+struct BenchLogic {
+    federation: Federation,
+    tensor: NamedTensor,
+}
+
+impl AggregatorLogic for BenchLogic {
+    fn federation(&self) -> &Federation {
+        &self.federation
+    }
+    fn get_tasks(&self, _: &str) -> Result<TasksReply> {
+        let task = Task { name: "train".into(), function_name: "train_task".into(), task_type: "train".into(), apply_local: false };
+        Ok(TasksReply { round_number: 0, tasks: vec![task], sleep_time: 0, quit: false })
+    }
+    fn get_aggregated_tensor(&self, _: &str, _: &TensorRequest) -> Result<NamedTensor> {
+        Ok(self.tensor.clone())
+    }
+    fn send_local_task_results(&self, _: &str, results: TaskResults) -> Result<()> {
+        assert_eq!(results.tensors.len(), 1);
+        Ok(())
+    }
+    fn all_quit_jobs_sent(&self) -> bool {
+        false
+    }
+}
+
+struct Pki {
+    ca: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "bench-ca");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |cn: &str, sans: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca: ca.pem(),
+        server: leaf("localhost", vec!["localhost".into(), "127.0.0.1".into()]),
+        client: leaf("col1", vec![]),
+    }
+}
+
+fn tls(ca: &str, identity: &(String, String)) -> TlsConfig {
+    TlsConfig {
+        root_certificate: Some(PemSource::Pem(ca.as_bytes().to_vec())),
+        certificate: Some(PemSource::Pem(identity.0.as_bytes().to_vec())),
+        private_key: Some(PemSource::Pem(identity.1.as_bytes().to_vec())),
+        disable_client_auth: false,
+    }
+}
+
+fn tensor(size: usize) -> NamedTensor {
+    NamedTensor {
+        name: "model_weights".into(),
+        lossless: true,
+        tags: vec!["model".into()],
+        transformer_metadata: vec![MetadataProto { int_list: vec![size as i32], ..Default::default() }],
+        data_bytes: Bytes::from((0..size).map(|i| (i * 7 % 256) as u8).collect::<Vec<_>>()),
+        ..Default::default()
+    }
+}
+
+/// Peak resident set size of this process, in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Resets the peak to the current RSS (Linux `clear_refs` value 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn current_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+async fn measure<F, Fut>(rounds: usize, payload: usize, mut f: F) -> (f64, f64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut rates = Vec::new();
+    let mut rss_ratio: f64 = 0.0;
+    for _ in 0..rounds {
+        reset_peak_rss();
+        let base = current_rss();
+        let started = Instant::now();
+        f().await;
+        let secs = started.elapsed().as_secs_f64();
+        rates.push(payload as f64 / secs / (1 << 20) as f64);
+        rss_ratio = rss_ratio.max(peak_rss().saturating_sub(base) as f64 / payload as f64);
+    }
+    (median(rates), rss_ratio)
+}
+
+async fn get_tasks_rate(client: Arc<AggregatorClient>, in_flight: usize, duration: Duration) -> f64 {
+    let deadline = Instant::now() + duration;
+    let mut workers = Vec::new();
+    for _ in 0..in_flight {
+        let client = Arc::clone(&client);
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                client.get_tasks("col1").await.expect("GetTasks");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    total as f64 / duration.as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let size_mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let size = size_mib << 20;
+    openfl_transport::runtime::install_crypto_provider();
+    let pki = pki();
+    let federation = Federation {
+        aggregator_uuid: "agg".into(),
+        federation_uuid: "fed".into(),
+        single_col_cert_common_name: String::new(),
+        authorized_collaborators: vec!["col1".into()],
+    };
+    let logic = Arc::new(BenchLogic { federation: federation.clone(), tensor: tensor(size) });
+    let config = ServerConfig {
+        host: "127.0.0.1".into(),
+        tls: Some(tls(&pki.ca, &pki.server)),
+        auth_failure_max_delay: Duration::ZERO,
+        ..ServerConfig::default()
+    };
+    let server = AggregatorServer::start(config, logic).await.expect("server start");
+    let mut client_config = ClientConfig::new("localhost", server.local_addr().port());
+    client_config.connect.tls = Some(tls(&pki.ca, &pki.client));
+    client_config.federation = federation;
+    let client = Arc::new(AggregatorClient::new(client_config).expect("client"));
+    client.get_tasks("col1").await.expect("warm-up");
+
+    let request = TensorRequest { tensor_name: "model_weights".into(), tags: vec!["model".into()], ..Default::default() };
+    let (down, down_rss) = measure(rounds, size, || async {
+        let t = client.get_aggregated_tensor("col1", &request).await.expect("download");
+        assert_eq!(t.data_bytes.len(), size);
+    })
+    .await;
+    let upload = TaskResults { round_number: 0, task_name: "train".into(), data_size: 1, tensors: vec![tensor(size)] };
+    let (up, up_rss) = measure(rounds, size, || async {
+        client.send_local_task_results("col1", &upload).await.expect("upload");
+    })
+    .await;
+    drop(upload);
+    let rate = get_tasks_rate(Arc::clone(&client), 64, Duration::from_secs(3)).await;
+
+    println!("openfl-transport bench: mTLS, 127.0.0.1, {size_mib} MiB payload, median of {rounds}");
+    println!("| transfer                          | MiB/s   | peak RSS / payload |");
+    println!("|-----------------------------------|---------|--------------------|");
+    println!("| download (GetAggregatedTensor)    | {down:7.1} | {down_rss:18.2} |");
+    println!("| upload (SendLocalTaskResults)     | {up:7.1} | {up_rss:18.2} |");
+    println!("| GetTasks, 64 in flight            | {rate:7.0} req/s                  |");
+    server.shutdown().await.expect("shutdown");
+}
