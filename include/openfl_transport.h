@@ -20,6 +20,18 @@
 #include <stdint.h>
 
 /**
+ * Seconds a collaborator is told to sleep by default (OpenFL 1.6 always
+ * sends 10).
+ */
+#define DEFAULT_SLEEP_TIME 10
+
+/**
+ * Rounds trained by default (the `rounds_to_train` of OpenFL's workspace
+ * templates).
+ */
+#define DEFAULT_ROUNDS_TO_TRAIN 10
+
+/**
  * What kind of failure an [`Error`] is. Values 0..=16 are the gRPC status
  * codes with their gRPC meaning; values from 100 are library codes.
  */

@@ -54,11 +54,19 @@ pub struct TlsConfig {
     pub disable_client_auth: bool,
 }
 
+/// Own certificate chain and key: the PEM text for tonic, parsed for rustls.
+struct LoadedIdentity {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
 /// The PEM documents of a [`TlsConfig`], read and checked.
 struct LoadedTls {
     root_pem: Vec<u8>,
     roots: rustls::RootCertStore,
-    identity: Option<(Vec<u8>, Vec<u8>, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    identity: Option<LoadedIdentity>,
 }
 
 fn required<'a>(source: &'a Option<PemSource>, what: &str) -> Result<&'a PemSource> {
@@ -105,7 +113,7 @@ impl TlsConfig {
             let key_pem = key_source.load("private_key")?;
             let chain = parse_certs(&cert_pem, "certificate", cert_source)?;
             let key = parse_key(&key_pem, key_source)?;
-            Some((cert_pem, key_pem, chain, key))
+            Some(LoadedIdentity { cert_pem, key_pem, chain, key })
         } else {
             None
         };
@@ -117,7 +125,7 @@ impl TlsConfig {
     pub fn server_config(&self) -> Result<ServerTlsConfig> {
         crate::runtime::install_crypto_provider();
         let loaded = self.load(true)?;
-        let (cert_pem, key_pem, chain, key) = loaded.identity.expect("identity loaded");
+        let LoadedIdentity { cert_pem, key_pem, chain, key } = loaded.identity.expect("identity loaded");
         let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(loaded.roots))
             .build()
             .map_err(|e| Error::tls(format!("root_certificate: {e}")))?;
@@ -138,7 +146,7 @@ impl TlsConfig {
         let mut config = ClientTlsConfig::new()
             .domain_name(domain)
             .ca_certificate(Certificate::from_pem(loaded.root_pem));
-        if let Some((cert_pem, key_pem, chain, key)) = loaded.identity {
+        if let Some(LoadedIdentity { cert_pem, key_pem, chain, key }) = loaded.identity {
             rustls::ClientConfig::builder()
                 .with_root_certificates(loaded.roots)
                 .with_client_auth_cert(chain, key)
@@ -169,6 +177,13 @@ pub fn tls_failure_in(error: &(dyn std::error::Error + 'static)) -> Option<Strin
             if let Some(inner) = io.get_ref() {
                 if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
                     return Some(tls.to_string());
+                }
+                // h2 keeps only the text of an I/O error's cause, so an alert
+                // received after the handshake (TLS 1.3: the server rejected
+                // our certificate) arrives as rustls' message, not its type.
+                let text = inner.to_string();
+                if io.kind() == std::io::ErrorKind::InvalidData && text.starts_with("received fatal alert: ") {
+                    return Some(text);
                 }
             }
         }

@@ -1,6 +1,12 @@
 //! The C ABI: the only unsafe code of the crate. It converts between C and
 //! the Rust API and does nothing else; conventions are in the header's
 //! preamble (`include/openfl_transport.h`) and in DESIGN.md §3.
+//!
+//! Exports take raw pointers from C, where Rust's `unsafe fn` means nothing:
+//! the pointer contract is in each function's doc (the header), and every
+//! dereference carries a `// SAFETY:` comment. Hence the crate-level allow
+//! of clippy's `not_unsafe_ptr_arg_deref` for this module.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod aggregator_logic;
 pub mod aggregator_server;
