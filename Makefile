@@ -3,6 +3,7 @@
 #   make            release build: target/release/libopenfl_transport.{so,a}
 #   make test       every test: Rust, C (ctest, also under ASan/UBSan), OpenFL 1.6 interop
 #   make bench      throughput table (ours vs ours; see tests/interop for ours vs OpenFL)
+#   make demo       C demo: built-in FedAvg + 3 collaborators over mTLS (examples/c)
 #
 # `make test` installs what a fresh Debian machine lacks (cmake, a Python
 # venv with openfl==1.6) and builds the library once in release mode.
@@ -16,6 +17,8 @@ all: build
 
 build:
 	$(CARGO) build --release --examples
+	@# The SONAME is libopenfl_transport.so.<major>; let consumers of the build tree load it.
+	ln -sf libopenfl_transport.so target/release/libopenfl_transport.so.0
 
 deps:
 	./tests/deps.sh
@@ -39,3 +42,15 @@ bench: build
 # Refresh the committed header after changing src/ffi.
 header:
 	OFL_UPDATE_HEADER=1 $(CARGO) build --release
+
+# The C demo federation (examples/c): builds the library and the demo with
+# CMake, generates fresh certificates (CA, server, col1..col3) and runs it.
+DEMO_BUILD ?= build/examples-c
+
+.PHONY: demo
+demo:
+	$(CARGO) build --release
+	cmake -S examples/c -B $(DEMO_BUILD) -DOFL_LIB_DIR=$(CURDIR)/target/release -DOFL_INCLUDE_DIR=$(CURDIR)/include
+	cmake --build $(DEMO_BUILD)
+	./tests/certs/make_certs.sh $(DEMO_BUILD)/certs
+	$(DEMO_BUILD)/demo_federation $(DEMO_BUILD)/certs

@@ -45,7 +45,11 @@ impl ConnectConfig {
     }
 
     /// A channel that connects on first use (and again after a failure).
+    /// Its connection task runs on the library's runtime, whichever thread
+    /// (a C caller's, another runtime's) asks for it.
     pub fn channel(&self) -> Result<Channel> {
+        let runtime = crate::runtime::handle();
+        let _entered = runtime.enter();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let endpoint = Endpoint::from_shared(format!("{scheme}://{}", self.uri()))
             .map_err(|e| Error::invalid_argument(format!("bad server address {:?}: {e}", self.uri())))?
