@@ -20,18 +20,6 @@
 #include <stdint.h>
 
 /**
- * Seconds a collaborator is told to sleep by default (OpenFL 1.6 always
- * sends 10).
- */
-#define DEFAULT_SLEEP_TIME 10
-
-/**
- * Rounds trained by default (the `rounds_to_train` of OpenFL's workspace
- * templates).
- */
-#define DEFAULT_ROUNDS_TO_TRAIN 10
-
-/**
  * What kind of failure an [`Error`] is. Values 0..=16 are the gRPC status
  * codes with their gRPC meaning; values from 100 are library codes.
  */
@@ -193,6 +181,30 @@ typedef struct ofl_client_options ofl_client_options;
 typedef struct ofl_error ofl_error;
 
 /**
+ * The FedAvg aggregation logic (see `ofl_fedavg_new`). Thread-safe: read
+ * its round, metrics and models from any thread, also while a server runs
+ * it. A server started with it keeps its own reference: the handle may be
+ * freed before the server.
+ */
+typedef struct ofl_fedavg ofl_fedavg;
+
+/**
+ * Settings for `ofl_fedavg_new` (OpenFL's aggregator settings in a plan):
+ * identity, collaborators, rounds, tasks, the initial model. Defaults: 10
+ * rounds, OpenFL's three default tasks, sleep time 10 s, tensor wait 30 s,
+ * the best model chosen by the aggregated-model validation's first metric.
+ * Not thread-safe: configure from one thread.
+ */
+typedef struct ofl_fedavg_options ofl_fedavg_options;
+
+/**
+ * A model: float32 tensors by name (in name order). Owned by the caller;
+ * free with `ofl_model_free`. Pointers returned by its accessors are valid
+ * until then.
+ */
+typedef struct ofl_model ofl_model;
+
+/**
  * What a callback answers: tasks (get_tasks), a tensor
  * (get_aggregated_tensor), and for any callback an error message to go with
  * a non-OK return code. Owned by the library; valid during the callback.
@@ -230,7 +242,7 @@ typedef struct ofl_metadata_view {
   /**
    * Number of entries in `int_list`.
    */
-  uintptr_t int_list_len;
+  size_t int_list_len;
   /**
    * `bool_list_len` booleans (may be NULL when the length is 0).
    */
@@ -238,7 +250,7 @@ typedef struct ofl_metadata_view {
   /**
    * Number of entries in `bool_list`.
    */
-  uintptr_t bool_list_len;
+  size_t bool_list_len;
   /**
    * Keys of the `int_to_float` map (`int_to_float_len` entries).
    */
@@ -250,7 +262,7 @@ typedef struct ofl_metadata_view {
   /**
    * Number of `int_to_float` entries.
    */
-  uintptr_t int_to_float_len;
+  size_t int_to_float_len;
 } ofl_metadata_view;
 
 /**
@@ -281,7 +293,7 @@ typedef struct ofl_tensor_view {
   /**
    * Number of tags.
    */
-  uintptr_t tags_len;
+  size_t tags_len;
   /**
    * `metadata_len` transformer-metadata entries.
    */
@@ -289,7 +301,7 @@ typedef struct ofl_tensor_view {
   /**
    * Number of metadata entries.
    */
-  uintptr_t metadata_len;
+  size_t metadata_len;
   /**
    * The tensor's bytes (`data_len` of them; NULL allowed when 0).
    */
@@ -297,7 +309,7 @@ typedef struct ofl_tensor_view {
   /**
    * Number of bytes at `data`.
    */
-  uintptr_t data_len;
+  size_t data_len;
 } ofl_tensor_view;
 
 /**
@@ -336,7 +348,7 @@ typedef struct ofl_tensor_request {
   /**
    * Number of tags.
    */
-  uintptr_t tags_len;
+  size_t tags_len;
   /**
    * Whether the collaborator requires a lossless encoding.
    */
@@ -413,6 +425,38 @@ typedef struct ofl_aggregator_callbacks {
    */
   ofl_valid_collaborator_fn valid_collaborator_cn_and_id;
 } ofl_aggregator_callbacks;
+
+/**
+ * One metric (OpenFL's metric record): reported by a collaborator, or the
+ * `data_size`-weighted average of a round computed by the aggregator.
+ * Strings are owned by the `ofl_fedavg` and valid until `ofl_fedavg_free`.
+ */
+typedef struct ofl_metric {
+  /**
+   * The round the metric belongs to (0 = the initial model's round).
+   */
+  int32_t round;
+  /**
+   * The collaborator that reported it, or "aggregator" for an average.
+   */
+  const char *origin;
+  /**
+   * True for the aggregator's weighted average over all collaborators.
+   */
+  bool aggregated;
+  /**
+   * The task that produced it (e.g. "aggregated_model_validation").
+   */
+  const char *task;
+  /**
+   * The metric's tensor name (e.g. "accuracy").
+   */
+  const char *name;
+  /**
+   * Its value.
+   */
+  double value;
+} ofl_metric;
 
 /**
  * Receives one log record: `target` names the library module, `message` the
@@ -499,14 +543,14 @@ int32_t ofl_task_results_data_size(const struct ofl_task_results *results);
 /**
  * Number of tensors.
  */
-uintptr_t ofl_task_results_tensors_len(const struct ofl_task_results *results);
+size_t ofl_task_results_tensors_len(const struct ofl_task_results *results);
 
 /**
  * Tensor `index` (borrowed: valid during the callback; do not free); NULL
  * when out of range.
  */
 const struct ofl_tensor *ofl_task_results_tensor(const struct ofl_task_results *results,
-                                                 uintptr_t index);
+                                                 size_t index);
 
 /**
  * New server options (listen on `[::]`, port 0 = any free port, mTLS,
@@ -550,11 +594,11 @@ struct ofl_error *ofl_aggregator_server_options_set_tls_files(struct ofl_aggrega
  */
 struct ofl_error *ofl_aggregator_server_options_set_tls_pem(struct ofl_aggregator_server_options *options,
                                                             const uint8_t *root_certificate,
-                                                            uintptr_t root_certificate_len,
+                                                            size_t root_certificate_len,
                                                             const uint8_t *certificate,
-                                                            uintptr_t certificate_len,
+                                                            size_t certificate_len,
                                                             const uint8_t *private_key,
-                                                            uintptr_t private_key_len);
+                                                            size_t private_key_len);
 
 /**
  * One-way TLS (OpenFL's `disable_client_auth`): client certificates become
@@ -664,11 +708,11 @@ struct ofl_error *ofl_client_options_set_tls_files(struct ofl_client_options *op
  */
 struct ofl_error *ofl_client_options_set_tls_pem(struct ofl_client_options *options,
                                                  const uint8_t *root_certificate,
-                                                 uintptr_t root_certificate_len,
+                                                 size_t root_certificate_len,
                                                  const uint8_t *certificate,
-                                                 uintptr_t certificate_len,
+                                                 size_t certificate_len,
                                                  const uint8_t *private_key,
-                                                 uintptr_t private_key_len);
+                                                 size_t private_key_len);
 
 /**
  * One-way TLS (OpenFL's `disable_client_auth`): present no client certificate.
@@ -764,7 +808,7 @@ struct ofl_error *ofl_client_get_aggregated_tensor(const struct ofl_client *clie
                                                    int32_t round_number,
                                                    bool report,
                                                    const char *const *tags,
-                                                   uintptr_t tags_len,
+                                                   size_t tags_len,
                                                    bool require_lossless,
                                                    struct ofl_tensor **out);
 
@@ -781,7 +825,7 @@ struct ofl_error *ofl_client_send_local_task_results(const struct ofl_client *cl
                                                      const char *task_name,
                                                      int32_t data_size,
                                                      const struct ofl_tensor_view *tensors,
-                                                     uintptr_t tensors_len);
+                                                     size_t tensors_len);
 
 /**
  * The error's code. NULL gives `OFL_CODE_OK`.
@@ -804,6 +848,230 @@ void ofl_error_free(struct ofl_error *error);
  * "UNAUTHENTICATED"; values that are no code give "UNKNOWN_CODE".
  */
 const char *ofl_code_name(int32_t code);
+
+/**
+ * New FedAvg options with the defaults above, no collaborators and no
+ * model, written to `*out`.
+ */
+struct ofl_error *ofl_fedavg_options_new(struct ofl_fedavg_options **out);
+
+/**
+ * Frees FedAvg options. NULL is a no-op.
+ */
+void ofl_fedavg_options_free(struct ofl_fedavg_options *options);
+
+/**
+ * The aggregator's identity (OpenFL's `Aggregator.uuid`, `federation_uuid`,
+ * `single_col_cert_common_name`; the last may be NULL for none). A server
+ * started with `ofl_aggregator_server_start_fedavg` checks requests against
+ * this identity. Default: empty uuids.
+ */
+struct ofl_error *ofl_fedavg_options_set_federation(struct ofl_fedavg_options *options,
+                                                    const char *aggregator_uuid,
+                                                    const char *federation_uuid,
+                                                    const char *single_col_cert_common_name);
+
+/**
+ * Adds a collaborator (OpenFL's `authorized_cols`): authorized to call, and
+ * every round waits for its results of every task. Adding a name twice
+ * adds it once. At least one is required.
+ */
+struct ofl_error *ofl_fedavg_options_add_collaborator(struct ofl_fedavg_options *options,
+                                                      const char *collaborator_name);
+
+/**
+ * Rounds to train (OpenFL's `rounds_to_train`), at least 1; default 10.
+ */
+struct ofl_error *ofl_fedavg_options_set_rounds_to_train(struct ofl_fedavg_options *options,
+                                                         int32_t rounds);
+
+/**
+ * Appends a task that every collaborator runs every round, in the order
+ * added (a task of OpenFL's plan: `name`, `function_name`, `task_type`
+ * "train" or "validate", `apply_local`). The first call replaces the
+ * default tasks: `aggregated_model_validation` (validate_task, validate),
+ * `train` (train_task, train), `locally_tuned_model_validation`
+ * (validate_task, validate, apply_local). Names must be unique
+ * (INVALID_ARGUMENT otherwise).
+ */
+struct ofl_error *ofl_fedavg_options_add_task(struct ofl_fedavg_options *options,
+                                              const char *name,
+                                              const char *function_name,
+                                              const char *task_type,
+                                              bool apply_local);
+
+/**
+ * Adds a tensor of the initial (round-0) model: `shape_len` dimensions at
+ * `shape` (0 for a scalar; `shape` may then be NULL) and `values_len`
+ * float32 values in C (row-major) order, which must be the product of the
+ * dimensions (1 for a scalar). Both arrays are copied. Each dimension must
+ * fit an int32 (the wire type). A name may be added once; at least one
+ * tensor is required.
+ */
+struct ofl_error *ofl_fedavg_options_add_model_tensor(struct ofl_fedavg_options *options,
+                                                      const char *name,
+                                                      const size_t *shape,
+                                                      size_t shape_len,
+                                                      const float *values,
+                                                      size_t values_len);
+
+/**
+ * The metric that picks the best model: a metric reported by the first
+ * "validate" task without `apply_local` (the aggregated-model validation);
+ * higher is better. NULL restores the default: that task's first metric by
+ * name.
+ */
+struct ofl_error *ofl_fedavg_options_set_best_model_metric(struct ofl_fedavg_options *options,
+                                                           const char *metric_name);
+
+/**
+ * How long a GetAggregatedTensor call for a later round's model (not ready
+ * yet) waits before FAILED_PRECONDITION; default 30 000 ms.
+ */
+struct ofl_error *ofl_fedavg_options_set_tensor_wait_ms(struct ofl_fedavg_options *options,
+                                                        uint64_t wait_ms);
+
+/**
+ * Seconds a collaborator that has finished the round is told to sleep
+ * before asking again (GetTasks' `sleep_time`), at least 1; default 10
+ * (OpenFL 1.6 always sends 10).
+ */
+struct ofl_error *ofl_fedavg_options_set_sleep_time(struct ofl_fedavg_options *options,
+                                                    int32_t seconds);
+
+/**
+ * A FedAvg aggregator at round 0, written to `*out` (`options` may be freed
+ * after). Errors: INVALID_ARGUMENT naming what is missing or wrong (no
+ * collaborators, no model tensor, ...).
+ *
+ * Every round, each collaborator runs every task; the round ends when all
+ * have reported all tasks, and each uploaded tensor is averaged over the
+ * collaborators weighted by their `data_size`. What a collaborator sends
+ * (as OpenFL 1.6's `Collaborator` with `delta_updates: false` and no
+ * compression): model tensors are fetched with the round's number,
+ * `report` false, tags {"model"}; they come as little-endian float32 bytes
+ * with the shape in `int_list` of their one metadata entry. Uploads use
+ * the same encoding with the tag "compressed" added (optional for non-OpenFL
+ * peers): trained weights with `report` false and tag "trained" (they
+ * become the next round's model), metrics as one-value tensors with
+ * `report` true and tag "metric" (plus "validate_agg" or "validate_local"
+ * for validation tasks); `data_size` is the number of samples the task
+ * used (its weight in the average). A collaborator that has reported every
+ * task of the round gets `sleep_time` instead of tasks until the round ends.
+ */
+struct ofl_error *ofl_fedavg_new(const struct ofl_fedavg_options *options, struct ofl_fedavg **out);
+
+/**
+ * Frees the handle. A server started with it keeps running (it holds its
+ * own reference). NULL is a no-op.
+ */
+void ofl_fedavg_free(struct ofl_fedavg *fedavg);
+
+/**
+ * Starts an aggregator server (as `ofl_aggregator_server_start`) whose
+ * logic is `fedavg`, shared: read its progress through `fedavg` while and
+ * after the server runs. `ofl_aggregator_server_serve` returns once every
+ * collaborator has been told to quit after the last round.
+ *
+ * The server checks requests against the FedAvg's identity and
+ * collaborators (`ofl_fedavg_options_set_federation`,
+ * `ofl_fedavg_options_add_collaborator`); identity and collaborators set on
+ * `server_options` are not used. Everything else (listen address, TLS,
+ * limits) comes from `server_options`.
+ */
+struct ofl_error *ofl_aggregator_server_start_fedavg(const struct ofl_aggregator_server_options *server_options,
+                                                     const struct ofl_fedavg *fedavg,
+                                                     struct ofl_aggregator_server **out);
+
+/**
+ * The current round: 0 at the start, the number of rounds to train once
+ * training is over. 0 for NULL.
+ */
+int32_t ofl_fedavg_current_round(const struct ofl_fedavg *fedavg);
+
+/**
+ * The number of rounds to train. 0 for NULL.
+ */
+int32_t ofl_fedavg_rounds_to_train(const struct ofl_fedavg *fedavg);
+
+/**
+ * Whether every round has been trained (collaborators now get quit).
+ * False for NULL.
+ */
+bool ofl_fedavg_is_finished(const struct ofl_fedavg *fedavg);
+
+/**
+ * The number of metrics recorded so far: each collaborator's as they
+ * arrived, then each round's averages (origin "aggregator") when the round
+ * ends. Grows while a server runs; indices stay stable. 0 for NULL.
+ */
+size_t ofl_fedavg_metrics_len(const struct ofl_fedavg *fedavg);
+
+/**
+ * Metric `index` (below `ofl_fedavg_metrics_len`), written to `*out`; its
+ * strings are owned by `fedavg` and valid until `ofl_fedavg_free`.
+ * Errors: OUT_OF_RANGE for an index not recorded yet.
+ */
+struct ofl_error *ofl_fedavg_metric(const struct ofl_fedavg *fedavg,
+                                    size_t index,
+                                    struct ofl_metric *out);
+
+/**
+ * The newest model, copied into a new `ofl_model` written to `*out`: the
+ * initial model before the first round ends, the final aggregate after the
+ * last.
+ */
+struct ofl_error *ofl_fedavg_last_model(const struct ofl_fedavg *fedavg, struct ofl_model **out);
+
+/**
+ * The model that scored best in the aggregated-model validation (see
+ * `ofl_fedavg_options_set_best_model_metric`), copied into a new
+ * `ofl_model` written to `*out`. Errors: FAILED_PRECONDITION until a round
+ * with that metric has ended.
+ */
+struct ofl_error *ofl_fedavg_best_model(const struct ofl_fedavg *fedavg, struct ofl_model **out);
+
+/**
+ * The round whose model is the best model and its score, written to
+ * `*round` and `*score` (each may be NULL); returns false (writing
+ * nothing) when there is no best model yet or `fedavg` is NULL.
+ */
+bool ofl_fedavg_best_model_score(const struct ofl_fedavg *fedavg, int32_t *round, double *score);
+
+/**
+ * Number of tensors in the model. 0 for NULL.
+ */
+size_t ofl_model_len(const struct ofl_model *model);
+
+/**
+ * Name of tensor `index` (tensors are in name order); NULL when out of range.
+ */
+const char *ofl_model_tensor_name(const struct ofl_model *model, size_t index);
+
+/**
+ * Finds the tensor called `name`: writes its index to `*index` (when not
+ * NULL) and returns true, or returns false when there is none.
+ */
+bool ofl_model_find(const struct ofl_model *model, const char *name, size_t *index);
+
+/**
+ * The shape of tensor `index`: writes the number of dimensions to `*len`
+ * (when not NULL; 0 for a scalar) and returns the dimensions. The pointer
+ * is non-NULL for every index below `ofl_model_len` (also for a scalar) and
+ * valid until `ofl_model_free`; out of range: NULL and length 0.
+ */
+const size_t *ofl_model_tensor_shape(const struct ofl_model *model, size_t index, size_t *len);
+
+/**
+ * The values of tensor `index` in C (row-major) order: writes their number
+ * to `*len` (when not NULL) and returns them, as `ofl_model_tensor_shape`.
+ */
+const float *ofl_model_tensor_values(const struct ofl_model *model, size_t index, size_t *len);
+
+/**
+ * Frees a model. NULL is a no-op.
+ */
+void ofl_model_free(struct ofl_model *model);
 
 /**
  * Sends the library's log records up to `max_level` (an `ofl_log_level`) to `callback` with
@@ -832,27 +1100,27 @@ bool ofl_tasks_quit(const struct ofl_tasks *tasks);
 /**
  * Number of tasks.
  */
-uintptr_t ofl_tasks_len(const struct ofl_tasks *tasks);
+size_t ofl_tasks_len(const struct ofl_tasks *tasks);
 
 /**
  * Name of task `index`; NULL when out of range.
  */
-const char *ofl_tasks_name(const struct ofl_tasks *tasks, uintptr_t index);
+const char *ofl_tasks_name(const struct ofl_tasks *tasks, size_t index);
 
 /**
  * Function name of task `index` (e.g. "train_task"); NULL when out of range.
  */
-const char *ofl_tasks_function_name(const struct ofl_tasks *tasks, uintptr_t index);
+const char *ofl_tasks_function_name(const struct ofl_tasks *tasks, size_t index);
 
 /**
  * Type of task `index` (e.g. "train"); NULL when out of range.
  */
-const char *ofl_tasks_task_type(const struct ofl_tasks *tasks, uintptr_t index);
+const char *ofl_tasks_task_type(const struct ofl_tasks *tasks, size_t index);
 
 /**
  * Whether task `index` applies to the locally tuned model; false when out of range.
  */
-bool ofl_tasks_apply_local(const struct ofl_tasks *tasks, uintptr_t index);
+bool ofl_tasks_apply_local(const struct ofl_tasks *tasks, size_t index);
 
 /**
  * Frees the object. NULL is a no-op.
@@ -882,12 +1150,12 @@ bool ofl_tensor_report(const struct ofl_tensor *tensor);
 /**
  * Number of tags.
  */
-uintptr_t ofl_tensor_tags_len(const struct ofl_tensor *tensor);
+size_t ofl_tensor_tags_len(const struct ofl_tensor *tensor);
 
 /**
  * Tag `index` (valid as long as the tensor); NULL when out of range.
  */
-const char *ofl_tensor_tag(const struct ofl_tensor *tensor, uintptr_t index);
+const char *ofl_tensor_tag(const struct ofl_tensor *tensor, size_t index);
 
 /**
  * The tensor's bytes (valid as long as the tensor; no copy was made).
@@ -898,12 +1166,12 @@ const uint8_t *ofl_tensor_data(const struct ofl_tensor *tensor);
 /**
  * Number of bytes at `ofl_tensor_data`.
  */
-uintptr_t ofl_tensor_data_len(const struct ofl_tensor *tensor);
+size_t ofl_tensor_data_len(const struct ofl_tensor *tensor);
 
 /**
  * Number of transformer-metadata entries.
  */
-uintptr_t ofl_tensor_metadata_len(const struct ofl_tensor *tensor);
+size_t ofl_tensor_metadata_len(const struct ofl_tensor *tensor);
 
 /**
  * The `int_list` of metadata entry `index` (for OpenFL's uncompressed
@@ -912,20 +1180,20 @@ uintptr_t ofl_tensor_metadata_len(const struct ofl_tensor *tensor);
  * NULL and length 0.
  */
 const int32_t *ofl_tensor_metadata_int_list(const struct ofl_tensor *tensor,
-                                            uintptr_t index,
-                                            uintptr_t *len);
+                                            size_t index,
+                                            size_t *len);
 
 /**
  * The `bool_list` of metadata entry `index`, as `ofl_tensor_metadata_int_list`.
  */
 const bool *ofl_tensor_metadata_bool_list(const struct ofl_tensor *tensor,
-                                          uintptr_t index,
-                                          uintptr_t *len);
+                                          size_t index,
+                                          size_t *len);
 
 /**
  * Number of `int_to_float` entries of metadata entry `index` (0 when out of range).
  */
-uintptr_t ofl_tensor_metadata_int_to_float_len(const struct ofl_tensor *tensor, uintptr_t index);
+size_t ofl_tensor_metadata_int_to_float_len(const struct ofl_tensor *tensor, size_t index);
 
 /**
  * Entry `entry` (in increasing key order) of the `int_to_float` map of
@@ -933,8 +1201,8 @@ uintptr_t ofl_tensor_metadata_int_to_float_len(const struct ofl_tensor *tensor, 
  * returns false when out of range.
  */
 bool ofl_tensor_metadata_int_to_float_entry(const struct ofl_tensor *tensor,
-                                            uintptr_t index,
-                                            uintptr_t entry,
+                                            size_t index,
+                                            size_t entry,
                                             int32_t *key,
                                             float *value_out);
 

@@ -13,6 +13,7 @@ pub mod aggregator_server;
 pub mod boundary;
 pub mod client;
 pub mod error;
+pub mod fedavg;
 pub mod logging;
 pub mod tasks;
 pub mod tensor;
