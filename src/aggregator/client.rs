@@ -154,6 +154,7 @@ impl AggregatorClient {
                     Verdict::Retry(e) => e,
                 },
             };
+            let last = self.with_certificate_hint(last);
             let wait = self.config.retry.backoff(attempt);
             if let Some(deadline) = self.config.retry.deadline {
                 if started.elapsed() + wait > deadline {
@@ -170,6 +171,21 @@ impl AggregatorClient {
                 _ = closed.wait_for(|c| *c) => {}
             }
         }
+    }
+
+    /// A connection that was accepted and then dropped before any answer is
+    /// what a gRPC C-core server (OpenFL's) does to a client certificate it
+    /// refuses: it sends no TLS alert. Say so when a certificate is in use.
+    fn with_certificate_hint(&self, error: Error) -> Error {
+        let presents_certificate = self.config.connect.tls.as_ref().is_some_and(|t| !t.disable_client_auth);
+        if !presents_certificate || error.code() == ofl_code::Unavailable {
+            return error;
+        }
+        let message = format!(
+            "{}; the server dropped the connection: if this persists, it may be refusing this client's certificate",
+            error.message()
+        );
+        Error::new(error.code(), message)
     }
 
     /// GetTasks for `collaborator`.
