@@ -16,7 +16,7 @@ PYTHON_VENV ?= target/interop-venv
 all: build
 
 build:
-	$(CARGO) build --release --examples
+	$(CARGO) build --release --lib --examples
 	@# The SONAME is libopenfl_transport.so.<major>; let consumers of the build tree load it.
 	ln -sf libopenfl_transport.so target/release/libopenfl_transport.so.0
 
