@@ -23,7 +23,7 @@ build:
 deps:
 	./tests/deps.sh
 
-test: deps build test-rust test-c test-interop
+test: deps build test-rust test-c test-demo test-interop
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -47,10 +47,13 @@ header:
 # CMake, generates fresh certificates (CA, server, col1..col3) and runs it.
 DEMO_BUILD ?= build/examples-c
 
-.PHONY: demo
-demo:
-	$(CARGO) build --release
+.PHONY: demo test-demo
+demo: deps build
 	cmake -S examples/c -B $(DEMO_BUILD) -DOFL_LIB_DIR=$(CURDIR)/target/release -DOFL_INCLUDE_DIR=$(CURDIR)/include
 	cmake --build $(DEMO_BUILD)
 	./tests/certs/make_certs.sh $(DEMO_BUILD)/certs
 	$(DEMO_BUILD)/demo_federation $(DEMO_BUILD)/certs
+
+# The demo is also a test: it fails unless the federated model beats every
+# collaborator's local-only model on the union of the data.
+test-demo: demo
