@@ -8,6 +8,7 @@
 
 pub mod aggregator;
 pub mod connect;
+pub mod director;
 pub mod error;
 pub mod ffi;
 pub mod listen;

@@ -9,6 +9,8 @@
 #   col1.crt col1.key         CN=col1, clientAuth
 #   col2.crt col2.key         CN=col2, clientAuth
 #   col3.crt col3.key         CN=col3, clientAuth (the C demo's third collaborator)
+#   frontend.crt frontend.key    CN=frontend, clientAuth (a director frontend)
+#   frontend2.crt frontend2.key  CN=frontend2, clientAuth (another director frontend)
 #   foreign-ca.crt            a second, unrelated CA "foreign-ca" (its key is not kept)
 #   foreign.crt foreign.key   CN=col1, clientAuth, but issued by foreign-ca
 #
@@ -68,6 +70,8 @@ leaf localhost server_ext "$out/ca.crt" "$out/ca.key" "$out/server.key" "$out/se
 leaf col1 client_ext "$out/ca.crt" "$out/ca.key" "$out/col1.key" "$out/col1.crt"
 leaf col2 client_ext "$out/ca.crt" "$out/ca.key" "$out/col2.key" "$out/col2.crt"
 leaf col3 client_ext "$out/ca.crt" "$out/ca.key" "$out/col3.key" "$out/col3.crt"
+leaf frontend client_ext "$out/ca.crt" "$out/ca.key" "$out/frontend.key" "$out/frontend.crt"
+leaf frontend2 client_ext "$out/ca.crt" "$out/ca.key" "$out/frontend2.key" "$out/frontend2.crt"
 
 ca foreign-ca "$work/foreign-ca.key" "$out/foreign-ca.crt"
 leaf col1 client_ext "$out/foreign-ca.crt" "$work/foreign-ca.key" "$out/foreign.key" "$out/foreign.crt"
@@ -76,6 +80,7 @@ leaf col1 client_ext "$out/foreign-ca.crt" "$work/foreign-ca.key" "$out/foreign.
 verify() { openssl verify -x509_strict "$@" >/dev/null; }
 verify -CAfile "$out/ca.crt" -purpose sslserver "$out/server.crt"
 verify -CAfile "$out/ca.crt" -purpose sslclient "$out/col1.crt" "$out/col2.crt" "$out/col3.crt"
+verify -CAfile "$out/ca.crt" -purpose sslclient "$out/frontend.crt" "$out/frontend2.crt"
 verify -CAfile "$out/foreign-ca.crt" -purpose sslclient "$out/foreign.crt"
 if openssl verify -CAfile "$out/ca.crt" "$out/foreign.crt" >/dev/null 2>&1; then
   echo "make_certs.sh: foreign.crt must not verify against ca.crt" >&2

@@ -1,0 +1,305 @@
+//! Shared helpers of the director integration tests (tests/director_*.rs):
+//! a PKI generated at test time (rcgen; envoys col1/col2, frontends
+//! alice/bob), hooks that record what the director tells the host, and
+//! helpers that start a director on 127.0.0.1 and build clients.
+//!
+//! Every wait is bounded: use `common::within` around calls.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+use openfl_transport::director::state::ExperimentFailure;
+use openfl_transport::director::{
+    DirectorConfig, DirectorHooks, DirectorServer, EnvoyClient, EnvoyClientConfig, ExperimentDetails, FrontendClient,
+    FrontendClientConfig,
+};
+use openfl_transport::proto::director::director_client::DirectorClient as GrpcClient;
+use openfl_transport::proto::director::{CudaDeviceInfo, NodeInfo, ShardInfo};
+use openfl_transport::proto::{MetadataProto, ModelProto, NamedTensor};
+use openfl_transport::retry::RetryPolicy;
+use openfl_transport::tls::{PemSource, TlsConfig};
+
+use crate::common::within;
+
+pub struct PemPair {
+    pub cert: String,
+    pub key: String,
+}
+
+/// One CA; server CN=localhost; envoys col1, col2; frontends alice, bob; a
+/// certificate CN=alice from a foreign CA.
+pub struct Pki {
+    pub ca: String,
+    pub server: PemPair,
+    pub col1: PemPair,
+    pub col2: PemPair,
+    pub alice: PemPair,
+    pub bob: PemPair,
+    pub foreign_alice: PemPair,
+}
+
+fn ca(cn: &str) -> (Certificate, KeyPair) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key).expect("self-signed CA");
+    (cert, key)
+}
+
+fn leaf(cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose, issuer: &(Certificate, KeyPair)) -> PemPair {
+    let key = KeyPair::generate().expect("leaf key");
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(sans).expect("leaf params");
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, &issuer.0, &issuer.1).expect("signing a leaf");
+    PemPair { cert: cert.pem(), key: key.serialize_pem() }
+}
+
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let root = ca("director-test-ca");
+        let foreign = ca("foreign-ca");
+        let client = |cn: &str, issuer| leaf(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, issuer);
+        Pki {
+            ca: root.0.pem(),
+            server: leaf("localhost", &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, &root),
+            col1: client("col1", &root),
+            col2: client("col2", &root),
+            alice: client("alice", &root),
+            bob: client("bob", &root),
+            foreign_alice: client("alice", &foreign),
+        }
+    })
+}
+
+fn pem(text: &str) -> Option<PemSource> {
+    Some(PemSource::Pem(text.as_bytes().to_vec()))
+}
+
+pub fn server_tls() -> TlsConfig {
+    let p = pki();
+    TlsConfig {
+        root_certificate: pem(&p.ca),
+        certificate: pem(&p.server.cert),
+        private_key: pem(&p.server.key),
+        disable_client_auth: false,
+    }
+}
+
+pub fn client_tls(identity: &PemPair) -> TlsConfig {
+    TlsConfig {
+        root_certificate: pem(&pki().ca),
+        certificate: pem(&identity.cert),
+        private_key: pem(&identity.key),
+        disable_client_auth: false,
+    }
+}
+
+/// The PEM pair of a test identity by name.
+pub fn identity(name: &str) -> &'static PemPair {
+    let p = pki();
+    match name {
+        "col1" => &p.col1,
+        "col2" => &p.col2,
+        "alice" => &p.alice,
+        "bob" => &p.bob,
+        other => panic!("no test identity {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hooks
+// ---------------------------------------------------------------------------
+
+/// Hooks that reject experiments whose name starts with "reject", may fail
+/// starts of names starting with "nostart", and record every call.
+#[derive(Default)]
+pub struct TestHooks {
+    pub reviewed: Mutex<Vec<String>>,
+    pub started: Mutex<Vec<ExperimentDetails>>,
+    pub failures: Mutex<Vec<(String, ExperimentFailure)>>,
+}
+
+impl DirectorHooks for TestHooks {
+    fn review_experiment(&self, experiment: &ExperimentDetails) -> bool {
+        self.reviewed.lock().unwrap().push(experiment.name.clone());
+        assert!(experiment.archive_path.exists(), "the archive exists while it is reviewed");
+        !experiment.name.starts_with("reject")
+    }
+
+    fn start_experiment(&self, experiment: &ExperimentDetails) -> openfl_transport::Result<()> {
+        self.started.lock().unwrap().push(experiment.clone());
+        if experiment.name.starts_with("nostart") {
+            return Err(openfl_transport::Error::invalid_argument("the plan does not parse"));
+        }
+        Ok(())
+    }
+
+    fn experiment_failed(&self, experiment: &ExperimentDetails, failure: &ExperimentFailure) {
+        self.failures.lock().unwrap().push((experiment.name.clone(), failure.clone()));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Servers and clients
+// ---------------------------------------------------------------------------
+
+pub fn sample_shape() -> Vec<String> {
+    vec!["28".into(), "28".into()]
+}
+
+pub fn target_shape() -> Vec<String> {
+    vec!["1".into()]
+}
+
+/// A director on 127.0.0.1, a free port, archives in `archive_dir`.
+pub fn config(tls: Option<TlsConfig>, archive_dir: &Path) -> DirectorConfig {
+    DirectorConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        tls,
+        sample_shape: sample_shape(),
+        target_shape: target_shape(),
+        envoy_health_check_period: Duration::from_secs(60),
+        archive_dir: archive_dir.to_path_buf(),
+        ..DirectorConfig::default()
+    }
+}
+
+pub struct Director {
+    pub server: DirectorServer,
+    pub hooks: Arc<TestHooks>,
+    pub tls: bool,
+    pub dir: tempfile::TempDir,
+}
+
+impl Director {
+    pub fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.dir.path().join("archives")
+    }
+
+    fn connect_tls(&self, name: &str) -> Option<TlsConfig> {
+        self.tls.then(|| client_tls(identity(name)))
+    }
+
+    /// The envoy `name` (its own certificate under TLS).
+    pub fn envoy(&self, name: &str) -> EnvoyClient {
+        self.envoy_as(name, name)
+    }
+
+    /// The envoy `shard` presenting the certificate of `cert_name`.
+    pub fn envoy_as(&self, shard: &str, cert_name: &str) -> EnvoyClient {
+        let mut config = EnvoyClientConfig::new("127.0.0.1", self.port(), shard);
+        config.connect.tls = self.connect_tls(cert_name);
+        config.connect.server_name = Some("localhost".into());
+        config.retry = quick_retry();
+        EnvoyClient::new(config).expect("envoy client")
+    }
+
+    /// The frontend `name`: its certificate under TLS, its client_id without.
+    pub fn frontend(&self, name: &str) -> FrontendClient {
+        let mut config = FrontendClientConfig::new("127.0.0.1", self.port());
+        config.connect.tls = self.connect_tls(name);
+        config.connect.server_name = Some("localhost".into());
+        config.client_id = (!self.tls).then(|| name.to_string());
+        config.retry = quick_retry();
+        FrontendClient::new(config).expect("frontend client")
+    }
+
+    /// The generated tonic client presenting `name`'s certificate (under TLS).
+    pub fn raw(&self, name: &str) -> GrpcClient<tonic::transport::Channel> {
+        let mut connect = openfl_transport::connect::ConnectConfig::new("127.0.0.1", self.port());
+        connect.tls = self.connect_tls(name);
+        connect.server_name = Some("localhost".into());
+        GrpcClient::new(connect.channel().expect("raw channel"))
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30)
+    }
+
+    /// Writes an archive file of `len` pattern bytes in the test directory.
+    pub fn archive(&self, name: &str, len: usize, seed: u8) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.zip"));
+        std::fs::write(&path, crate::common::pattern(len, seed)).expect("writing an archive");
+        path
+    }
+
+    pub fn handle(&self) -> openfl_transport::director::DirectorHandle {
+        self.server.handle()
+    }
+}
+
+pub async fn start_with(tls: bool, tweak: impl FnOnce(&mut DirectorConfig)) -> Director {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(tls.then(server_tls), &dir.path().join("archives"));
+    tweak(&mut config);
+    let hooks = Arc::new(TestHooks::default());
+    let server = within(10, DirectorServer::start(config, hooks.clone())).await.expect("starting the director");
+    Director { server, hooks, tls, dir }
+}
+
+/// A director over mTLS.
+pub async fn start_mtls() -> Director {
+    start_with(true, |_| {}).await
+}
+
+/// Calls that should succeed keep trying for a while; calls to a stopped
+/// server give up after 2 s.
+pub fn quick_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        deadline: Some(Duration::from_secs(2)),
+    }
+}
+
+/// A shard with the director's shapes (or `sample` instead).
+pub fn shard(sample: Option<Vec<String>>) -> ShardInfo {
+    ShardInfo {
+        node_info: Some(NodeInfo {
+            name: String::new(),
+            cuda_devices: vec![CudaDeviceInfo { index: 0, ..Default::default() }],
+        }),
+        shard_description: "mnist shard".into(),
+        n_samples: 6000,
+        sample_shape: sample.unwrap_or_else(sample_shape),
+        target_shape: target_shape(),
+    }
+}
+
+/// A one-tensor model whose data is pattern(len, seed).
+pub fn model(len: usize, seed: u8) -> ModelProto {
+    ModelProto {
+        tensors: vec![NamedTensor {
+            name: "w".into(),
+            round_number: 0,
+            lossless: true,
+            report: false,
+            tags: vec!["model".into()],
+            transformer_metadata: vec![MetadataProto { int_list: vec![len as i32], ..Default::default() }],
+            data_bytes: crate::common::pattern(len, seed),
+        }],
+    }
+}
+
+pub fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}

@@ -1,0 +1,279 @@
+"""Envoys and frontends built on OpenFL 1.6's own ShardDirectorClient and
+DirectorClient, driving a director through a full experiment life cycle.
+
+Run against examples/interop_director.rs (see its doc for what the host does)
+by test_director_interop.py. Every call goes through OpenFL's client classes
+unchanged; a watchdog bounds the run (OpenFL's WaitExperiment has no deadline).
+
+The scenario (envoys col1, col2; frontends "frontend" and "frontend2", named
+by certificate under mTLS and by client_id without TLS):
+ 1. frontend: GetEnvoys before any envoy exists, GetDatasetInfo;
+ 2. envoys: UpdateShardInfo (col3 with a wrong sample shape is refused;
+    under mTLS col1's certificate claiming to be col2 is PERMISSION_DENIED),
+    UpdateEnvoyStatus (and for the refused col3: ShardNotFoundError);
+ 3. envoys wait (WaitExperiment); frontend submits "mnist" (SetNewExperiment:
+    an archive of --archive-mib MiB in 2 MiB chunks + an initial model);
+    envoys download it (GetExperimentData) and report health with
+    is_experiment_running; frontend polls GetExperimentStatus, streams the
+    metrics (GetMetricStream) until the experiment ends, fetches the best and
+    last models (GetTrainedModel), lists and describes its experiments;
+    frontend2 sees none of it (NOT_FOUND / empty list);
+ 4. frontend submits "reject-me": rejected by the host's review;
+ 5. frontend submits "doomed" for col1: col1 downloads it, then reports
+    SetExperimentFailed; the status turns "failed";
+ 6. a name with a path in it is refused (INVALID_ARGUMENT); "mnist" is
+    removed (RemoveExperimentData), after which its status is NOT_FOUND.
+
+Prints one JSON line with everything observed.
+"""
+
+import argparse
+import hashlib
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+MIB = 1 << 20
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--mode", choices=("mtls", "insecure"), required=True)
+    p.add_argument("--certs", help="directory made by tests/certs/make_certs.sh")
+    p.add_argument("--workdir", required=True, help="where archives are written")
+    p.add_argument("--archive-mib", type=float, default=8)
+    p.add_argument("--timeout", type=float, default=150, help="bound on the whole run")
+    args = p.parse_args()
+    if args.mode != "insecure" and not args.certs:
+        p.error("--certs is required with --mode mtls")
+    return args
+
+
+class Shard:
+    """The ShardDescriptor interface as OpenFL's envoy hands it to report_shard_info."""
+
+    def __init__(self, sample_shape, target_shape, description):
+        self.sample_shape = sample_shape
+        self.target_shape = target_shape
+        self.dataset_description = description
+
+
+def tls_kwargs(args, name):
+    if args.mode == "insecure":
+        return {"tls": False, "root_certificate": None, "certificate": None, "private_key": None}
+    cert, key = common.cert_paths(args.certs, name)
+    return {"tls": True, "root_certificate": os.path.join(args.certs, "ca.crt"),
+            "certificate": cert, "private_key": key}
+
+
+def envoy_client(args, name, cert_name=None):
+    from openfl.transport.grpc.director_client import ShardDirectorClient
+
+    return ShardDirectorClient(director_host=args.host, director_port=args.port, shard_name=name,
+                               **tls_kwargs(args, cert_name or name))
+
+
+def frontend_client(args, name):
+    from openfl.transport.grpc.director_client import DirectorClient
+
+    return DirectorClient(client_id=name, director_host=args.host, director_port=args.port,
+                          **tls_kwargs(args, name))
+
+
+def code_of(call):
+    """The gRPC status code name a call ended with ("OK" when it returned)."""
+    import grpc
+
+    try:
+        call()
+        return "OK"
+    except grpc.RpcError as e:
+        return e.code().name
+
+
+def wait_status(frontend, name, wanted, deadline_s=60):
+    """Polls GetExperimentStatus until it is one of `wanted`; returns the statuses seen."""
+    seen = []
+    deadline = time.monotonic() + deadline_s
+    while True:
+        status = frontend.get_experiment_status(name).experiment_status
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status in wanted:
+            return seen
+        if time.monotonic() > deadline:
+            common.fail(f"{name}: status still {status!r} after {deadline_s} s (seen {seen})")
+        time.sleep(0.05)
+
+
+def run_envoy(args, name, experiments, out, errors):
+    """One envoy: waits for each expected experiment, downloads it, reports
+    health; fails the ones named 'doomed*'."""
+    try:
+        client = envoy_client(args, name)
+        record = out[name] = {"experiments": []}
+        for expected in experiments:
+            started = time.monotonic()
+            got = client.wait_experiment()
+            waited = time.monotonic() - started
+            digest = hashlib.sha256()
+            size = chunks = max_chunk = 0
+            for chunk in client.get_experiment_data(got):
+                if chunk.size != len(chunk.npbytes):
+                    raise AssertionError(f"chunk size field {chunk.size} != {len(chunk.npbytes)}")
+                digest.update(chunk.npbytes)
+                size += len(chunk.npbytes)
+                chunks += 1
+                max_chunk = max(max_chunk, len(chunk.npbytes))
+            period = client.send_health_check(envoy_name=name, is_experiment_running=True,
+                                              cuda_devices_info=[{"index": 0, "name": "interop-gpu"}])
+            entry = {"expected": expected, "got": got, "waited_s": round(waited, 3), "bytes": size,
+                     "chunks": chunks, "max_chunk": max_chunk, "sha256": digest.hexdigest(),
+                     "health_check_period": period}
+            if got.startswith("doomed"):
+                client.set_experiment_failed(got, error_code=3, error_description="interop failure")
+                entry["reported_failure"] = True
+            record["experiments"].append(entry)
+        client.send_health_check(envoy_name=name, is_experiment_running=False)
+    except Exception as e:  # reported to the main thread
+        errors.append(f"envoy {name}: {type(e).__name__}: {e}")
+
+
+def main():
+    args = parse_args()
+    common.start_watchdog(args.timeout)
+    import numpy as np
+    from openfl.transport.grpc.exceptions import ShardNotFoundError
+
+    result = {"mode": args.mode}
+    alice = frontend_client(args, "frontend")
+    bob = frontend_client(args, "frontend2")
+
+    # 1. Before any envoy (OpenFL 1.6's own director raises KeyError here).
+    result["envoys_before"] = alice.get_envoys()
+    sample, target = alice.get_dataset_info()
+    result["dataset_info"] = [list(sample), list(target)]
+
+    # 2. Registration and health checks.
+    shard = Shard(["28", "28"], ["1"], "interop shard")
+    envoys = {name: envoy_client(args, name) for name in ("col1", "col2")}
+    result["accepted"] = {name: c.report_shard_info(shard, (0,)) for name, c in envoys.items()}
+    refused = envoy_client(args, "col3")  # under mTLS its own certificate, CN=col3
+    result["accepted"]["col3"] = refused.report_shard_info(Shard(["32", "32"], ["1"], "wrong"), (0,))
+    result["health_check_period"] = envoys["col1"].send_health_check(
+        envoy_name="col1", is_experiment_running=False, cuda_devices_info=[{"index": 0}])
+    if args.mode == "mtls":
+        # col1's certificate claiming to be envoy col2.
+        impostor = envoy_client(args, "col2", cert_name="col1")
+        result["impostor"] = code_of(lambda: impostor.report_shard_info(shard, (0,)))
+    try:
+        refused.send_health_check(envoy_name="col3", is_experiment_running=False)
+        result["unknown_envoy_health_check"] = "OK"
+    except ShardNotFoundError:
+        result["unknown_envoy_health_check"] = "ShardNotFoundError"
+
+    # 3. The experiment.
+    errors = []
+    per_envoy = {}
+    threads = [
+        threading.Thread(target=run_envoy, args=(args, "col1", ["mnist", "doomed"], per_envoy, errors),
+                         daemon=True),
+        threading.Thread(target=run_envoy, args=(args, "col2", ["mnist"], per_envoy, errors), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # both envoys are now blocked in WaitExperiment
+
+    archive = os.path.join(args.workdir, "mnist.zip")
+    data = os.urandom(int(args.archive_mib * MIB))
+    with open(archive, "wb") as f:
+        f.write(data)
+    result["archive"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    initial = {
+        "conv1.weight": np.arange(64 * 1024, dtype=np.float32).reshape(64, 1024) / 7.0,
+        "fc.bias": np.linspace(-1.0, 1.0, 10, dtype=np.float32),
+    }
+    response = alice.set_new_experiment("mnist", ["col1", "col2"], archive, initial_tensor_dict=initial)
+    result["submitted"] = response.accepted
+    result["statuses"] = wait_status(alice, "mnist", ("in_progress", "finished", "failed"))
+
+    metrics = list(alice.stream_metrics("mnist"))  # ends when the experiment finished
+    result["metrics"] = [
+        {**m, "metric_value": round(float(m["metric_value"]), 6)} for m in metrics]
+    result["statuses"] += [s for s in wait_status(alice, "mnist", ("finished", "failed"))
+                           if s != result["statuses"][-1]]
+    best = alice.get_best_model("mnist")
+    last = alice.get_last_model("mnist")
+    result["best_is_negated_initial"] = (
+        sorted(best) == sorted(initial) and all(np.array_equal(best[k], -initial[k]) for k in initial))
+    result["last_is_initial"] = (
+        sorted(last) == sorted(initial) and all(np.array_equal(last[k], initial[k]) for k in initial))
+    result["list"] = [
+        {"name": e.name, "status": e.status, "collaborators_amount": e.collaborators_amount,
+         "tasks_amount": e.tasks_amount, "progress": round(e.progress, 3)}
+        for e in alice.get_experiments_list()]
+    description = alice.get_experiment_description("mnist")
+    result["description"] = {
+        "name": description.name, "status": description.status,
+        "progress": round(description.progress, 3),
+        "current_round": description.current_round, "total_rounds": description.total_rounds,
+        "models": {m.name: m.status for m in description.download_statuses.models},
+        "logs": {m.name: m.status for m in description.download_statuses.logs},
+        "collaborators": {c.name: c.status for c in description.collaborators},
+        "tasks": [t.name for t in description.tasks],
+    }
+    # The other frontend sees nothing of it.
+    result["isolation"] = {
+        "status": code_of(lambda: bob.get_experiment_status("mnist")),
+        "description": code_of(lambda: bob.get_experiment_description("mnist")),
+        "best_model": code_of(lambda: bob.get_best_model("mnist")),
+        "metrics": code_of(lambda: list(bob.stream_metrics("mnist"))),
+        "remove": code_of(lambda: bob.remove_experiment_data("mnist")),
+        "list": [e.name for e in bob.get_experiments_list()],
+    }
+
+    # 4. Rejected by the host's review.
+    small = os.path.join(args.workdir, "small.zip")
+    with open(small, "wb") as f:
+        f.write(b"plan: rejected\n" * 100)
+    result["reject_submitted"] = alice.set_new_experiment(
+        "reject-me", ["col1"], small, initial_tensor_dict=initial).accepted
+    result["reject_statuses"] = wait_status(alice, "reject-me", ("rejected", "in_progress", "finished"))
+
+    # 5. Failed by an envoy.
+    result["doomed_submitted"] = alice.set_new_experiment(
+        "doomed", ["col1"], small, initial_tensor_dict=initial).accepted
+    result["doomed_statuses"] = wait_status(alice, "doomed", ("failed", "finished"))
+    for t in threads:
+        t.join(timeout=60)
+    if any(t.is_alive() for t in threads):
+        common.fail(f"envoy threads still running; errors: {errors}")
+    result["envoy_errors"] = errors
+    result["per_envoy"] = per_envoy
+    raw_envoys = alice.get_envoys(raw_result=True)
+    result["envoys"] = sorted((
+        {"name": e.shard_info.node_info.name, "is_online": e.is_online,
+         "is_experiment_running": e.is_experiment_running,
+         "valid_duration_s": e.valid_duration.seconds,
+         "cuda": [d.name for d in e.shard_info.node_info.cuda_devices]}
+        for e in raw_envoys.envoy_infos), key=lambda e: e["name"])
+    result["envoys_dict_keys"] = sorted(alice.get_envoys())
+
+
+    # 6. A name that escapes the archive directory; removal.
+    result["bad_name"] = code_of(
+        lambda: alice.set_new_experiment("../escape", ["col1"], small, initial_tensor_dict=initial))
+    result["removed"] = alice.remove_experiment_data("mnist")
+    result["status_after_remove"] = code_of(lambda: alice.get_experiment_status("mnist"))
+    result["list_after_remove"] = [e.name for e in alice.get_experiments_list()]
+    common.emit(result)
+
+
+if __name__ == "__main__":
+    main()
