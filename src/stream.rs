@@ -2,15 +2,12 @@
 //! slicing one serialized buffer into chunks, and reassembling received
 //! chunks without quadratic copying.
 //!
-//! Reassembly keeps the received chunks as they are ([`ChunkedBuf`]) and lets
-//! prost decode straight from them: a tensor that lies inside one chunk is a
-//! zero-copy slice; one that spans chunks is copied once, and each chunk is
-//! released as soon as decoding moves past it, so peak memory stays close to
-//! the payload size.
+//! Reassembly appends each chunk to one growing buffer as it arrives (each
+//! chunk is released at once, growth is amortized doubling), then hands prost
+//! that buffer as `Bytes`: decoded tensors are zero-copy slices of it. Peak
+//! memory is about the payload size, and each byte is copied once.
 
-use std::collections::VecDeque;
-
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::{ofl_code, Error, Result};
 
@@ -30,69 +27,11 @@ pub fn slice_chunks(payload: &Bytes, chunk_size: usize) -> Vec<Bytes> {
         .collect()
 }
 
-/// A sequence of received chunks readable as one contiguous [`Buf`].
-#[derive(Debug, Default)]
-pub struct ChunkedBuf {
-    chunks: VecDeque<Bytes>,
-    remaining: usize,
-}
-
-impl ChunkedBuf {
-    fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.remaining += chunk.len();
-            self.chunks.push_back(chunk);
-        }
-    }
-}
-
-impl Buf for ChunkedBuf {
-    fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self.chunks.front().map_or(&[], |c| c.as_ref())
-    }
-
-    fn advance(&mut self, mut cnt: usize) {
-        assert!(cnt <= self.remaining, "advance past the end of a ChunkedBuf");
-        while cnt > 0 {
-            let front = self.chunks.front_mut().expect("remaining > 0 implies a chunk");
-            if cnt < front.len() {
-                front.advance(cnt);
-                self.remaining -= cnt;
-                return;
-            }
-            cnt -= front.len();
-            self.remaining -= front.len();
-            self.chunks.pop_front();
-        }
-    }
-
-    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
-        assert!(len <= self.remaining, "copy_to_bytes past the end of a ChunkedBuf");
-        if let Some(front) = self.chunks.front_mut() {
-            if len <= front.len() {
-                let out = front.split_to(len);
-                self.remaining -= len;
-                if front.is_empty() {
-                    self.chunks.pop_front();
-                }
-                return out;
-            }
-        }
-        let mut out = BytesMut::with_capacity(len);
-        out.put((&mut *self).take(len));
-        out.freeze()
-    }
-}
-
 /// Collects the chunks of one streamed message, checking each chunk's
 /// declared size and the total against a maximum.
 #[derive(Debug)]
 pub struct Reassembly {
-    buf: ChunkedBuf,
+    buf: Vec<u8>,
     max_size: usize,
     chunks_seen: usize,
 }
@@ -100,11 +39,11 @@ pub struct Reassembly {
 impl Reassembly {
     /// An empty reassembly that refuses more than `max_size` bytes in total.
     pub fn new(max_size: usize) -> Self {
-        Self { buf: ChunkedBuf::default(), max_size, chunks_seen: 0 }
+        Self { buf: Vec::new(), max_size, chunks_seen: 0 }
     }
 
     /// Adds one chunk whose `size` field declared `declared_size` bytes.
-    pub fn push(&mut self, declared_size: u32, bytes: Bytes) -> Result<()> {
+    pub fn push(&mut self, declared_size: u32, bytes: &[u8]) -> Result<()> {
         let index = self.chunks_seen;
         self.chunks_seen += 1;
         if declared_size as usize != bytes.len() {
@@ -113,25 +52,25 @@ impl Reassembly {
                 bytes.len()
             )));
         }
-        if self.buf.remaining() + bytes.len() > self.max_size {
+        if self.buf.len() + bytes.len() > self.max_size {
             return Err(Error::new(
                 ofl_code::ResourceExhausted,
                 format!("stream exceeds the maximum message size of {} bytes", self.max_size),
             ));
         }
-        self.buf.push(bytes);
+        self.buf.extend_from_slice(bytes);
         Ok(())
     }
 
     /// The reassembled bytes; an empty stream is an error.
-    pub fn finish(self) -> Result<ChunkedBuf> {
-        if self.buf.remaining() == 0 {
+    pub fn finish(self) -> Result<Bytes> {
+        if self.buf.is_empty() {
             return Err(Error::invalid_argument(format!(
                 "empty stream: {} chunk(s) carried no data",
                 self.chunks_seen
             )));
         }
-        Ok(self.buf)
+        Ok(Bytes::from(self.buf))
     }
 }
 
@@ -160,25 +99,29 @@ mod tests {
         let encoded = Bytes::from(tensor.encode_to_vec());
         let mut r = Reassembly::new(1 << 20);
         for chunk in slice_chunks(&encoded, 777) {
-            r.push(chunk.len() as u32, chunk).unwrap();
+            r.push(chunk.len() as u32, &chunk).unwrap();
         }
-        let decoded = crate::proto::NamedTensor::decode(r.finish().unwrap()).unwrap();
+        let buffer = r.finish().unwrap();
+        let decoded = crate::proto::NamedTensor::decode(buffer.clone()).unwrap();
         assert_eq!(decoded, tensor);
+        // The tensor's bytes are a slice of the reassembled buffer, not a copy.
+        let inside = buffer.as_ptr_range();
+        assert!(inside.contains(&decoded.data_bytes.as_ptr()));
     }
 
     #[test]
     fn bad_streams_are_rejected_with_specific_codes() {
         let mut r = Reassembly::new(8);
-        let e = r.push(3, Bytes::from_static(b"ab")).unwrap_err();
+        let e = r.push(3, b"ab").unwrap_err();
         assert_eq!(e.code(), ofl_code::InvalidArgument);
         assert!(e.message().contains("chunk 0"));
 
         let mut r = Reassembly::new(8);
-        r.push(5, Bytes::from_static(b"abcde")).unwrap();
-        assert_eq!(r.push(4, Bytes::from_static(b"fghi")).unwrap_err().code(), ofl_code::ResourceExhausted);
+        r.push(5, b"abcde").unwrap();
+        assert_eq!(r.push(4, b"fghi").unwrap_err().code(), ofl_code::ResourceExhausted);
 
         let mut r = Reassembly::new(8);
-        r.push(0, Bytes::new()).unwrap();
+        r.push(0, b"").unwrap();
         assert_eq!(r.finish().unwrap_err().code(), ofl_code::InvalidArgument);
     }
 }

@@ -191,7 +191,7 @@ impl Aggregator for Service {
         let mut reassembly = Reassembly::new(self.max_message_size);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            reassembly.push(chunk.size, chunk.npbytes)?;
+            reassembly.push(chunk.size, &chunk.npbytes)?;
         }
         let results = TaskResults::decode(reassembly.finish()?).map_err(|e| {
             Status::invalid_argument(format!("the stream does not decode as TaskResults: {e}"))
