@@ -815,9 +815,9 @@ struct ofl_error *ofl_client_get_aggregated_tensor(const struct ofl_client *clie
 /**
  * SendLocalTaskResults: sends `tensors_len` tensors as the results of
  * `task_name` in `round_number`, computed on `data_size` samples. The
- * tensors are borrowed for the call only and serialized straight from the
- * caller's memory; the upload is streamed in 2 MiB chunks and resent whole
- * after a reconnect.
+ * tensors are borrowed for the call only: their data is streamed straight
+ * from the caller's memory (no copy) in chunks of at most 2 MiB, resent
+ * whole after a reconnect, and no longer referenced when this returns.
  */
 struct ofl_error *ofl_client_send_local_task_results(const struct ofl_client *client,
                                                      const char *collaborator_name,

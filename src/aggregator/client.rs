@@ -228,12 +228,19 @@ impl AggregatorClient {
             .ok_or_else(|| Error::new(ofl_code::InvalidResponse, "GetAggregatedTensor reply has no tensor"))
     }
 
-    /// SendLocalTaskResults: serializes `results` once and streams it in
-    /// chunks sliced from that buffer; after a reconnect the whole upload is
-    /// sent again.
+    /// SendLocalTaskResults: streams `results` in chunks of at most
+    /// `chunk_size` bytes, with tensor data sliced from the tensors' own
+    /// buffers (no copy); after a reconnect the whole upload is sent again.
     pub async fn send_local_task_results(&self, collaborator: &str, results: &TaskResults) -> Result<()> {
-        let payload = self.encode_task_results(collaborator, results);
-        self.send_encoded_task_results(collaborator, payload).await
+        let message = pb::TaskResults {
+            header: self.header(collaborator),
+            round_number: results.round_number,
+            task_name: results.task_name.clone(),
+            data_size: results.data_size,
+            tensors: results.tensors.clone(),
+        };
+        let chunks = super::upload::encode_in_chunks(&message, self.config.chunk_size);
+        self.send_chunks(collaborator, chunks).await
     }
 
     /// The serialized `TaskResults` message `send_local_task_results` sends,
@@ -253,17 +260,22 @@ impl AggregatorClient {
 
     /// Streams a payload made by [`encode_task_results`](Self::encode_task_results).
     pub async fn send_encoded_task_results(&self, collaborator: &str, payload: Bytes) -> Result<()> {
-        if payload.len() > self.config.max_message_size {
+        let chunks = slice_chunks(&payload, self.config.chunk_size);
+        self.send_chunks(collaborator, chunks).await
+    }
+
+    async fn send_chunks(&self, collaborator: &str, chunks: Vec<Bytes>) -> Result<()> {
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        if total > self.config.max_message_size {
             return Err(Error::new(
                 ofl_code::ResourceExhausted,
                 format!(
                     "task results are {} bytes, more than the maximum message size of {} bytes",
-                    payload.len(),
+                    total,
                     self.config.max_message_size
                 ),
             ));
         }
-        let chunks = slice_chunks(&payload, self.config.chunk_size);
         let reply = self
             .with_retry("SendLocalTaskResults", |mut stub| {
                 let messages: Vec<DataStream> = chunks

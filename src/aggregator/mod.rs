@@ -7,6 +7,7 @@ pub mod client;
 pub mod fedavg;
 pub mod logic;
 pub mod server;
+pub mod upload;
 
 pub use client::{AggregatorClient, ClientConfig};
 pub use fedavg::{FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};

@@ -8,8 +8,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
+use super::borrow::Loan;
 use super::boundary::{arg_mut, arg_ref, arg_slice, arg_str, arg_opt_str, call, check_out, free_boxed, value, write_out};
 use super::error::ofl_error;
 use super::tasks::ofl_tasks;
@@ -17,6 +16,7 @@ use super::tensor::{named_tensor_from_view, ofl_tensor, ofl_tensor_view, string_
 use super::tls_options::TlsOptions;
 use crate::aggregator::{AggregatorClient, ClientConfig, TaskResults, TensorRequest};
 use crate::error::{Error, Result};
+use crate::proto::NamedTensor;
 use crate::runtime;
 
 /// Settings for `ofl_client_new`. TLS with client authentication (mTLS) is
@@ -314,9 +314,9 @@ pub extern "C" fn ofl_client_get_aggregated_tensor(
 
 /// SendLocalTaskResults: sends `tensors_len` tensors as the results of
 /// `task_name` in `round_number`, computed on `data_size` samples. The
-/// tensors are borrowed for the call only and serialized straight from the
-/// caller's memory; the upload is streamed in 2 MiB chunks and resent whole
-/// after a reconnect.
+/// tensors are borrowed for the call only: their data is streamed straight
+/// from the caller's memory (no copy) in chunks of at most 2 MiB, resent
+/// whole after a reconnect, and no longer referenced when this returns.
 #[no_mangle]
 pub extern "C" fn ofl_client_send_local_task_results(
     client: *const ofl_client,
@@ -331,31 +331,24 @@ pub extern "C" fn ofl_client_send_local_task_results(
         let client = client_arc(client)?;
         let name = arg_str(collaborator_name, "collaborator_name")?.to_owned();
         let views = arg_slice(tensors, tensors_len, "tensors")?;
-        let payload = encode_borrowed(&client, &name, round_number, arg_str(task_name, "task_name")?, data_size, views)?;
-        runtime::block_on(async move { client.send_encoded_task_results(&name, payload).await })?
+        let task_name = arg_str(task_name, "task_name")?.to_owned();
+        let loan = Loan::new();
+        let tensors = lend_tensors(&loan, views)?;
+        let results = TaskResults { round_number, task_name, data_size, tensors };
+        let outcome = runtime::block_on(async move { client.send_local_task_results(&name, &results).await });
+        // The caller's tensor memory must not be referenced once we return.
+        loan.wait_until_returned();
+        outcome?
     })
 }
 
-/// Serializes the results straight from the caller's tensor memory: the
-/// borrowed `Bytes` never outlive this function.
-fn encode_borrowed(
-    client: &AggregatorClient,
-    collaborator: &str,
-    round_number: i32,
-    task_name: &str,
-    data_size: i32,
-    views: &[ofl_tensor_view],
-) -> Result<Bytes> {
-    let mut tensors = Vec::with_capacity(views.len());
-    for view in views {
-        let data = arg_slice(view.data, view.data_len, "tensor.data")?;
-        // SAFETY: the caller keeps `data` valid and unchanged for the whole
-        // call. The 'static lifetime is a local fiction: the `Bytes` made
-        // here is only read by `encode_task_results` below and dropped with
-        // `results` before this function returns; no clone escapes.
-        let borrowed: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(data) };
-        tensors.push(named_tensor_from_view(view, Bytes::from_static(borrowed))?);
-    }
-    let results = TaskResults { round_number, task_name: task_name.to_owned(), data_size, tensors };
-    Ok(client.encode_task_results(collaborator, &results))
+/// The caller's tensors as `NamedTensor`s whose data is lent, not copied.
+fn lend_tensors(loan: &Arc<Loan>, views: &[ofl_tensor_view]) -> Result<Vec<NamedTensor>> {
+    views
+        .iter()
+        .map(|view| {
+            let data = arg_slice(view.data, view.data_len, "tensor.data")?;
+            named_tensor_from_view(view, loan.lend(data))
+        })
+        .collect()
 }

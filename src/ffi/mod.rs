@@ -10,6 +10,7 @@
 
 pub mod aggregator_logic;
 pub mod aggregator_server;
+pub mod borrow;
 pub mod boundary;
 pub mod client;
 pub mod error;
