@@ -1,0 +1,377 @@
+package openfl
+
+// #include "shim.h"
+import "C"
+
+import (
+	"context"
+	"runtime"
+	"runtime/cgo"
+	"strconv"
+	"sync"
+	"unsafe"
+)
+
+// Client is a collaborator's connection to an aggregator (OpenFL's
+// AggregatorGRPCClient). Its methods may be called from many goroutines at
+// once; they share one connection.
+//
+// Contexts: a context that is already done fails a call at once. While a
+// call runs, the library cannot cancel it alone (its C API cancels calls
+// only by freeing the whole client), so:
+//
+//   - GetTasks and GetAggregatedTensor return as soon as ctx is done (an
+//     error with CodeCancelled or CodeDeadlineExceeded that wraps ctx.Err());
+//     the abandoned RPC finishes in the background and its result is
+//     discarded. It may still have reached the aggregator.
+//   - SendLocalTaskResults reads the caller's tensor memory while it runs,
+//     so it always waits for the library call to end: ctx is only checked
+//     before the upload starts.
+//
+// Every library call ends when it succeeds, fails, or exhausts the retry
+// budget (ClientOptions.Retry; the default retries forever, as OpenFL).
+// Set a retry Deadline to bound calls, abandoned ones included.
+//
+// Close releases the client once no call is running; a Client that is
+// never closed is released by a finalizer once unreachable.
+type Client struct {
+	mu     sync.Mutex
+	ptr    *C.ofl_client
+	calls  int // library calls in progress
+	closed bool
+}
+
+// NewClient creates a client. Certificates are read and checked now; the
+// connection is made by the first call.
+func NewClient(opts ClientOptions) (*Client, error) {
+	copts, err := opts.build()
+	if err != nil {
+		return nil, err
+	}
+	defer C.ofl_client_options_free(copts)
+	c := &Client{}
+	if err := takeError(C.ofl_client_new(copts, &c.ptr)); err != nil {
+		return nil, err
+	}
+	runtime.SetFinalizer(c, (*Client).Close)
+	return c, nil
+}
+
+// acquire returns the library client for one call; release must follow.
+func (c *Client) acquire(what string) (*C.ofl_client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, closedError(what)
+	}
+	c.calls++
+	return c.ptr, nil
+}
+
+func (c *Client) release() {
+	c.mu.Lock()
+	c.calls--
+	var p *C.ofl_client
+	if c.closed && c.calls == 0 {
+		p, c.ptr = c.ptr, nil
+	}
+	c.mu.Unlock()
+	if p != nil {
+		C.ofl_client_free(p)
+	}
+}
+
+// Close releases the client: at once when no call is running, otherwise
+// when the last running call (possibly one abandoned by its context) ends.
+// Later calls fail with CodeCancelled wrapping ErrClosed. Idempotent;
+// always returns nil.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	var p *C.ofl_client
+	if c.calls == 0 {
+		p, c.ptr = c.ptr, nil
+	}
+	c.mu.Unlock()
+	runtime.SetFinalizer(c, nil)
+	if p != nil {
+		C.ofl_client_free(p)
+	}
+	return nil
+}
+
+// Disconnect closes the connection (OpenFL's disconnect); the next call
+// reconnects.
+func (c *Client) Disconnect() error {
+	p, err := c.acquire("Disconnect")
+	if err != nil {
+		return err
+	}
+	defer c.release()
+	return takeError(C.ofl_client_disconnect(p))
+}
+
+// Reconnect replaces the connection with a new one (OpenFL's reconnect).
+func (c *Client) Reconnect() error {
+	p, err := c.acquire("Reconnect")
+	if err != nil {
+		return err
+	}
+	defer c.release()
+	return takeError(C.ofl_client_reconnect(p))
+}
+
+type callResult[T any] struct {
+	value T
+	err   error
+}
+
+// abandonable runs call (one library call on p) so that the caller may
+// leave when ctx is done; call's cleanup of a result nobody took is
+// discard. The client stays acquired until call returns.
+func abandonable[T any](ctx context.Context, c *Client, what string,
+	call func(p *C.ofl_client) (T, error), discard func(T)) (T, error) {
+	var zero T
+	if err := contextError(ctx, what); err != nil {
+		return zero, err
+	}
+	p, err := c.acquire(what)
+	if err != nil {
+		return zero, err
+	}
+	if ctx.Done() == nil { // never cancelled: no goroutine needed
+		defer c.release()
+		return call(p)
+	}
+	done := make(chan callResult[T], 1)
+	var mu sync.Mutex
+	abandoned := false
+	go func() {
+		defer c.release()
+		v, err := call(p)
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			if err == nil {
+				discard(v)
+			}
+			return
+		}
+		done <- callResult[T]{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.value, r.err
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case r := <-done: // finished meanwhile: the result is ours after all
+			return r.value, r.err
+		default:
+			abandoned = true
+			return zero, contextError(ctx, what)
+		}
+	}
+}
+
+// Task is one task of a GetTasks answer (OpenFL's Task).
+type Task struct {
+	Name         string
+	FunctionName string // e.g. "train_task"
+	TaskType     string // e.g. "train"
+	ApplyLocal   bool
+}
+
+// Tasks is the answer to GetTasks.
+type Tasks struct {
+	RoundNumber int32
+	Tasks       []Task
+	SleepTime   int32 // seconds to wait before asking again (when there are no tasks)
+	Quit        bool
+}
+
+// GetTasks asks the aggregator for collaborator's tasks.
+func (c *Client) GetTasks(ctx context.Context, collaborator string) (*Tasks, error) {
+	if err := checkString("collaborator", collaborator); err != nil {
+		return nil, err
+	}
+	return abandonable(ctx, c, "GetTasks", func(p *C.ofl_client) (*Tasks, error) {
+		name := C.CString(collaborator)
+		defer C.free(unsafe.Pointer(name))
+		var out *C.ofl_tasks
+		if err := takeError(C.ofl_client_get_tasks(p, name, &out)); err != nil {
+			return nil, err
+		}
+		defer C.ofl_tasks_free(out)
+		return readTasks(out), nil
+	}, func(*Tasks) {})
+}
+
+func readTasks(t *C.ofl_tasks) *Tasks {
+	r := &Tasks{
+		RoundNumber: int32(C.ofl_tasks_round_number(t)),
+		SleepTime:   int32(C.ofl_tasks_sleep_time(t)),
+		Quit:        bool(C.ofl_tasks_quit(t)),
+	}
+	n := int(C.ofl_tasks_len(t))
+	r.Tasks = make([]Task, n)
+	for i := range r.Tasks {
+		k := C.size_t(i)
+		r.Tasks[i] = Task{
+			Name:         C.GoString(C.ofl_tasks_name(t, k)),
+			FunctionName: C.GoString(C.ofl_tasks_function_name(t, k)),
+			TaskType:     C.GoString(C.ofl_tasks_task_type(t, k)),
+			ApplyLocal:   bool(C.ofl_tasks_apply_local(t, k)),
+		}
+	}
+	return r
+}
+
+// GetAggregatedTensor fetches a tensor of the aggregated model. The
+// result's Data is the library's receive buffer, not a copy: see
+// ReceivedTensor for its lifetime, and Close it when done.
+func (c *Client) GetAggregatedTensor(ctx context.Context, collaborator string, req TensorRequest) (*ReceivedTensor, error) {
+	if err := checkString("collaborator", collaborator); err != nil {
+		return nil, err
+	}
+	if err := checkString("TensorName", req.TensorName); err != nil {
+		return nil, err
+	}
+	if err := checkStrings("Tags", req.Tags); err != nil {
+		return nil, err
+	}
+	return abandonable(ctx, c, "GetAggregatedTensor", func(p *C.ofl_client) (*ReceivedTensor, error) {
+		var mem cstrings
+		defer mem.free()
+		var tags **C.char
+		if len(req.Tags) > 0 {
+			arr := unsafe.Slice((**C.char)(mem.alloc(uintptr(len(req.Tags))*unsafe.Sizeof((*C.char)(nil)))), len(req.Tags))
+			for i, tag := range req.Tags {
+				arr[i] = mem.str(tag)
+			}
+			tags = &arr[0]
+		}
+		var out *C.ofl_tensor
+		if err := takeError(C.ofl_client_get_aggregated_tensor(p, mem.str(collaborator), mem.str(req.TensorName),
+			C.int32_t(req.RoundNumber), C.bool(req.Report), tags, C.size_t(len(req.Tags)),
+			C.bool(req.RequireLossless), &out)); err != nil {
+			return nil, err
+		}
+		return newReceivedTensor(out), nil
+	}, func(t *ReceivedTensor) { t.Close() })
+}
+
+// TaskResults are the results of one task: what a collaborator sends with
+// SendLocalTaskResults and what aggregator logic receives.
+type TaskResults struct {
+	RoundNumber int32
+	TaskName    string
+	DataSize    int32 // number of samples the results were computed on
+	Tensors     []Tensor
+}
+
+// Tensors at least this large are lent to the library in place; smaller
+// ones are copied into one C buffer (cheaper than a cgo call each).
+// Variables for tests only.
+var borrowMinBytes = 64 << 10
+
+// At most this many tensors are lent in place per upload (each batch of
+// OFL_GO_SEND_BATCH costs one nested cgo call, 256 nested calls at most);
+// the rest are copied.
+var borrowMaxTensors = 4096
+
+// sendState is the Go side of one upload in progress.
+type sendState struct {
+	data [][]byte // data of the borrowed tensors, in the order of ofl_go_send.borrowed
+}
+
+// SendLocalTaskResults uploads results for collaborator. Tensor data is
+// not copied (tensors under 64 KiB excepted): the library serializes it
+// straight from the slices while the call runs, so do not modify them
+// until it returns. ctx is checked before the upload starts only (see
+// Client).
+func (c *Client) SendLocalTaskResults(ctx context.Context, collaborator string, results TaskResults) error {
+	const what = "SendLocalTaskResults"
+	if err := checkString("collaborator", collaborator); err != nil {
+		return err
+	}
+	if err := checkString("TaskName", results.TaskName); err != nil {
+		return err
+	}
+	for i := range results.Tensors {
+		if err := results.Tensors[i].check("Tensors[" + strconv.Itoa(i) + "]"); err != nil {
+			return err
+		}
+	}
+	if err := contextError(ctx, what); err != nil {
+		return err
+	}
+	p, err := c.acquire(what)
+	if err != nil {
+		return err
+	}
+	defer c.release()
+
+	var mem cstrings
+	defer mem.free()
+	n := len(results.Tensors)
+	s := (*C.ofl_go_send)(mem.alloc(unsafe.Sizeof(C.ofl_go_send{})))
+	s.client = p
+	s.collaborator = mem.str(collaborator)
+	s.round_number = C.int32_t(results.RoundNumber)
+	s.task_name = mem.str(results.TaskName)
+	s.data_size = C.int32_t(results.DataSize)
+	st := &sendState{}
+	var borrowed []C.size_t
+	if n > 0 {
+		views := unsafe.Slice((*C.ofl_tensor_view)(mem.alloc(uintptr(n)*unsafe.Sizeof(C.ofl_tensor_view{}))), n)
+		for i := range results.Tensors {
+			t := &results.Tensors[i]
+			fillView(&views[i], t, &mem)
+			if len(t.Data) >= borrowMinBytes && len(st.data) < borrowMaxTensors {
+				borrowed = append(borrowed, C.size_t(i))
+				st.data = append(st.data, t.Data)
+				views[i].data_len = C.size_t(len(t.Data))
+			} else if len(t.Data) > 0 {
+				views[i].data = mem.bytes(t.Data)
+				views[i].data_len = C.size_t(len(t.Data))
+			}
+		}
+		s.views = &views[0]
+		s.len = C.size_t(n)
+	}
+	if len(borrowed) > 0 {
+		b := unsafe.Slice((*C.size_t)(mem.alloc(uintptr(len(borrowed))*unsafe.Sizeof(C.size_t(0)))), len(borrowed))
+		copy(b, borrowed)
+		s.borrowed = &b[0]
+		s.borrowed_len = C.size_t(len(borrowed))
+	}
+	h := cgo.NewHandle(st)
+	defer h.Delete()
+	s.handle = C.uintptr_t(h)
+	sendStep(s, st, 0)
+	runtime.KeepAlive(results.Tensors)
+	return takeError(s.error)
+}
+
+// sendStep lends the data pointers of st.data[first:first+batch] to C as
+// call arguments (the only way cgo lets C hold several Go pointers at once:
+// Go may not store them in C memory itself) and C continues the chain.
+func sendStep(s *C.ofl_go_send, st *sendState, first int) {
+	var p [C.OFL_GO_SEND_BATCH]unsafe.Pointer
+	count := len(st.data) - first
+	if count > len(p) {
+		count = len(p)
+	}
+	for i := 0; i < count; i++ {
+		p[i] = unsafe.Pointer(&st.data[first+i][0])
+	}
+	C.ofl_go_send_step(s, C.size_t(first), C.size_t(count),
+		p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
+		p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15])
+}

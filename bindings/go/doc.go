@@ -1,0 +1,35 @@
+// Package openfl is the Go binding of openfl-transport, an OpenFL 1.6
+// wire-compatible federated-learning transport (gRPC with mutual TLS)
+// implemented in Rust with a C ABI. It links libopenfl_transport through
+// cgo and uses only the standard library.
+//
+// A collaborator:
+//
+//	client, err := openfl.NewClient(openfl.ClientOptions{
+//		Host: "localhost", Port: 50051,
+//		TLS: openfl.TLS{RootCertificate: "ca.crt", Certificate: "col1.crt", PrivateKey: "col1.key"},
+//		Federation: openfl.Federation{AggregatorUUID: "agg", FederationUUID: "fed"},
+//	})
+//	if err != nil { ... }
+//	defer client.Close()
+//	tasks, err := client.GetTasks(ctx, "col1")
+//
+// An aggregator: implement AggregatorLogic and call StartAggregatorServer,
+// then Serve.
+//
+// Errors are *Error values carrying the library's code: test them with
+// errors.Is(err, openfl.CodeUnauthenticated) or read them with errors.As.
+//
+// Memory: tensor data crosses the boundary without copies where the cgo
+// pointer rules allow. Uploads (Client.SendLocalTaskResults) are
+// serialized by the library straight from the caller's slices; downloads
+// (Client.GetAggregatedTensor) expose the library's receive buffer (see
+// ReceivedTensor for its lifetime); results handed to
+// AggregatorLogic.SendLocalTaskResults are views valid during the call.
+// Tensors returned by AggregatorLogic.GetAggregatedTensor are copied once
+// by the library.
+//
+// Threads: the library runs all network I/O on its own threads. Logic
+// callbacks arrive on those threads through exported trampolines holding a
+// runtime/cgo.Handle, which is deleted when the library releases it.
+package openfl

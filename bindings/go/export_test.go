@@ -1,0 +1,16 @@
+package openfl
+
+// Hooks for the external tests (package openfl_test).
+
+var LibraryCodeName = libraryCodeName
+
+// SetBorrowLimits changes which upload tensors are lent in place; it
+// returns a function restoring the defaults.
+func SetBorrowLimits(minBytes, maxTensors int) (restore func()) {
+	oldMin, oldMax := borrowMinBytes, borrowMaxTensors
+	borrowMinBytes, borrowMaxTensors = minBytes, maxTensors
+	return func() { borrowMinBytes, borrowMaxTensors = oldMin, oldMax }
+}
+
+// LiveServerStates is the number of server logic handles the library holds.
+func LiveServerStates() int64 { return liveServerStates.Load() }

@@ -1,0 +1,3 @@
+module openfl-transport/openfl
+
+go 1.19

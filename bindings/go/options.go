@@ -1,0 +1,310 @@
+package openfl
+
+// #include "shim.h"
+import "C"
+
+import (
+	"time"
+)
+
+// TLS holds the TLS settings shared by clients and servers. The zero value
+// is OpenFL's default: TLS with client authentication (mTLS), which needs
+// certificates (as files or as PEM bytes).
+type TLS struct {
+	// Disabled turns TLS off (OpenFL's tls=False): plain TCP, and the
+	// server trusts the header sender (anyone can claim any collaborator).
+	Disabled bool
+	// Certificate files (OpenFL's root_certificate, certificate,
+	// private_key), read when the client or server is created.
+	RootCertificate, Certificate, PrivateKey string
+	// The same as PEM bytes in memory (copied); used instead of the files
+	// when RootCertificatePEM is not empty.
+	RootCertificatePEM, CertificatePEM, PrivateKeyPEM []byte
+	// DisableClientAuth is one-way TLS (OpenFL's disable_client_auth):
+	// a client presents no certificate; a server makes client certificates
+	// optional (a presented one is still checked by its CN).
+	DisableClientAuth bool
+}
+
+func (t *TLS) check() error {
+	for _, f := range []struct{ what, s string }{
+		{"TLS.RootCertificate", t.RootCertificate},
+		{"TLS.Certificate", t.Certificate},
+		{"TLS.PrivateKey", t.PrivateKey},
+	} {
+		if err := checkString(f.what, f.s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *TLS) usePEM() bool { return len(t.RootCertificatePEM) > 0 }
+
+func (t *TLS) configured() bool { return t.usePEM() || t.RootCertificate != "" }
+
+// Federation is the identity requests carry and servers check (OpenFL's
+// aggregator_uuid, federation_uuid, single_col_cert_common_name).
+type Federation struct {
+	AggregatorUUID          string
+	FederationUUID          string
+	SingleColCertCommonName string // "" for none
+}
+
+func (f *Federation) check() error {
+	if err := checkString("Federation.AggregatorUUID", f.AggregatorUUID); err != nil {
+		return err
+	}
+	if err := checkString("Federation.FederationUUID", f.FederationUUID); err != nil {
+		return err
+	}
+	return checkString("Federation.SingleColCertCommonName", f.SingleColCertCommonName)
+}
+
+// RetryPolicy says how a client retries while the aggregator is
+// unreachable: exponential backoff from InitialBackoff up to MaxBackoff,
+// with jitter, giving up after Deadline (error CodeRetriesExhausted); a
+// negative Deadline retries forever. UNAUTHENTICATED and TLS failures are
+// never retried. Durations are used with millisecond resolution.
+type RetryPolicy struct {
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	Deadline       time.Duration
+}
+
+// ClientOptions configures NewClient. Zero fields keep the library
+// defaults noted on each field.
+type ClientOptions struct {
+	// Host and Port of the aggregator (OpenFL's agg_addr, agg_port).
+	Host string
+	Port uint16
+	// TLS settings; default mTLS.
+	TLS TLS
+	// ServerName is the name the server certificate must carry; default Host.
+	ServerName string
+	// Federation is the identity requests carry and replies must match.
+	Federation Federation
+	// Retry bounds retries while the aggregator is unreachable; nil keeps
+	// the library default (retry forever, as OpenFL). Set a Deadline to
+	// bound every call (see Client for why that matters in Go).
+	Retry *RetryPolicy
+	// ConnectTimeout bounds TCP + TLS connection set-up; 0 means 10 s.
+	ConnectTimeout time.Duration
+	// MaxMessageSize is the largest message sent or received; 0 means
+	// 1 GiB (2^30, as OpenFL).
+	MaxMessageSize uint64
+	// ReconnectEveryCall opens a new connection for every call, as
+	// OpenFL 1.6 does (default: one connection is reused).
+	ReconnectEveryCall bool
+}
+
+func millis(d time.Duration) int64 {
+	if d < 0 {
+		return -1
+	}
+	return d.Milliseconds()
+}
+
+// build makes the library's ofl_client_options (caller frees).
+func (o *ClientOptions) build() (*C.ofl_client_options, error) {
+	if err := checkString("Host", o.Host); err != nil {
+		return nil, err
+	}
+	if err := checkString("ServerName", o.ServerName); err != nil {
+		return nil, err
+	}
+	if err := o.TLS.check(); err != nil {
+		return nil, err
+	}
+	if err := o.Federation.check(); err != nil {
+		return nil, err
+	}
+	var mem cstrings
+	defer mem.free()
+	var opts *C.ofl_client_options
+	if err := takeError(C.ofl_client_options_new(mem.str(o.Host), C.uint16_t(o.Port), &opts)); err != nil {
+		return nil, err
+	}
+	err := o.apply(opts, &mem)
+	if err != nil {
+		C.ofl_client_options_free(opts)
+		return nil, err
+	}
+	return opts, nil
+}
+
+func (o *ClientOptions) apply(opts *C.ofl_client_options, mem *cstrings) error {
+	t := &o.TLS
+	if t.Disabled {
+		if err := takeError(C.ofl_client_options_set_tls(opts, false)); err != nil {
+			return err
+		}
+	} else if t.usePEM() {
+		root, cert, key := mem.bytes(t.RootCertificatePEM), mem.bytes(t.CertificatePEM), mem.bytes(t.PrivateKeyPEM)
+		if err := takeError(C.ofl_client_options_set_tls_pem(opts,
+			root, C.size_t(len(t.RootCertificatePEM)),
+			cert, C.size_t(len(t.CertificatePEM)),
+			key, C.size_t(len(t.PrivateKeyPEM)))); err != nil {
+			return err
+		}
+	} else if t.configured() || t.Certificate != "" || t.PrivateKey != "" {
+		if err := takeError(C.ofl_client_options_set_tls_files(opts, mem.str(t.RootCertificate),
+			mem.optStr(t.Certificate), mem.optStr(t.PrivateKey))); err != nil {
+			return err
+		}
+	}
+	if t.DisableClientAuth {
+		if err := takeError(C.ofl_client_options_set_disable_client_auth(opts, true)); err != nil {
+			return err
+		}
+	}
+	if o.ServerName != "" {
+		if err := takeError(C.ofl_client_options_set_server_name(opts, mem.str(o.ServerName))); err != nil {
+			return err
+		}
+	}
+	f := &o.Federation
+	if err := takeError(C.ofl_client_options_set_federation(opts, mem.str(f.AggregatorUUID),
+		mem.str(f.FederationUUID), mem.optStr(f.SingleColCertCommonName))); err != nil {
+		return err
+	}
+	if r := o.Retry; r != nil {
+		if err := takeError(C.ofl_client_options_set_retry(opts, C.uint64_t(millis(r.InitialBackoff)),
+			C.uint64_t(millis(r.MaxBackoff)), C.int64_t(millis(r.Deadline)))); err != nil {
+			return err
+		}
+	}
+	if o.ConnectTimeout != 0 {
+		ms := o.ConnectTimeout.Milliseconds()
+		if ms <= 0 {
+			return invalidArgument("ConnectTimeout %v is below 1 ms", o.ConnectTimeout)
+		}
+		if err := takeError(C.ofl_client_options_set_connect_timeout_ms(opts, C.uint64_t(ms))); err != nil {
+			return err
+		}
+	}
+	if o.MaxMessageSize != 0 {
+		if err := takeError(C.ofl_client_options_set_max_message_size(opts, C.uint64_t(o.MaxMessageSize))); err != nil {
+			return err
+		}
+	}
+	if o.ReconnectEveryCall {
+		if err := takeError(C.ofl_client_options_set_reconnect_every_call(opts, true)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ServerOptions configures StartAggregatorServer. Zero fields keep the
+// library defaults noted on each field.
+type ServerOptions struct {
+	// Host and Port to listen on: default "[::]" (every interface, IPv4
+	// and IPv6); port 0 picks a free port (see AggregatorServer.Port).
+	Host string
+	Port uint16
+	// TLS settings; default mTLS (certificates required).
+	TLS TLS
+	// Federation is the aggregator's identity, checked on every request.
+	Federation Federation
+	// AuthorizedCollaborators are the collaborator names allowed to call
+	// (OpenFL's authorized_cols).
+	AuthorizedCollaborators []string
+	// AuthFailureMaxDelay bounds the random delay before an
+	// UNAUTHENTICATED answer; 0 means the default 5 s (as OpenFL). Set
+	// NoAuthFailureDelay to answer at once.
+	AuthFailureMaxDelay time.Duration
+	NoAuthFailureDelay  bool
+	// MaxMessageSize is the largest message accepted or sent, streamed
+	// uploads included; 0 means 1 GiB (2^30, as OpenFL).
+	MaxMessageSize uint64
+}
+
+func (o *ServerOptions) build() (*C.ofl_aggregator_server_options, error) {
+	if err := checkString("Host", o.Host); err != nil {
+		return nil, err
+	}
+	if err := o.TLS.check(); err != nil {
+		return nil, err
+	}
+	if err := o.Federation.check(); err != nil {
+		return nil, err
+	}
+	if err := checkStrings("AuthorizedCollaborators", o.AuthorizedCollaborators); err != nil {
+		return nil, err
+	}
+	var opts *C.ofl_aggregator_server_options
+	if err := takeError(C.ofl_aggregator_server_options_new(&opts)); err != nil {
+		return nil, err
+	}
+	var mem cstrings
+	defer mem.free()
+	if err := o.apply(opts, &mem); err != nil {
+		C.ofl_aggregator_server_options_free(opts)
+		return nil, err
+	}
+	return opts, nil
+}
+
+func (o *ServerOptions) apply(opts *C.ofl_aggregator_server_options, mem *cstrings) error {
+	host := o.Host
+	if host == "" {
+		host = "[::]"
+	}
+	if err := takeError(C.ofl_aggregator_server_options_set_listen(opts, mem.str(host), C.uint16_t(o.Port))); err != nil {
+		return err
+	}
+	t := &o.TLS
+	if t.Disabled {
+		if err := takeError(C.ofl_aggregator_server_options_set_tls(opts, false)); err != nil {
+			return err
+		}
+	} else if t.usePEM() {
+		root, cert, key := mem.bytes(t.RootCertificatePEM), mem.bytes(t.CertificatePEM), mem.bytes(t.PrivateKeyPEM)
+		if err := takeError(C.ofl_aggregator_server_options_set_tls_pem(opts,
+			root, C.size_t(len(t.RootCertificatePEM)),
+			cert, C.size_t(len(t.CertificatePEM)),
+			key, C.size_t(len(t.PrivateKeyPEM)))); err != nil {
+			return err
+		}
+	} else if t.configured() || t.Certificate != "" || t.PrivateKey != "" {
+		if err := takeError(C.ofl_aggregator_server_options_set_tls_files(opts, mem.str(t.RootCertificate),
+			mem.str(t.Certificate), mem.str(t.PrivateKey))); err != nil {
+			return err
+		}
+	}
+	if t.DisableClientAuth {
+		if err := takeError(C.ofl_aggregator_server_options_set_disable_client_auth(opts, true)); err != nil {
+			return err
+		}
+	}
+	f := &o.Federation
+	if err := takeError(C.ofl_aggregator_server_options_set_federation(opts, mem.str(f.AggregatorUUID),
+		mem.str(f.FederationUUID), mem.optStr(f.SingleColCertCommonName))); err != nil {
+		return err
+	}
+	for _, name := range o.AuthorizedCollaborators {
+		if err := takeError(C.ofl_aggregator_server_options_add_collaborator(opts, mem.str(name))); err != nil {
+			return err
+		}
+	}
+	switch {
+	case o.NoAuthFailureDelay:
+		if err := takeError(C.ofl_aggregator_server_options_set_auth_failure_max_delay_ms(opts, 0)); err != nil {
+			return err
+		}
+	case o.AuthFailureMaxDelay > 0:
+		if err := takeError(C.ofl_aggregator_server_options_set_auth_failure_max_delay_ms(opts,
+			C.uint64_t(o.AuthFailureMaxDelay.Milliseconds()))); err != nil {
+			return err
+		}
+	case o.AuthFailureMaxDelay < 0:
+		return invalidArgument("AuthFailureMaxDelay %v is negative", o.AuthFailureMaxDelay)
+	}
+	if o.MaxMessageSize != 0 {
+		if err := takeError(C.ofl_aggregator_server_options_set_max_message_size(opts, C.uint64_t(o.MaxMessageSize))); err != nil {
+			return err
+		}
+	}
+	return nil
+}

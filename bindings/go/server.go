@@ -1,0 +1,376 @@
+package openfl
+
+// #include "shim.h"
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/cgo"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// AggregatorLogic is an aggregator's business logic, called by an
+// AggregatorServer for every accepted request (after the identity and
+// header checks).
+//
+// Methods run on library threads, several at once (one per concurrent
+// call): make them safe for concurrent use. They may block (e.g. until a
+// tensor is ready); ctx is cancelled when the server is stopped or closed.
+// A returned error answers the call: its code (see CodeOf; an *Error or
+// Code keeps its own, other errors give UNKNOWN) and message go to the
+// collaborator. A panic answers INTERNAL and the server keeps serving.
+type AggregatorLogic interface {
+	// GetTasks answers collaborator's GetTasks.
+	GetTasks(ctx context.Context, collaborator string) (*Tasks, error)
+	// GetAggregatedTensor returns the tensor asked for. The library copies
+	// it before this returns: the Tensor (its Data included) may be reused.
+	GetAggregatedTensor(ctx context.Context, collaborator string, req *TensorRequest) (*Tensor, error)
+	// SendLocalTaskResults takes collaborator's results. The tensors' Data
+	// point into the library's receive buffer (no copy) and are valid
+	// until this returns: copy what you keep (Tensor.Clone).
+	SendLocalTaskResults(ctx context.Context, collaborator string, results *TaskResults) error
+	// AllQuitJobsSent reports whether every collaborator has been told to
+	// quit; Serve returns once it does. Polled periodically.
+	AllQuitJobsSent() bool
+}
+
+// CollaboratorValidator, when the logic also implements it, replaces
+// OpenFL 1.6's rule for which certificate Common Name may speak for which
+// header sender (valid_collaborator_cn_and_id). Without it: the CN equals
+// the sender (or the single collaborator certificate CN), and the sender is
+// authorized.
+type CollaboratorValidator interface {
+	ValidCollaboratorCNAndID(commonName, sender string) bool
+}
+
+// liveServerStates counts server states the library still holds (tests).
+var liveServerStates atomic.Int64
+
+// serverState is what the library's callbacks reach through a cgo.Handle.
+type serverState struct {
+	logic     AggregatorLogic
+	validator CollaboratorValidator
+	ctx       context.Context
+	cancel    context.CancelFunc
+}
+
+// AggregatorServer is a running aggregator server (OpenFL's
+// AggregatorGRPCServer). It serves in the background from the moment
+// StartAggregatorServer returns; Serve waits for the federation's end.
+// Methods are safe for concurrent use. Close it when done; one that is
+// never closed is stopped and released by a finalizer once unreachable.
+type AggregatorServer struct {
+	mu     sync.Mutex
+	idle   sync.Cond // signalled when users drops to 0
+	ptr    *C.ofl_aggregator_server
+	users  int
+	closed bool
+	port   uint16
+	cancel context.CancelFunc
+}
+
+// StartAggregatorServer checks the certificates, binds the port and starts
+// serving with logic behind it.
+func StartAggregatorServer(opts ServerOptions, logic AggregatorLogic) (*AggregatorServer, error) {
+	if logic == nil {
+		return nil, invalidArgument("logic is nil")
+	}
+	copts, err := opts.build()
+	if err != nil {
+		return nil, err
+	}
+	defer C.ofl_aggregator_server_options_free(copts)
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &serverState{logic: logic, ctx: ctx, cancel: cancel}
+	st.validator, _ = logic.(CollaboratorValidator)
+	// The library owns the handle from here on: free_user_data
+	// (oflGoReleaseHandle) deletes it exactly once, also on failure.
+	h := cgo.NewHandle(st)
+	liveServerStates.Add(1)
+	s := &AggregatorServer{cancel: cancel}
+	s.idle.L = &s.mu
+	if err := takeError(C.ofl_go_server_start(copts, C.uintptr_t(h), C.bool(st.validator != nil), &s.ptr)); err != nil {
+		cancel()
+		return nil, err
+	}
+	s.port = uint16(C.ofl_aggregator_server_port(s.ptr))
+	runtime.SetFinalizer(s, (*AggregatorServer).Close)
+	return s, nil
+}
+
+// Port is the port the server listens on (the chosen one when 0 was asked).
+func (s *AggregatorServer) Port() uint16 { return s.port }
+
+func (s *AggregatorServer) acquire(what string) (*C.ofl_aggregator_server, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, closedError(what)
+	}
+	s.users++
+	return s.ptr, nil
+}
+
+func (s *AggregatorServer) release() {
+	s.mu.Lock()
+	s.users--
+	if s.users == 0 {
+		s.idle.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+// Serve blocks until the logic reports all quit jobs sent (OpenFL's
+// serve), Stop or Close is called, or ctx is done (which stops the
+// server); then the server stops gracefully (calls in flight finish).
+// It returns nil, or a context error when ctx ended it.
+func (s *AggregatorServer) Serve(ctx context.Context) error {
+	if err := contextError(ctx, "Serve"); err != nil {
+		return err
+	}
+	p, err := s.acquire("Serve")
+	if err != nil {
+		return err
+	}
+	defer s.release()
+	served := make(chan struct{})
+	if ctx.Done() != nil {
+		go func() {
+			select {
+			case <-ctx.Done():
+				_ = s.Stop()
+			case <-served:
+			}
+		}()
+	}
+	err = takeError(C.ofl_aggregator_server_serve(p))
+	close(served)
+	runtime.KeepAlive(s)
+	if err == nil {
+		err = contextError(ctx, "Serve")
+	}
+	return err
+}
+
+// Stop asks the server to stop and returns at once; Serve then returns.
+// The context passed to the logic is cancelled. Idempotent; safe from
+// logic callbacks.
+func (s *AggregatorServer) Stop() error {
+	p, err := s.acquire("Stop")
+	if err != nil {
+		return nil // closed: stopped already
+	}
+	defer s.release()
+	s.cancel()
+	return takeError(C.ofl_aggregator_server_stop(p))
+}
+
+// Close stops the server, waits until Serve has returned and the server no
+// longer listens, and releases it; the logic is no longer called once the
+// calls in flight have finished. Do not call it from logic callbacks (use
+// Stop). Idempotent; always returns nil.
+func (s *AggregatorServer) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	p := s.ptr
+	s.mu.Unlock()
+	runtime.SetFinalizer(s, nil)
+	s.cancel()
+	_ = takeError(C.ofl_aggregator_server_stop(p)) // only Close frees p
+	s.mu.Lock()
+	for s.users > 0 {
+		s.idle.Wait()
+	}
+	s.ptr = nil
+	s.mu.Unlock()
+	C.ofl_aggregator_server_free(p)
+	return nil
+}
+
+// ---- callbacks (library threads -> Go) ------------------------------------
+
+func stateOf(h C.uintptr_t) *serverState {
+	return cgo.Handle(h).Value().(*serverState)
+}
+
+// replyError answers a call with err's code and message.
+func replyError(reply *C.ofl_reply, err error) C.int32_t {
+	code := CodeOf(err)
+	msg := err.Error()
+	var e *Error
+	if ae, ok := err.(*Error); ok {
+		e = ae
+	}
+	if e != nil && e.Message != "" {
+		msg = e.Message
+	}
+	if code == CodeOK {
+		code = CodeUnknown
+	}
+	cmsg := C.CString(strings.ReplaceAll(msg, "\x00", "\\0"))
+	defer C.free(unsafe.Pointer(cmsg))
+	// The message is best effort: the code goes back either way.
+	_ = takeError(C.ofl_reply_set_error_message(reply, cmsg))
+	return C.int32_t(code)
+}
+
+// recoverCallback turns a panic in logic into an INTERNAL answer: a Go
+// panic must never unwind into the library's C frames.
+func recoverCallback(method string, reply *C.ofl_reply, code *C.int32_t) {
+	if r := recover(); r != nil {
+		*code = replyError(reply, Errorf(CodeInternal, "%s panicked: %v", method, r))
+	}
+}
+
+//export oflGoGetTasks
+func oflGoGetTasks(h C.uintptr_t, collaborator *C.char, reply *C.ofl_reply) (code C.int32_t) {
+	defer recoverCallback("GetTasks", reply, &code)
+	st := stateOf(h)
+	tasks, err := st.logic.GetTasks(st.ctx, C.GoString(collaborator))
+	if err != nil {
+		return replyError(reply, err)
+	}
+	if tasks == nil {
+		return replyError(reply, NewError(CodeInternal, "GetTasks returned neither tasks nor an error"))
+	}
+	if err := takeError(C.ofl_reply_set_round_number(reply, C.int32_t(tasks.RoundNumber))); err != nil {
+		return replyError(reply, err)
+	}
+	if err := takeError(C.ofl_reply_set_sleep_time(reply, C.int32_t(tasks.SleepTime))); err != nil {
+		return replyError(reply, err)
+	}
+	if err := takeError(C.ofl_reply_set_quit(reply, C.bool(tasks.Quit))); err != nil {
+		return replyError(reply, err)
+	}
+	var mem cstrings
+	defer mem.free()
+	for i, t := range tasks.Tasks {
+		for _, f := range []struct{ what, s string }{{"Name", t.Name}, {"FunctionName", t.FunctionName}, {"TaskType", t.TaskType}} {
+			if err := checkString(fmt.Sprintf("Tasks[%d].%s", i, f.what), f.s); err != nil {
+				return replyError(reply, Errorf(CodeInternal, "GetTasks: %v", err))
+			}
+		}
+		if err := takeError(C.ofl_reply_add_task(reply, mem.str(t.Name), mem.str(t.FunctionName),
+			mem.str(t.TaskType), C.bool(t.ApplyLocal))); err != nil {
+			return replyError(reply, err)
+		}
+	}
+	return C.int32_t(CodeOK)
+}
+
+//export oflGoGetAggregatedTensor
+func oflGoGetAggregatedTensor(h C.uintptr_t, collaborator *C.char, req *C.ofl_tensor_request, reply *C.ofl_reply) (code C.int32_t) {
+	defer recoverCallback("GetAggregatedTensor", reply, &code)
+	st := stateOf(h)
+	r := &TensorRequest{
+		TensorName:      C.GoString(req.tensor_name),
+		RoundNumber:     int32(req.round_number),
+		Report:          bool(req.report),
+		RequireLossless: bool(req.require_lossless),
+	}
+	if n := int(req.tags_len); n > 0 && req.tags != nil {
+		tags := unsafe.Slice(req.tags, n)
+		r.Tags = make([]string, n)
+		for i, t := range tags {
+			r.Tags[i] = C.GoString(t)
+		}
+	}
+	t, err := st.logic.GetAggregatedTensor(st.ctx, C.GoString(collaborator), r)
+	if err != nil {
+		return replyError(reply, err)
+	}
+	if t == nil {
+		return replyError(reply, NewError(CodeInternal, "GetAggregatedTensor returned neither a tensor nor an error"))
+	}
+	if err := t.check("GetAggregatedTensor: tensor"); err != nil {
+		return replyError(reply, Errorf(CodeInternal, "%v", err))
+	}
+	var mem cstrings
+	defer mem.free()
+	view := (*C.ofl_tensor_view)(mem.alloc(unsafe.Sizeof(C.ofl_tensor_view{})))
+	fillView(view, t, &mem)
+	var data unsafe.Pointer
+	if len(t.Data) > 0 {
+		data = unsafe.Pointer(&t.Data[0])
+	}
+	// The Go data pointer is an argument: C stores it in the view for the
+	// duration of this call only, and the library copies the data.
+	err = takeError(C.ofl_go_reply_set_tensor(reply, view, data, C.size_t(len(t.Data))))
+	runtime.KeepAlive(t)
+	if err != nil {
+		return replyError(reply, err)
+	}
+	return C.int32_t(CodeOK)
+}
+
+//export oflGoSendLocalTaskResults
+func oflGoSendLocalTaskResults(h C.uintptr_t, collaborator *C.char, results *C.ofl_task_results, reply *C.ofl_reply) (code C.int32_t) {
+	defer recoverCallback("SendLocalTaskResults", reply, &code)
+	st := stateOf(h)
+	r := &TaskResults{
+		RoundNumber: int32(C.ofl_task_results_round_number(results)),
+		TaskName:    C.GoString(C.ofl_task_results_task_name(results)),
+		DataSize:    int32(C.ofl_task_results_data_size(results)),
+	}
+	if n := int(C.ofl_task_results_tensors_len(results)); n > 0 {
+		r.Tensors = make([]Tensor, n)
+		for i := range r.Tensors {
+			r.Tensors[i] = readTensor(C.ofl_task_results_tensor(results, C.size_t(i)), true)
+		}
+	}
+	if err := st.logic.SendLocalTaskResults(st.ctx, C.GoString(collaborator), r); err != nil {
+		return replyError(reply, err)
+	}
+	return C.int32_t(CodeOK)
+}
+
+//export oflGoAllQuitJobsSent
+func oflGoAllQuitJobsSent(h C.uintptr_t) (done C.int) {
+	defer func() {
+		if r := recover(); r != nil {
+			done = 0
+		}
+	}()
+	if stateOf(h).logic.AllQuitJobsSent() {
+		return 1
+	}
+	return 0
+}
+
+//export oflGoValidCollaborator
+func oflGoValidCollaborator(h C.uintptr_t, commonName, sender *C.char) (ok C.int) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok = 0 // a panicking check rejects
+		}
+	}()
+	if stateOf(h).validator.ValidCollaboratorCNAndID(C.GoString(commonName), C.GoString(sender)) {
+		return 1
+	}
+	return 0
+}
+
+//export oflGoReleaseHandle
+func oflGoReleaseHandle(h C.uintptr_t) {
+	handle := cgo.Handle(h)
+	if st, ok := handle.Value().(*serverState); ok {
+		st.cancel()
+		liveServerStates.Add(-1)
+	}
+	handle.Delete()
+}
+
+//export oflGoSendNext
+func oflGoSendNext(s *C.ofl_go_send, next C.size_t) {
+	st := cgo.Handle(s.handle).Value().(*sendState)
+	sendStep(s, st, int(next))
+}

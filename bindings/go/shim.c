@@ -1,0 +1,91 @@
+// C trampolines of the Go binding (see shim.h). The library calls these on
+// its own threads; each forwards to an exported Go function with the
+// cgo.Handle that was stored, as an integer, in user_data.
+#include "shim.h"
+
+#include "_cgo_export.h"
+
+static uintptr_t handle_of(void *user_data) { return (uintptr_t)user_data; }
+
+static int32_t tramp_get_tasks(void *user_data, const char *collaborator, ofl_reply *reply) {
+    return oflGoGetTasks(handle_of(user_data), (char *)collaborator, reply);
+}
+
+static int32_t tramp_get_aggregated_tensor(void *user_data, const char *collaborator,
+                                           const ofl_tensor_request *request, ofl_reply *reply) {
+    return oflGoGetAggregatedTensor(handle_of(user_data), (char *)collaborator,
+                                    (ofl_tensor_request *)request, reply);
+}
+
+static int32_t tramp_send_local_task_results(void *user_data, const char *collaborator,
+                                             const ofl_task_results *results, ofl_reply *reply) {
+    return oflGoSendLocalTaskResults(handle_of(user_data), (char *)collaborator,
+                                     (ofl_task_results *)results, reply);
+}
+
+static bool tramp_all_quit_jobs_sent(void *user_data) {
+    return oflGoAllQuitJobsSent(handle_of(user_data)) != 0;
+}
+
+static bool tramp_valid_collaborator(void *user_data, const char *cn, const char *sender) {
+    return oflGoValidCollaborator(handle_of(user_data), (char *)cn, (char *)sender) != 0;
+}
+
+static void tramp_free_user_data(void *user_data) { oflGoReleaseHandle(handle_of(user_data)); }
+
+ofl_error *ofl_go_server_start(const ofl_aggregator_server_options *options, uintptr_t handle,
+                               bool validator, ofl_aggregator_server **out) {
+    ofl_aggregator_callbacks callbacks = {
+        .user_data = (void *)handle,
+        .free_user_data = tramp_free_user_data,
+        .get_tasks = tramp_get_tasks,
+        .get_aggregated_tensor = tramp_get_aggregated_tensor,
+        .send_local_task_results = tramp_send_local_task_results,
+        .all_quit_jobs_sent = tramp_all_quit_jobs_sent,
+        .valid_collaborator_cn_and_id = validator ? tramp_valid_collaborator : NULL,
+    };
+    return ofl_aggregator_server_start(options, &callbacks, out);
+}
+
+static void tramp_log(void *user_data, ofl_log_level level, const char *target,
+                      const char *message) {
+    oflGoLog(handle_of(user_data), (int32_t)level, (char *)target, (char *)message);
+}
+
+ofl_error *ofl_go_set_log_callback(int32_t max_level, uintptr_t handle) {
+    if (handle == 0) return ofl_set_log_callback(max_level, NULL, NULL);
+    return ofl_set_log_callback(max_level, tramp_log, (void *)handle);
+}
+
+ofl_error *ofl_go_reply_set_tensor(ofl_reply *reply, ofl_tensor_view *view, const void *data,
+                                   size_t data_len) {
+    view->data = (const uint8_t *)data;
+    view->data_len = data_len;
+    ofl_error *err = ofl_reply_set_tensor(reply, view); /* copies */
+    view->data = NULL;
+    return err;
+}
+
+void ofl_go_send_step(ofl_go_send *s, size_t first, size_t count, const void *p0, const void *p1,
+                      const void *p2, const void *p3, const void *p4, const void *p5,
+                      const void *p6, const void *p7, const void *p8, const void *p9,
+                      const void *p10, const void *p11, const void *p12, const void *p13,
+                      const void *p14, const void *p15) {
+    const void *p[OFL_GO_SEND_BATCH] = {p0, p1, p2,  p3,  p4,  p5,  p6,  p7,
+                                        p8, p9, p10, p11, p12, p13, p14, p15};
+    if (count > OFL_GO_SEND_BATCH || first + count > s->borrowed_len) {
+        s->error = NULL; /* unreachable: Go computes the batches */
+        abort();
+    }
+    for (size_t i = 0; i < count; i++) s->views[s->borrowed[first + i]].data = p[i];
+    size_t next = first + count;
+    if (next < s->borrowed_len) {
+        oflGoSendNext(s, next);
+    } else {
+        s->error = ofl_client_send_local_task_results(s->client, s->collaborator, s->round_number,
+                                                      s->task_name, s->data_size, s->views,
+                                                      s->len);
+    }
+    /* The Go pointers were lent for this call only. */
+    for (size_t i = 0; i < count; i++) s->views[s->borrowed[first + i]].data = NULL;
+}

@@ -1,0 +1,76 @@
+// A collaborator in C++ (include/openfl_transport.hpp) for the example
+// aggregator (aggregator.cpp, or examples/go/aggregator): asks for tasks
+// until told to quit; for "train" it fetches the round's "weights", moves
+// them halfway towards its own target and uploads them with its sample
+// count.
+//
+//   collaborator CERT_DIR NAME PORT [HOST]
+//
+// CERT_DIR holds ca.crt, NAME.crt, NAME.key (tests/certs/make_certs.sh).
+#include <openfl_transport.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        std::fprintf(stderr, "usage: %s CERT_DIR NAME PORT [HOST]\n", argv[0]);
+        return 2;
+    }
+    std::string certs = argv[1], name = argv[2];
+    auto port = static_cast<std::uint16_t>(std::atoi(argv[3]));
+    std::string host = argc > 4 ? argv[4] : "127.0.0.1";
+
+    // This collaborator's "data": a target the weights move towards, and
+    // how many samples it has (its weight in the average).
+    float target = static_cast<float>(name.back() - '0');
+    std::int32_t samples = 100 * (name.back() - '0');
+
+    try {
+        openfl::ClientOptions options(host, port);
+        options.tls_files(certs + "/ca.crt", certs + "/" + name + ".crt", certs + "/" + name + ".key")
+            .federation("example-aggregator", "example-federation")
+            .retry(std::chrono::milliseconds(100), std::chrono::milliseconds(2000), std::chrono::milliseconds(30000));
+        openfl::Client client(options);
+
+        for (;;) {
+            openfl::Tasks tasks = client.get_tasks(name);
+            if (tasks.quit) break;
+            if (tasks.tasks.empty()) {
+                std::this_thread::sleep_for(std::chrono::seconds(tasks.sleep_time > 0 ? tasks.sleep_time : 1));
+                continue;
+            }
+            for (const openfl::Task &task : tasks.tasks) {
+                if (task.name != "train") continue;
+                openfl::TensorRequest request;
+                request.tensor_name = "weights";
+                request.round_number = tasks.round_number;
+                request.tags = {"model"};
+                openfl::Tensor model = client.get_aggregated_tensor(name, request);
+                std::vector<float> weights(model.data().size() / sizeof(float));
+                std::memcpy(weights.data(), model.data().data(), weights.size() * sizeof(float));
+                for (float &w : weights) w += 0.5f * (target - w);  // "training"
+
+                openfl::TensorView trained;
+                trained.name = "weights";
+                trained.round_number = tasks.round_number;
+                trained.tags = {"trained"};
+                trained.metadata = model.metadata();  // the shape
+                trained.data = weights;               // borrowed for the call, not copied
+                client.send_local_task_results(name, tasks.round_number, task.name, samples, {trained});
+                std::printf("%s: round %d trained, weights[0] = %.4f\n", name.c_str(), tasks.round_number, weights[0]);
+                std::fflush(stdout);
+            }
+        }
+        std::printf("%s: told to quit\n", name.c_str());
+        return 0;
+    } catch (const openfl::Error &e) {
+        std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,360 @@
+// test_cpp_api: the C++ API (include/openfl_transport.hpp) end to end.
+//
+// A C++ aggregator server with C++ logic and two C++ collaborator clients
+// over mTLS: tasks, 16 MiB tensors each way byte for byte (download served
+// zero-copy with set_borrowed, upload serialized from the caller's memory),
+// metadata, exceptions with the library's codes (from the peer, from the
+// logic, from bad options), move-only handles, logging, and the end of the
+// federation (serve returns once every collaborator was told to quit).
+//
+// usage: test_cpp_api CERT_DIR
+#include "openfl_transport.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+std::atomic<int> g_failures{0};
+
+void fail(const char *file, int line, const std::string &what) {
+    std::fprintf(stderr, "%s:%d: FAILED: %s\n", file, line, what.c_str());
+    g_failures++;
+}
+
+#define CHECK(cond)                                         \
+    do {                                                    \
+        if (!(cond)) fail(__FILE__, __LINE__, "CHECK(" #cond ")"); \
+    } while (0)
+
+// Runs `body`, which must throw openfl::Error with `code` and a message
+// containing `needle`.
+template <class F>
+void expect_error_at(const char *file, int line, const char *what, openfl::Code code, const char *needle, F &&body) {
+    try {
+        body();
+        fail(file, line, std::string(what) + ": no exception, expected " + openfl::code_name(code));
+    } catch (const openfl::Error &e) {
+        if (e.code() != code)
+            fail(file, line, std::string(what) + ": " + e.what() + ", expected " + openfl::code_name(code));
+        else if (needle && e.message().find(needle) == std::string::npos)
+            fail(file, line, std::string(what) + ": message \"" + e.message() + "\" lacks \"" + needle + "\"");
+    } catch (const std::exception &e) {
+        fail(file, line, std::string(what) + ": unexpected exception " + e.what());
+    }
+}
+#define EXPECT_ERROR(what, code, needle, ...) expect_error_at(__FILE__, __LINE__, what, code, needle, __VA_ARGS__)
+
+void note(const char *what) {
+    std::printf("-- %s\n", what);
+    std::fflush(stdout);
+}
+
+constexpr const char *kAgg = "agg-uuid-cpp";
+constexpr const char *kFed = "fed-uuid-cpp";
+constexpr std::size_t kMiB = 1u << 20;
+
+std::vector<std::uint8_t> pattern(std::size_t n, unsigned mul, unsigned add) {
+    std::vector<std::uint8_t> v(n);
+    for (std::size_t i = 0; i < n; i++) v[i] = static_cast<std::uint8_t>(i * mul + add);
+    return v;
+}
+
+std::string g_certs;
+std::string cert(const char *name) { return g_certs + "/" + name; }
+
+// Handles are RAII and move-only.
+static_assert(!std::is_copy_constructible_v<openfl::Client> && std::is_nothrow_move_constructible_v<openfl::Client>);
+static_assert(!std::is_copy_assignable_v<openfl::Client> && std::is_nothrow_move_assignable_v<openfl::Client>);
+static_assert(!std::is_copy_constructible_v<openfl::Tensor> && std::is_nothrow_move_constructible_v<openfl::Tensor>);
+static_assert(!std::is_copy_constructible_v<openfl::AggregatorServer> &&
+              std::is_nothrow_move_constructible_v<openfl::AggregatorServer>);
+static_assert(!std::is_copy_constructible_v<openfl::ClientOptions> &&
+              std::is_nothrow_move_constructible_v<openfl::ClientOptions>);
+static_assert(!std::is_copy_constructible_v<openfl::ServerOptions> &&
+              std::is_nothrow_move_constructible_v<openfl::ServerOptions>);
+
+class FedLogic : public openfl::AggregatorLogic {
+public:
+    FedLogic()
+        : down_(std::make_shared<std::vector<std::uint8_t>>(pattern(16 * kMiB, 7, 3))), up_(pattern(16 * kMiB, 13, 101)) {}
+
+    openfl::Tasks get_tasks(std::string_view collaborator) override {
+        openfl::Tasks t;
+        if (quitting_) {
+            std::lock_guard<std::mutex> lock(mu_);
+            told_to_quit_.insert(std::string(collaborator));
+            t.round_number = 2;
+            t.quit = true;
+            return t;
+        }
+        t.round_number = 1;
+        t.sleep_time = 3;
+        t.tasks = {{"aggregated_model_validation", "validate_task", "validate", false},
+                   {"train", "train_task", "train", false},
+                   {"locally_tuned_model_validation", "validate_task", "validate", true}};
+        return t;
+    }
+
+    void get_aggregated_tensor(std::string_view, const openfl::TensorRequest &request,
+                               openfl::TensorReply &reply) override {
+        const std::string &name = request.tensor_name;
+        openfl::TensorView v;
+        v.name = name;
+        v.round_number = request.round_number;
+        v.lossless = true;
+        v.tags = {"model"};
+        if (name == "model") {
+            if (request.tags != std::vector<std::string>{"model", "latest"} || !request.require_lossless)
+                throw openfl::Error(openfl::Code::invalid_argument, "unexpected request");
+            v.metadata = {openfl::Metadata{{4 * static_cast<std::int32_t>(kMiB), 1}, {true, false}, {{3, 0.5f}, {1, 0.25f}}}};
+            v.data = openfl::Bytes(*down_);
+            reply.set_borrowed(v, down_);  // zero-copy; down_ stays alive until sent
+            served_++;
+        } else if (name == "copy") {
+            std::vector<float> values{1.5f, -2.0f, 3.25f};
+            v.data = values;  // copied by set(): the vector may go away
+            reply.set(v);
+        } else if (name == "missing") {
+            throw openfl::Error(openfl::Code::not_found, "no tensor named missing");
+        } else if (name == "std") {
+            throw std::runtime_error("boom from std::runtime_error");
+        } else {
+            throw 42;
+        }
+    }
+
+    void send_local_task_results(std::string_view collaborator, const openfl::TaskResults &results) override {
+        std::string problem;
+        if (results.round_number() != 1 || results.task_name() != "train" || results.data_size() != 640 ||
+            results.size() != 2) {
+            problem = "header or count";
+        } else {
+            openfl::TensorRef w = results[0];
+            openfl::Bytes d = w.data();
+            if (w.name() != "weights" || d.size() != up_.size() || std::memcmp(d.data(), up_.data(), d.size()) != 0)
+                problem = "weights differ";
+            openfl::TensorRef m = results[1];
+            float acc = 0;
+            if (m.data().size() == sizeof acc) std::memcpy(&acc, m.data().data(), sizeof acc);
+            if (m.name() != "accuracy" || !m.report() || acc != 0.75f ||
+                m.tags() != std::vector<std::string_view>{"metric", "validate_local"})
+                problem = "metric differs";
+            int n = 0;
+            for (openfl::TensorRef t : results) n += !t.name().empty();
+            if (n != 2) problem = "iteration";
+        }
+        std::lock_guard<std::mutex> lock(mu_);
+        uploads_[std::string(collaborator)] = problem.empty() ? "ok" : problem;
+    }
+
+    bool all_quit_jobs_sent() override {
+        std::lock_guard<std::mutex> lock(mu_);
+        return quitting_ && told_to_quit_.size() == 2;
+    }
+
+    std::shared_ptr<std::vector<std::uint8_t>> down_;
+    std::vector<std::uint8_t> up_;
+    std::atomic<bool> quitting_{false};
+    std::atomic<int> served_{0};
+    std::mutex mu_;
+    std::set<std::string> told_to_quit_;
+    std::map<std::string, std::string> uploads_;
+};
+
+openfl::ClientOptions client_options(std::uint16_t port, const std::string &col) {
+    openfl::ClientOptions o("127.0.0.1", port);
+    o.tls_files(cert("ca.crt"), cert((col + ".crt").c_str()), cert((col + ".key").c_str()))
+        .federation(kAgg, kFed)
+        .retry(50ms, 500ms, 5000ms)
+        .connect_timeout(5000ms);
+    return o;
+}
+
+openfl::ServerOptions server_options(bool tls) {
+    openfl::ServerOptions o;
+    o.listen("127.0.0.1", 0).federation(kAgg, kFed).add_collaborator("col1").add_collaborator("col2").auth_failure_max_delay(0ms);
+    if (tls)
+        o.tls_files(cert("ca.crt"), cert("server.crt"), cert("server.key"));
+    else
+        o.tls(false);
+    return o;
+}
+
+void collaborator(std::uint16_t port, const std::string &col, const FedLogic &logic) {
+    openfl::Client client(client_options(port, col));
+    openfl::Tasks tasks = client.get_tasks(col);
+    CHECK(tasks.round_number == 1 && tasks.sleep_time == 3 && !tasks.quit && tasks.tasks.size() == 3);
+    CHECK(tasks.tasks.size() == 3 && tasks.tasks[2].name == "locally_tuned_model_validation" &&
+          tasks.tasks[2].function_name == "validate_task" && tasks.tasks[2].task_type == "validate" &&
+          tasks.tasks[2].apply_local);
+
+    openfl::TensorRequest req;
+    req.tensor_name = "model";
+    req.round_number = 1;
+    req.tags = {"model", "latest"};
+    req.require_lossless = true;
+    openfl::Tensor received = client.get_aggregated_tensor(col, req);
+    openfl::Tensor model = std::move(received);  // move-only handle
+    CHECK(received.get() == nullptr);
+    openfl::Bytes d = model.data();
+    CHECK(d.size() == logic.down_->size() && std::memcmp(d.data(), logic.down_->data(), d.size()) == 0);
+    CHECK(model.name() == "model" && model.round_number() == 1 && model.lossless() && !model.report());
+    std::vector<openfl::Metadata> md = model.metadata();
+    CHECK(md.size() == 1 && md[0].int_list == (std::vector<std::int32_t>{4 * static_cast<std::int32_t>(kMiB), 1}) &&
+          md[0].bool_list == (std::vector<bool>{true, false}) && md[0].int_to_float.at(1) == 0.25f &&
+          md[0].int_to_float.at(3) == 0.5f);
+
+    req.tensor_name = "copy";
+    req.tags.clear();
+    openfl::Tensor small = client.get_aggregated_tensor(col, req);
+    float values[3] = {};
+    CHECK(small.data().size() == sizeof values);
+    if (small.data().size() == sizeof values) std::memcpy(values, small.data().data(), sizeof values);
+    CHECK(values[0] == 1.5f && values[1] == -2.0f && values[2] == 3.25f);
+
+    std::vector<float> accuracy{0.75f};
+    std::vector<openfl::TensorView> upload(2);
+    upload[0].name = "weights";
+    upload[0].round_number = 1;
+    upload[0].tags = {"trained"};
+    upload[0].data = openfl::Bytes(logic.up_);
+    upload[1].name = "accuracy";
+    upload[1].round_number = 1;
+    upload[1].report = true;
+    upload[1].tags = {"metric", "validate_local"};
+    upload[1].metadata = {openfl::Metadata{{1}, {}, {}}};
+    upload[1].data = accuracy;
+    client.send_local_task_results(col, 1, "train", 640, upload);
+}
+
+void negative_checks(std::uint16_t port) {
+    openfl::Client client(client_options(port, "col1"));
+    openfl::TensorRequest req;
+    req.tensor_name = "missing";
+    EXPECT_ERROR("logic throws openfl::Error", openfl::Code::not_found, "no tensor named missing",
+                 [&] { client.get_aggregated_tensor("col1", req); });
+    req.tensor_name = "std";
+    EXPECT_ERROR("logic throws std::exception", openfl::Code::unknown, "boom",
+                 [&] { client.get_aggregated_tensor("col1", req); });
+    req.tensor_name = "int";
+    EXPECT_ERROR("logic throws an int", openfl::Code::internal, nullptr,
+                 [&] { client.get_aggregated_tensor("col1", req); });
+    EXPECT_ERROR("spoofed sender", openfl::Code::unauthenticated, "col2", [&] { client.get_tasks("col2"); });
+    EXPECT_ERROR("NUL in a name", openfl::Code::invalid_argument, "collaborator",
+                 [&] { client.get_tasks(std::string_view("co\0l1", 5)); });
+
+    openfl::ClientOptions foreign = client_options(port, "col1");
+    foreign.tls_files(cert("ca.crt"), cert("foreign.crt"), cert("foreign.key"));
+    openfl::Client stranger(foreign);
+    EXPECT_ERROR("client certificate from a foreign CA", openfl::Code::tls, nullptr,
+                 [&] { stranger.get_tasks("col1"); });
+
+    EXPECT_ERROR("empty host", openfl::Code::invalid_argument, "host", [] { openfl::ClientOptions("", 1); });
+    EXPECT_ERROR("zero backoff", openfl::Code::invalid_argument, nullptr,
+                 [] { openfl::ClientOptions("localhost", 1).retry(0ms, 10ms, 10ms); });
+    EXPECT_ERROR("missing CA file", openfl::Code::io, nullptr, [] {
+        openfl::ClientOptions o("localhost", 1);
+        o.tls_files("/nonexistent/ca.crt", "/nonexistent/c.crt", "/nonexistent/c.key");
+        openfl::Client c(o);
+    });
+    EXPECT_ERROR("port in use", openfl::Code::io, nullptr, [&] {
+        openfl::ServerOptions o = server_options(false);
+        o.listen("127.0.0.1", port);
+        openfl::AggregatorServer s(o, std::make_shared<FedLogic>());
+    });
+    EXPECT_ERROR("null logic", openfl::Code::invalid_argument, "logic",
+                 [] { openfl::AggregatorServer s(server_options(false), nullptr); });
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s CERT_DIR\n", argv[0]);
+        return 2;
+    }
+    g_certs = argv[1];
+    auto t0 = std::chrono::steady_clock::now();
+    std::printf("openfl-transport %s\n", openfl::version());
+
+    note("log callback");
+    {
+        std::mutex mu;
+        std::vector<std::string> lines;
+        openfl::set_log_callback(openfl::LogLevel::info,
+                                 [&](openfl::LogLevel level, std::string_view target, std::string_view message) {
+                                     std::lock_guard<std::mutex> lock(mu);
+                                     lines.push_back(std::to_string(static_cast<int>(level)) + " " +
+                                                     std::string(target) + ": " + std::string(message));
+                                 });
+        { openfl::AggregatorServer plain(server_options(false), std::make_shared<FedLogic>()); }
+        openfl::set_log_callback(openfl::LogLevel::error, nullptr);
+        std::lock_guard<std::mutex> lock(mu);
+        bool warned = std::any_of(lines.begin(), lines.end(),
+                                  [](const std::string &l) { return l.find("without TLS") != std::string::npos; });
+        CHECK(warned);
+        EXPECT_ERROR("bad log level", openfl::Code::invalid_argument, "max_level",
+                     [] { openfl::set_log_callback(static_cast<openfl::LogLevel>(9), nullptr); });
+    }
+
+    note("mTLS federation: 2 collaborators, 16 MiB each way");
+    auto logic = std::make_shared<FedLogic>();
+    openfl::AggregatorServer server(server_options(true), logic);
+    openfl::AggregatorServer moved = std::move(server);  // move-only handle
+    std::uint16_t port = moved.port();
+    CHECK(port != 0);
+    auto serving = std::async(std::launch::async, [&] { moved.serve(); });
+
+    std::vector<std::thread> cols;
+    for (const char *col : {"col1", "col2"}) {
+        cols.emplace_back([&, col] {
+            try {
+                collaborator(port, col, *logic);
+            } catch (const std::exception &e) {
+                fail(__FILE__, __LINE__, std::string(col) + ": " + e.what());
+            }
+        });
+    }
+    for (auto &t : cols) t.join();
+    {
+        std::lock_guard<std::mutex> lock(logic->mu_);
+        CHECK(logic->uploads_.size() == 2 && logic->uploads_["col1"] == "ok" && logic->uploads_["col2"] == "ok");
+    }
+    CHECK(logic->served_ == 2);
+
+    note("errors");
+    negative_checks(port);
+
+    note("end of the federation");
+    logic->quitting_ = true;
+    for (const char *col : {"col1", "col2"}) {
+        openfl::Client c(client_options(port, col));
+        CHECK(c.get_tasks(col).quit);
+    }
+    if (serving.wait_for(20s) != std::future_status::ready) {
+        fail(__FILE__, __LINE__, "serve() did not return after all quit jobs were sent");
+        moved.stop();
+    }
+    serving.get();
+
+    // Every borrowed download was released (the reply holds no reference).
+    for (int i = 0; i < 200 && logic->down_.use_count() != 1; i++) std::this_thread::sleep_for(10ms);
+    CHECK(logic->down_.use_count() == 1);
+
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("test_cpp_api: %s (%d failures, %.2f s)\n", g_failures ? "FAILED" : "passed", g_failures.load(), s);
+    return g_failures ? 1 : 0;
+}
