@@ -163,6 +163,17 @@ impl From<Error> for tonic::Status {
 
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
+        let s = size_limit_as_resource_exhausted(s);
         Error::new(ofl_code::from_grpc(s.code()), s.message().to_string())
+    }
+}
+
+/// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC's C
+/// core (OpenFL's peers) and this library's docs say RESOURCE_EXHAUSTED.
+pub fn size_limit_as_resource_exhausted(status: tonic::Status) -> tonic::Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("message length too large") {
+        tonic::Status::resource_exhausted(status.message())
+    } else {
+        status
     }
 }

@@ -383,3 +383,45 @@ async fn undecodable_stream_is_invalid_argument() {
     assert_status(send_raw(&server, vec![chunk(garbage)]).await, tonic::Code::InvalidArgument, "TaskResults");
     assert!(logic.results().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Size limits: every path answers RESOURCE_EXHAUSTED (tonic's own checks say
+// OUT_OF_RANGE; gRPC's C core, OpenFL's peer, says RESOURCE_EXHAUSTED).
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_chunk_over_the_server_limit_is_resource_exhausted() {
+    let logic = TestLogic::new();
+    let mut config = server_config(0, Some(server_tls()));
+    config.max_message_size = 256 * 1024;
+    let server = start_server_with(config, logic.clone()).await;
+    let messages = chunks_of(&serialized_results(512 * 1024), 1 << 20);
+    assert_status(send_raw(&server, messages).await, tonic::Code::ResourceExhausted, "too large");
+    assert!(logic.results().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_over_the_server_limit_is_resource_exhausted() {
+    let logic = TestLogic::new();
+    logic.set_tensor(tensor("big", 512 * 1024, 3));
+    let mut config = server_config(0, Some(server_tls()));
+    config.max_message_size = 256 * 1024;
+    let server = start_server_with(config, logic).await;
+    let client = col1_client(server.local_addr().port());
+    let request = TensorRequest { tensor_name: "big".into(), ..Default::default() };
+    let result = within(20, client.get_aggregated_tensor("col1", &request)).await;
+    assert_error(result, ofl_code::ResourceExhausted, "maximum message size");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_over_the_client_limit_is_resource_exhausted() {
+    let logic = TestLogic::new();
+    logic.set_tensor(tensor("big", 512 * 1024, 3));
+    let server = mtls_server(logic).await;
+    let mut config = client_config(server.local_addr().port(), Some(client_tls(&pki().col1)));
+    config.max_message_size = 256 * 1024;
+    let client = openfl_transport::aggregator::AggregatorClient::new(config).unwrap();
+    let request = TensorRequest { tensor_name: "big".into(), ..Default::default() };
+    let result = within(20, client.get_aggregated_tensor("col1", &request)).await;
+    assert_error(result, ofl_code::ResourceExhausted, "too large");
+}

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::checks::{check_request, response_header};
 use super::logic::{AggregatorLogic, TaskResults as LogicTaskResults, TensorRequest};
-use crate::error::{ofl_code, Error, Result};
+use crate::error::{ofl_code, size_limit_as_resource_exhausted, Error, Result};
 use crate::proto::aggregator::aggregator_server::{Aggregator, AggregatorServer as AggregatorGrpc};
 use crate::proto::aggregator::*;
 use crate::proto::DataStream;
@@ -175,11 +175,20 @@ impl Aggregator for Service {
         let tensor = self
             .call_logic(move |l| l.get_aggregated_tensor(&sender, &tensor_request))
             .await?;
-        Ok(Response::new(GetAggregatedTensorResponse {
+        let response = GetAggregatedTensorResponse {
             header: self.header_for(&header.sender),
             round_number,
             tensor: Some(tensor),
-        }))
+        };
+        if response.encoded_len() > self.max_message_size {
+            return Err(Status::resource_exhausted(format!(
+                "tensor {:?} is {} bytes encoded, more than the maximum message size of {} bytes",
+                response.tensor.as_ref().map_or("", |t| t.name.as_str()),
+                response.encoded_len(),
+                self.max_message_size
+            )));
+        }
+        Ok(Response::new(response))
     }
 
     async fn send_local_task_results(
@@ -190,7 +199,7 @@ impl Aggregator for Service {
         let mut stream = request.into_inner();
         let mut reassembly = Reassembly::new(self.max_message_size);
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(size_limit_as_resource_exhausted)?;
             reassembly.push(chunk.size, &chunk.npbytes)?;
         }
         let results = TaskResults::decode(reassembly.finish()?).map_err(|e| {
