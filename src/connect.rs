@@ -55,6 +55,8 @@ impl ConnectConfig {
             .map_err(|e| Error::invalid_argument(format!("bad server address {:?}: {e}", self.uri())))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
+            // Frames the server may send us (downloads): 1 MiB instead of 16 KiB.
+            .max_frame_size(1 << 20)
             .initial_stream_window_size(8 << 20)
             .initial_connection_window_size(32 << 20)
             .http2_keep_alive_interval(Duration::from_secs(30))
