@@ -7,6 +7,7 @@ pub mod client;
 pub mod fedavg;
 pub mod logic;
 pub mod server;
+mod tensor_route;
 pub mod upload;
 
 pub use client::{AggregatorClient, ClientConfig};

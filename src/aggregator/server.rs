@@ -67,7 +67,7 @@ impl Default for ServerConfig {
 }
 
 /// The gRPC service: checks, then the logic.
-struct Service {
+pub(super) struct Service {
     logic: Arc<dyn AggregatorLogic>,
     tls: bool,
     auth_failure_max_delay: Duration,
@@ -129,6 +129,47 @@ impl Service {
         }
     }
 
+    /// GetAggregatedTensor, shared by tonic's handler and the zero-copy
+    /// route (`super::tensor_route`).
+    pub(super) async fn aggregated_tensor(
+        &self,
+        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        request: GetAggregatedTensorRequest,
+    ) -> Result<GetAggregatedTensorResponse, Status> {
+        let header = self.authorize(peer_certs, request.header.as_ref()).await?;
+        let round_number = request.round_number;
+        let tensor_request = TensorRequest {
+            tensor_name: request.tensor_name,
+            round_number,
+            report: request.report,
+            tags: request.tags,
+            require_lossless: request.require_lossless,
+        };
+        let sender = header.sender.clone();
+        let tensor = self
+            .call_logic(move |l| l.get_aggregated_tensor(&sender, &tensor_request))
+            .await?;
+        let response = GetAggregatedTensorResponse {
+            header: self.header_for(&header.sender),
+            round_number,
+            tensor: Some(tensor),
+        };
+        if response.encoded_len() > self.max_message_size {
+            return Err(Status::resource_exhausted(format!(
+                "tensor {:?} is {} bytes encoded, more than the maximum message size of {} bytes",
+                response.tensor.as_ref().map_or("", |t| t.name.as_str()),
+                response.encoded_len(),
+                self.max_message_size
+            )));
+        }
+        Ok(response)
+    }
+
+    /// The largest message this server accepts or sends.
+    pub(super) fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
     fn header_for(&self, collaborator: &str) -> Option<MessageHeader> {
         Some(response_header(self.logic.federation(), collaborator))
     }
@@ -161,34 +202,7 @@ impl Aggregator for Service {
         request: Request<GetAggregatedTensorRequest>,
     ) -> Result<Response<GetAggregatedTensorResponse>, Status> {
         let peer_certs = request.peer_certs();
-        let request = request.into_inner();
-        let header = self.authorize(peer_certs, request.header.as_ref()).await?;
-        let round_number = request.round_number;
-        let tensor_request = TensorRequest {
-            tensor_name: request.tensor_name,
-            round_number,
-            report: request.report,
-            tags: request.tags,
-            require_lossless: request.require_lossless,
-        };
-        let sender = header.sender.clone();
-        let tensor = self
-            .call_logic(move |l| l.get_aggregated_tensor(&sender, &tensor_request))
-            .await?;
-        let response = GetAggregatedTensorResponse {
-            header: self.header_for(&header.sender),
-            round_number,
-            tensor: Some(tensor),
-        };
-        if response.encoded_len() > self.max_message_size {
-            return Err(Status::resource_exhausted(format!(
-                "tensor {:?} is {} bytes encoded, more than the maximum message size of {} bytes",
-                response.tensor.as_ref().map_or("", |t| t.name.as_str()),
-                response.encoded_len(),
-                self.max_message_size
-            )));
-        }
-        Ok(Response::new(response))
+        self.aggregated_tensor(peer_certs, request.into_inner()).await.map(Response::new)
     }
 
     async fn send_local_task_results(
@@ -254,9 +268,11 @@ impl AggregatorServer {
             max_message_size: config.max_message_size,
             quit_sent: Arc::clone(&quit_sent),
         };
-        let grpc = AggregatorGrpc::new(service)
+        let service = Arc::new(service);
+        let grpc = AggregatorGrpc::from_arc(Arc::clone(&service))
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
+        let grpc = super::tensor_route::ZeroCopyTensors::new(grpc, service);
         let (stop, mut stop_rx) = watch::channel(false);
         let (finished_tx, finished) = watch::channel(None);
         let router = builder.add_service(grpc);

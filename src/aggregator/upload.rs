@@ -71,11 +71,12 @@ impl ChunkWriter {
     }
 }
 
-/// The serialization of one tensor up to (and including) the length prefix
-/// of its data: everything but the data bytes themselves.
-fn tensor_head(tensor: &NamedTensor) -> Vec<u8> {
+/// The serialization of `tensor` as field `field` of its parent message, up
+/// to (and including) the length prefix of its data: everything but the data
+/// bytes themselves, which follow it on the wire.
+pub(crate) fn tensor_head(field: u32, tensor: &NamedTensor) -> Vec<u8> {
     let mut head = Vec::new();
-    encode_key(TENSORS_FIELD, WireType::LengthDelimited, &mut head);
+    encode_key(field, WireType::LengthDelimited, &mut head);
     encode_varint(tensor.encoded_len() as u64, &mut head);
     let without_data = NamedTensor { data_bytes: Bytes::new(), ..tensor.clone() };
     without_data.encode(&mut head).expect("a Vec grows as needed");
@@ -99,7 +100,7 @@ pub fn encode_in_chunks(results: &TaskResults, chunk_size: usize) -> Vec<Bytes> 
     };
     writer.copy(&fields.encode_to_vec());
     for tensor in &results.tensors {
-        writer.copy(&tensor_head(tensor));
+        writer.copy(&tensor_head(TENSORS_FIELD, tensor));
         writer.data(&tensor.data_bytes);
     }
     writer.finish()

@@ -1,0 +1,181 @@
+//! GetAggregatedTensor answered without copying the tensor.
+//!
+//! tonic encodes a unary response into one buffer before sending it: for a
+//! large tensor that is a full copy into fresh memory, made before the first
+//! byte leaves. This route sends the same bytes as gRPC framing around the
+//! tensor's own `Bytes`: the small fields first, then the data as it is, so
+//! sending starts at once and the server holds no second copy. Every other
+//! method goes to tonic's generated service unchanged.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use prost::Message;
+use tonic::body::Body;
+use tonic::codegen::{http, Service as TowerService};
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+use tonic::Status;
+
+use super::server::Service;
+use super::upload::tensor_head;
+use crate::proto::aggregator::aggregator_server::SERVICE_NAME;
+use crate::proto::aggregator::{GetAggregatedTensorRequest, GetAggregatedTensorResponse};
+
+const PATH: &str = "/openfl.aggregator.Aggregator/GetAggregatedTensor";
+/// `GetAggregatedTensorResponse.tensor` field number.
+const TENSOR_FIELD: u32 = 3;
+/// gRPC message prefix: compressed flag and big-endian length.
+const PREFIX_LEN: usize = 5;
+
+/// The generated service with GetAggregatedTensor taken over.
+#[derive(Clone)]
+pub struct ZeroCopyTensors<S> {
+    generated: S,
+    service: Arc<Service>,
+}
+
+impl<S> ZeroCopyTensors<S> {
+    /// Wraps `generated`; `service` answers GetAggregatedTensor.
+    pub(super) fn new(generated: S, service: Arc<Service>) -> Self {
+        Self { generated, service }
+    }
+}
+
+impl<S> NamedService for ZeroCopyTensors<S> {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<S> TowerService<http::Request<Body>> for ZeroCopyTensors<S>
+where
+    S: TowerService<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.generated.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != PATH {
+            return Box::pin(self.generated.call(request));
+        }
+        let service = Arc::clone(&self.service);
+        Box::pin(async move {
+            Ok(match answer(&service, request).await {
+                Ok(response) => response,
+                Err(status) => status.into_http(),
+            })
+        })
+    }
+}
+
+async fn answer(service: &Service, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
+    let (parts, body) = request.into_parts();
+    if let Some(encoding) = parts.headers.get("grpc-encoding") {
+        if encoding != "identity" {
+            return Err(Status::unimplemented(format!("compression {encoding:?} is not supported")));
+        }
+    }
+    let message = read_single_message(body, service.max_message_size()).await?;
+    let request = GetAggregatedTensorRequest::decode(message)
+        .map_err(|e| Status::invalid_argument(format!("request does not decode: {e}")))?;
+    let peer_certs = tonic::Request::from_parts(MetadataMap::new(), parts.extensions, ()).peer_certs();
+    let response = service.aggregated_tensor(peer_certs, request).await?;
+    Ok(framed(response))
+}
+
+/// The one gRPC message of a unary request body.
+async fn read_single_message(body: Body, max_message_size: usize) -> Result<Bytes, Status> {
+    let collected = Limited::new(body, max_message_size.saturating_add(PREFIX_LEN))
+        .collect()
+        .await
+        .map_err(|e| Status::resource_exhausted(format!("request body: {e}")))?
+        .to_bytes();
+    if collected.len() < PREFIX_LEN {
+        return Err(Status::internal("request body is shorter than a gRPC message prefix"));
+    }
+    if collected[0] != 0 {
+        return Err(Status::unimplemented("compressed requests are not supported"));
+    }
+    let len = u32::from_be_bytes(collected[1..PREFIX_LEN].try_into().expect("4 bytes")) as usize;
+    if collected.len() != PREFIX_LEN + len {
+        return Err(Status::internal(format!(
+            "request body holds {} bytes after the prefix, which announces {len}",
+            collected.len() - PREFIX_LEN
+        )));
+    }
+    Ok(collected.slice(PREFIX_LEN..))
+}
+
+/// The response as gRPC framing: prefix and small fields, the tensor data
+/// (not copied), then trailers with status OK. Byte for byte what tonic
+/// would send.
+fn framed(mut response: GetAggregatedTensorResponse) -> http::Response<Body> {
+    let tensor = response.tensor.take().unwrap_or_default();
+    let data = tensor.data_bytes.clone();
+    let fields = response.encode_to_vec();
+    let head = tensor_head(TENSOR_FIELD, &tensor);
+    let len = fields.len() + head.len() + data.len();
+    let mut first = BytesMut::with_capacity(PREFIX_LEN + fields.len() + head.len());
+    first.put_u8(0);
+    first.put_u32(u32::try_from(len).expect("checked against the maximum message size"));
+    first.put_slice(&fields);
+    first.put_slice(&head);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames = [Frame::data(first.freeze()), Frame::data(data), Frame::trailers(trailers)]
+        .into_iter()
+        .filter(|f| f.data_ref().is_none_or(|d| !d.is_empty()))
+        .map(Ok::<_, Status>);
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(Body::new(body))
+        .expect("a valid static response head")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::aggregator::MessageHeader;
+    use crate::proto::{MetadataProto, NamedTensor};
+
+    async fn body_bytes(response: http::Response<Body>) -> (Bytes, Option<http::HeaderMap>) {
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        (collected.to_bytes(), trailers)
+    }
+
+    #[tokio::test]
+    async fn framing_matches_the_prost_encoding() {
+        for len in [0usize, 5, 100_000] {
+            let response = GetAggregatedTensorResponse {
+                header: Some(MessageHeader { sender: "agg".into(), receiver: "col1".into(), ..Default::default() }),
+                round_number: 4,
+                tensor: Some(NamedTensor {
+                    name: "w".into(),
+                    tags: vec!["model".into()],
+                    transformer_metadata: vec![MetadataProto { int_list: vec![3, 4], ..Default::default() }],
+                    data_bytes: Bytes::from(vec![9u8; len]),
+                    ..Default::default()
+                }),
+            };
+            let expected = response.encode_to_vec();
+            let (bytes, trailers) = body_bytes(framed(response)).await;
+            assert_eq!(bytes[0], 0);
+            assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize, expected.len());
+            assert_eq!(&bytes[5..], &expected[..], "tensor of {len} bytes");
+            assert_eq!(trailers.unwrap()["grpc-status"], "0");
+        }
+    }
+}
