@@ -20,6 +20,32 @@
 #include <stdint.h>
 
 /**
+ * Where an experiment is in its life cycle (OpenFL 1.6's `Status`).
+ */
+typedef enum ofl_experiment_status {
+  /**
+   * Submitted, waiting for its turn and for the review ("pending").
+   */
+  OFL_EXPERIMENT_STATUS_PENDING = 0,
+  /**
+   * Approved and started: its envoys receive it ("in_progress").
+   */
+  OFL_EXPERIMENT_STATUS_IN_PROGRESS = 1,
+  /**
+   * The host reported it finished ("finished").
+   */
+  OFL_EXPERIMENT_STATUS_FINISHED = 2,
+  /**
+   * An envoy or the host reported a failure ("failed").
+   */
+  OFL_EXPERIMENT_STATUS_FAILED = 3,
+  /**
+   * The review hook rejected it; its archive is deleted ("rejected").
+   */
+  OFL_EXPERIMENT_STATUS_REJECTED = 4,
+} ofl_experiment_status;
+
+/**
  * What kind of failure an [`Error`] is. Values 0..=16 are the gRPC status
  * codes with their gRPC meaning; values from 100 are library codes.
  */
@@ -175,10 +201,66 @@ typedef struct ofl_client ofl_client;
 typedef struct ofl_client_options ofl_client_options;
 
 /**
+ * Settings for `ofl_envoy_client_new` and `ofl_frontend_client_new`: the
+ * director's address, TLS (mTLS on by default, as in OpenFL), retries,
+ * limits, and a frontend's `client_id`. Not thread-safe: configure from one
+ * thread; one options object may make several clients.
+ */
+typedef struct ofl_director_client_options ofl_director_client_options;
+
+/**
+ * A running director server. Thread-safe: the progress functions and
+ * `ofl_director_server_stop` may be called from any thread (and from
+ * hooks) while another thread is in `ofl_director_server_serve`.
+ */
+typedef struct ofl_director_server ofl_director_server;
+
+/**
+ * Settings for `ofl_director_server_start`. TLS with client authentication
+ * (mTLS) is on by default, as in OpenFL: set certificates, or turn TLS off.
+ * Not thread-safe: configure from one thread.
+ */
+typedef struct ofl_director_server_options ofl_director_server_options;
+
+/**
+ * An envoy's connection to the director (OpenFL's `ShardDirectorClient`).
+ * Thread-safe: calls may be made from several threads at once (e.g. health
+ * checks while another thread waits for an experiment).
+ */
+typedef struct ofl_envoy_client ofl_envoy_client;
+
+/**
+ * The envoys GetEnvoys reported (every registered envoy, online or not, by
+ * name). Owned by the caller; free with `ofl_envoys_free`. Accessors take
+ * the envoy's index; strings live as long as the object.
+ */
+typedef struct ofl_envoys ofl_envoys;
+
+/**
  * An error: a code and a message. Owned by the caller, who frees it with
  * `ofl_error_free`.
  */
 typedef struct ofl_error ofl_error;
+
+/**
+ * A submitted experiment as the hooks see it; valid during the hook only.
+ * Read it with the `ofl_experiment_*` accessors.
+ */
+typedef struct ofl_experiment ofl_experiment;
+
+/**
+ * One experiment in detail (GetExperimentDescription). Owned by the
+ * caller; free with `ofl_experiment_description_free`. Strings live as long
+ * as the object.
+ */
+typedef struct ofl_experiment_description ofl_experiment_description;
+
+/**
+ * The frontend's experiments (GetExperimentsList), in submission order.
+ * Owned by the caller; free with `ofl_experiment_list_free`. Strings live
+ * as long as the object.
+ */
+typedef struct ofl_experiment_list ofl_experiment_list;
 
 /**
  * The FedAvg aggregation logic (see `ofl_fedavg_new`). Thread-safe: read
@@ -198,6 +280,13 @@ typedef struct ofl_fedavg ofl_fedavg;
 typedef struct ofl_fedavg_options ofl_fedavg_options;
 
 /**
+ * A frontend's connection to the director (OpenFL's `DirectorClient`).
+ * Thread-safe: calls may be made from several threads at once. A frontend
+ * sees only the experiments it submitted (same certificate CN or client_id).
+ */
+typedef struct ofl_frontend_client ofl_frontend_client;
+
+/**
  * A model: float32 tensors by name (in name order). Owned by the caller;
  * free with `ofl_model_free`. Pointers returned by its accessors are valid
  * until then.
@@ -210,6 +299,18 @@ typedef struct ofl_model ofl_model;
  * a non-OK return code. Owned by the library; valid during the callback.
  */
 typedef struct ofl_reply ofl_reply;
+
+/**
+ * A string the library returns (e.g. the experiment name WaitExperiment
+ * hands an envoy). Owned by the caller; free with `ofl_string_free`.
+ */
+typedef struct ofl_string ofl_string;
+
+/**
+ * A list of strings the library returns (e.g. a shape as OpenFL writes it:
+ * `["28", "28"]`). Owned by the caller; free with `ofl_string_list_free`.
+ */
+typedef struct ofl_string_list ofl_string_list;
 
 /**
  * One upload of task results, as the send_local_task_results callback
@@ -229,6 +330,14 @@ typedef struct ofl_tasks ofl_tasks;
  * accessors live as long as the tensor.
  */
 typedef struct ofl_tensor ofl_tensor;
+
+/**
+ * A model as it travels (OpenFL's `ModelProto`): a list of tensors in the
+ * order they were sent, each read with the `ofl_tensor_*` accessors. For a
+ * float32 view by name (OpenFL's uncompressed pipeline), convert it with
+ * `ofl_tensor_list_to_model`.
+ */
+typedef struct ofl_tensor_list ofl_tensor_list;
 
 /**
  * One transformer-metadata entry (OpenFL's `MetadataProto`) the caller
@@ -425,6 +534,186 @@ typedef struct ofl_aggregator_callbacks {
    */
   ofl_valid_collaborator_fn valid_collaborator_cn_and_id;
 } ofl_aggregator_callbacks;
+
+/**
+ * One CUDA device of an envoy's node (OpenFL's `CudaDeviceInfo`). As an
+ * input (`ofl_envoy_client_send_health_check`) its strings are borrowed for
+ * the call and may be NULL for ""; as an output (`ofl_envoys_cuda_device`)
+ * they are owned by the object read and never NULL.
+ */
+typedef struct ofl_cuda_device {
+  /**
+   * Device index.
+   */
+  uint64_t index;
+  /**
+   * Total memory, bytes.
+   */
+  uint64_t memory_total;
+  /**
+   * Memory in use, bytes.
+   */
+  uint64_t memory_utilized;
+  /**
+   * Utilization as the envoy reports it (e.g. "35%").
+   */
+  const char *device_utilization;
+  /**
+   * CUDA driver version.
+   */
+  const char *cuda_driver_version;
+  /**
+   * CUDA version.
+   */
+  const char *cuda_version;
+  /**
+   * Device name.
+   */
+  const char *name;
+} ofl_cuda_device;
+
+/**
+ * What an envoy reports about its shard (OpenFL's `ShardInfo`), borrowed
+ * for the call.
+ */
+typedef struct ofl_shard_info {
+  /**
+   * Free text describing the data (may be NULL for "").
+   */
+  const char *shard_description;
+  /**
+   * Number of samples.
+   */
+  uint64_t n_samples;
+  /**
+   * `sample_shape_len` dimensions as strings (e.g. "28"); must equal the
+   * director's for the shard to be accepted.
+   */
+  const char *const *sample_shape;
+  /**
+   * Number of sample dimensions.
+   */
+  size_t sample_shape_len;
+  /**
+   * `target_shape_len` dimensions as strings; must equal the director's.
+   */
+  const char *const *target_shape;
+  /**
+   * Number of target dimensions.
+   */
+  size_t target_shape_len;
+  /**
+   * `cuda_devices_len` devices of the envoy's node (may be NULL when 0).
+   */
+  const struct ofl_cuda_device *cuda_devices;
+  /**
+   * Number of devices.
+   */
+  size_t cuda_devices_len;
+} ofl_shard_info;
+
+/**
+ * One metric of an experiment, as GetMetricStream carries it (OpenFL's
+ * metric record). Given to the library by `ofl_director_server_push_metric`
+ * (strings borrowed for the call) and handed to a frontend's metric
+ * callback (strings valid during the callback).
+ */
+typedef struct ofl_director_metric {
+  /**
+   * Who computed it: a collaborator name, or the aggregator (OpenFL: its uuid).
+   */
+  const char *origin;
+  /**
+   * The task that produced it (e.g. "aggregated_model_validation").
+   */
+  const char *task_name;
+  /**
+   * The metric's name (e.g. "accuracy").
+   */
+  const char *metric_name;
+  /**
+   * Its value (float32 on the wire).
+   */
+  float value;
+  /**
+   * The round it belongs to.
+   */
+  uint32_t round;
+} ofl_director_metric;
+
+/**
+ * Receives one metric of a stream; `metric` and its strings are valid
+ * during the call only. Return true for more, false to end the stream.
+ */
+typedef bool (*ofl_director_metric_fn)(void *user_data, const struct ofl_director_metric *metric);
+
+/**
+ * Reviews a submitted experiment (OpenFL's `review_plan_callback`): return
+ * true to approve it, false to reject it (its archive is then deleted).
+ */
+typedef bool (*ofl_review_experiment_fn)(void *user_data, const struct ofl_experiment *experiment);
+
+/**
+ * An approved experiment starts: launch its aggregator for its
+ * collaborators and return `OFL_CODE_OK` (0); the envoys receive the
+ * experiment once this returns. Another `ofl_code` value marks the
+ * experiment failed, with the message set by `ofl_reply_set_error_message`
+ * (the only `ofl_reply_*` function that applies here).
+ */
+typedef int32_t (*ofl_start_experiment_fn)(void *user_data,
+                                           const struct ofl_experiment *experiment,
+                                           struct ofl_reply *reply);
+
+/**
+ * An envoy reported the experiment failed (SetExperimentFailed): stop its
+ * aggregator. `collaborator` is the envoy, `error_code` and `description`
+ * what it reported; all valid during the call.
+ */
+typedef void (*ofl_experiment_failed_fn)(void *user_data,
+                                         const struct ofl_experiment *experiment,
+                                         const char *collaborator,
+                                         uint32_t error_code,
+                                         const char *description);
+
+/**
+ * What the director asks and tells its host. Every hook may be NULL (the
+ * default: approve; nothing to start; nothing to stop); a NULL
+ * `ofl_director_hooks *` means all defaults.
+ *
+ * Hooks run on library threads, possibly several at once, never before
+ * `ofl_director_server_start` has returned (so a host that passes
+ * `&host->server` as `out` finds its server set) and never after
+ * `ofl_director_server_free` has returned. One experiment is reviewed and
+ * started at a time; the next is taken once it finished or failed. Hooks may
+ * block (a review may wait for a human) and may call the
+ * `ofl_director_server_*` progress functions and `ofl_director_server_stop`,
+ * but not `ofl_director_server_free` (which waits for running hooks).
+ */
+typedef struct ofl_director_hooks {
+  /**
+   * Passed to every hook.
+   */
+  void *user_data;
+  /**
+   * Called exactly once with `user_data` when the server no longer needs
+   * it: in `ofl_director_server_free` (after running hooks returned), or
+   * before `ofl_director_server_start` returns an error. May be NULL.
+   */
+  void (*free_user_data)(void *user_data);
+  /**
+   * Approve or reject a submitted experiment. NULL approves everything.
+   */
+  ofl_review_experiment_fn review_experiment;
+  /**
+   * Start an approved experiment. NULL: nothing to start (the envoys
+   * receive it; report its end with `ofl_director_server_mark_finished`).
+   */
+  ofl_start_experiment_fn start_experiment;
+  /**
+   * An envoy failed the experiment. NULL: nothing to stop.
+   */
+  ofl_experiment_failed_fn experiment_failed;
+} ofl_director_hooks;
 
 /**
  * One metric (OpenFL's metric record): reported by a collaborator, or the
@@ -826,6 +1115,901 @@ struct ofl_error *ofl_client_send_local_task_results(const struct ofl_client *cl
                                                      int32_t data_size,
                                                      const struct ofl_tensor_view *tensors,
                                                      size_t tensors_len);
+
+/**
+ * New client options for the director at `host`:`port` (OpenFL's
+ * `director_host`, `director_port`), written to `*out`.
+ */
+struct ofl_error *ofl_director_client_options_new(const char *host,
+                                                  uint16_t port,
+                                                  struct ofl_director_client_options **out);
+
+/**
+ * Frees client options. NULL is a no-op.
+ */
+void ofl_director_client_options_free(struct ofl_director_client_options *options);
+
+/**
+ * Turns TLS on (default) or off (OpenFL's `tls`).
+ */
+struct ofl_error *ofl_director_client_options_set_tls(struct ofl_director_client_options *options,
+                                                      bool enabled);
+
+/**
+ * Certificate files (OpenFL's `root_certificate`, `certificate`,
+ * `private_key`): `root_certificate` is required; the other two may be NULL
+ * when client authentication is disabled. An envoy's certificate CN is its
+ * shard name; a frontend's names it to the director. Read by `_new`.
+ */
+struct ofl_error *ofl_director_client_options_set_tls_files(struct ofl_director_client_options *options,
+                                                            const char *root_certificate,
+                                                            const char *certificate,
+                                                            const char *private_key);
+
+/**
+ * Certificates as PEM bytes in memory (copied): `root_certificate` is
+ * required; the other two may be NULL with length 0.
+ */
+struct ofl_error *ofl_director_client_options_set_tls_pem(struct ofl_director_client_options *options,
+                                                          const uint8_t *root_certificate,
+                                                          size_t root_certificate_len,
+                                                          const uint8_t *certificate,
+                                                          size_t certificate_len,
+                                                          const uint8_t *private_key,
+                                                          size_t private_key_len);
+
+/**
+ * One-way TLS (OpenFL's `disable_client_auth`): present no client
+ * certificate (the director then names this caller by its `client_id`).
+ */
+struct ofl_error *ofl_director_client_options_set_disable_client_auth(struct ofl_director_client_options *options,
+                                                                      bool disable);
+
+/**
+ * The name the director's certificate must carry (default: the host).
+ */
+struct ofl_error *ofl_director_client_options_set_server_name(struct ofl_director_client_options *options,
+                                                              const char *server_name);
+
+/**
+ * Retry while the director is unreachable, as `ofl_client_options_set_retry`:
+ * exponential backoff from `initial_backoff_ms` up to `max_backoff_ms` with
+ * jitter; give up after `deadline_ms` (OFL_CODE_RETRIES_EXHAUSTED), or
+ * never when negative (the default, like OpenFL). A call is repeated whole:
+ * an upload or download restarts from its first byte.
+ */
+struct ofl_error *ofl_director_client_options_set_retry(struct ofl_director_client_options *options,
+                                                        uint64_t initial_backoff_ms,
+                                                        uint64_t max_backoff_ms,
+                                                        int64_t deadline_ms);
+
+/**
+ * Time allowed to set up a connection (TCP + TLS), default 10 000 ms.
+ */
+struct ofl_error *ofl_director_client_options_set_connect_timeout_ms(struct ofl_director_client_options *options,
+                                                                     uint64_t timeout_ms);
+
+/**
+ * Largest message sent or received, default 1 GiB (2^30, as OpenFL).
+ */
+struct ofl_error *ofl_director_client_options_set_max_message_size(struct ofl_director_client_options *options,
+                                                                   uint64_t bytes);
+
+/**
+ * Envoys only: the largest archive `ofl_envoy_client_get_experiment_data`
+ * writes (default 1 GiB; beyond, RESOURCE_EXHAUSTED). Must be positive.
+ */
+struct ofl_error *ofl_director_client_options_set_max_archive_size(struct ofl_director_client_options *options,
+                                                                   uint64_t bytes);
+
+/**
+ * Frontends only: the `client_id` metadata sent with every call (printable
+ * ASCII), which names the caller to a director without TLS or to one that
+ * gets no client certificate (under mTLS the certificate CN does). NULL
+ * sends none (the director then says "__default__"). Envoys never send one,
+ * as in OpenFL.
+ */
+struct ofl_error *ofl_director_client_options_set_client_id(struct ofl_director_client_options *options,
+                                                            const char *client_id);
+
+/**
+ * A new envoy client for the shard `shard_name` (OpenFL's `shard_name`: its
+ * collaborator name in experiments; under mTLS the certificate CN must be
+ * it), written to `*out`. Certificates are read and checked now; the
+ * connection is made on the first call. `options` may be freed after.
+ */
+struct ofl_error *ofl_envoy_client_new(const struct ofl_director_client_options *options,
+                                       const char *shard_name,
+                                       struct ofl_envoy_client **out);
+
+/**
+ * Cancels calls in progress on other threads (a WaitExperiment long poll
+ * too: they return OFL_CODE_CANCELLED) and refuses new ones. Safe from any
+ * thread; call it, join the threads that use the client, then free it.
+ */
+struct ofl_error *ofl_envoy_client_close(const struct ofl_envoy_client *client);
+
+/**
+ * Closes (as `ofl_envoy_client_close`) and frees the client. NULL is a no-op.
+ */
+void ofl_envoy_client_free(struct ofl_envoy_client *client);
+
+/**
+ * UpdateShardInfo: registers the shard (under the client's shard name).
+ * Writes to `*accepted` whether the director accepted it (its sample and
+ * target shapes are the director's).
+ */
+struct ofl_error *ofl_envoy_client_update_shard_info(const struct ofl_envoy_client *client,
+                                                     const struct ofl_shard_info *shard_info,
+                                                     bool *accepted);
+
+/**
+ * WaitExperiment: blocks until the director has an experiment for this
+ * envoy, then writes its name to `*out` (free it with `ofl_string_free`).
+ * Asking again while that experiment runs returns it again (a reconnect).
+ * `ofl_envoy_client_close` from another thread cancels the wait.
+ */
+struct ofl_error *ofl_envoy_client_wait_experiment(const struct ofl_envoy_client *client,
+                                                   struct ofl_string **out);
+
+/**
+ * GetExperimentData: downloads the archive of `experiment_name` into the
+ * file `dest_path` (written as `dest_path` + ".part", renamed when complete;
+ * an existing file is replaced). Writes its size to `*size` when `size` is
+ * not NULL. Errors: PERMISSION_DENIED when this envoy is not one of its
+ * collaborators, FAILED_PRECONDITION when it is not in progress,
+ * RESOURCE_EXHAUSTED beyond the maximum archive size, IO for the file.
+ */
+struct ofl_error *ofl_envoy_client_get_experiment_data(const struct ofl_envoy_client *client,
+                                                       const char *experiment_name,
+                                                       const char *dest_path,
+                                                       uint64_t *size);
+
+/**
+ * UpdateEnvoyStatus: a health check, with whether an experiment runs and
+ * `cuda_devices_len` devices (may be NULL when 0; they replace the reported
+ * ones index by index). Writes the director's health-check period in
+ * milliseconds to `*period_ms` when not NULL: send the next check within
+ * it. Errors: NOT_FOUND when the director does not know this envoy (report
+ * the shard again).
+ */
+struct ofl_error *ofl_envoy_client_send_health_check(const struct ofl_envoy_client *client,
+                                                     bool is_experiment_running,
+                                                     const struct ofl_cuda_device *cuda_devices,
+                                                     size_t cuda_devices_len,
+                                                     uint64_t *period_ms);
+
+/**
+ * SetExperimentFailed: tells the director this envoy failed
+ * `experiment_name` with `error_code` and `description` (may be NULL).
+ * Errors: PERMISSION_DENIED when this envoy is not its collaborator (or,
+ * without TLS, when a `client_id` was sent), FAILED_PRECONDITION when it is
+ * not in progress, NOT_FOUND.
+ */
+struct ofl_error *ofl_envoy_client_set_experiment_failed(const struct ofl_envoy_client *client,
+                                                         const char *experiment_name,
+                                                         uint32_t error_code,
+                                                         const char *description);
+
+/**
+ * A new frontend client, written to `*out`. Certificates are read and
+ * checked now; the connection is made on the first call. `options` may be
+ * freed after.
+ */
+struct ofl_error *ofl_frontend_client_new(const struct ofl_director_client_options *options,
+                                          struct ofl_frontend_client **out);
+
+/**
+ * Cancels calls in progress on other threads (a metric stream too: they
+ * return OFL_CODE_CANCELLED) and refuses new ones. Safe from any thread.
+ */
+struct ofl_error *ofl_frontend_client_close(const struct ofl_frontend_client *client);
+
+/**
+ * Closes (as `ofl_frontend_client_close`) and frees the client. NULL is a no-op.
+ */
+void ofl_frontend_client_free(struct ofl_frontend_client *client);
+
+/**
+ * SetNewExperiment: submits the experiment `name` for `collaborators_len`
+ * envoys, uploading the archive file `archive_path` (OpenFL's workspace
+ * archive; streamed from the file in 2 MiB chunks, never whole in memory)
+ * and an initial model of `initial_model_len` tensors (copied; NULL and 0
+ * for none). On success the experiment is pending. Errors:
+ * INVALID_ARGUMENT (bad name, no collaborators, empty archive),
+ * ALREADY_EXISTS, RESOURCE_EXHAUSTED (archive too large), IO (the file).
+ */
+struct ofl_error *ofl_frontend_client_set_new_experiment(const struct ofl_frontend_client *client,
+                                                         const char *name,
+                                                         const char *const *collaborators,
+                                                         size_t collaborators_len,
+                                                         const char *archive_path,
+                                                         const struct ofl_tensor_view *initial_model,
+                                                         size_t initial_model_len);
+
+/**
+ * GetExperimentStatus: writes the status of `name` to `*out`. Errors:
+ * NOT_FOUND for an experiment this frontend did not submit.
+ */
+struct ofl_error *ofl_frontend_client_get_experiment_status(const struct ofl_frontend_client *client,
+                                                            const char *name,
+                                                            enum ofl_experiment_status *out);
+
+/**
+ * GetDatasetInfo: the director's sample and target shapes, written to
+ * `*sample_shape` and `*target_shape` (free each with `ofl_string_list_free`).
+ */
+struct ofl_error *ofl_frontend_client_get_dataset_info(const struct ofl_frontend_client *client,
+                                                       struct ofl_string_list **sample_shape,
+                                                       struct ofl_string_list **target_shape);
+
+/**
+ * GetTrainedModel(BEST_MODEL): the best model of `name` as the host set it,
+ * written to `*out` (free it with `ofl_tensor_list_free`; decode it with
+ * `ofl_tensor_list_to_model`). Errors: FAILED_PRECONDITION while there is
+ * none, NOT_FOUND for an experiment this frontend did not submit.
+ */
+struct ofl_error *ofl_frontend_client_get_best_model(const struct ofl_frontend_client *client,
+                                                     const char *name,
+                                                     struct ofl_tensor_list **out);
+
+/**
+ * GetTrainedModel(LAST_MODEL), as `ofl_frontend_client_get_best_model`.
+ */
+struct ofl_error *ofl_frontend_client_get_last_model(const struct ofl_frontend_client *client,
+                                                     const char *name,
+                                                     struct ofl_tensor_list **out);
+
+/**
+ * GetMetricStream: calls `callback(user_data, metric)` for each metric of
+ * `name` until the experiment is over and every metric was delivered, then
+ * returns. The callback runs on the calling thread, one metric at a time;
+ * when it returns false the stream is cancelled and this returns success
+ * (metrics the director had already sent are dropped: a streamed metric
+ * leaves the director's queue). A broken connection reopens the stream
+ * within the retry budget. `ofl_frontend_client_close` from another thread
+ * ends it with OFL_CODE_CANCELLED. Errors: NOT_FOUND for an experiment this
+ * frontend did not submit.
+ */
+struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_client *client,
+                                                     const char *name,
+                                                     ofl_director_metric_fn callback,
+                                                     void *user_data);
+
+/**
+ * RemoveExperimentData: forgets a finished, failed, rejected or pending
+ * experiment and deletes its archive. Errors: FAILED_PRECONDITION while it
+ * is being reviewed or run, NOT_FOUND for an experiment this frontend did
+ * not submit.
+ */
+struct ofl_error *ofl_frontend_client_remove_experiment(const struct ofl_frontend_client *client,
+                                                        const char *name);
+
+/**
+ * GetEnvoys: every registered envoy, written to `*out` (free it with
+ * `ofl_envoys_free`).
+ */
+struct ofl_error *ofl_frontend_client_get_envoys(const struct ofl_frontend_client *client,
+                                                 struct ofl_envoys **out);
+
+/**
+ * Number of envoys. 0 for NULL.
+ */
+size_t ofl_envoys_len(const struct ofl_envoys *envoys);
+
+/**
+ * Name of envoy `index` (its shard name); NULL when out of range.
+ */
+const char *ofl_envoys_name(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * Shard description of envoy `index`; NULL when out of range.
+ */
+const char *ofl_envoys_shard_description(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * Number of samples of envoy `index`'s shard; 0 when out of range.
+ */
+uint64_t ofl_envoys_n_samples(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * Number of sample-shape dimensions of envoy `index`; 0 when out of range.
+ */
+size_t ofl_envoys_sample_shape_len(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * Sample-shape dimension `dim` of envoy `index`; NULL when out of range.
+ */
+const char *ofl_envoys_sample_shape(const struct ofl_envoys *envoys, size_t index, size_t dim);
+
+/**
+ * Number of target-shape dimensions of envoy `index`; 0 when out of range.
+ */
+size_t ofl_envoys_target_shape_len(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * Target-shape dimension `dim` of envoy `index`; NULL when out of range.
+ */
+const char *ofl_envoys_target_shape(const struct ofl_envoys *envoys, size_t index, size_t dim);
+
+/**
+ * Whether envoy `index` sent a health check (or registered) within the
+ * last two health-check periods; false when out of range.
+ */
+bool ofl_envoys_is_online(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * Whether envoy `index` last reported an experiment running; false when
+ * out of range.
+ */
+bool ofl_envoys_is_experiment_running(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * Time of envoy `index`'s last health check (or registration), in
+ * milliseconds since the Unix epoch; 0 when unknown or out of range.
+ */
+int64_t ofl_envoys_last_updated_ms(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * How long envoy `index` stays online after its last health check (two
+ * periods), in milliseconds; 0 when unknown or out of range.
+ */
+int64_t ofl_envoys_valid_duration_ms(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * The in-progress experiment envoy `index` was last given ("" when none);
+ * NULL when out of range.
+ */
+const char *ofl_envoys_experiment_name(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * Number of CUDA devices envoy `index` reported; 0 when out of range.
+ */
+size_t ofl_envoys_cuda_devices_len(const struct ofl_envoys *envoys, size_t index);
+
+/**
+ * CUDA device `device` of envoy `index`, written to `*out` (its strings
+ * live as long as `envoys`); returns false (writing nothing) when out of
+ * range or `out` is NULL.
+ */
+bool ofl_envoys_cuda_device(const struct ofl_envoys *envoys,
+                            size_t index,
+                            size_t device,
+                            struct ofl_cuda_device *out);
+
+/**
+ * Frees an envoy list. NULL is a no-op.
+ */
+void ofl_envoys_free(struct ofl_envoys *envoys);
+
+/**
+ * GetExperimentsList: the experiments this frontend submitted, written to
+ * `*out` (free it with `ofl_experiment_list_free`).
+ */
+struct ofl_error *ofl_frontend_client_get_experiments_list(const struct ofl_frontend_client *client,
+                                                           struct ofl_experiment_list **out);
+
+/**
+ * Number of experiments. 0 for NULL.
+ */
+size_t ofl_experiment_list_len(const struct ofl_experiment_list *list);
+
+/**
+ * Name of experiment `index`; NULL when out of range.
+ */
+const char *ofl_experiment_list_name(const struct ofl_experiment_list *list, size_t index);
+
+/**
+ * Status of experiment `index` as the wire carries it ("pending",
+ * "in_progress", "finished", "failed", "rejected"); NULL when out of range.
+ */
+const char *ofl_experiment_list_status(const struct ofl_experiment_list *list, size_t index);
+
+/**
+ * Number of collaborators of experiment `index`; 0 when out of range.
+ */
+uint32_t ofl_experiment_list_collaborators_amount(const struct ofl_experiment_list *list,
+                                                  size_t index);
+
+/**
+ * Number of tasks of experiment `index` (as the host set them); 0 when out
+ * of range.
+ */
+uint32_t ofl_experiment_list_tasks_amount(const struct ofl_experiment_list *list, size_t index);
+
+/**
+ * Progress of experiment `index`, 0 to 1 (current round / total rounds; 1
+ * when finished); 0 when out of range.
+ */
+float ofl_experiment_list_progress(const struct ofl_experiment_list *list, size_t index);
+
+/**
+ * Frees an experiment list. NULL is a no-op.
+ */
+void ofl_experiment_list_free(struct ofl_experiment_list *list);
+
+/**
+ * GetExperimentDescription: the experiment `name` in detail, written to
+ * `*out` (free it with `ofl_experiment_description_free`). Errors:
+ * NOT_FOUND for an experiment this frontend did not submit.
+ */
+struct ofl_error *ofl_frontend_client_get_experiment_description(const struct ofl_frontend_client *client,
+                                                                 const char *name,
+                                                                 struct ofl_experiment_description **out);
+
+/**
+ * The experiment's name. NULL gives "".
+ */
+const char *ofl_experiment_description_name(const struct ofl_experiment_description *description);
+
+/**
+ * Its status as the wire carries it ("pending", "in_progress", ...). NULL
+ * gives "".
+ */
+const char *ofl_experiment_description_status(const struct ofl_experiment_description *description);
+
+/**
+ * Its progress, 0 to 1.
+ */
+float ofl_experiment_description_progress(const struct ofl_experiment_description *description);
+
+/**
+ * Rounds to train, as the host reported.
+ */
+uint32_t ofl_experiment_description_total_rounds(const struct ofl_experiment_description *description);
+
+/**
+ * The current round, as the host reported.
+ */
+uint32_t ofl_experiment_description_current_round(const struct ofl_experiment_description *description);
+
+/**
+ * Number of collaborators.
+ */
+size_t ofl_experiment_description_collaborators_len(const struct ofl_experiment_description *description);
+
+/**
+ * Name of collaborator `index`; NULL when out of range.
+ */
+const char *ofl_experiment_description_collaborator_name(const struct ofl_experiment_description *description,
+                                                         size_t index);
+
+/**
+ * Status of collaborator `index` ("pending", "running" once it downloaded
+ * the archive, "finished", "failed"); NULL when out of range.
+ */
+const char *ofl_experiment_description_collaborator_status(const struct ofl_experiment_description *description,
+                                                           size_t index);
+
+/**
+ * Progress of collaborator `index`, 0 to 1; 0 when out of range.
+ */
+float ofl_experiment_description_collaborator_progress(const struct ofl_experiment_description *description,
+                                                       size_t index);
+
+/**
+ * Round of collaborator `index`; 0 when out of range.
+ */
+uint32_t ofl_experiment_description_collaborator_round(const struct ofl_experiment_description *description,
+                                                       size_t index);
+
+/**
+ * Current task of collaborator `index` ("" when unknown); NULL when out of range.
+ */
+const char *ofl_experiment_description_collaborator_current_task(const struct ofl_experiment_description *description,
+                                                                 size_t index);
+
+/**
+ * Next task of collaborator `index` ("" when unknown); NULL when out of range.
+ */
+const char *ofl_experiment_description_collaborator_next_task(const struct ofl_experiment_description *description,
+                                                              size_t index);
+
+/**
+ * Number of tasks (as the host set them).
+ */
+size_t ofl_experiment_description_tasks_len(const struct ofl_experiment_description *description);
+
+/**
+ * Name of task `index`; NULL when out of range.
+ */
+const char *ofl_experiment_description_task_name(const struct ofl_experiment_description *description,
+                                                 size_t index);
+
+/**
+ * ofl_experiment_description of task `index`; NULL when out of range.
+ */
+const char *ofl_experiment_description_task_description(const struct ofl_experiment_description *description,
+                                                        size_t index);
+
+/**
+ * Number of model download statuses ("best", "last", "init").
+ */
+size_t ofl_experiment_description_models_len(const struct ofl_experiment_description *description);
+
+/**
+ * Name of model `index` ("best", "last" or "init"); NULL when out of range.
+ */
+const char *ofl_experiment_description_model_name(const struct ofl_experiment_description *description,
+                                                  size_t index);
+
+/**
+ * Download status of model `index` ("ready" or "pending"); NULL when out of range.
+ */
+const char *ofl_experiment_description_model_status(const struct ofl_experiment_description *description,
+                                                    size_t index);
+
+/**
+ * Number of log download statuses.
+ */
+size_t ofl_experiment_description_logs_len(const struct ofl_experiment_description *description);
+
+/**
+ * Name of log `index` (e.g. "aggregator"); NULL when out of range.
+ */
+const char *ofl_experiment_description_log_name(const struct ofl_experiment_description *description,
+                                                size_t index);
+
+/**
+ * Download status of log `index`; NULL when out of range.
+ */
+const char *ofl_experiment_description_log_status(const struct ofl_experiment_description *description,
+                                                  size_t index);
+
+/**
+ * Frees an experiment description. NULL is a no-op.
+ */
+void ofl_experiment_description_free(struct ofl_experiment_description *description);
+
+/**
+ * The experiment's name (what envoys get from WaitExperiment). NULL gives "".
+ */
+const char *ofl_experiment_name(const struct ofl_experiment *experiment);
+
+/**
+ * Who submitted it: the frontend's certificate CN (TLS) or `client_id`
+ * (default "__default__"). NULL gives "".
+ */
+const char *ofl_experiment_owner(const struct ofl_experiment *experiment);
+
+/**
+ * Number of collaborators (envoys) that take part, without duplicates.
+ */
+size_t ofl_experiment_collaborators_len(const struct ofl_experiment *experiment);
+
+/**
+ * Collaborator `index`, in submission order; NULL when out of range.
+ */
+const char *ofl_experiment_collaborator(const struct ofl_experiment *experiment, size_t index);
+
+/**
+ * The path of the stored archive (the workspace the frontend uploaded).
+ * After a rejection or a removal the file is gone. NULL gives "".
+ */
+const char *ofl_experiment_archive_path(const struct ofl_experiment *experiment);
+
+/**
+ * The archive's size in bytes.
+ */
+uint64_t ofl_experiment_archive_size(const struct ofl_experiment *experiment);
+
+/**
+ * The initial model sent with the experiment (borrowed, valid during the
+ * hook; copy what you keep), or NULL when none was sent.
+ */
+const struct ofl_tensor_list *ofl_experiment_initial_model(const struct ofl_experiment *experiment);
+
+/**
+ * New director options, written to `*out`: listen on `[::]`, port 0 (any
+ * free port; OpenFL's default is 50051), mTLS, empty sample and target
+ * shapes, envoy health checks every 60 s, archives under a fresh directory
+ * of the system temporary directory (set one:
+ * `ofl_director_server_options_set_archive_dir`), archives and messages up
+ * to 1 GiB, 100 000 queued metrics per experiment, envoy identity checked.
+ */
+struct ofl_error *ofl_director_server_options_new(struct ofl_director_server_options **out);
+
+/**
+ * Frees director options. NULL is a no-op.
+ */
+void ofl_director_server_options_free(struct ofl_director_server_options *options);
+
+/**
+ * Address and port to listen on (OpenFL's `listen_host`, `listen_port`):
+ * `host` is a name or an IPv4/IPv6 address (`"[::]"` = every interface);
+ * port 0 picks a free port, reported by `ofl_director_server_port`.
+ */
+struct ofl_error *ofl_director_server_options_set_listen(struct ofl_director_server_options *options,
+                                                         const char *host,
+                                                         uint16_t port);
+
+/**
+ * Turns TLS on (default) or off (OpenFL's `tls`). Without TLS callers are
+ * named by their `client_id` metadata, which any peer can set (envoys send
+ * none: they are all "__default__"); a warning is logged at start.
+ */
+struct ofl_error *ofl_director_server_options_set_tls(struct ofl_director_server_options *options,
+                                                      bool enabled);
+
+/**
+ * Certificate files (OpenFL's `root_certificate`, `certificate`,
+ * `private_key`), all required for a TLS server; read at start.
+ */
+struct ofl_error *ofl_director_server_options_set_tls_files(struct ofl_director_server_options *options,
+                                                            const char *root_certificate,
+                                                            const char *certificate,
+                                                            const char *private_key);
+
+/**
+ * Certificates as PEM bytes in memory (copied).
+ */
+struct ofl_error *ofl_director_server_options_set_tls_pem(struct ofl_director_server_options *options,
+                                                          const uint8_t *root_certificate,
+                                                          size_t root_certificate_len,
+                                                          const uint8_t *certificate,
+                                                          size_t certificate_len,
+                                                          const uint8_t *private_key,
+                                                          size_t private_key_len);
+
+/**
+ * One-way TLS (OpenFL's `disable_client_auth`): client certificates become
+ * optional. A caller that presents one is named by its CN; one that
+ * presents none by its `client_id` metadata (a warning is logged at start).
+ */
+struct ofl_error *ofl_director_server_options_set_disable_client_auth(struct ofl_director_server_options *options,
+                                                                      bool disable);
+
+/**
+ * The sample shape every shard must report to be accepted
+ * (UpdateShardInfo), as OpenFL writes it: `len` strings such as "28".
+ * `dims` may be NULL when `len` is 0. Copied.
+ */
+struct ofl_error *ofl_director_server_options_set_sample_shape(struct ofl_director_server_options *options,
+                                                               const char *const *dims,
+                                                               size_t len);
+
+/**
+ * The target shape every shard must report, as
+ * `ofl_director_server_options_set_sample_shape`.
+ */
+struct ofl_error *ofl_director_server_options_set_target_shape(struct ofl_director_server_options *options,
+                                                               const char *const *dims,
+                                                               size_t len);
+
+/**
+ * How often envoys send health checks (OpenFL's
+ * `envoy_health_check_period`, default 60 000 ms; OpenFL envoys read whole
+ * seconds). An envoy is online for two periods after its last one. Must be
+ * positive.
+ */
+struct ofl_error *ofl_director_server_options_set_envoy_health_check_period_ms(struct ofl_director_server_options *options,
+                                                                               uint64_t period_ms);
+
+/**
+ * The directory experiment archives are stored in, as
+ * `<dir>/<experiment name>.archive` (created at start if missing; OpenFL:
+ * the working directory).
+ */
+struct ofl_error *ofl_director_server_options_set_archive_dir(struct ofl_director_server_options *options,
+                                                              const char *path);
+
+/**
+ * Largest archive SetNewExperiment accepts, in bytes (default 1 GiB;
+ * larger uploads get RESOURCE_EXHAUSTED). Must be positive.
+ */
+struct ofl_error *ofl_director_server_options_set_max_archive_size(struct ofl_director_server_options *options,
+                                                                   uint64_t bytes);
+
+/**
+ * Largest gRPC message received or sent (default 1 GiB = 2^30, as OpenFL).
+ */
+struct ofl_error *ofl_director_server_options_set_max_message_size(struct ofl_director_server_options *options,
+                                                                   uint64_t bytes);
+
+/**
+ * Metrics kept per experiment until a frontend streams them (default
+ * 100 000); beyond, the oldest is dropped. Must be positive.
+ */
+struct ofl_error *ofl_director_server_options_set_max_queued_metrics(struct ofl_director_server_options *options,
+                                                                     size_t count);
+
+/**
+ * Under mTLS, whether envoy RPCs must come from a certificate whose CN is
+ * the envoy name they carry (default true; OpenFL checks nothing, so any
+ * certified peer could download any archive or fail any experiment).
+ */
+struct ofl_error *ofl_director_server_options_set_check_envoy_identity(struct ofl_director_server_options *options,
+                                                                       bool enabled);
+
+/**
+ * Starts a director: checks the certificates, creates the archive
+ * directory, binds and begins serving and running experiments in the
+ * background before it returns; writes the server to `*out`. `hooks` is
+ * copied; NULL means the defaults (approve every experiment, nothing to
+ * start or stop). Its `user_data` is released with `free_user_data`
+ * exactly once: by `ofl_director_server_free`, or before this returns an
+ * error. Call `ofl_director_server_serve` to wait until the server is
+ * stopped.
+ */
+struct ofl_error *ofl_director_server_start(const struct ofl_director_server_options *options,
+                                            const struct ofl_director_hooks *hooks,
+                                            struct ofl_director_server **out);
+
+/**
+ * The port the server listens on (the chosen one when 0 was asked); 0 for NULL.
+ */
+uint16_t ofl_director_server_port(const struct ofl_director_server *server);
+
+/**
+ * The directory archives are stored in (valid as long as the server). NULL
+ * gives "".
+ */
+const char *ofl_director_server_archive_dir(const struct ofl_director_server *server);
+
+/**
+ * Blocks until `ofl_director_server_stop` (a director serves until told to
+ * stop; OpenFL's `start`), then shuts the server down: long polls
+ * (WaitExperiment, GetMetricStream) end with UNAVAILABLE, other calls in
+ * flight finish.
+ */
+struct ofl_error *ofl_director_server_serve(const struct ofl_director_server *server);
+
+/**
+ * Asks the server to stop; returns at once. `ofl_director_server_serve`
+ * then returns. Idempotent; safe from any thread and from hooks.
+ */
+struct ofl_error *ofl_director_server_stop(const struct ofl_director_server *server);
+
+/**
+ * Stops the server, waits until it no longer listens and until running
+ * hooks have returned, calls the hooks' `free_user_data`, and frees the
+ * server. No hook runs after this returns. Do not call from a hook. NULL is
+ * a no-op.
+ */
+void ofl_director_server_free(struct ofl_director_server *server);
+
+/**
+ * Queues a metric of `experiment` for the frontends' metric streams
+ * (GetMetricStream; a streamed metric leaves the queue). Its strings are
+ * copied and required. Errors: NOT_FOUND for an unknown experiment.
+ */
+struct ofl_error *ofl_director_server_push_metric(const struct ofl_director_server *server,
+                                                  const char *experiment,
+                                                  const struct ofl_director_metric *metric);
+
+/**
+ * Sets the model GetTrainedModel(BEST_MODEL) returns for `experiment`:
+ * `tensors_len` tensors, copied (data included), sent as they are. OpenFL's
+ * frontend expects its uncompressed float32 encoding: little-endian values,
+ * the shape in the `int_list` of one metadata entry. Errors: NOT_FOUND for
+ * an unknown experiment.
+ */
+struct ofl_error *ofl_director_server_set_best_model(const struct ofl_director_server *server,
+                                                     const char *experiment,
+                                                     const struct ofl_tensor_view *tensors,
+                                                     size_t tensors_len);
+
+/**
+ * Sets the model GetTrainedModel(LAST_MODEL) returns, as
+ * `ofl_director_server_set_best_model`.
+ */
+struct ofl_error *ofl_director_server_set_last_model(const struct ofl_director_server *server,
+                                                     const char *experiment,
+                                                     const struct ofl_tensor_view *tensors,
+                                                     size_t tensors_len);
+
+/**
+ * Sets the round progress frontends see (GetExperimentsList's progress,
+ * GetExperimentDescription's rounds). Errors: NOT_FOUND.
+ */
+struct ofl_error *ofl_director_server_set_round(const struct ofl_director_server *server,
+                                                const char *experiment,
+                                                uint32_t current_round,
+                                                uint32_t total_rounds);
+
+/**
+ * Sets the task list frontends see (GetExperimentDescription): `len` task
+ * names and as many descriptions; `descriptions` may be NULL (all empty).
+ * Replaces the previous list. Copied. Errors: NOT_FOUND.
+ */
+struct ofl_error *ofl_director_server_set_tasks(const struct ofl_director_server *server,
+                                                const char *experiment,
+                                                const char *const *names,
+                                                const char *const *descriptions,
+                                                size_t len);
+
+/**
+ * The experiment finished (OpenFL: its aggregator sent every quit job):
+ * metric streams end once drained, envoys stop receiving it, and the next
+ * experiment may start. Only from in_progress; idempotent. Errors:
+ * NOT_FOUND, FAILED_PRECONDITION (e.g. it failed already).
+ */
+struct ofl_error *ofl_director_server_mark_finished(const struct ofl_director_server *server,
+                                                    const char *experiment);
+
+/**
+ * The experiment failed (reported by the host; `description` may be NULL).
+ * From pending or in_progress; idempotent (the first description stays).
+ * Errors: NOT_FOUND, FAILED_PRECONDITION (it finished or was rejected).
+ */
+struct ofl_error *ofl_director_server_mark_failed(const struct ofl_director_server *server,
+                                                  const char *experiment,
+                                                  const char *description);
+
+/**
+ * The status of `experiment` (whoever submitted it), written to `*out`.
+ * Errors: NOT_FOUND for an unknown (or removed) experiment.
+ */
+struct ofl_error *ofl_director_server_experiment_status(const struct ofl_director_server *server,
+                                                        const char *experiment,
+                                                        enum ofl_experiment_status *out);
+
+/**
+ * The string: NUL-terminated UTF-8, valid until `ofl_string_free`. NULL
+ * gives "".
+ */
+const char *ofl_string_get(const struct ofl_string *string);
+
+/**
+ * Its length in bytes, without the terminating NUL. 0 for NULL.
+ */
+size_t ofl_string_len(const struct ofl_string *string);
+
+/**
+ * Frees a string. NULL is a no-op.
+ */
+void ofl_string_free(struct ofl_string *string);
+
+/**
+ * Number of strings. 0 for NULL.
+ */
+size_t ofl_string_list_len(const struct ofl_string_list *list);
+
+/**
+ * String `index` (NUL-terminated UTF-8, valid until
+ * `ofl_string_list_free`); NULL when out of range.
+ */
+const char *ofl_string_list_get(const struct ofl_string_list *list, size_t index);
+
+/**
+ * Frees a string list. NULL is a no-op.
+ */
+void ofl_string_list_free(struct ofl_string_list *list);
+
+/**
+ * Number of tensors. 0 for NULL.
+ */
+size_t ofl_tensor_list_len(const struct ofl_tensor_list *list);
+
+/**
+ * Tensor `index`, borrowed: valid until the list is freed (or, for a list
+ * passed to a hook, until the hook returns); do not free it. NULL when out
+ * of range.
+ */
+const struct ofl_tensor *ofl_tensor_list_get(const struct ofl_tensor_list *list, size_t index);
+
+/**
+ * Decodes the list as OpenFL's uncompressed float32 pipeline encodes a
+ * model (values little-endian float32, the shape in the `int_list` of the
+ * one transformer-metadata entry; no entry: one dimension) into a new
+ * `ofl_model` written to `*out` (free it with `ofl_model_free`).
+ * Errors: INVALID_ARGUMENT naming a tensor that is not encoded so, or a
+ * name that occurs twice.
+ */
+struct ofl_error *ofl_tensor_list_to_model(const struct ofl_tensor_list *list,
+                                           struct ofl_model **out);
+
+/**
+ * Frees a tensor list and its tensors. NULL is a no-op.
+ */
+void ofl_tensor_list_free(struct ofl_tensor_list *list);
+
+/**
+ * The wire name of an `ofl_experiment_status` value ("pending",
+ * "in_progress", "finished", "failed", "rejected"; static, NUL-terminated);
+ * values that are no status give "unknown".
+ */
+const char *ofl_experiment_status_name(int32_t status);
 
 /**
  * The error's code. NULL gives `OFL_CODE_OK`.

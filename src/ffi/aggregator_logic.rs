@@ -181,7 +181,7 @@ impl CallbackLogic {
 }
 
 /// The result of a callback: OK, or its code with the reply's message.
-fn outcome(callback: &str, code: i32, reply: &mut ofl_reply) -> Result<()> {
+pub(crate) fn outcome(callback: &str, code: i32, reply: &mut ofl_reply) -> Result<()> {
     if code == 0 {
         return Ok(());
     }

@@ -92,7 +92,7 @@ struct ModelTensor {
 }
 
 impl ofl_model {
-    fn new(model: Model) -> Self {
+    pub(crate) fn new(model: Model) -> Self {
         let tensors = model.into_iter().map(|(name, tensor)| ModelTensor { name: c_string(&name), tensor }).collect();
         Self { tensors }
     }
