@@ -1,0 +1,417 @@
+//! Our `AggregatorServer` running the built-in FedAvg (`FedAvg`), as the
+//! aggregator of a federation of real OpenFL 1.6 collaborators
+//! (`tests/interop/test_fedavg_interop.py`, whose collaborators are OpenFL's
+//! own `Collaborator` class: `tests/interop/openfl_fedavg_collaborator.py`).
+//!
+//! The FedAvg runs OpenFL's default task list (`aggregated_model_validation`,
+//! `train`, `locally_tuned_model_validation`) for `--rounds` rounds over the
+//! initial model given by `--tensor` (default: `w` of shape [4, 3] with
+//! values `(i - 6) / 10`, and `b` of shape [3] = [0.1, 0.2, 0.3]).
+//!
+//! Output on stdout, one JSON object per line:
+//! 1. `{"listening": PORT}` once the server accepts connections;
+//! 2. after `serve` returns (every collaborator was told to quit after the
+//!    last round), `{"result": {...}}` with
+//!    - `initial_model`: the round-0 model;
+//!    - `rounds`: one entry per trained round, `{"round": r, "model": M}`
+//!      where `M` is the model aggregated at the end of round r (the model
+//!      served for round r + 1);
+//!    - `uploads`: every upload the FedAvg accepted or ignored, in arrival
+//!      order (collaborator, round, task, data size, tensor names);
+//!    - `metrics`: `FedAvg::metrics()` (collaborators' and averages);
+//!    - `best`: `{"round", "score", "model"}` or null; `last_model`;
+//!    - `current_round`, `rounds_to_train`, `all_quit_jobs_sent`.
+//!
+//!    A model is `{name: {"shape": [...], "values": [...]}}`, values in C
+//!    order as JSON numbers (f32 printed exactly; NaN/inf as null).
+//!
+//! Exit status 0 then; 124 if `--timeout` seconds pass first; 1 on an error
+//! (stderr says why); 2 on a usage error.
+//!
+//! ```text
+//! interop_fedavg --mode mtls|tls|insecure [--certs DIR] [--host [::]] [--port 0]
+//!     [--collaborators col1,col2] [--rounds 3] [--aggregator-uuid U] [--federation-uuid F]
+//!     [--tensor NAME:DIMS:VALUES]... [--sleep-time 1] [--tensor-wait-ms 30000]
+//!     [--best-metric NAME] [--timeout 120]
+//! ```
+//!
+//! `--tensor w:4x3:0.1,0.2,...` adds a tensor of the initial model (DIMS
+//! empty for a scalar: `s::0.5`); the first `--tensor` replaces the default
+//! model. `--certs DIR` is a directory made by `tests/certs/make_certs.sh`.
+//!
+//! Per-round models are recorded through FedAvg's public API only: every
+//! upload goes through a wrapper that holds its own lock around the FedAvg
+//! call and reads `last_model()` when `current_round()` moved. Since a round
+//! can only end inside an upload, and uploads are serialised by that lock,
+//! the model read is exactly the one that round produced.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use openfl_transport::aggregator::{
+    AggregatorLogic, AggregatorServer, FedAvg, FedAvgConfig, Federation, MetricRecord, Model, ServerConfig,
+    TaskResults, TasksReply, Tensor, TensorRequest,
+};
+use openfl_transport::proto::NamedTensor;
+use openfl_transport::tls::{PemSource, TlsConfig};
+use openfl_transport::Result;
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+struct Args {
+    host: String,
+    port: u16,
+    mode: String,
+    certs: Option<PathBuf>,
+    collaborators: Vec<String>,
+    rounds: i32,
+    aggregator_uuid: String,
+    federation_uuid: String,
+    model: Option<Model>,
+    sleep_time: i32,
+    tensor_wait: Duration,
+    best_metric: Option<String>,
+    timeout: Duration,
+}
+
+const USAGE: &str = "usage: interop_fedavg --mode mtls|tls|insecure [--certs DIR] [--host HOST] [--port PORT] \
+[--collaborators a,b] [--rounds N] [--aggregator-uuid U] [--federation-uuid F] \
+[--tensor NAME:DIMS:VALUES]... [--sleep-time S] [--tensor-wait-ms MS] [--best-metric NAME] [--timeout SECS]";
+
+fn usage_error(message: &str) -> ! {
+    eprintln!("interop_fedavg: {message}\n{USAGE}");
+    std::process::exit(2);
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    value.parse().unwrap_or_else(|_| usage_error(&format!("{flag}: not a number: {value:?}")))
+}
+
+/// `NAME:DIMS:VALUES`, e.g. `w:4x3:1,2,...` or `s::0.5` (a scalar).
+fn parse_tensor(spec: &str) -> (String, Tensor) {
+    let mut parts = spec.splitn(3, ':');
+    let (Some(name), Some(dims), Some(values)) = (parts.next(), parts.next(), parts.next()) else {
+        usage_error(&format!("--tensor {spec:?}: expected NAME:DIMS:VALUES"));
+    };
+    if name.is_empty() {
+        usage_error(&format!("--tensor {spec:?}: empty name"));
+    }
+    let shape: Vec<usize> =
+        if dims.is_empty() { Vec::new() } else { dims.split('x').map(|d| parse_number("--tensor", d)).collect() };
+    let values: Vec<f32> = values.split(',').map(|v| parse_number("--tensor", v.trim())).collect();
+    let tensor = Tensor::new(shape, values).unwrap_or_else(|e| usage_error(&format!("--tensor {spec:?}: {e}")));
+    (name.to_string(), tensor)
+}
+
+fn default_model() -> Model {
+    let mut model = Model::new();
+    let w = (0..12).map(|i| (i as f32 - 6.0) / 10.0).collect();
+    model.insert("w".into(), Tensor::new(vec![4, 3], w).expect("12 values fill [4, 3]"));
+    model.insert("b".into(), Tensor::new(vec![3], vec![0.1, 0.2, 0.3]).expect("3 values fill [3]"));
+    model
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        host: "[::]".into(),
+        port: 0,
+        mode: String::new(),
+        certs: None,
+        collaborators: vec!["col1".into(), "col2".into()],
+        rounds: 3,
+        aggregator_uuid: "aggregator-uuid".into(),
+        federation_uuid: "federation-uuid".into(),
+        model: None,
+        sleep_time: 1,
+        tensor_wait: Duration::from_secs(30),
+        best_metric: None,
+        timeout: Duration::from_secs(120),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = it.next().unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--host" => args.host = value,
+            "--port" => args.port = parse_number(&flag, &value),
+            "--mode" => args.mode = value,
+            "--certs" => args.certs = Some(PathBuf::from(value)),
+            "--collaborators" => {
+                args.collaborators = value.split(',').filter(|s| !s.is_empty()).map(String::from).collect()
+            }
+            "--rounds" => args.rounds = parse_number(&flag, &value),
+            "--aggregator-uuid" => args.aggregator_uuid = value,
+            "--federation-uuid" => args.federation_uuid = value,
+            "--tensor" => {
+                let (name, tensor) = parse_tensor(&value);
+                if args.model.get_or_insert_with(Model::new).insert(name.clone(), tensor).is_some() {
+                    usage_error(&format!("--tensor {name:?} given twice"));
+                }
+            }
+            "--sleep-time" => args.sleep_time = parse_number(&flag, &value),
+            "--tensor-wait-ms" => args.tensor_wait = Duration::from_millis(parse_number(&flag, &value)),
+            "--best-metric" => args.best_metric = Some(value),
+            "--timeout" => args.timeout = Duration::from_secs_f64(parse_number(&flag, &value)),
+            _ => usage_error(&format!("unknown option {flag}")),
+        }
+    }
+    match args.mode.as_str() {
+        "mtls" | "tls" if args.certs.is_none() => usage_error("--certs is required with --mode mtls/tls"),
+        "mtls" | "tls" | "insecure" => {}
+        "" => usage_error("--mode is required"),
+        other => usage_error(&format!("--mode: {other:?} is not mtls, tls or insecure")),
+    }
+    args
+}
+
+// ---------------------------------------------------------------------------
+// JSON
+// ---------------------------------------------------------------------------
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_list<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> String {
+    format!("[{}]", items.into_iter().map(f).collect::<Vec<_>>().join(", "))
+}
+
+/// A float as JSON: Rust's shortest round-trip form (exact for f32 read back
+/// as f32), `null` when not finite.
+fn json_f32(x: f32) -> String {
+    if x.is_finite() {
+        format!("{x:?}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json_f64(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:?}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json_model(model: &Model) -> String {
+    let tensors = model.iter().map(|(name, t)| {
+        format!(
+            "{}: {{\"shape\": {}, \"values\": {}}}",
+            json_str(name),
+            json_list(&t.shape, |d| d.to_string()),
+            json_list(&t.values, |v| json_f32(*v)),
+        )
+    });
+    format!("{{{}}}", tensors.collect::<Vec<_>>().join(", "))
+}
+
+fn json_metric(m: &MetricRecord) -> String {
+    format!(
+        "{{\"round\": {}, \"origin\": {}, \"aggregated\": {}, \"task\": {}, \"name\": {}, \"value\": {}}}",
+        m.round,
+        json_str(&m.origin),
+        m.aggregated,
+        json_str(&m.task),
+        json_str(&m.name),
+        json_f64(m.value),
+    )
+}
+
+fn emit(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (the test gave up) must not turn into a panic.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+// ---------------------------------------------------------------------------
+// Recording wrapper
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Record {
+    /// (round, the model aggregated at its end).
+    rounds: Vec<(i32, Model)>,
+    /// JSON objects, one per upload.
+    uploads: Vec<String>,
+}
+
+/// The FedAvg behind the server, plus what the test needs afterwards: the
+/// model of every round (not readable from `FedAvg` once the next round
+/// ended) and the uploads' data sizes.
+struct RecordingFedAvg {
+    inner: Arc<FedAvg>,
+    record: Mutex<Record>,
+}
+
+impl RecordingFedAvg {
+    fn record(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self) -> String {
+        let record = self.record();
+        let fa = &self.inner;
+        let best = match (fa.best_model_score(), fa.best_model()) {
+            (Some((round, score)), Some(model)) => format!(
+                "{{\"round\": {round}, \"score\": {}, \"model\": {}}}",
+                json_f64(score),
+                json_model(&model)
+            ),
+            _ => "null".into(),
+        };
+        format!(
+            "\"rounds\": {}, \"uploads\": {}, \"metrics\": {}, \"best\": {}, \"last_model\": {}, \
+             \"current_round\": {}, \"rounds_to_train\": {}, \"all_quit_jobs_sent\": {}",
+            json_list(&record.rounds, |(round, model)| format!(
+                "{{\"round\": {round}, \"model\": {}}}",
+                json_model(model)
+            )),
+            json_list(&record.uploads, Clone::clone),
+            json_list(&fa.metrics(), json_metric),
+            best,
+            json_model(&fa.last_model()),
+            fa.current_round(),
+            fa.rounds_to_train(),
+            fa.all_quit_jobs_sent(),
+        )
+    }
+}
+
+impl AggregatorLogic for RecordingFedAvg {
+    fn federation(&self) -> &Federation {
+        self.inner.federation()
+    }
+
+    fn get_tasks(&self, collaborator: &str) -> Result<TasksReply> {
+        self.inner.get_tasks(collaborator)
+    }
+
+    fn get_aggregated_tensor(&self, collaborator: &str, request: &TensorRequest) -> Result<NamedTensor> {
+        self.inner.get_aggregated_tensor(collaborator, request)
+    }
+
+    fn send_local_task_results(&self, collaborator: &str, results: TaskResults) -> Result<()> {
+        // Held across the FedAvg call: no other upload (the only way a round
+        // ends) can slip in between the call and reading the model.
+        let mut record = self.record();
+        let upload = format!(
+            "{{\"collaborator\": {}, \"round\": {}, \"task\": {}, \"data_size\": {}, \"tensors\": {}}}",
+            json_str(collaborator),
+            results.round_number,
+            json_str(&results.task_name),
+            results.data_size,
+            json_list(&results.tensors, |t| json_str(&t.name)),
+        );
+        let before = self.inner.current_round();
+        let outcome = self.inner.send_local_task_results(collaborator, results);
+        record.uploads.push(upload);
+        if self.inner.current_round() != before {
+            record.rounds.push((before, self.inner.last_model()));
+        }
+        outcome
+    }
+
+    fn all_quit_jobs_sent(&self) -> bool {
+        self.inner.all_quit_jobs_sent()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------
+
+fn tls_config(args: &Args) -> Option<TlsConfig> {
+    if args.mode == "insecure" {
+        return None;
+    }
+    let certs = args.certs.as_ref()?;
+    let file = |name: &str| Some(PemSource::File(certs.join(name)));
+    Some(TlsConfig {
+        root_certificate: file("ca.crt"),
+        certificate: file("server.crt"),
+        private_key: file("server.key"),
+        disable_client_auth: args.mode == "tls",
+    })
+}
+
+fn start_watchdog(timeout: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        eprintln!("interop_fedavg: timed out after {:.0} s", timeout.as_secs_f64());
+        std::process::exit(124);
+    });
+}
+
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("interop_fedavg: {message}");
+    std::process::exit(1);
+}
+
+fn main() {
+    let args = parse_args();
+    start_watchdog(args.timeout);
+
+    let initial_model = args.model.clone().unwrap_or_else(default_model);
+    let config = FedAvgConfig {
+        aggregator_uuid: args.aggregator_uuid.clone(),
+        federation_uuid: args.federation_uuid.clone(),
+        collaborators: args.collaborators.clone(),
+        rounds_to_train: args.rounds,
+        initial_model: initial_model.clone(),
+        best_model_metric: args.best_metric.clone(),
+        tensor_wait: args.tensor_wait,
+        sleep_time: args.sleep_time,
+        ..FedAvgConfig::default()
+    };
+    let fedavg = FedAvg::new(config).unwrap_or_else(|e| fail(e));
+    let logic = Arc::new(RecordingFedAvg { inner: Arc::new(fedavg), record: Mutex::default() });
+
+    let server_config = ServerConfig {
+        host: args.host.clone(),
+        port: args.port,
+        tls: tls_config(&args),
+        auth_failure_max_delay: Duration::ZERO,
+        quit_poll_interval: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    let server_logic: Arc<dyn AggregatorLogic> = logic.clone();
+    let outcome = openfl_transport::runtime::block_on(async move {
+        let server = AggregatorServer::start(server_config, server_logic).await?;
+        emit(&format!("{{\"listening\": {}}}", server.local_addr().port()));
+        server.serve().await
+    });
+    match outcome {
+        Ok(Ok(())) => {
+            emit(&format!(
+                "{{\"result\": {{\"initial_model\": {}, {}}}}}",
+                json_model(&initial_model),
+                logic.report()
+            ));
+            std::process::exit(0);
+        }
+        Ok(Err(e)) | Err(e) => fail(e),
+    }
+}
