@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::aggregator_logic::{ofl_aggregator_callbacks, CallbackLogic};
 use super::boundary::{arg_mut, arg_ref, arg_opt_str, arg_str, call, check_out, free_boxed, value, write_out};
 use super::error::ofl_error;
+use super::option_values;
 use super::tls_options::TlsOptions;
 use crate::aggregator::{AggregatorLogic, AggregatorServer, Federation, ServerConfig};
 use crate::error::{Error, Result};
@@ -71,12 +72,9 @@ pub extern "C" fn ofl_aggregator_server_options_set_listen(
     port: u16,
 ) -> *mut ofl_error {
     call("ofl_aggregator_server_options_set_listen", || {
-        let host = arg_str(host, "host")?;
-        if host.is_empty() {
-            return Err(Error::invalid_argument("host is empty"));
-        }
+        let host = option_values::host(host)?;
         let options = options_mut(options)?;
-        options.config.host = host.to_owned();
+        options.config.host = host;
         options.config.port = port;
         Ok(())
     })
@@ -202,8 +200,7 @@ pub extern "C" fn ofl_aggregator_server_options_set_max_message_size(
     bytes: u64,
 ) -> *mut ofl_error {
     call("ofl_aggregator_server_options_set_max_message_size", || {
-        let size = usize::try_from(bytes).ok().filter(|s| (1024..=usize::MAX / 2).contains(s));
-        let size = size.ok_or_else(|| Error::invalid_argument(format!("max message size {bytes} is out of range")))?;
+        let size = option_values::message_size(bytes)?;
         options_mut(options)?.config.max_message_size = size;
         Ok(())
     })

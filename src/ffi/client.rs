@@ -6,16 +6,16 @@
 
 use std::ffi::c_char;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::borrow::Loan;
 use super::boundary::{arg_mut, arg_ref, arg_slice, arg_str, arg_opt_str, call, check_out, free_boxed, value, write_out};
 use super::error::ofl_error;
+use super::option_values;
 use super::tasks::ofl_tasks;
 use super::tensor::{named_tensor_from_view, ofl_tensor, ofl_tensor_view, string_list};
 use super::tls_options::TlsOptions;
 use crate::aggregator::{AggregatorClient, ClientConfig, TaskResults, TensorRequest};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::proto::NamedTensor;
 use crate::runtime;
 
@@ -45,10 +45,7 @@ fn options_mut<'a>(options: *mut ofl_client_options) -> Result<&'a mut ofl_clien
 pub extern "C" fn ofl_client_options_new(host: *const c_char, port: u16, out: *mut *mut ofl_client_options) -> *mut ofl_error {
     call("ofl_client_options_new", || {
         check_out(out, "out")?;
-        let host = arg_str(host, "host")?;
-        if host.is_empty() {
-            return Err(Error::invalid_argument("host is empty"));
-        }
+        let host = option_values::host(host)?;
         write_out(out, ofl_client_options { config: ClientConfig::new(host, port), tls: TlsOptions::default() });
         Ok(())
     })
@@ -162,15 +159,7 @@ pub extern "C" fn ofl_client_options_set_retry(
     deadline_ms: i64,
 ) -> *mut ofl_error {
     call("ofl_client_options_set_retry", || {
-        if initial_backoff_ms == 0 || max_backoff_ms < initial_backoff_ms {
-            return Err(Error::invalid_argument(format!(
-                "need 0 < initial_backoff_ms ({initial_backoff_ms}) <= max_backoff_ms ({max_backoff_ms})"
-            )));
-        }
-        let retry = &mut options_mut(options)?.config.retry;
-        retry.initial_backoff = Duration::from_millis(initial_backoff_ms);
-        retry.max_backoff = Duration::from_millis(max_backoff_ms);
-        retry.deadline = u64::try_from(deadline_ms).ok().map(Duration::from_millis);
+        options_mut(options)?.config.retry = option_values::retry_policy(initial_backoff_ms, max_backoff_ms, deadline_ms)?;
         Ok(())
     })
 }
@@ -179,10 +168,7 @@ pub extern "C" fn ofl_client_options_set_retry(
 #[no_mangle]
 pub extern "C" fn ofl_client_options_set_connect_timeout_ms(options: *mut ofl_client_options, timeout_ms: u64) -> *mut ofl_error {
     call("ofl_client_options_set_connect_timeout_ms", || {
-        if timeout_ms == 0 {
-            return Err(Error::invalid_argument("timeout_ms must be positive"));
-        }
-        options_mut(options)?.config.connect.connect_timeout = Duration::from_millis(timeout_ms);
+        options_mut(options)?.config.connect.connect_timeout = option_values::positive_millis(timeout_ms, "timeout_ms")?;
         Ok(())
     })
 }
@@ -191,8 +177,7 @@ pub extern "C" fn ofl_client_options_set_connect_timeout_ms(options: *mut ofl_cl
 #[no_mangle]
 pub extern "C" fn ofl_client_options_set_max_message_size(options: *mut ofl_client_options, bytes: u64) -> *mut ofl_error {
     call("ofl_client_options_set_max_message_size", || {
-        let size = usize::try_from(bytes).ok().filter(|s| (1024..=usize::MAX / 2).contains(s));
-        let size = size.ok_or_else(|| Error::invalid_argument(format!("max message size {bytes} is out of range")))?;
+        let size = option_values::message_size(bytes)?;
         options_mut(options)?.config.max_message_size = size;
         Ok(())
     })

@@ -18,7 +18,6 @@
 use std::ffi::{c_char, c_void, CString};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::boundary::{arg_mut, arg_opt_str, arg_ref, arg_slice, arg_str, c_string, call, check_out, free_boxed, value, write_out};
 use super::director_types::{
@@ -27,6 +26,7 @@ use super::director_types::{
     CudaDeviceStrings,
 };
 use super::error::ofl_error;
+use super::option_values;
 use super::tensor::{ofl_tensor_view, string_list};
 use super::tls_options::TlsOptions;
 use crate::connect::ConnectConfig;
@@ -78,10 +78,7 @@ pub extern "C" fn ofl_director_client_options_new(
 ) -> *mut ofl_error {
     call("ofl_director_client_options_new", || {
         check_out(out, "out")?;
-        let host = arg_str(host, "host")?;
-        if host.is_empty() {
-            return Err(Error::invalid_argument("host is empty"));
-        }
+        let host = option_values::host(host)?;
         write_out(
             out,
             ofl_director_client_options {
@@ -191,15 +188,7 @@ pub extern "C" fn ofl_director_client_options_set_retry(
     deadline_ms: i64,
 ) -> *mut ofl_error {
     call("ofl_director_client_options_set_retry", || {
-        if initial_backoff_ms == 0 || max_backoff_ms < initial_backoff_ms {
-            return Err(Error::invalid_argument(format!(
-                "need 0 < initial_backoff_ms ({initial_backoff_ms}) <= max_backoff_ms ({max_backoff_ms})"
-            )));
-        }
-        let retry = &mut options_mut(options)?.retry;
-        retry.initial_backoff = Duration::from_millis(initial_backoff_ms);
-        retry.max_backoff = Duration::from_millis(max_backoff_ms);
-        retry.deadline = u64::try_from(deadline_ms).ok().map(Duration::from_millis);
+        options_mut(options)?.retry = option_values::retry_policy(initial_backoff_ms, max_backoff_ms, deadline_ms)?;
         Ok(())
     })
 }
@@ -211,10 +200,7 @@ pub extern "C" fn ofl_director_client_options_set_connect_timeout_ms(
     timeout_ms: u64,
 ) -> *mut ofl_error {
     call("ofl_director_client_options_set_connect_timeout_ms", || {
-        if timeout_ms == 0 {
-            return Err(Error::invalid_argument("timeout_ms must be positive"));
-        }
-        options_mut(options)?.connect.connect_timeout = Duration::from_millis(timeout_ms);
+        options_mut(options)?.connect.connect_timeout = option_values::positive_millis(timeout_ms, "timeout_ms")?;
         Ok(())
     })
 }
@@ -226,8 +212,7 @@ pub extern "C" fn ofl_director_client_options_set_max_message_size(
     bytes: u64,
 ) -> *mut ofl_error {
     call("ofl_director_client_options_set_max_message_size", || {
-        let size = usize::try_from(bytes).ok().filter(|s| (1024..=usize::MAX / 2).contains(s));
-        let size = size.ok_or_else(|| Error::invalid_argument(format!("max message size {bytes} is out of range")))?;
+        let size = option_values::message_size(bytes)?;
         options_mut(options)?.max_message_size = size;
         Ok(())
     })

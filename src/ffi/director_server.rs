@@ -19,6 +19,7 @@ use super::director_types::{
     check_value_out, metric_from_c, model_from_views, ofl_director_metric, ofl_experiment_status, write_value,
 };
 use super::error::ofl_error;
+use super::option_values;
 use super::tensor::{ofl_tensor_view, string_list};
 use super::tls_options::TlsOptions;
 use crate::director::{DirectorConfig, DirectorHandle, DirectorServer};
@@ -80,12 +81,9 @@ pub extern "C" fn ofl_director_server_options_set_listen(
     port: u16,
 ) -> *mut ofl_error {
     call("ofl_director_server_options_set_listen", || {
-        let host = arg_str(host, "host")?;
-        if host.is_empty() {
-            return Err(Error::invalid_argument("host is empty"));
-        }
+        let host = option_values::host(host)?;
         let options = options_mut(options)?;
-        options.config.host = host.to_owned();
+        options.config.host = host;
         options.config.port = port;
         Ok(())
     })
@@ -243,8 +241,7 @@ pub extern "C" fn ofl_director_server_options_set_max_message_size(
     bytes: u64,
 ) -> *mut ofl_error {
     call("ofl_director_server_options_set_max_message_size", || {
-        let size = usize::try_from(bytes).ok().filter(|s| (1024..=usize::MAX / 2).contains(s));
-        let size = size.ok_or_else(|| Error::invalid_argument(format!("max message size {bytes} is out of range")))?;
+        let size = option_values::message_size(bytes)?;
         options_mut(options)?.config.max_message_size = size;
         Ok(())
     })

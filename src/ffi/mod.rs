@@ -20,6 +20,7 @@ pub mod director_types;
 pub mod error;
 pub mod fedavg;
 pub mod logging;
+pub mod option_values;
 pub mod tasks;
 pub mod tensor;
 pub mod tls_options;

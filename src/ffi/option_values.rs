@@ -1,0 +1,49 @@
+//! Checks of option values shared by every options object (client, server,
+//! director): hosts, message sizes, retry policies, durations.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use super::boundary::arg_str;
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+
+/// A host name or address: required, not empty.
+pub fn host(ptr: *const c_char) -> Result<String> {
+    let host = arg_str(ptr, "host")?;
+    if host.is_empty() {
+        return Err(Error::invalid_argument("host is empty"));
+    }
+    Ok(host.to_owned())
+}
+
+/// A maximum message size: at least 1 KiB and addressable.
+pub fn message_size(bytes: u64) -> Result<usize> {
+    usize::try_from(bytes)
+        .ok()
+        .filter(|s| (1024..=usize::MAX / 2).contains(s))
+        .ok_or_else(|| Error::invalid_argument(format!("max message size {bytes} is out of range")))
+}
+
+/// A retry policy: `0 < initial_backoff_ms <= max_backoff_ms`; a negative
+/// `deadline_ms` retries forever.
+pub fn retry_policy(initial_backoff_ms: u64, max_backoff_ms: u64, deadline_ms: i64) -> Result<RetryPolicy> {
+    if initial_backoff_ms == 0 || max_backoff_ms < initial_backoff_ms {
+        return Err(Error::invalid_argument(format!(
+            "need 0 < initial_backoff_ms ({initial_backoff_ms}) <= max_backoff_ms ({max_backoff_ms})"
+        )));
+    }
+    Ok(RetryPolicy {
+        initial_backoff: Duration::from_millis(initial_backoff_ms),
+        max_backoff: Duration::from_millis(max_backoff_ms),
+        deadline: u64::try_from(deadline_ms).ok().map(Duration::from_millis),
+    })
+}
+
+/// A positive number of milliseconds named `name`.
+pub fn positive_millis(ms: u64, name: &str) -> Result<Duration> {
+    if ms == 0 {
+        return Err(Error::invalid_argument(format!("{name} must be positive")));
+    }
+    Ok(Duration::from_millis(ms))
+}
