@@ -7,12 +7,14 @@
 //! `RetriesExhausted` error naming the last failure. TLS failures (unknown CA,
 //! rejected client certificate) are never retried.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio::sync::watch;
 use tonic::{Code, Status};
 
-use crate::error::{ofl_code, Error};
+use crate::error::{ofl_code, Error, Result};
 
 /// When and how long a client keeps trying.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +82,90 @@ pub fn exhausted(what: &str, attempts: u32, elapsed: Duration, last: &Error) -> 
             elapsed.as_secs_f64()
         ),
     )
+}
+
+/// How one attempt of a call failed.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The peer or the connection: sorted by [`classify`].
+    Status(Status),
+    /// Final, whatever the peer does (e.g. a local file error).
+    Final(Error),
+}
+
+impl From<Status> for AttemptError {
+    fn from(status: Status) -> Self {
+        AttemptError::Status(status)
+    }
+}
+
+impl From<Error> for AttemptError {
+    fn from(error: Error) -> Self {
+        AttemptError::Final(error)
+    }
+}
+
+/// One client's retry loop: what to retry, how long, and when to give up.
+pub struct Retrying<'a> {
+    /// Backoff and deadline.
+    pub policy: &'a RetryPolicy,
+    /// The peer, for log lines: e.g. "the aggregator at host:port".
+    pub peer: String,
+    /// Turns true when the client is closed: the call ends with `Cancelled`.
+    pub closed: &'a watch::Sender<bool>,
+}
+
+impl Retrying<'_> {
+    /// Runs `call` on a fresh `stub()` until it succeeds, fails for good,
+    /// the retry budget is spent, or the client is closed. `explain` may add
+    /// context to a retryable error before it is logged or returned.
+    pub async fn run<S, T, Fut>(
+        &self,
+        what: &str,
+        mut stub: impl FnMut() -> Result<S>,
+        mut call: impl FnMut(S) -> Fut,
+        explain: impl Fn(Error) -> Error,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = std::result::Result<T, AttemptError>>,
+    {
+        let started = Instant::now();
+        let mut closed = self.closed.subscribe();
+        let mut attempt = 0u32;
+        loop {
+            if *closed.borrow() {
+                return Err(Error::new(ofl_code::Cancelled, format!("{what}: the client was closed")));
+            }
+            attempt += 1;
+            let outcome = tokio::select! {
+                outcome = call(stub()?) => outcome,
+                _ = closed.wait_for(|c| *c) => continue,
+            };
+            let last = match outcome {
+                Ok(value) => return Ok(value),
+                Err(AttemptError::Final(e)) => return Err(e),
+                Err(AttemptError::Status(status)) => match classify(status) {
+                    Verdict::Fail(e) => return Err(e),
+                    Verdict::Retry(e) => explain(e),
+                },
+            };
+            let wait = self.policy.backoff(attempt);
+            if let Some(deadline) = self.policy.deadline {
+                if started.elapsed() + wait > deadline {
+                    return Err(exhausted(what, attempt, started.elapsed(), &last));
+                }
+            }
+            log::info!(
+                "{what}: attempt {attempt} to reach {} failed ({last}); retrying in {:.2} s",
+                self.peer,
+                wait.as_secs_f64()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = closed.wait_for(|c| *c) => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use bytes::Bytes;
 use prost::Message;
@@ -22,7 +21,7 @@ use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::aggregator_client::AggregatorClient as AggregatorGrpcClient;
 use crate::proto::aggregator::{self as pb, MessageHeader};
 use crate::proto::{DataStream, NamedTensor};
-use crate::retry::{classify, exhausted, RetryPolicy, Verdict};
+use crate::retry::{AttemptError, RetryPolicy, Retrying};
 use crate::stream::{slice_chunks, CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
 
 /// How a collaborator client connects and whom it expects to talk to.
@@ -134,43 +133,17 @@ impl AggregatorClient {
         F: FnMut(AggregatorGrpcClient<Channel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let started = Instant::now();
-        let mut closed = self.closed.subscribe();
-        let mut attempt = 0u32;
-        loop {
-            if *closed.borrow() {
-                return Err(Error::new(ofl_code::Cancelled, format!("{what}: the client was closed")));
-            }
-            attempt += 1;
-            let stub = self.stub(self.current_channel()?);
-            let outcome = tokio::select! {
-                outcome = call(stub) => outcome,
-                _ = closed.wait_for(|c| *c) => continue,
-            };
-            let last = match outcome {
-                Ok(value) => return Ok(value),
-                Err(status) => match classify(status) {
-                    Verdict::Fail(e) => return Err(e),
-                    Verdict::Retry(e) => e,
-                },
-            };
-            let last = self.with_certificate_hint(last);
-            let wait = self.config.retry.backoff(attempt);
-            if let Some(deadline) = self.config.retry.deadline {
-                if started.elapsed() + wait > deadline {
-                    return Err(exhausted(what, attempt, started.elapsed(), &last));
-                }
-            }
-            log::info!(
-                "{what}: attempt {attempt} to reach the aggregator at {} failed ({last}); retrying in {:.2} s",
-                self.uri(),
-                wait.as_secs_f64()
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = closed.wait_for(|c| *c) => {}
-            }
-        }
+        let retrying = Retrying {
+            policy: &self.config.retry,
+            peer: format!("the aggregator at {}", self.uri()),
+            closed: &self.closed,
+        };
+        let stub = || Ok(self.stub(self.current_channel()?));
+        let attempt = |stub| {
+            let pending = call(stub);
+            async move { pending.await.map_err(AttemptError::from) }
+        };
+        retrying.run(what, stub, attempt, |e| self.with_certificate_hint(e)).await
     }
 
     /// A connection that was accepted and then dropped before any answer is

@@ -134,7 +134,7 @@ fn framed(mut response: GetAggregatedTensorResponse) -> http::Response<Body> {
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
     let frames = [Frame::data(first.freeze()), Frame::data(data), Frame::trailers(trailers)]
         .into_iter()
-        .filter(|f| f.data_ref().is_none_or(|d| !d.is_empty()))
+        .filter(|f| !matches!(f.data_ref(), Some(d) if d.is_empty()))
         .map(Ok::<_, Status>);
     let body = StreamBody::new(futures_util::stream::iter(frames));
     http::Response::builder()

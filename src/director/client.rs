@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -33,28 +33,8 @@ use crate::proto::director::director_client::DirectorClient as DirectorGrpcClien
 use crate::proto::director::get_trained_model_request::ModelType;
 use crate::proto::director::*;
 use crate::proto::{ExperimentDescription, ModelProto};
-use crate::retry::{classify, exhausted, RetryPolicy, Verdict};
+use crate::retry::{AttemptError, RetryPolicy, Retrying};
 use crate::stream::{CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
-
-/// How one attempt of a call failed.
-enum AttemptError {
-    /// The peer or the connection: sorted by [`classify`].
-    Status(Status),
-    /// Final, whatever the peer does (e.g. a local file error).
-    Final(Error),
-}
-
-impl From<Status> for AttemptError {
-    fn from(status: Status) -> Self {
-        AttemptError::Status(status)
-    }
-}
-
-impl From<Error> for AttemptError {
-    fn from(error: Error) -> Self {
-        AttemptError::Final(error)
-    }
-}
 
 type Stub = DirectorGrpcClient<Channel>;
 
@@ -118,47 +98,17 @@ impl Connection {
 
     /// Runs `call` until it succeeds, fails for good, the retry budget is
     /// spent, or the client is closed.
-    async fn with_retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    async fn with_retry<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
     where
         F: FnMut(Stub) -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
-        let started = Instant::now();
-        let mut closed = self.closed.subscribe();
-        let mut attempt = 0u32;
-        loop {
-            if *closed.borrow() {
-                return Err(Error::new(ofl_code::Cancelled, format!("{what}: the client was closed")));
-            }
-            attempt += 1;
-            let outcome = tokio::select! {
-                outcome = call(self.stub()?) => outcome,
-                _ = closed.wait_for(|c| *c) => continue,
-            };
-            let last = match outcome {
-                Ok(value) => return Ok(value),
-                Err(AttemptError::Final(e)) => return Err(e),
-                Err(AttemptError::Status(status)) => match classify(status) {
-                    Verdict::Fail(e) => return Err(e),
-                    Verdict::Retry(e) => e,
-                },
-            };
-            let wait = self.retry.backoff(attempt);
-            if let Some(deadline) = self.retry.deadline {
-                if started.elapsed() + wait > deadline {
-                    return Err(exhausted(what, attempt, started.elapsed(), &last));
-                }
-            }
-            log::info!(
-                "{what}: attempt {attempt} to reach the director at {} failed ({last}); retrying in {:.2} s",
-                self.connect.uri(),
-                wait.as_secs_f64()
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = closed.wait_for(|c| *c) => {}
-            }
-        }
+        let retrying = Retrying {
+            policy: &self.retry,
+            peer: format!("the director at {}", self.connect.uri()),
+            closed: &self.closed,
+        };
+        retrying.run(what, || self.stub(), call, |e| e).await
     }
 
     /// A unary call with retries.
