@@ -29,6 +29,16 @@ impl Federation {
         self.authorized_collaborators.iter().any(|c| c == name)
     }
 
+    /// Whether some sender could pass `valid_collaborator_cn_and_id` with
+    /// this certificate CN.
+    pub fn certificate_may_speak(&self, cert_common_name: &str) -> bool {
+        if self.single_col_cert_common_name.is_empty() {
+            self.is_authorized(cert_common_name)
+        } else {
+            cert_common_name == self.single_col_cert_common_name
+        }
+    }
+
     /// OpenFL's `valid_collaborator_cn_and_id`: the certificate CN equals the
     /// sender (or the shared single certificate CN) and the sender is
     /// authorized.
@@ -97,6 +107,16 @@ pub trait AggregatorLogic: Send + Sync + 'static {
     /// OpenFL's `valid_collaborator_cn_and_id`; the default follows OpenFL 1.6.
     fn valid_collaborator_cn_and_id(&self, cert_common_name: &str, sender: &str) -> bool {
         self.federation().valid_collaborator_cn_and_id(cert_common_name, sender)
+    }
+
+    /// Whether a client certificate with this CN can be valid for some
+    /// sender: the server asks before reading an upload, so an unknown peer
+    /// cannot make it buffer a whole stream. The default follows OpenFL's
+    /// rule (the single certificate CN, or an authorized collaborator);
+    /// implementations that override `valid_collaborator_cn_and_id` with
+    /// another rule should override this too (returning true is always safe).
+    fn certificate_may_speak(&self, cert_common_name: &str) -> bool {
+        self.federation().certificate_may_speak(cert_common_name)
     }
 
     /// Tasks for `collaborator` (a checked, authorized name).

@@ -96,6 +96,23 @@ impl Service {
         )))
     }
 
+    /// Before an upload is read: a client certificate whose CN cannot be
+    /// valid for any sender is refused at once (after the same delay).
+    async fn precheck_certificate(&self, peer_certs: &Option<Arc<Vec<CertificateDer<'static>>>>) -> Result<(), Status> {
+        let Some(certs) = peer_certs.as_ref().filter(|_| self.tls) else {
+            return Ok(());
+        };
+        let cn = peer_common_name(certs).unwrap_or_default();
+        let logic = Arc::clone(&self.logic);
+        let check_cn = cn.clone();
+        let allowed = tokio::task::spawn_blocking(move || logic.certificate_may_speak(&check_cn)).await.unwrap_or(false);
+        if allowed {
+            return Ok(());
+        }
+        self.auth_failure_delay().await;
+        Err(Status::unauthenticated(format!("Invalid collaborator certificate. CN: |{cn}| is not a collaborator")))
+    }
+
     /// A random delay that blocks no worker: honest peers never wait on it.
     async fn auth_failure_delay(&self) {
         let max = self.auth_failure_max_delay;
@@ -210,6 +227,7 @@ impl Aggregator for Service {
         request: Request<Streaming<DataStream>>,
     ) -> Result<Response<SendLocalTaskResultsResponse>, Status> {
         let peer_certs = request.peer_certs();
+        self.precheck_certificate(&peer_certs).await?;
         let mut stream = request.into_inner();
         let mut reassembly = Reassembly::new(self.max_message_size);
         while let Some(chunk) = stream.next().await {
