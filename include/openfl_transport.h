@@ -1069,6 +1069,14 @@ struct ofl_error *ofl_client_new(const struct ofl_client_options *options, struc
 void ofl_client_free(struct ofl_client *client);
 
 /**
+ * Closes the client without freeing it: calls in progress on other threads
+ * return `OFL_CODE_CANCELLED` at once, later calls fail the same way. Safe
+ * to call while other threads use the handle (unlike `ofl_client_free`,
+ * which must not race with a call that is just starting). Idempotent.
+ */
+struct ofl_error *ofl_client_close(const struct ofl_client *client);
+
+/**
  * Closes the connection (OpenFL's `disconnect`); the next call reconnects.
  */
 struct ofl_error *ofl_client_disconnect(const struct ofl_client *client);

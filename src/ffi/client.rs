@@ -222,6 +222,18 @@ pub extern "C" fn ofl_client_free(client: *mut ofl_client) {
     })
 }
 
+/// Closes the client without freeing it: calls in progress on other threads
+/// return `OFL_CODE_CANCELLED` at once, later calls fail the same way. Safe
+/// to call while other threads use the handle (unlike `ofl_client_free`,
+/// which must not race with a call that is just starting). Idempotent.
+#[no_mangle]
+pub extern "C" fn ofl_client_close(client: *const ofl_client) -> *mut ofl_error {
+    call("ofl_client_close", || {
+        client_arc(client)?.close();
+        Ok(())
+    })
+}
+
 fn ptr_or_none<'a, T>(ptr: *mut T) -> Option<&'a T> {
     // SAFETY: NULL or a live object from this library (documented).
     unsafe { ptr.as_ref() }

@@ -17,6 +17,7 @@
  *
  * usage: test_errors CERT_DIR
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -582,6 +583,7 @@ static void test_client_options_null(void) {
     CHECK(client == NULL);
 
     EXPECT_CODE(ofl_client_disconnect(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
+    EXPECT_CODE(ofl_client_close(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
     EXPECT_CODE(ofl_client_reconnect(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
     ofl_client_options_free(o);
 }
@@ -1035,6 +1037,44 @@ static void test_live_server(void) {
     CHECK(atomic_load(&s.first_release) == 1 && atomic_load(&s.second_release) == 1);
 }
 
+/* A call retrying forever (nobody listens) is cancelled by ofl_client_close
+ * from another thread; later calls fail the same way; close is idempotent. */
+typedef struct close_call {
+    ofl_client *client;
+    ofl_error *error;
+} close_call;
+
+static void *get_tasks_until_cancelled(void *arg) {
+    close_call *c = arg;
+    ofl_tasks *tasks = NULL;
+    c->error = ofl_client_get_tasks(c->client, "col1", &tasks);
+    ofl_tasks_free(tasks);
+    return NULL;
+}
+
+static void test_client_close_cancels(void) {
+    ofl_client_options *o = make_client_options(&g_certs, 9, TLS_INSECURE, NULL, NULL, NULL);
+    EXPECT_OK(ofl_client_options_set_retry(o, 50, 200, -1));
+    ofl_client *client = NULL;
+    EXPECT_OK(ofl_client_new(o, &client));
+    ofl_client_options_free(o);
+    if (client == NULL) return;
+
+    close_call call = {client, NULL};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, get_tasks_until_cancelled, &call) == 0);
+    usleep(300 * 1000);
+    EXPECT_OK(ofl_client_close(client));
+    pthread_join(thread, NULL);
+    EXPECT_CODE(call.error, OFL_CODE_CANCELLED, "closed");
+
+    ofl_tasks *tasks = NULL;
+    EXPECT_CODE(ofl_client_get_tasks(client, "col1", &tasks), OFL_CODE_CANCELLED, "closed");
+    CHECK(tasks == NULL);
+    EXPECT_OK(ofl_client_close(client));
+    ofl_client_free(client);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s CERT_DIR\n", argv[0]);
@@ -1059,6 +1099,8 @@ int main(int argc, char **argv) {
     test_client_options_null();
     test_note("client TLS failures");
     test_client_tls_failures();
+    test_note("client close cancels a call in progress");
+    test_client_close_cancels();
     test_note("live server: callback-side checks");
     test_live_server();
 
