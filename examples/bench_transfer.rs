@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openfl_transport::aggregator::*;
-use openfl_transport::proto::aggregator::Task;
-use openfl_transport::proto::{MetadataProto, NamedTensor};
+use openfl_transport::proto::NamedTensor;
 use openfl_transport::tls::{PemSource, TlsConfig};
 use openfl_transport::Result;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::payload::{named_tensor, pattern, train_task};
 
 struct BenchLogic {
     federation: Federation,
@@ -30,8 +34,7 @@ impl AggregatorLogic for BenchLogic {
         &self.federation
     }
     fn get_tasks(&self, _: &str) -> Result<TasksReply> {
-        let task = Task { name: "train".into(), function_name: "train_task".into(), task_type: "train".into(), apply_local: false };
-        Ok(TasksReply { round_number: 0, tasks: vec![task], sleep_time: 0, quit: false })
+        Ok(TasksReply { round_number: 0, tasks: vec![train_task()], sleep_time: 0, quit: false })
     }
     fn get_aggregated_tensor(&self, _: &str, _: &TensorRequest) -> Result<NamedTensor> {
         Ok(self.tensor.clone())
@@ -81,25 +84,25 @@ fn tls(ca: &str, identity: &(String, String)) -> TlsConfig {
     }
 }
 
+/// The benchmark's tensor: pattern(0, size), described as a flat uint8 array.
 fn tensor(size: usize) -> NamedTensor {
-    NamedTensor {
-        name: "model_weights".into(),
-        lossless: true,
-        tags: vec!["model".into()],
-        transformer_metadata: vec![MetadataProto { int_list: vec![size as i32], ..Default::default() }],
-        data_bytes: Bytes::from((0..size).map(|i| (i * 7 % 256) as u8).collect::<Vec<_>>()),
-        ..Default::default()
-    }
+    named_tensor("model_weights", Bytes::from(pattern(0, size)), 0, vec!["model".into()])
+}
+
+/// A memory figure of this process from `/proc/self/status` (`field` is
+/// e.g. "VmRSS:"), in bytes; 0 where unavailable.
+fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// Peak resident set size of this process, in bytes.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    proc_status_bytes("VmHWM:")
 }
 
 /// Resets the peak to the current RSS (Linux `clear_refs` value 5).
@@ -107,13 +110,9 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Resident set size of this process, in bytes.
 fn current_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    proc_status_bytes("VmRSS:")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -33,8 +33,6 @@
 //! server presents `server.crt`/`server.key` and trusts `ca.crt`. `--mode tls`
 //! makes client certificates optional (one-way TLS).
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,168 +41,71 @@ use bytes::Bytes;
 use openfl_transport::aggregator::{
     AggregatorLogic, AggregatorServer, Federation, ServerConfig, TaskResults, TasksReply, TensorRequest,
 };
-use openfl_transport::proto::aggregator::Task;
-use openfl_transport::proto::{MetadataProto, NamedTensor};
-use openfl_transport::tls::{PemSource, TlsConfig};
+use openfl_transport::proto::NamedTensor;
 use openfl_transport::Result;
 
-const MIB: f64 = (1u64 << 20) as f64;
-const SEED_AGGREGATED: u8 = 1;
-const SEED_UPLOADED: u8 = 2;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::cli::{list, on_stdin_eof, Cli, PeerArgs, ALL_MODES};
+use support::json::{emit, emit_listening, json_list, json_str};
+use support::payload::{describe_tensor, named_tensor, pattern, train_task, SEED_AGGREGATED, SEED_UPLOADED};
 
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
 
 struct Args {
-    host: String,
-    port: u16,
-    mode: String,
-    certs: Option<PathBuf>,
+    peer: PeerArgs,
     collaborators: Vec<String>,
     aggregator_uuid: String,
     federation_uuid: String,
     size: usize,
     auth_delay: Duration,
-    timeout: Duration,
     serve_forever: bool,
 }
 
-const USAGE: &str = "usage: interop_aggregator --mode mtls|tls|insecure [--certs DIR] [--host HOST] \
+const CLI: Cli = Cli {
+    program: "interop_aggregator",
+    usage: "usage: interop_aggregator --mode mtls|tls|insecure [--certs DIR] [--host HOST] \
 [--port PORT] [--collaborators a,b] [--aggregator-uuid U] [--federation-uuid F] [--size-mib N] \
-[--auth-delay-ms MS] [--timeout SECS] [--serve-forever]";
-
-fn usage_error(message: &str) -> ! {
-    eprintln!("interop_aggregator: {message}\n{USAGE}");
-    std::process::exit(2);
-}
-
-fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value.parse().unwrap_or_else(|_| usage_error(&format!("{flag}: not a number: {value:?}")))
-}
+[--auth-delay-ms MS] [--timeout SECS] [--serve-forever]",
+};
 
 fn parse_args() -> Args {
     let mut args = Args {
-        host: "[::]".into(),
-        port: 0,
-        mode: String::new(),
-        certs: None,
+        peer: PeerArgs::new("[::]", Duration::from_secs(120)),
         collaborators: vec!["col1".into(), "col2".into()],
         aggregator_uuid: "aggregator-uuid".into(),
         federation_uuid: "federation-uuid".into(),
         size: 64 << 20,
         auth_delay: Duration::ZERO,
-        timeout: Duration::from_secs(120),
         serve_forever: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--serve-forever" {
-            args.serve_forever = true;
-            continue;
-        }
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it.next().unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--host" => args.host = value,
-            "--port" => args.port = parse_number(&flag, &value),
-            "--mode" => args.mode = value,
-            "--certs" => args.certs = Some(PathBuf::from(value)),
-            "--collaborators" => {
-                args.collaborators = value.split(',').filter(|s| !s.is_empty()).map(String::from).collect()
-            }
-            "--aggregator-uuid" => args.aggregator_uuid = value,
-            "--federation-uuid" => args.federation_uuid = value,
-            "--size-mib" => {
-                let mib: f64 = parse_number(&flag, &value);
-                if !(0.0..=1024.0).contains(&mib) {
-                    usage_error("--size-mib must be within 0..=1024");
-                }
-                args.size = (mib * MIB) as usize;
-            }
-            "--auth-delay-ms" => args.auth_delay = Duration::from_millis(parse_number(&flag, &value)),
-            "--timeout" => args.timeout = Duration::from_secs_f64(parse_number(&flag, &value)),
-            _ => usage_error(&format!("unknown option {flag}")),
-        }
-    }
-    match args.mode.as_str() {
-        "mtls" | "tls" if args.certs.is_none() => usage_error("--certs is required with --mode mtls/tls"),
-        "mtls" | "tls" | "insecure" => {}
-        "" => usage_error("--mode is required"),
-        other => usage_error(&format!("--mode: {other:?} is not mtls, tls or insecure")),
-    }
+    CLI.parse(&mut args.peer, &["--serve-forever"], |flag, value| match flag {
+        "--serve-forever" => args.serve_forever = true,
+        "--collaborators" => args.collaborators = list(&value),
+        "--aggregator-uuid" => args.aggregator_uuid = value,
+        "--federation-uuid" => args.federation_uuid = value,
+        "--size-mib" => args.size = CLI.size_mib(flag, &value),
+        "--auth-delay-ms" => args.auth_delay = Duration::from_millis(CLI.number(flag, &value)),
+        _ => CLI.unknown_option(flag),
+    });
+    args.peer.check_mode(&CLI, ALL_MODES);
     args
 }
 
 // ---------------------------------------------------------------------------
-// Payloads and JSON
+// JSON
 // ---------------------------------------------------------------------------
 
-/// n bytes where byte i is (i*7 + seed) % 256, as `common.pattern`.
-fn pattern(seed: u8, n: usize) -> Vec<u8> {
-    let period: Vec<u8> = (0..256u32).map(|i| ((i * 7 + u32::from(seed)) % 256) as u8).collect();
-    let mut out = Vec::with_capacity(n);
-    while out.len() + 256 <= n {
-        out.extend_from_slice(&period);
-    }
-    out.extend_from_slice(&period[..n - out.len()]);
-    out
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_list<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
-    format!("[{}]", items.iter().map(f).collect::<Vec<_>>().join(", "))
-}
-
-fn json_f64(x: f64) -> String {
+/// Seconds as JSON, to the microsecond; `null` when not finite.
+fn json_seconds(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.6}")
     } else {
         "null".into()
     }
-}
-
-/// `common.describe_tensor` in Rust.
-fn describe_tensor(t: &NamedTensor, expected: &[u8]) -> String {
-    format!(
-        "{{\"name\": {}, \"round_number\": {}, \"lossless\": {}, \"report\": {}, \"tags\": {}, \
-         \"int_list\": {}, \"bytes\": {}, \"match\": {}}}",
-        json_str(&t.name),
-        t.round_number,
-        t.lossless,
-        t.report,
-        json_list(&t.tags, |s| json_str(s)),
-        json_list(&t.transformer_metadata, |m| json_list(&m.int_list, |n| n.to_string())),
-        t.data_bytes.len(),
-        t.data_bytes.as_ref() == expected,
-    )
-}
-
-fn emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (the test gave up) must not turn into a panic.
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 // ---------------------------------------------------------------------------
@@ -252,17 +153,7 @@ impl AggregatorLogic for PatternAggregator {
 
     fn get_tasks(&self, collaborator: &str) -> Result<TasksReply> {
         self.seen().get_tasks.push(collaborator.to_string());
-        Ok(TasksReply {
-            round_number: 0,
-            tasks: vec![Task {
-                name: "train".into(),
-                function_name: "train_task".into(),
-                task_type: "train".into(),
-                apply_local: false,
-            }],
-            sleep_time: 0,
-            quit: false,
-        })
+        Ok(TasksReply { round_number: 0, tasks: vec![train_task()], sleep_time: 0, quit: false })
     }
 
     fn get_aggregated_tensor(&self, collaborator: &str, request: &TensorRequest) -> Result<NamedTensor> {
@@ -278,18 +169,7 @@ impl AggregatorLogic for PatternAggregator {
             request.require_lossless,
         ));
         seen.tensor_served_at = Some(Instant::now());
-        Ok(NamedTensor {
-            name: "model_weights".into(),
-            round_number: request.round_number,
-            lossless: true,
-            report: false,
-            tags: request.tags.clone(),
-            transformer_metadata: vec![MetadataProto {
-                int_list: vec![self.model.len() as i32],
-                ..Default::default()
-            }],
-            data_bytes: self.model.clone(),
-        })
+        Ok(named_tensor("model_weights", self.model.clone(), request.round_number, request.tags.clone()))
     }
 
     fn send_local_task_results(&self, collaborator: &str, results: TaskResults) -> Result<()> {
@@ -306,8 +186,8 @@ impl AggregatorLogic for PatternAggregator {
             json_str(&results.task_name),
             results.data_size,
             tensors,
-            json_f64(now.duration_since(self.started).as_secs_f64()),
-            since_served.map_or("null".into(), json_f64),
+            json_seconds(now.duration_since(self.started).as_secs_f64()),
+            since_served.map_or("null".into(), json_seconds),
         ));
         Ok(())
     }
@@ -321,31 +201,9 @@ impl AggregatorLogic for PatternAggregator {
 // Main
 // ---------------------------------------------------------------------------
 
-fn tls_config(args: &Args) -> Option<TlsConfig> {
-    let certs = args.certs.as_ref()?;
-    if args.mode == "insecure" {
-        return None;
-    }
-    let file = |name: &str| Some(PemSource::File(certs.join(name)));
-    Some(TlsConfig {
-        root_certificate: file("ca.crt"),
-        certificate: file("server.crt"),
-        private_key: file("server.key"),
-        disable_client_auth: args.mode == "tls",
-    })
-}
-
-fn start_watchdog(timeout: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        eprintln!("interop_aggregator: timed out after {:.0} s", timeout.as_secs_f64());
-        std::process::exit(124);
-    });
-}
-
 fn main() {
     let args = parse_args();
-    start_watchdog(args.timeout);
+    CLI.start_watchdog(args.peer.timeout);
 
     let logic = Arc::new(PatternAggregator {
         federation: Federation {
@@ -361,9 +219,9 @@ fn main() {
         seen: Mutex::default(),
     });
     let config = ServerConfig {
-        host: args.host.clone(),
-        port: args.port,
-        tls: tls_config(&args),
+        host: args.peer.host.clone(),
+        port: args.peer.port,
+        tls: args.peer.server_tls(),
         auth_failure_max_delay: args.auth_delay,
         quit_poll_interval: Duration::from_millis(100),
         ..ServerConfig::default()
@@ -373,14 +231,11 @@ fn main() {
     let serve_forever = args.serve_forever;
     let outcome = openfl_transport::runtime::block_on(async move {
         let server = Arc::new(AggregatorServer::start(config, server_logic).await?);
-        emit(&format!("{{\"listening\": {}}}", server.local_addr().port()));
+        emit_listening(server.local_addr().port());
         if serve_forever {
             // End of file on stdin stops the server (the test closes the pipe).
             let stopper = Arc::clone(&server);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut std::io::stdin().lock().by_ref(), &mut std::io::sink());
-                stopper.stop();
-            });
+            on_stdin_eof(move || stopper.stop());
         }
         server.serve().await
     });
@@ -389,13 +244,6 @@ fn main() {
             emit(&logic.report());
             std::process::exit(0);
         }
-        Ok(Err(e)) => {
-            eprintln!("interop_aggregator: {e}");
-            std::process::exit(1);
-        }
-        Err(e) => {
-            eprintln!("interop_aggregator: {e}");
-            std::process::exit(1);
-        }
+        Ok(Err(e)) | Err(e) => CLI.fail(e),
     }
 }

@@ -30,31 +30,27 @@
 //! client trusts `ca.crt` and, under mTLS, presents `NAME.crt`/`NAME.key`
 //! (NAME = `--cert`, default the collaborator name; e.g. `foreign`).
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use openfl_transport::aggregator::{AggregatorClient, ClientConfig, Federation, TaskResults, TensorRequest};
-use openfl_transport::proto::{MetadataProto, NamedTensor};
 use openfl_transport::retry::RetryPolicy;
-use openfl_transport::tls::{PemSource, TlsConfig};
 use openfl_transport::{ofl_code, Error};
 
-const MIB: f64 = (1u64 << 20) as f64;
-const SEED_AGGREGATED: u8 = 1;
-const SEED_UPLOADED: u8 = 2;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::cli::{Cli, PeerArgs, ALL_MODES};
+use support::json::{emit, json_list, json_str};
+use support::payload::{describe_tensor, named_tensor, pattern, MIB, SEED_AGGREGATED, SEED_UPLOADED};
 
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
 
 struct Args {
-    host: String,
-    port: u16,
-    mode: String,
-    certs: Option<PathBuf>,
+    peer: PeerArgs,
     collaborator: String,
     cert: Option<String>,
     aggregator_uuid: String,
@@ -62,28 +58,18 @@ struct Args {
     size: usize,
     spoof: Option<String>,
     retry_deadline: Duration,
-    timeout: Duration,
 }
 
-const USAGE: &str = "usage: interop_collaborator --port PORT --mode mtls|tls|insecure [--certs DIR] \
+const CLI: Cli = Cli {
+    program: "interop_collaborator",
+    usage: "usage: interop_collaborator --port PORT --mode mtls|tls|insecure [--certs DIR] \
 [--host HOST] [--collaborator NAME] [--cert NAME] [--aggregator-uuid U] [--federation-uuid F] \
-[--size-mib N] [--spoof NAME] [--retry-deadline SECS] [--timeout SECS]";
-
-fn usage_error(message: &str) -> ! {
-    eprintln!("interop_collaborator: {message}\n{USAGE}");
-    std::process::exit(2);
-}
-
-fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value.parse().unwrap_or_else(|_| usage_error(&format!("{flag}: not a number: {value:?}")))
-}
+[--size-mib N] [--spoof NAME] [--retry-deadline SECS] [--timeout SECS]",
+};
 
 fn parse_args() -> Args {
     let mut args = Args {
-        host: "localhost".into(),
-        port: 0,
-        mode: String::new(),
-        certs: None,
+        peer: PeerArgs::new("localhost", Duration::from_secs(120)),
         collaborator: "col1".into(),
         cert: None,
         aggregator_uuid: "aggregator-uuid".into(),
@@ -91,101 +77,27 @@ fn parse_args() -> Args {
         size: 64 << 20,
         spoof: None,
         retry_deadline: Duration::from_secs(20),
-        timeout: Duration::from_secs(120),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it.next().unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--host" => args.host = value,
-            "--port" => args.port = parse_number(&flag, &value),
-            "--mode" => args.mode = value,
-            "--certs" => args.certs = Some(PathBuf::from(value)),
-            "--collaborator" => args.collaborator = value,
-            "--cert" => args.cert = Some(value),
-            "--aggregator-uuid" => args.aggregator_uuid = value,
-            "--federation-uuid" => args.federation_uuid = value,
-            "--size-mib" => {
-                let mib: f64 = parse_number(&flag, &value);
-                if !(0.0..=1024.0).contains(&mib) {
-                    usage_error("--size-mib must be within 0..=1024");
-                }
-                args.size = (mib * MIB) as usize;
-            }
-            "--spoof" => args.spoof = Some(value),
-            "--retry-deadline" => args.retry_deadline = Duration::from_secs_f64(parse_number(&flag, &value)),
-            "--timeout" => args.timeout = Duration::from_secs_f64(parse_number(&flag, &value)),
-            _ => usage_error(&format!("unknown option {flag}")),
-        }
+    CLI.parse(&mut args.peer, &[], |flag, value| match flag {
+        "--collaborator" => args.collaborator = value,
+        "--cert" => args.cert = Some(value),
+        "--aggregator-uuid" => args.aggregator_uuid = value,
+        "--federation-uuid" => args.federation_uuid = value,
+        "--size-mib" => args.size = CLI.size_mib(flag, &value),
+        "--spoof" => args.spoof = Some(value),
+        "--retry-deadline" => args.retry_deadline = CLI.seconds(flag, &value),
+        _ => CLI.unknown_option(flag),
+    });
+    if args.peer.port == 0 {
+        CLI.usage_error("--port is required");
     }
-    if args.port == 0 {
-        usage_error("--port is required");
-    }
-    match args.mode.as_str() {
-        "mtls" | "tls" if args.certs.is_none() => usage_error("--certs is required with --mode mtls/tls"),
-        "mtls" | "tls" | "insecure" => {}
-        "" => usage_error("--mode is required"),
-        other => usage_error(&format!("--mode: {other:?} is not mtls, tls or insecure")),
-    }
+    args.peer.check_mode(&CLI, ALL_MODES);
     args
 }
 
 // ---------------------------------------------------------------------------
-// Payloads and JSON
+// JSON
 // ---------------------------------------------------------------------------
-
-/// n bytes where byte i is (i*7 + seed) % 256, as `common.pattern`.
-fn pattern(seed: u8, n: usize) -> Vec<u8> {
-    let period: Vec<u8> = (0..256u32).map(|i| ((i * 7 + u32::from(seed)) % 256) as u8).collect();
-    let mut out = Vec::with_capacity(n);
-    while out.len() + 256 <= n {
-        out.extend_from_slice(&period);
-    }
-    out.extend_from_slice(&period[..n - out.len()]);
-    out
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_list<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
-    format!("[{}]", items.iter().map(f).collect::<Vec<_>>().join(", "))
-}
-
-/// `common.describe_tensor` in Rust.
-fn describe_tensor(t: &NamedTensor, expected: &[u8]) -> String {
-    format!(
-        "{{\"name\": {}, \"round_number\": {}, \"lossless\": {}, \"report\": {}, \"tags\": {}, \
-         \"int_list\": {}, \"bytes\": {}, \"match\": {}}}",
-        json_str(&t.name),
-        t.round_number,
-        t.lossless,
-        t.report,
-        json_list(&t.tags, |s| json_str(s)),
-        json_list(&t.transformer_metadata, |m| json_list(&m.int_list, |n| n.to_string())),
-        t.data_bytes.len(),
-        t.data_bytes.as_ref() == expected,
-    )
-}
 
 fn rate(nbytes: usize, seconds: f64) -> String {
     format!(
@@ -225,38 +137,13 @@ fn code_name(code: ofl_code) -> &'static str {
     }
 }
 
-fn emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn fail(message: &str) -> ! {
-    eprintln!("interop_collaborator: {message}");
-    std::process::exit(1);
-}
-
 // ---------------------------------------------------------------------------
 // The collaborator
 // ---------------------------------------------------------------------------
 
 fn client_config(args: &Args) -> ClientConfig {
-    let mut config = ClientConfig::new(args.host.clone(), args.port);
-    if args.mode != "insecure" {
-        let certs = args.certs.clone().expect("checked by parse_args");
-        let file = |name: String| Some(PemSource::File(certs.join(name)));
-        let mut tls = TlsConfig {
-            root_certificate: file("ca.crt".into()),
-            disable_client_auth: args.mode == "tls",
-            ..TlsConfig::default()
-        };
-        if args.mode == "mtls" {
-            let cert = args.cert.clone().unwrap_or_else(|| args.collaborator.clone());
-            tls.certificate = file(format!("{cert}.crt"));
-            tls.private_key = file(format!("{cert}.key"));
-        }
-        config.connect.tls = Some(tls);
-    }
+    let mut config = ClientConfig::new(args.peer.host.clone(), args.peer.port);
+    config.connect.tls = args.peer.client_tls(args.cert.as_ref().unwrap_or(&args.collaborator));
     config.federation = Federation {
         aggregator_uuid: args.aggregator_uuid.clone(),
         federation_uuid: args.federation_uuid.clone(),
@@ -296,19 +183,12 @@ async fn round_trip(client: AggregatorClient, name: String, size: usize) -> Resu
     }
     drop((tensor, expected));
 
+    let trained = Bytes::from(pattern(SEED_UPLOADED, size));
     let results = TaskResults {
         round_number: 0,
         task_name: "train".into(),
         data_size: 100,
-        tensors: vec![NamedTensor {
-            name: "model_weights".into(),
-            round_number: 0,
-            lossless: true,
-            report: false,
-            tags: vec!["trained".into()],
-            transformer_metadata: vec![MetadataProto { int_list: vec![size as i32], ..Default::default() }],
-            data_bytes: Bytes::from(pattern(SEED_UPLOADED, size)),
-        }],
+        tensors: vec![named_tensor("model_weights", trained, 0, vec!["trained".into()])],
     };
     let t0 = Instant::now();
     client.send_local_task_results(&name, &results).await.map_err(step("SendLocalTaskResults"))?;
@@ -335,16 +215,11 @@ async fn round_trip(client: AggregatorClient, name: String, size: usize) -> Resu
 
 fn main() {
     let args = parse_args();
-    let timeout = args.timeout;
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        eprintln!("interop_collaborator: timed out after {:.0} s", timeout.as_secs_f64());
-        std::process::exit(124);
-    });
+    CLI.start_watchdog(args.peer.timeout);
 
     // The client must be made on the runtime: its channel spawns a task there.
     let config = client_config(&args);
-    let mode = json_str(&args.mode);
+    let mode = json_str(&args.peer.mode);
     let (spoof_name, name, size) = (args.spoof.clone(), args.collaborator.clone(), args.size);
     let outcome = openfl_transport::runtime::block_on(async move {
         let client = AggregatorClient::new(config).map_err(|e| format!("client: {e}"))?;
@@ -359,7 +234,7 @@ fn main() {
             emit(&format!("{{\"mode\": {mode}, {}", &body[1..]));
             std::process::exit(0);
         }
-        Ok(Err(message)) => fail(&message),
-        Err(e) => fail(&e.to_string()),
+        Ok(Err(message)) => CLI.fail(message),
+        Err(e) => CLI.fail(e),
     }
 }

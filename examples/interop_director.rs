@@ -29,7 +29,6 @@
 //! `--certs DIR` is a directory made by `tests/certs/make_certs.sh`: the
 //! director presents `server.crt`/`server.key` and trusts `ca.crt`.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -39,105 +38,48 @@ use openfl_transport::director::{
     ExperimentStatus, Metric,
 };
 use openfl_transport::proto::ModelProto;
-use openfl_transport::tls::{PemSource, TlsConfig};
 use openfl_transport::Result;
 
-const USAGE: &str = "usage: interop_director --mode mtls|insecure [--certs DIR] [--host HOST] [--port PORT] \
-[--sample-shape a,b] [--target-shape c] [--health-period-secs N] [--archive-dir DIR] [--timeout SECS]";
+#[path = "support/mod.rs"]
+mod support;
+
+use support::cli::{list, on_stdin_eof, Cli, PeerArgs};
+use support::json::{emit, emit_listening, json_list, json_str};
+
+const CLI: Cli = Cli {
+    program: "interop_director",
+    usage: "usage: interop_director --mode mtls|insecure [--certs DIR] [--host HOST] [--port PORT] \
+[--sample-shape a,b] [--target-shape c] [--health-period-secs N] [--archive-dir DIR] [--timeout SECS]",
+};
+
+/// The director speaks mutual TLS or nothing, as OpenFL's.
+const MODES: &[&str] = &["mtls", "insecure"];
 
 struct Args {
-    host: String,
-    port: u16,
-    mode: String,
-    certs: Option<PathBuf>,
+    peer: PeerArgs,
     sample_shape: Vec<String>,
     target_shape: Vec<String>,
     health_period: Duration,
     archive_dir: Option<PathBuf>,
-    timeout: Duration,
-}
-
-fn usage_error(message: &str) -> ! {
-    eprintln!("interop_director: {message}\n{USAGE}");
-    std::process::exit(2);
-}
-
-fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value.parse().unwrap_or_else(|_| usage_error(&format!("{flag}: not a number: {value:?}")))
-}
-
-fn list(value: &str) -> Vec<String> {
-    value.split(',').filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
-        host: "127.0.0.1".into(),
-        port: 0,
-        mode: String::new(),
-        certs: None,
+        peer: PeerArgs::new("127.0.0.1", Duration::from_secs(150)),
         sample_shape: list("28,28"),
         target_shape: list("1"),
         health_period: Duration::from_secs(1),
         archive_dir: None,
-        timeout: Duration::from_secs(150),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it.next().unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--host" => args.host = value,
-            "--port" => args.port = parse_number(&flag, &value),
-            "--mode" => args.mode = value,
-            "--certs" => args.certs = Some(PathBuf::from(value)),
-            "--sample-shape" => args.sample_shape = list(&value),
-            "--target-shape" => args.target_shape = list(&value),
-            "--health-period-secs" => args.health_period = Duration::from_secs(parse_number(&flag, &value)),
-            "--archive-dir" => args.archive_dir = Some(PathBuf::from(value)),
-            "--timeout" => args.timeout = Duration::from_secs_f64(parse_number(&flag, &value)),
-            _ => usage_error(&format!("unknown option {flag}")),
-        }
-    }
-    match args.mode.as_str() {
-        "mtls" if args.certs.is_none() => usage_error("--certs is required with --mode mtls"),
-        "mtls" | "insecure" => {}
-        "" => usage_error("--mode is required"),
-        other => usage_error(&format!("--mode: {other:?} is not mtls or insecure")),
-    }
+    CLI.parse(&mut args.peer, &[], |flag, value| match flag {
+        "--sample-shape" => args.sample_shape = list(&value),
+        "--target-shape" => args.target_shape = list(&value),
+        "--health-period-secs" => args.health_period = Duration::from_secs(CLI.number(flag, &value)),
+        "--archive-dir" => args.archive_dir = Some(PathBuf::from(value)),
+        _ => CLI.unknown_option(flag),
+    });
+    args.peer.check_mode(&CLI, MODES);
     args
-}
-
-// ---------------------------------------------------------------------------
-// JSON
-// ---------------------------------------------------------------------------
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_list<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> String {
-    format!("[{}]", items.into_iter().map(f).collect::<Vec<_>>().join(", "))
-}
-
-fn emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 // ---------------------------------------------------------------------------
@@ -292,28 +234,9 @@ fn summary(handle: &DirectorHandle, hooks: &Hooks) -> String {
     )
 }
 
-fn tls_config(args: &Args) -> Option<TlsConfig> {
-    if args.mode == "insecure" {
-        return None;
-    }
-    let certs = args.certs.as_ref()?;
-    let file = |name: &str| Some(PemSource::File(certs.join(name)));
-    Some(TlsConfig {
-        root_certificate: file("ca.crt"),
-        certificate: file("server.crt"),
-        private_key: file("server.key"),
-        disable_client_auth: false,
-    })
-}
-
 fn main() {
     let args = parse_args();
-    let timeout = args.timeout;
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        eprintln!("interop_director: timed out after {:.0} s", timeout.as_secs_f64());
-        std::process::exit(124);
-    });
+    CLI.start_watchdog(args.peer.timeout);
 
     let archive_tmp = match &args.archive_dir {
         Some(_) => None,
@@ -321,9 +244,9 @@ fn main() {
     };
     let archive_dir = args.archive_dir.clone().unwrap_or_else(|| archive_tmp.clone().expect("made above"));
     let config = DirectorConfig {
-        host: args.host.clone(),
-        port: args.port,
-        tls: tls_config(&args),
+        host: args.peer.host.clone(),
+        port: args.peer.port,
+        tls: args.peer.server_tls(),
         sample_shape: args.sample_shape.clone(),
         target_shape: args.target_shape.clone(),
         envoy_health_check_period: args.health_period,
@@ -336,7 +259,7 @@ fn main() {
     let server_hooks: Arc<dyn DirectorHooks> = hooks.clone();
     let outcome = openfl_transport::runtime::block_on(async move {
         let server = DirectorServer::start(config, server_hooks).await?;
-        emit(&format!("{{\"listening\": {}}}", server.local_addr().port()));
+        emit_listening(server.local_addr().port());
         let handle = server.handle();
         // The host's aggregator side: one task per started experiment.
         let runner = handle.clone();
@@ -354,8 +277,7 @@ fn main() {
         });
         // End of file on stdin: report and stop.
         let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock().by_ref(), &mut std::io::sink());
+        on_stdin_eof(move || {
             let _ = eof_tx.send(());
         });
         let _ = eof_rx.await;

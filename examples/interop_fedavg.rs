@@ -45,7 +45,6 @@
 //! can only end inside an upload, and uploads are serialised by that lock,
 //! the model read is exactly the one that round produced.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,18 +53,20 @@ use openfl_transport::aggregator::{
     TaskResults, TasksReply, Tensor, TensorRequest,
 };
 use openfl_transport::proto::NamedTensor;
-use openfl_transport::tls::{PemSource, TlsConfig};
 use openfl_transport::Result;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::cli::{list, Cli, PeerArgs, ALL_MODES};
+use support::json::{emit, emit_listening, json_list, json_str};
 
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
 
 struct Args {
-    host: String,
-    port: u16,
-    mode: String,
-    certs: Option<PathBuf>,
+    peer: PeerArgs,
     collaborators: Vec<String>,
     rounds: i32,
     aggregator_uuid: String,
@@ -74,35 +75,28 @@ struct Args {
     sleep_time: i32,
     tensor_wait: Duration,
     best_metric: Option<String>,
-    timeout: Duration,
 }
 
-const USAGE: &str = "usage: interop_fedavg --mode mtls|tls|insecure [--certs DIR] [--host HOST] [--port PORT] \
+const CLI: Cli = Cli {
+    program: "interop_fedavg",
+    usage: "usage: interop_fedavg --mode mtls|tls|insecure [--certs DIR] [--host HOST] [--port PORT] \
 [--collaborators a,b] [--rounds N] [--aggregator-uuid U] [--federation-uuid F] \
-[--tensor NAME:DIMS:VALUES]... [--sleep-time S] [--tensor-wait-ms MS] [--best-metric NAME] [--timeout SECS]";
-
-fn usage_error(message: &str) -> ! {
-    eprintln!("interop_fedavg: {message}\n{USAGE}");
-    std::process::exit(2);
-}
-
-fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value.parse().unwrap_or_else(|_| usage_error(&format!("{flag}: not a number: {value:?}")))
-}
+[--tensor NAME:DIMS:VALUES]... [--sleep-time S] [--tensor-wait-ms MS] [--best-metric NAME] [--timeout SECS]",
+};
 
 /// `NAME:DIMS:VALUES`, e.g. `w:4x3:1,2,...` or `s::0.5` (a scalar).
 fn parse_tensor(spec: &str) -> (String, Tensor) {
     let mut parts = spec.splitn(3, ':');
     let (Some(name), Some(dims), Some(values)) = (parts.next(), parts.next(), parts.next()) else {
-        usage_error(&format!("--tensor {spec:?}: expected NAME:DIMS:VALUES"));
+        CLI.usage_error(&format!("--tensor {spec:?}: expected NAME:DIMS:VALUES"));
     };
     if name.is_empty() {
-        usage_error(&format!("--tensor {spec:?}: empty name"));
+        CLI.usage_error(&format!("--tensor {spec:?}: empty name"));
     }
     let shape: Vec<usize> =
-        if dims.is_empty() { Vec::new() } else { dims.split('x').map(|d| parse_number("--tensor", d)).collect() };
-    let values: Vec<f32> = values.split(',').map(|v| parse_number("--tensor", v.trim())).collect();
-    let tensor = Tensor::new(shape, values).unwrap_or_else(|e| usage_error(&format!("--tensor {spec:?}: {e}")));
+        if dims.is_empty() { Vec::new() } else { dims.split('x').map(|d| CLI.number("--tensor", d)).collect() };
+    let values: Vec<f32> = values.split(',').map(|v| CLI.number("--tensor", v.trim())).collect();
+    let tensor = Tensor::new(shape, values).unwrap_or_else(|e| CLI.usage_error(&format!("--tensor {spec:?}: {e}")));
     (name.to_string(), tensor)
 }
 
@@ -116,10 +110,7 @@ fn default_model() -> Model {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        host: "[::]".into(),
-        port: 0,
-        mode: String::new(),
-        certs: None,
+        peer: PeerArgs::new("[::]", Duration::from_secs(120)),
         collaborators: vec!["col1".into(), "col2".into()],
         rounds: 3,
         aggregator_uuid: "aggregator-uuid".into(),
@@ -128,73 +119,30 @@ fn parse_args() -> Args {
         sleep_time: 1,
         tensor_wait: Duration::from_secs(30),
         best_metric: None,
-        timeout: Duration::from_secs(120),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it.next().unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--host" => args.host = value,
-            "--port" => args.port = parse_number(&flag, &value),
-            "--mode" => args.mode = value,
-            "--certs" => args.certs = Some(PathBuf::from(value)),
-            "--collaborators" => {
-                args.collaborators = value.split(',').filter(|s| !s.is_empty()).map(String::from).collect()
+    CLI.parse(&mut args.peer, &[], |flag, value| match flag {
+        "--collaborators" => args.collaborators = list(&value),
+        "--rounds" => args.rounds = CLI.number(flag, &value),
+        "--aggregator-uuid" => args.aggregator_uuid = value,
+        "--federation-uuid" => args.federation_uuid = value,
+        "--tensor" => {
+            let (name, tensor) = parse_tensor(&value);
+            if args.model.get_or_insert_with(Model::new).insert(name.clone(), tensor).is_some() {
+                CLI.usage_error(&format!("--tensor {name:?} given twice"));
             }
-            "--rounds" => args.rounds = parse_number(&flag, &value),
-            "--aggregator-uuid" => args.aggregator_uuid = value,
-            "--federation-uuid" => args.federation_uuid = value,
-            "--tensor" => {
-                let (name, tensor) = parse_tensor(&value);
-                if args.model.get_or_insert_with(Model::new).insert(name.clone(), tensor).is_some() {
-                    usage_error(&format!("--tensor {name:?} given twice"));
-                }
-            }
-            "--sleep-time" => args.sleep_time = parse_number(&flag, &value),
-            "--tensor-wait-ms" => args.tensor_wait = Duration::from_millis(parse_number(&flag, &value)),
-            "--best-metric" => args.best_metric = Some(value),
-            "--timeout" => args.timeout = Duration::from_secs_f64(parse_number(&flag, &value)),
-            _ => usage_error(&format!("unknown option {flag}")),
         }
-    }
-    match args.mode.as_str() {
-        "mtls" | "tls" if args.certs.is_none() => usage_error("--certs is required with --mode mtls/tls"),
-        "mtls" | "tls" | "insecure" => {}
-        "" => usage_error("--mode is required"),
-        other => usage_error(&format!("--mode: {other:?} is not mtls, tls or insecure")),
-    }
+        "--sleep-time" => args.sleep_time = CLI.number(flag, &value),
+        "--tensor-wait-ms" => args.tensor_wait = Duration::from_millis(CLI.number(flag, &value)),
+        "--best-metric" => args.best_metric = Some(value),
+        _ => CLI.unknown_option(flag),
+    });
+    args.peer.check_mode(&CLI, ALL_MODES);
     args
 }
 
 // ---------------------------------------------------------------------------
 // JSON
 // ---------------------------------------------------------------------------
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_list<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> String {
-    format!("[{}]", items.into_iter().map(f).collect::<Vec<_>>().join(", "))
-}
 
 /// A float as JSON: Rust's shortest round-trip form (exact for f32 read back
 /// as f32), `null` when not finite.
@@ -236,14 +184,6 @@ fn json_metric(m: &MetricRecord) -> String {
         json_str(&m.name),
         json_f64(m.value),
     )
-}
-
-fn emit(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (the test gave up) must not turn into a panic.
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 // ---------------------------------------------------------------------------
@@ -343,36 +283,9 @@ impl AggregatorLogic for RecordingFedAvg {
 // Main
 // ---------------------------------------------------------------------------
 
-fn tls_config(args: &Args) -> Option<TlsConfig> {
-    if args.mode == "insecure" {
-        return None;
-    }
-    let certs = args.certs.as_ref()?;
-    let file = |name: &str| Some(PemSource::File(certs.join(name)));
-    Some(TlsConfig {
-        root_certificate: file("ca.crt"),
-        certificate: file("server.crt"),
-        private_key: file("server.key"),
-        disable_client_auth: args.mode == "tls",
-    })
-}
-
-fn start_watchdog(timeout: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        eprintln!("interop_fedavg: timed out after {:.0} s", timeout.as_secs_f64());
-        std::process::exit(124);
-    });
-}
-
-fn fail(message: impl std::fmt::Display) -> ! {
-    eprintln!("interop_fedavg: {message}");
-    std::process::exit(1);
-}
-
 fn main() {
     let args = parse_args();
-    start_watchdog(args.timeout);
+    CLI.start_watchdog(args.peer.timeout);
 
     let initial_model = args.model.clone().unwrap_or_else(default_model);
     let config = FedAvgConfig {
@@ -386,13 +299,13 @@ fn main() {
         sleep_time: args.sleep_time,
         ..FedAvgConfig::default()
     };
-    let fedavg = FedAvg::new(config).unwrap_or_else(|e| fail(e));
+    let fedavg = FedAvg::new(config).unwrap_or_else(|e| CLI.fail(e));
     let logic = Arc::new(RecordingFedAvg { inner: Arc::new(fedavg), record: Mutex::default() });
 
     let server_config = ServerConfig {
-        host: args.host.clone(),
-        port: args.port,
-        tls: tls_config(&args),
+        host: args.peer.host.clone(),
+        port: args.peer.port,
+        tls: args.peer.server_tls(),
         auth_failure_max_delay: Duration::ZERO,
         quit_poll_interval: Duration::from_millis(100),
         ..ServerConfig::default()
@@ -400,7 +313,7 @@ fn main() {
     let server_logic: Arc<dyn AggregatorLogic> = logic.clone();
     let outcome = openfl_transport::runtime::block_on(async move {
         let server = AggregatorServer::start(server_config, server_logic).await?;
-        emit(&format!("{{\"listening\": {}}}", server.local_addr().port()));
+        emit_listening(server.local_addr().port());
         server.serve().await
     });
     match outcome {
@@ -412,6 +325,6 @@ fn main() {
             ));
             std::process::exit(0);
         }
-        Ok(Err(e)) | Err(e) => fail(e),
+        Ok(Err(e)) | Err(e) => CLI.fail(e),
     }
 }

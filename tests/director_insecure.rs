@@ -7,14 +7,14 @@ mod director_common;
 
 use std::time::Duration;
 
-use common::{assert_error, within};
+use common::{assert_error, short_retry, within};
 use director_common::*;
 use openfl_transport::director::{default_caller, ExperimentStatus, FrontendClient, FrontendClientConfig};
 use openfl_transport::ofl_code;
 
 fn anonymous_frontend(d: &Director) -> FrontendClient {
     let mut config = FrontendClientConfig::new("127.0.0.1", d.port());
-    config.retry = quick_retry();
+    config.retry = short_retry();
     FrontendClient::new(config).unwrap()
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tonic::Code;
 
-use common::{assert_bytes_eq, assert_error, assert_status, pattern, within};
+use common::{assert_bytes_eq, assert_error, assert_status, client_tls, pattern, pki, short_retry, within};
 use director_common::*;
 use openfl_transport::director::{ExperimentStatus, Metric};
 use openfl_transport::ofl_code;
@@ -529,7 +529,7 @@ async fn bad_envoy_requests_get_exact_codes() {
         ..client_tls(&p.alice)
     });
     config.connect.server_name = Some("localhost".into());
-    config.retry = quick_retry();
+    config.retry = short_retry();
     let foreign = openfl_transport::director::FrontendClient::new(config).unwrap();
     assert_error(within(10, foreign.get_experiments_list()).await, ofl_code::Tls, "");
 }

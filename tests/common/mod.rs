@@ -1,6 +1,7 @@
 //! Shared helpers of the aggregator integration tests: a PKI generated at test
-//! time (rcgen), an in-memory `AggregatorLogic`, and helpers that start a
-//! server on 127.0.0.1 and build clients.
+//! time (rcgen; the director tests use it too, through `director_common`), an
+//! in-memory `AggregatorLogic`, and helpers that start a server on 127.0.0.1
+//! and build clients.
 //!
 //! Every helper that waits is bounded: use [`within`] around calls.
 #![allow(dead_code)]
@@ -43,8 +44,9 @@ pub struct PemPair {
     pub key: String,
 }
 
-/// The test PKI: one CA, a server certificate, collaborator certificates, and
-/// a certificate with CN=col1 issued by an unrelated CA.
+/// The test PKI: one CA, a server certificate, collaborator (or envoy)
+/// certificates, director frontend certificates, and certificates issued by an
+/// unrelated CA.
 #[derive(Debug)]
 pub struct Pki {
     /// The CA every peer trusts.
@@ -57,10 +59,16 @@ pub struct Pki {
     pub col2: PemPair,
     /// CN=col3 (a collaborator the federation does not know), clientAuth.
     pub col3: PemPair,
+    /// CN=alice, clientAuth: a director frontend.
+    pub alice: PemPair,
+    /// CN=bob, clientAuth: another director frontend.
+    pub bob: PemPair,
     /// The unrelated CA.
     pub foreign_ca: String,
     /// CN=col1, clientAuth, issued by the foreign CA.
     pub foreign_col1: PemPair,
+    /// CN=alice, clientAuth, issued by the foreign CA.
+    pub foreign_alice: PemPair,
     /// CN=localhost like `server`, issued by the foreign CA.
     pub foreign_server: PemPair,
 }
@@ -100,8 +108,11 @@ fn generate_pki() -> Pki {
         col1: client("col1", &ca_pair),
         col2: client("col2", &ca_pair),
         col3: client("col3", &ca_pair),
+        alice: client("alice", &ca_pair),
+        bob: client("bob", &ca_pair),
         foreign_ca: foreign.0.pem(),
         foreign_col1: client("col1", &foreign),
+        foreign_alice: client("alice", &foreign),
         foreign_server: leaf("localhost", &server_sans, ExtendedKeyUsagePurpose::ServerAuth, &foreign),
     }
 }
@@ -110,6 +121,20 @@ fn generate_pki() -> Pki {
 pub fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(generate_pki)
+}
+
+/// The PEM pair of the test identity (certificate CN) `name`, issued by the
+/// test CA.
+pub fn identity(name: &str) -> &'static PemPair {
+    let p = pki();
+    match name {
+        "col1" => &p.col1,
+        "col2" => &p.col2,
+        "col3" => &p.col3,
+        "alice" => &p.alice,
+        "bob" => &p.bob,
+        other => panic!("no test identity {other}"),
+    }
 }
 
 fn pem(text: &str) -> Option<PemSource> {
@@ -381,7 +406,8 @@ pub fn patient_retry() -> RetryPolicy {
     }
 }
 
-/// A retry policy that gives up after 2 s (calls that should fail).
+/// A retry policy that gives up after 2 s (calls that should fail, or that
+/// succeed at once).
 pub fn short_retry() -> RetryPolicy {
     RetryPolicy {
         initial_backoff: Duration::from_millis(50),

@@ -1,19 +1,14 @@
 //! Shared helpers of the director integration tests (tests/director_*.rs):
-//! a PKI generated at test time (rcgen; envoys col1/col2, frontends
-//! alice/bob), hooks that record what the director tells the host, and
-//! helpers that start a director on 127.0.0.1 and build clients.
+//! the PKI of `common` (envoys col1/col2, frontends alice/bob), hooks that
+//! record what the director tells the host, and helpers that start a director
+//! on 127.0.0.1 and build clients.
 //!
 //! Every wait is bounded: use `common::within` around calls.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 
 use openfl_transport::director::state::ExperimentFailure;
 use openfl_transport::director::{
@@ -23,104 +18,10 @@ use openfl_transport::director::{
 use openfl_transport::proto::director::director_client::DirectorClient as GrpcClient;
 use openfl_transport::proto::director::{CudaDeviceInfo, NodeInfo, ShardInfo};
 use openfl_transport::proto::{MetadataProto, ModelProto, NamedTensor};
-use openfl_transport::retry::RetryPolicy;
-use openfl_transport::tls::{PemSource, TlsConfig};
+use openfl_transport::tls::TlsConfig;
 
-use crate::common::within;
-
-pub struct PemPair {
-    pub cert: String,
-    pub key: String,
-}
-
-/// One CA; server CN=localhost; envoys col1, col2; frontends alice, bob; a
-/// certificate CN=alice from a foreign CA.
-pub struct Pki {
-    pub ca: String,
-    pub server: PemPair,
-    pub col1: PemPair,
-    pub col2: PemPair,
-    pub alice: PemPair,
-    pub bob: PemPair,
-    pub foreign_alice: PemPair,
-}
-
-fn ca(cn: &str) -> (Certificate, KeyPair) {
-    let key = KeyPair::generate().expect("CA key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let cert = params.self_signed(&key).expect("self-signed CA");
-    (cert, key)
-}
-
-fn leaf(cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose, issuer: &(Certificate, KeyPair)) -> PemPair {
-    let key = KeyPair::generate().expect("leaf key");
-    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(sans).expect("leaf params");
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, &issuer.0, &issuer.1).expect("signing a leaf");
-    PemPair { cert: cert.pem(), key: key.serialize_pem() }
-}
-
-pub fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let root = ca("director-test-ca");
-        let foreign = ca("foreign-ca");
-        let client = |cn: &str, issuer| leaf(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, issuer);
-        Pki {
-            ca: root.0.pem(),
-            server: leaf("localhost", &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, &root),
-            col1: client("col1", &root),
-            col2: client("col2", &root),
-            alice: client("alice", &root),
-            bob: client("bob", &root),
-            foreign_alice: client("alice", &foreign),
-        }
-    })
-}
-
-fn pem(text: &str) -> Option<PemSource> {
-    Some(PemSource::Pem(text.as_bytes().to_vec()))
-}
-
-pub fn server_tls() -> TlsConfig {
-    let p = pki();
-    TlsConfig {
-        root_certificate: pem(&p.ca),
-        certificate: pem(&p.server.cert),
-        private_key: pem(&p.server.key),
-        disable_client_auth: false,
-    }
-}
-
-pub fn client_tls(identity: &PemPair) -> TlsConfig {
-    TlsConfig {
-        root_certificate: pem(&pki().ca),
-        certificate: pem(&identity.cert),
-        private_key: pem(&identity.key),
-        disable_client_auth: false,
-    }
-}
-
-/// The PEM pair of a test identity by name.
-pub fn identity(name: &str) -> &'static PemPair {
-    let p = pki();
-    match name {
-        "col1" => &p.col1,
-        "col2" => &p.col2,
-        "alice" => &p.alice,
-        "bob" => &p.bob,
-        other => panic!("no test identity {other}"),
-    }
-}
+// The PKI is the aggregator tests' (envoys col1/col2, frontends alice/bob).
+use crate::common::{client_tls, identity, server_tls, short_retry, within};
 
 // ---------------------------------------------------------------------------
 // Hooks
@@ -211,7 +112,7 @@ impl Director {
         let mut config = EnvoyClientConfig::new("127.0.0.1", self.port(), shard);
         config.connect.tls = self.connect_tls(cert_name);
         config.connect.server_name = Some("localhost".into());
-        config.retry = quick_retry();
+        config.retry = short_retry();
         EnvoyClient::new(config).expect("envoy client")
     }
 
@@ -221,7 +122,7 @@ impl Director {
         config.connect.tls = self.connect_tls(name);
         config.connect.server_name = Some("localhost".into());
         config.client_id = (!self.tls).then(|| name.to_string());
-        config.retry = quick_retry();
+        config.retry = short_retry();
         FrontendClient::new(config).expect("frontend client")
     }
 
@@ -259,16 +160,6 @@ pub async fn start_with(tls: bool, tweak: impl FnOnce(&mut DirectorConfig)) -> D
 /// A director over mTLS.
 pub async fn start_mtls() -> Director {
     start_with(true, |_| {}).await
-}
-
-/// Calls that should succeed keep trying for a while; calls to a stopped
-/// server give up after 2 s.
-pub fn quick_retry() -> RetryPolicy {
-    RetryPolicy {
-        initial_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(200),
-        deadline: Some(Duration::from_secs(2)),
-    }
 }
 
 /// A shard with the director's shapes (or `sample` instead).

@@ -1,10 +1,15 @@
-"""Helpers shared by the OpenFL 1.6 interop peers (openfl_client.py, openfl_server.py).
+"""Helpers shared by the OpenFL 1.6 interop peers (openfl_client.py, openfl_server.py,
+openfl_fedavg_collaborator.py, openfl_director_peers.py).
 
 The tensor payload is deterministic so every side of a test (Python, Rust, C, Go)
 can build and check it without exchanging anything: byte i of pattern(seed, n)
 is (i*7 + seed) % 256.
+
+Every peer takes --port, --mode, --certs and --timeout (most also --host), like the
+Rust peers in examples/; --certs is a directory made by tests/certs/make_certs.sh.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -54,9 +59,55 @@ def describe_tensor(tensor, expected: bytes) -> dict:
     }
 
 
+ALL_MODES = ("mtls", "tls", "insecure")
+
+
+def parse_peer_args(doc, add_options, modes=ALL_MODES, host="localhost", timeout=120.0):
+    """Parses a peer's command line: --host (unless host is None), --port, --mode
+    (one of `modes`), --certs, the options `add_options(parser)` adds, and --timeout.
+    --certs is required unless --mode is insecure."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if host is not None:
+        p.add_argument("--host", default=host)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--mode", choices=modes, required=True)
+    p.add_argument("--certs", help="directory made by tests/certs/make_certs.sh")
+    add_options(p)
+    p.add_argument("--timeout", type=float, default=timeout, help="bound on the whole run")
+    args = p.parse_args()
+    if args.mode != "insecure" and not args.certs:
+        p.error("--certs is required with --mode " + "/".join(m for m in modes if m != "insecure"))
+    return args
+
+
 def cert_paths(certs_dir: str, name: str):
     """(cert, key) file paths for a certificate made by tests/certs/make_certs.sh."""
     return os.path.join(certs_dir, f"{name}.crt"), os.path.join(certs_dir, f"{name}.key")
+
+
+def tls_kwargs(mode: str, certs_dir, name=None) -> dict:
+    """The TLS keyword arguments of OpenFL's gRPC clients and server (tls,
+    root_certificate, certificate, private_key): none under "insecure"; else trust
+    ca.crt and present the certificate `name` (none when name is None)."""
+    if mode == "insecure":
+        return {"tls": False, "root_certificate": None, "certificate": None, "private_key": None}
+    cert, key = cert_paths(certs_dir, name) if name is not None else (None, None)
+    return {"tls": True, "root_certificate": os.path.join(certs_dir, "ca.crt"),
+            "certificate": cert, "private_key": key}
+
+
+def aggregator_client_kwargs(args, cert_name: str) -> dict:
+    """Keyword arguments of OpenFL's AggregatorGRPCClient from a collaborator's
+    command line: under mTLS it presents the certificate `cert_name`, under one-way
+    TLS ("tls", disable_client_auth) none."""
+    return {
+        "agg_addr": args.host,
+        "agg_port": args.port,
+        "disable_client_auth": args.mode == "tls",
+        **tls_kwargs(args.mode, args.certs, cert_name if args.mode == "mtls" else None),
+        "aggregator_uuid": args.aggregator_uuid,
+        "federation_uuid": args.federation_uuid,
+    }
 
 
 def emit(obj: dict) -> None:

@@ -205,6 +205,16 @@ def binaries():
     return found
 
 
+def example_binary(name):
+    """The example program `name` (examples/NAME.rs), built: the release build if
+    present (as `make build` makes it), else the debug one."""
+    for path in (EXAMPLES / name, REPO / "target" / "debug" / "examples" / name):
+        if os.access(path, os.X_OK):
+            return path
+    pytest.fail(f"missing examples/{name}: build it first with "
+                "`cargo build --release --examples`", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory):
     """A fresh test PKI made by tests/certs/make_certs.sh, once per session."""

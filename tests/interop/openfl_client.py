@@ -13,7 +13,6 @@ except UNAUTHENTICATED. So the spoof call uses OpenFL's channel with a plain stu
 and a deadline, and a watchdog bounds the whole run.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -23,44 +22,22 @@ import common  # noqa: E402
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--mode", choices=("mtls", "tls", "insecure"), required=True)
-    p.add_argument("--certs", help="directory made by tests/certs/make_certs.sh")
-    p.add_argument("--collaborator", default="col1")
-    p.add_argument("--cert", help="certificate name in --certs (default: --collaborator)")
-    p.add_argument("--aggregator-uuid", required=True)
-    p.add_argument("--federation-uuid", required=True)
-    p.add_argument("--size-mib", type=float, default=64)
-    p.add_argument("--spoof", metavar="NAME", help="claim to be NAME in GetTasks")
-    p.add_argument("--rpc-timeout", type=float, default=30, help="deadline of the spoof call")
-    p.add_argument("--timeout", type=float, default=120, help="bound on the whole run")
-    args = p.parse_args()
-    if args.mode != "insecure" and not args.certs:
-        p.error("--certs is required with --mode mtls/tls")
-    return args
+    def options(p):
+        p.add_argument("--collaborator", default="col1")
+        p.add_argument("--cert", help="certificate name in --certs (default: --collaborator)")
+        p.add_argument("--aggregator-uuid", required=True)
+        p.add_argument("--federation-uuid", required=True)
+        p.add_argument("--size-mib", type=float, default=64)
+        p.add_argument("--spoof", metavar="NAME", help="claim to be NAME in GetTasks")
+        p.add_argument("--rpc-timeout", type=float, default=30, help="deadline of the spoof call")
+
+    return common.parse_peer_args(__doc__, options)
 
 
 def make_client(args):
     from openfl.transport import AggregatorGRPCClient
 
-    cert = key = root = None
-    if args.mode != "insecure":
-        root = os.path.join(args.certs, "ca.crt")
-        if args.mode == "mtls":
-            cert, key = common.cert_paths(args.certs, args.cert or args.collaborator)
-    return AggregatorGRPCClient(
-        agg_addr=args.host,
-        agg_port=args.port,
-        tls=args.mode != "insecure",
-        disable_client_auth=args.mode == "tls",
-        root_certificate=root,
-        certificate=cert,
-        private_key=key,
-        aggregator_uuid=args.aggregator_uuid,
-        federation_uuid=args.federation_uuid,
-    )
+    return AggregatorGRPCClient(**common.aggregator_client_kwargs(args, args.cert or args.collaborator))
 
 
 def spoof(client, args):

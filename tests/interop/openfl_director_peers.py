@@ -27,7 +27,6 @@ by certificate under mTLS and by client_id without TLS):
 Prints one JSON line with everything observed.
 """
 
-import argparse
 import hashlib
 import os
 import sys
@@ -37,22 +36,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-MIB = 1 << 20
-
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--mode", choices=("mtls", "insecure"), required=True)
-    p.add_argument("--certs", help="directory made by tests/certs/make_certs.sh")
-    p.add_argument("--workdir", required=True, help="where archives are written")
-    p.add_argument("--archive-mib", type=float, default=8)
-    p.add_argument("--timeout", type=float, default=150, help="bound on the whole run")
-    args = p.parse_args()
-    if args.mode != "insecure" and not args.certs:
-        p.error("--certs is required with --mode mtls")
-    return args
+    def options(p):
+        p.add_argument("--workdir", required=True, help="where archives are written")
+        p.add_argument("--archive-mib", type=float, default=8)
+
+    return common.parse_peer_args(__doc__, options, modes=("mtls", "insecure"),
+                                  host="127.0.0.1", timeout=150)
 
 
 class Shard:
@@ -64,26 +55,18 @@ class Shard:
         self.dataset_description = description
 
 
-def tls_kwargs(args, name):
-    if args.mode == "insecure":
-        return {"tls": False, "root_certificate": None, "certificate": None, "private_key": None}
-    cert, key = common.cert_paths(args.certs, name)
-    return {"tls": True, "root_certificate": os.path.join(args.certs, "ca.crt"),
-            "certificate": cert, "private_key": key}
-
-
 def envoy_client(args, name, cert_name=None):
     from openfl.transport.grpc.director_client import ShardDirectorClient
 
     return ShardDirectorClient(director_host=args.host, director_port=args.port, shard_name=name,
-                               **tls_kwargs(args, cert_name or name))
+                               **common.tls_kwargs(args.mode, args.certs, cert_name or name))
 
 
 def frontend_client(args, name):
     from openfl.transport.grpc.director_client import DirectorClient
 
     return DirectorClient(client_id=name, director_host=args.host, director_port=args.port,
-                          **tls_kwargs(args, name))
+                          **common.tls_kwargs(args.mode, args.certs, name))
 
 
 def code_of(call):
@@ -191,7 +174,7 @@ def main():
     time.sleep(0.5)  # both envoys are now blocked in WaitExperiment
 
     archive = os.path.join(args.workdir, "mnist.zip")
-    data = os.urandom(int(args.archive_mib * MIB))
+    data = os.urandom(int(args.archive_mib * common.MIB))
     with open(archive, "wb") as f:
         f.write(data)
     result["archive"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

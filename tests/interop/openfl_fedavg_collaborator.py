@@ -28,7 +28,6 @@ A watchdog bounds the run: OpenFL's client retries UNAVAILABLE forever and
 resends on every other error except UNAUTHENTICATED forever.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -69,22 +68,15 @@ def task_config(epochs):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--mode", choices=("mtls", "tls", "insecure"), required=True)
-    p.add_argument("--certs", help="directory made by tests/certs/make_certs.sh")
-    p.add_argument("--collaborator", default="col1")
-    p.add_argument("--aggregator-uuid", required=True)
-    p.add_argument("--federation-uuid", required=True)
-    p.add_argument("--epochs", type=int, default=3, help="gradient steps per train task")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--record", required=True, help="JSON file for what was sent and received")
-    p.add_argument("--timeout", type=float, default=120, help="bound on the whole run")
-    args = p.parse_args()
-    if args.mode != "insecure" and not args.certs:
-        p.error("--certs is required with --mode mtls/tls")
-    return args
+    def options(p):
+        p.add_argument("--collaborator", default="col1")
+        p.add_argument("--aggregator-uuid", required=True)
+        p.add_argument("--federation-uuid", required=True)
+        p.add_argument("--epochs", type=int, default=3, help="gradient steps per train task")
+        p.add_argument("--lr", type=float, default=0.1)
+        p.add_argument("--record", required=True, help="JSON file for what was sent and received")
+
+    return common.parse_peer_args(__doc__, options)
 
 
 # ---------------------------------------------------------------------------
@@ -261,22 +253,7 @@ def make_client(args, record, save):
             save()
             return response
 
-    cert = key = root = None
-    if args.mode != "insecure":
-        root = os.path.join(args.certs, "ca.crt")
-        if args.mode == "mtls":
-            cert, key = common.cert_paths(args.certs, args.collaborator)
-    return RecordingClient(
-        agg_addr=args.host,
-        agg_port=args.port,
-        tls=args.mode != "insecure",
-        disable_client_auth=args.mode == "tls",
-        root_certificate=root,
-        certificate=cert,
-        private_key=key,
-        aggregator_uuid=args.aggregator_uuid,
-        federation_uuid=args.federation_uuid,
-    )
+    return RecordingClient(**common.aggregator_client_kwargs(args, args.collaborator))
 
 
 def main():

@@ -11,7 +11,6 @@ after --timeout seconds.
 the peer certificate's CN, so every RPC fails with UNKNOWN ('x509_common_name').
 """
 
-import argparse
 import json
 import os
 import sys
@@ -101,20 +100,14 @@ class PatternAggregator:
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--mode", choices=("mtls", "tls", "insecure"), required=True)
-    p.add_argument("--certs", help="directory made by tests/certs/make_certs.sh")
-    p.add_argument("--collaborators", default="col1,col2")
-    p.add_argument("--aggregator-uuid", required=True)
-    p.add_argument("--federation-uuid", required=True)
-    p.add_argument("--size-mib", type=float, default=64)
-    p.add_argument("--rounds-file", required=True, help="JSON record of what arrived")
-    p.add_argument("--timeout", type=float, default=120, help="bound on the server's life")
-    args = p.parse_args()
-    if args.mode != "insecure" and not args.certs:
-        p.error("--certs is required with --mode mtls/tls")
-    return args
+    def options(p):
+        p.add_argument("--collaborators", default="col1,col2")
+        p.add_argument("--aggregator-uuid", required=True)
+        p.add_argument("--federation-uuid", required=True)
+        p.add_argument("--size-mib", type=float, default=64)
+        p.add_argument("--rounds-file", required=True, help="JSON record of what arrived")
+
+    return common.parse_peer_args(__doc__, options, host=None)
 
 
 def main():
@@ -124,18 +117,11 @@ def main():
     from openfl.transport import AggregatorGRPCServer
 
     aggregator = PatternAggregator(args, on_started=lambda: common.emit({"listening": args.port}))
-    cert = key = root = None
-    if args.mode != "insecure":
-        root = os.path.join(args.certs, "ca.crt")
-        cert, key = common.cert_paths(args.certs, "server")
     server = AggregatorGRPCServer(
         aggregator,
         args.port,
-        tls=args.mode != "insecure",
         disable_client_auth=args.mode == "tls",
-        root_certificate=root,
-        certificate=cert,
-        private_key=key,
+        **common.tls_kwargs(args.mode, args.certs, "server"),
     )
     try:
         server.serve()  # OpenFL's own loop: start, poll all_quit_jobs_sent, stop(0)

@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from conftest import EXAMPLES, EXIT_TIMEOUT, HERE, PEER_WATCHDOG, REPO, START_TIMEOUT
+from conftest import EXIT_TIMEOUT, HERE, PEER_WATCHDOG, START_TIMEOUT, example_binary
 
 PEERS = HERE / "openfl_director_peers.py"
 ARCHIVE_MIB = float(os.environ.get("OFL_DIRECTOR_ARCHIVE_MIB", "8"))
@@ -30,11 +30,7 @@ CHUNK = 2 << 20
 @pytest.fixture(scope="session")
 def director_binary():
     """examples/interop_director.rs, built (release preferred, as `make build` does)."""
-    for path in (EXAMPLES / "interop_director", REPO / "target" / "debug" / "examples" / "interop_director"):
-        if os.access(path, os.X_OK):
-            return path
-    pytest.fail("missing examples/interop_director: build it first with "
-                "`cargo build --release --examples`", pytrace=False)
+    return example_binary("interop_director")
 
 
 def start_director(peers, binary, mode, certs, tmp_path):

@@ -23,14 +23,13 @@ Run: target/interop-venv/bin/python -m pytest tests/interop/test_fedavg_interop.
 """
 
 import json
-import os
 import time
 import uuid
 
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, HERE, REPO
+from conftest import HERE, example_binary
 
 COLLABORATOR = HERE / "openfl_fedavg_collaborator.py"
 COLLABORATORS = ("col1", "col2")
@@ -68,11 +67,7 @@ VALID_SIZES = {"col1": 8, "col2": 16}
 @pytest.fixture(scope="session")
 def fedavg_binary():
     """examples/interop_fedavg.rs, built (release preferred)."""
-    for path in (EXAMPLES / "interop_fedavg", REPO / "target" / "debug" / "examples" / "interop_fedavg"):
-        if os.access(path, os.X_OK):
-            return path
-    pytest.fail("missing examples/interop_fedavg: build it first with "
-                "`cargo build --release --examples`", pytrace=False)
+    return example_binary("interop_fedavg")
 
 
 # ---------------------------------------------------------------------------

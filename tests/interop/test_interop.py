@@ -75,18 +75,21 @@ def start_openfl_server(peers, python, tmp_path, mode, certs, agg, fed, size_mib
             peer.kill()
 
 
-def openfl_client_argv(python, port, mode, certs, agg, fed, size_mib=SIZE_MIB, extra=()):
-    return [python, OPENFL_CLIENT, "--host", "localhost", "--port", port, "--mode", mode,
+def collaborator_argv(program, port, mode, certs, agg, fed, size_mib=SIZE_MIB, extra=()):
+    """The command line of collaborator col1 run by `program` (a list): OpenFL's
+    client script and ours take the same options."""
+    return [*program, "--host", "localhost", "--port", port, "--mode", mode,
             *tls_args(mode, certs), "--collaborator", "col1",
             "--aggregator-uuid", agg, "--federation-uuid", fed,
             "--size-mib", size_mib, "--timeout", PEER_WATCHDOG, *extra]
 
 
-def our_collaborator_argv(binaries, port, mode, certs, agg, fed, size_mib=SIZE_MIB, extra=()):
-    return [binaries["interop_collaborator"], "--host", "localhost", "--port", port,
-            "--mode", mode, *tls_args(mode, certs), "--collaborator", "col1",
-            "--aggregator-uuid", agg, "--federation-uuid", fed,
-            "--size-mib", size_mib, "--timeout", PEER_WATCHDOG, *extra]
+def openfl_client_argv(python, *args, **kwargs):
+    return collaborator_argv([python, OPENFL_CLIENT], *args, **kwargs)
+
+
+def our_collaborator_argv(binaries, *args, **kwargs):
+    return collaborator_argv([binaries["interop_collaborator"]], *args, **kwargs)
 
 
 def run_ok(peers, name, argv):
