@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tonic::Code;
 
-use common::{assert_bytes_eq, assert_error, assert_status, client_tls, pattern, pki, short_retry, within};
+use common::{assert_bytes_eq, assert_error, assert_status, client_tls, pattern, pki, patient_retry, within};
 use director_common::*;
 use openfl_transport::director::{ExperimentStatus, Metric};
 use openfl_transport::ofl_code;
