@@ -9,7 +9,9 @@
  *    keep call sites short.) Nothing throws across the C boundary: logic
  *    callbacks that throw are answered with an error code (see
  *    AggregatorLogic).
- *  - Handles (ClientOptions, Client, ServerOptions, AggregatorServer, Tensor)
+ *  - Handles (ClientOptions, Client, ServerOptions, AggregatorServer, Tensor;
+ *    for the director: DirectorServerOptions, DirectorServer,
+ *    DirectorClientOptions, EnvoyClient, FrontendClient, TensorList, Model)
  *    are RAII, move-only; a moved-from handle may only be destroyed or
  *    assigned to.
  *  - Tensor data crosses without copies: TensorView borrows the caller's
@@ -20,9 +22,9 @@
  *  - Strings go in as std::string_view (copied with a terminating NUL; an
  *    embedded NUL throws INVALID_ARGUMENT) and come out as std::string_view
  *    into the owning object, or as std::string in value types.
- *  - Thread safety is the C API's: Client and AggregatorServer may be used
- *    from several threads; logic callbacks run on library threads,
- *    concurrently.
+ *  - Thread safety is the C API's: clients and servers may be used from
+ *    several threads; logic callbacks and director hooks (DirectorHooks)
+ *    run on library threads, concurrently.
  */
 #ifndef OPENFL_TRANSPORT_HPP
 #define OPENFL_TRANSPORT_HPP
@@ -37,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -632,9 +635,9 @@ struct LogicHolder {
     CollaboratorValidator *validator;
 };
 
-inline int32_t answer_exception(ofl_reply *reply) noexcept {
+inline int32_t answer_exception(ofl_reply *reply, const char *where = "aggregator logic") noexcept {
     Code code = Code::internal;
-    std::string message = "unknown exception in aggregator logic";
+    std::string message = std::string("unknown exception in ") + where;
     try {
         throw;
     } catch (const Error &e) {
@@ -746,6 +749,882 @@ public:
 
 private:
     detail::Handle<ofl_aggregator_server, ofl_aggregator_server_free> p_;
+};
+
+// ---- director -----------------------------------------------------------------
+
+/** Where an experiment is in its life cycle (OpenFL 1.6's Status). */
+enum class ExperimentStatus : std::int32_t {
+    pending = OFL_EXPERIMENT_STATUS_PENDING,          // submitted, waiting for its turn and its review
+    in_progress = OFL_EXPERIMENT_STATUS_IN_PROGRESS,  // approved and started: its envoys receive it
+    finished = OFL_EXPERIMENT_STATUS_FINISHED,        // the host reported it finished
+    failed = OFL_EXPERIMENT_STATUS_FAILED,            // an envoy or the host reported a failure
+    rejected = OFL_EXPERIMENT_STATUS_REJECTED,        // the review rejected it; its archive is deleted
+};
+
+/** The status as the wire carries it: "pending", "in_progress", "finished",
+ *  "failed", "rejected" ("unknown" otherwise; static string). */
+inline const char *status_name(ExperimentStatus status) noexcept {
+    return ofl_experiment_status_name(static_cast<std::int32_t>(status));
+}
+
+namespace detail {
+/** A wire status name as an ExperimentStatus (an unknown name throws). */
+inline ExperimentStatus parse_status(std::string_view name) {
+    for (std::int32_t s = OFL_EXPERIMENT_STATUS_PENDING; s <= OFL_EXPERIMENT_STATUS_REJECTED; s++)
+        if (name == ofl_experiment_status_name(s)) return static_cast<ExperimentStatus>(s);
+    throw Error(Code::invalid_response, "unknown experiment status \"" + std::string(name) + "\"");
+}
+
+/** NUL-terminated copies of strings and the array of their pointers. */
+class CStrings {
+public:
+    CStrings(const std::vector<std::string> &strings, const char *what) {
+        copies_.reserve(strings.size());
+        for (const std::string &s : strings) ptrs_.push_back(copies_.emplace_back(z(s, what)).c_str());
+    }
+    const char *const *data() const noexcept { return ptrs_.empty() ? nullptr : ptrs_.data(); }
+    std::size_t size() const noexcept { return ptrs_.size(); }
+
+private:
+    std::vector<std::string> copies_;  // reserved: c_str() pointers stay valid
+    std::vector<const char *> ptrs_;
+};
+}  // namespace detail
+
+/** A read-only view of `size()` values (C++17 has no std::span). */
+template <class T>
+class ArrayView {
+public:
+    constexpr ArrayView() noexcept = default;
+    ArrayView(const T *data, std::size_t size) noexcept : data_(data), size_(size) {}
+    const T *data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+    const T *begin() const noexcept { return data_; }
+    const T *end() const noexcept { return data_ + size_; }
+    const T &operator[](std::size_t i) const noexcept { return data_[i]; }
+    std::vector<T> to_vector() const { return std::vector<T>(begin(), end()); }
+
+private:
+    const T *data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+/** A model decoded as OpenFL's uncompressed float32 pipeline encodes it:
+ *  float32 tensors by name, in name order. Move-only. */
+class Model {
+public:
+    explicit Model(ofl_model *owned) noexcept : p_(owned) {}
+    std::size_t size() const noexcept { return ofl_model_len(p_.get()); }
+    std::string_view name(std::size_t i) const noexcept { return detail::sv(ofl_model_tensor_name(p_.get(), i)); }
+    /** The index of the tensor called `name`, if any. */
+    std::optional<std::size_t> find(std::string_view name) const {
+        std::size_t index = 0;
+        if (!ofl_model_find(p_.get(), detail::z(name, "name").c_str(), &index)) return std::nullopt;
+        return index;
+    }
+    /** The dimensions of tensor `i` (empty for a scalar). */
+    ArrayView<std::size_t> shape(std::size_t i) const noexcept {
+        std::size_t n = 0;
+        const std::size_t *dims = ofl_model_tensor_shape(p_.get(), i, &n);
+        return ArrayView<std::size_t>(dims, n);
+    }
+    /** The values of tensor `i`, row-major (no copy; valid as long as the model). */
+    ArrayView<float> values(std::size_t i) const noexcept {
+        std::size_t n = 0;
+        const float *v = ofl_model_tensor_values(p_.get(), i, &n);
+        return ArrayView<float>(v, n);
+    }
+    const ofl_model *get() const noexcept { return p_.get(); }
+
+private:
+    detail::Handle<ofl_model, ofl_model_free> p_;
+};
+
+/** A non-owning view of a list of library tensors (a model as it travels). */
+class TensorListRef {
+public:
+    explicit TensorListRef(const ofl_tensor_list *list) noexcept : l_(list) {}
+    std::size_t size() const noexcept { return ofl_tensor_list_len(l_); }
+    TensorRef operator[](std::size_t i) const noexcept { return TensorRef(ofl_tensor_list_get(l_, i)); }
+    /** Decodes the tensors as OpenFL's uncompressed float32 pipeline encodes
+     *  a model (throws INVALID_ARGUMENT for one that is not). */
+    Model to_model() const {
+        ofl_model *m = nullptr;
+        detail::check(ofl_tensor_list_to_model(l_, &m));
+        return Model(m);
+    }
+
+    class iterator {
+    public:
+        using iterator_category = std::forward_iterator_tag;
+        using value_type = TensorRef;
+        using difference_type = std::ptrdiff_t;
+        using pointer = void;
+        using reference = TensorRef;
+        iterator(const TensorListRef *l, std::size_t i) noexcept : l_(l), i_(i) {}
+        TensorRef operator*() const noexcept { return (*l_)[i_]; }
+        iterator &operator++() noexcept {
+            ++i_;
+            return *this;
+        }
+        iterator operator++(int) noexcept {
+            iterator old = *this;
+            ++i_;
+            return old;
+        }
+        bool operator==(const iterator &o) const noexcept { return i_ == o.i_; }
+        bool operator!=(const iterator &o) const noexcept { return i_ != o.i_; }
+
+    private:
+        const TensorListRef *l_;
+        std::size_t i_;
+    };
+    iterator begin() const noexcept { return iterator(this, 0); }
+    iterator end() const noexcept { return iterator(this, size()); }
+    const ofl_tensor_list *get() const noexcept { return l_; }
+
+protected:
+    const ofl_tensor_list *l_;
+};
+
+/** A model downloaded by a frontend (owns the receive buffer; tensor data
+ *  points into it without a copy). Move-only. */
+class TensorList : public TensorListRef {
+public:
+    explicit TensorList(ofl_tensor_list *owned) noexcept : TensorListRef(owned) {}
+    TensorList(TensorList &&other) noexcept : TensorListRef(std::exchange(other.l_, nullptr)) {}
+    TensorList &operator=(TensorList &&other) noexcept {
+        if (this != &other) {
+            ofl_tensor_list_free(const_cast<ofl_tensor_list *>(l_));
+            l_ = std::exchange(other.l_, nullptr);
+        }
+        return *this;
+    }
+    TensorList(const TensorList &) = delete;
+    TensorList &operator=(const TensorList &) = delete;
+    ~TensorList() { ofl_tensor_list_free(const_cast<ofl_tensor_list *>(l_)); }
+};
+
+/** One metric of an experiment (OpenFL's metric record): pushed by the
+ *  director's host, delivered by a frontend's metric stream. */
+struct Metric {
+    std::string origin;       // a collaborator name, or the aggregator
+    std::string task_name;    // e.g. "aggregated_model_validation"
+    std::string metric_name;  // e.g. "accuracy"
+    float value = 0;
+    std::uint32_t round = 0;
+};
+
+/** A task of an experiment as frontends see it. */
+struct TaskDescription {
+    std::string name;
+    std::string description;
+};
+
+/** What an envoy reported with set_experiment_failed. */
+struct EnvoyFailure {
+    std::string_view collaborator;  // the envoy
+    std::uint32_t error_code = 0;
+    std::string_view description;
+};
+
+/** A submitted experiment as the director's hooks see it: a view valid
+ *  during the hook only (copy what you keep). */
+class Experiment {
+public:
+    explicit Experiment(const ofl_experiment *experiment) noexcept : e_(experiment) {}
+    /** What envoys get from wait_experiment. */
+    std::string_view name() const noexcept { return ofl_experiment_name(e_); }
+    /** The submitting frontend: certificate CN (TLS) or client_id. */
+    std::string_view owner() const noexcept { return ofl_experiment_owner(e_); }
+    /** The envoys that take part, in submission order. */
+    std::vector<std::string_view> collaborators() const {
+        std::vector<std::string_view> out(ofl_experiment_collaborators_len(e_));
+        for (std::size_t i = 0; i < out.size(); i++) out[i] = detail::sv(ofl_experiment_collaborator(e_, i));
+        return out;
+    }
+    /** The stored archive (gone after a rejection or a removal). */
+    std::string_view archive_path() const noexcept { return ofl_experiment_archive_path(e_); }
+    std::uint64_t archive_size() const noexcept { return ofl_experiment_archive_size(e_); }
+    /** The model sent with the experiment, if any (a view, like the rest). */
+    std::optional<TensorListRef> initial_model() const noexcept {
+        const ofl_tensor_list *m = ofl_experiment_initial_model(e_);
+        if (m == nullptr) return std::nullopt;
+        return TensorListRef(m);
+    }
+    const ofl_experiment *get() const noexcept { return e_; }
+
+private:
+    const ofl_experiment *e_;
+};
+
+/** Settings for DirectorServer (setters chain; each throws Error). */
+class DirectorServerOptions {
+public:
+    /** Defaults: "[::]", port 0, mTLS, empty shapes, 60 s health checks,
+     *  archives in a fresh temporary directory, 1 GiB limits. */
+    DirectorServerOptions() {
+        ofl_director_server_options *o = nullptr;
+        detail::check(ofl_director_server_options_new(&o));
+        p_.reset(o);
+    }
+    /** Address and port (OpenFL's listen_host, listen_port; 0 = any free port). */
+    DirectorServerOptions &listen(std::string_view host, std::uint16_t port) {
+        detail::check(ofl_director_server_options_set_listen(p_.get(), detail::z(host, "host").c_str(), port));
+        return *this;
+    }
+    DirectorServerOptions &tls(bool enabled) {
+        detail::check(ofl_director_server_options_set_tls(p_.get(), enabled));
+        return *this;
+    }
+    DirectorServerOptions &tls_files(std::string_view root_certificate, std::string_view certificate,
+                                     std::string_view private_key) {
+        detail::check(ofl_director_server_options_set_tls_files(
+            p_.get(), detail::z(root_certificate, "root_certificate").c_str(),
+            detail::z(certificate, "certificate").c_str(), detail::z(private_key, "private_key").c_str()));
+        return *this;
+    }
+    DirectorServerOptions &tls_pem(Bytes root_certificate, Bytes certificate, Bytes private_key) {
+        detail::check(ofl_director_server_options_set_tls_pem(p_.get(), root_certificate.data(),
+                                                              root_certificate.size(), certificate.data(),
+                                                              certificate.size(), private_key.data(),
+                                                              private_key.size()));
+        return *this;
+    }
+    /** One-way TLS: a caller without a certificate is named by its client_id. */
+    DirectorServerOptions &disable_client_auth(bool disable = true) {
+        detail::check(ofl_director_server_options_set_disable_client_auth(p_.get(), disable));
+        return *this;
+    }
+    /** The shapes every shard must report to be accepted (e.g. {"28", "28"}). */
+    DirectorServerOptions &sample_shape(const std::vector<std::string> &dims) {
+        detail::CStrings c(dims, "sample_shape");
+        detail::check(ofl_director_server_options_set_sample_shape(p_.get(), c.data(), c.size()));
+        return *this;
+    }
+    DirectorServerOptions &target_shape(const std::vector<std::string> &dims) {
+        detail::CStrings c(dims, "target_shape");
+        detail::check(ofl_director_server_options_set_target_shape(p_.get(), c.data(), c.size()));
+        return *this;
+    }
+    /** How often envoys send health checks (default 60 s). */
+    DirectorServerOptions &envoy_health_check_period(std::chrono::milliseconds period) {
+        detail::check(ofl_director_server_options_set_envoy_health_check_period_ms(
+            p_.get(), period.count() < 0 ? 0 : static_cast<std::uint64_t>(period.count())));
+        return *this;
+    }
+    /** Where archives are stored, as <dir>/<name>.archive (created at start). */
+    DirectorServerOptions &archive_dir(std::string_view path) {
+        detail::check(ofl_director_server_options_set_archive_dir(p_.get(), detail::z(path, "path").c_str()));
+        return *this;
+    }
+    DirectorServerOptions &max_archive_size(std::uint64_t bytes) {
+        detail::check(ofl_director_server_options_set_max_archive_size(p_.get(), bytes));
+        return *this;
+    }
+    DirectorServerOptions &max_message_size(std::uint64_t bytes) {
+        detail::check(ofl_director_server_options_set_max_message_size(p_.get(), bytes));
+        return *this;
+    }
+    /** Metrics kept per experiment until streamed (default 100 000). */
+    DirectorServerOptions &max_queued_metrics(std::size_t count) {
+        detail::check(ofl_director_server_options_set_max_queued_metrics(p_.get(), count));
+        return *this;
+    }
+    /** Under mTLS, whether envoy calls must come from the certificate named
+     *  after the envoy (default true; OpenFL checks nothing). */
+    DirectorServerOptions &check_envoy_identity(bool enabled) {
+        detail::check(ofl_director_server_options_set_check_envoy_identity(p_.get(), enabled));
+        return *this;
+    }
+    const ofl_director_server_options *get() const noexcept { return p_.get(); }
+
+private:
+    detail::Handle<ofl_director_server_options, ofl_director_server_options_free> p_;
+};
+
+/** A non-owning handle on a running director: what hooks are given, and
+ *  the base of DirectorServer. Every method is thread-safe and may be
+ *  called from hooks. */
+class DirectorServerRef {
+public:
+    explicit DirectorServerRef(const ofl_director_server *server) noexcept : s_(server) {}
+
+    /** The port listened on (the chosen one when 0 was asked). */
+    std::uint16_t port() const noexcept { return ofl_director_server_port(s_); }
+    /** The directory archives are stored in. */
+    std::string_view archive_dir() const noexcept { return ofl_director_server_archive_dir(s_); }
+    /** Blocks until stop() (a director serves until told to stop). */
+    void serve() const { detail::check(ofl_director_server_serve(s_)); }
+    /** Asks the server to stop; returns at once. Safe from hooks. */
+    void stop() const { detail::check(ofl_director_server_stop(s_)); }
+
+    /** Queues a metric of `experiment` for the frontends' metric streams. */
+    void push_metric(std::string_view experiment, const Metric &metric) const {
+        std::string origin = detail::z(metric.origin, "origin"), task = detail::z(metric.task_name, "task_name"),
+                    name = detail::z(metric.metric_name, "metric_name");
+        ofl_director_metric m{origin.c_str(), task.c_str(), name.c_str(), metric.value, metric.round};
+        detail::check(ofl_director_server_push_metric(s_, detail::z(experiment, "experiment").c_str(), &m));
+    }
+    /** The model a frontend's get_best_model returns (copied, data included).
+     *  OpenFL's frontend expects its float32 encoding: little-endian values,
+     *  the shape in the int_list of one metadata entry. */
+    void set_best_model(std::string_view experiment, const std::vector<TensorView> &tensors) const {
+        detail::Views views(tensors.data(), tensors.size());
+        detail::check(ofl_director_server_set_best_model(s_, detail::z(experiment, "experiment").c_str(),
+                                                         views.data(), views.size()));
+    }
+    void set_last_model(std::string_view experiment, const std::vector<TensorView> &tensors) const {
+        detail::Views views(tensors.data(), tensors.size());
+        detail::check(ofl_director_server_set_last_model(s_, detail::z(experiment, "experiment").c_str(),
+                                                         views.data(), views.size()));
+    }
+    /** The round progress frontends see. */
+    void set_round(std::string_view experiment, std::uint32_t current_round, std::uint32_t total_rounds) const {
+        detail::check(ofl_director_server_set_round(s_, detail::z(experiment, "experiment").c_str(), current_round,
+                                                    total_rounds));
+    }
+    /** The task list frontends see (replaces the previous one). */
+    void set_tasks(std::string_view experiment, const std::vector<TaskDescription> &tasks) const {
+        std::vector<std::string> names, descriptions;
+        for (const TaskDescription &t : tasks) {
+            names.push_back(t.name);
+            descriptions.push_back(t.description);
+        }
+        detail::CStrings n(names, "task name"), d(descriptions, "task description");
+        detail::check(ofl_director_server_set_tasks(s_, detail::z(experiment, "experiment").c_str(), n.data(),
+                                                    d.data(), n.size()));
+    }
+    /** The experiment finished: streams end once drained, the next may start. */
+    void mark_finished(std::string_view experiment) const {
+        detail::check(ofl_director_server_mark_finished(s_, detail::z(experiment, "experiment").c_str()));
+    }
+    /** The experiment failed (reported by the host). */
+    void mark_failed(std::string_view experiment, std::string_view description = {}) const {
+        std::string d = detail::z(description, "description");
+        detail::check(ofl_director_server_mark_failed(s_, detail::z(experiment, "experiment").c_str(),
+                                                      d.empty() ? nullptr : d.c_str()));
+    }
+    /** The status of `experiment`, whoever submitted it (NOT_FOUND when unknown). */
+    ExperimentStatus experiment_status(std::string_view experiment) const {
+        ofl_experiment_status st = OFL_EXPERIMENT_STATUS_PENDING;
+        detail::check(ofl_director_server_experiment_status(s_, detail::z(experiment, "experiment").c_str(), &st));
+        return static_cast<ExperimentStatus>(st);
+    }
+    const ofl_director_server *get() const noexcept { return s_; }
+
+protected:
+    const ofl_director_server *s_;
+};
+
+/** What a director asks and tells its host (OpenFL's review_plan_callback
+ *  and aggregator launch). Override what you need; the defaults approve
+ *  every experiment and start and stop nothing. Hooks run on library
+ *  threads, possibly concurrently, never before the DirectorServer
+ *  constructor returned and never after its destructor returned; one
+ *  experiment is reviewed and started at a time. They may block and may
+ *  call the server's methods, but must not destroy the DirectorServer. */
+class DirectorHooks {
+public:
+    virtual ~DirectorHooks() = default;
+    /** Approve (true) or reject (false; the archive is deleted). An
+     *  exception rejects. */
+    virtual bool review_experiment(DirectorServerRef server, const Experiment &experiment) {
+        (void)server, (void)experiment;
+        return true;
+    }
+    /** Launch the experiment's aggregator; envoys receive it once this
+     *  returns. Throwing openfl::Error marks it failed with that code and
+     *  message (another std::exception: UNKNOWN with what(); anything else:
+     *  INTERNAL). */
+    virtual void start_experiment(DirectorServerRef server, const Experiment &experiment) {
+        (void)server, (void)experiment;
+    }
+    /** An envoy failed the experiment: stop its aggregator. Exceptions are ignored. */
+    virtual void experiment_failed(DirectorServerRef server, const Experiment &experiment,
+                                   const EnvoyFailure &failure) {
+        (void)server, (void)experiment, (void)failure;
+    }
+};
+
+namespace detail {
+
+struct HooksHolder {
+    std::shared_ptr<DirectorHooks> hooks;
+    ofl_director_server *server = nullptr;  // written by ofl_director_server_start before any hook runs
+};
+
+inline HooksHolder &hooks_holder(void *user_data) noexcept { return *static_cast<HooksHolder *>(user_data); }
+
+inline bool review_experiment(void *user_data, const ofl_experiment *experiment) noexcept {
+    try {
+        HooksHolder &h = hooks_holder(user_data);
+        return h.hooks->review_experiment(DirectorServerRef(h.server), Experiment(experiment));
+    } catch (...) {
+        return false;  // a failing review rejects
+    }
+}
+
+inline int32_t start_experiment(void *user_data, const ofl_experiment *experiment, ofl_reply *reply) noexcept {
+    try {
+        HooksHolder &h = hooks_holder(user_data);
+        h.hooks->start_experiment(DirectorServerRef(h.server), Experiment(experiment));
+        return OFL_CODE_OK;
+    } catch (...) {
+        return answer_exception(reply, "start_experiment");
+    }
+}
+
+inline void experiment_failed(void *user_data, const ofl_experiment *experiment, const char *collaborator,
+                              std::uint32_t error_code, const char *description) noexcept {
+    try {
+        HooksHolder &h = hooks_holder(user_data);
+        h.hooks->experiment_failed(DirectorServerRef(h.server), Experiment(experiment),
+                                   EnvoyFailure{sv(collaborator), error_code, sv(description)});
+    } catch (...) {
+    }
+}
+
+inline void free_hooks(void *user_data) noexcept { delete static_cast<HooksHolder *>(user_data); }
+
+}  // namespace detail
+
+/** A running director (OpenFL's Director with its gRPC server): serving and
+ *  running experiments in the background once constructed. Move-only; the
+ *  destructor stops it, waits until it no longer listens and running hooks
+ *  returned, then releases the hooks. Do not destroy it from a hook. */
+class DirectorServer : public DirectorServerRef {
+public:
+    /** `hooks` may be null: the defaults (approve everything, start nothing). */
+    explicit DirectorServer(const DirectorServerOptions &options, std::shared_ptr<DirectorHooks> hooks = nullptr)
+        : DirectorServerRef(nullptr) {
+        ofl_director_server *s = nullptr;
+        if (hooks) {
+            auto *h = new detail::HooksHolder{std::move(hooks)};
+            ofl_director_hooks cb{};
+            cb.user_data = h;
+            cb.free_user_data = detail::free_hooks;  // exactly once, also when the start fails
+            cb.review_experiment = detail::review_experiment;
+            cb.start_experiment = detail::start_experiment;
+            cb.experiment_failed = detail::experiment_failed;
+            // &h->server: hooks find the server set (h lives until the server is freed).
+            detail::check(ofl_director_server_start(options.get(), &cb, &h->server));
+            s = h->server;
+        } else {
+            detail::check(ofl_director_server_start(options.get(), nullptr, &s));
+        }
+        s_ = s;
+    }
+    DirectorServer(DirectorServer &&other) noexcept : DirectorServerRef(std::exchange(other.s_, nullptr)) {}
+    DirectorServer &operator=(DirectorServer &&other) noexcept {
+        if (this != &other) {
+            ofl_director_server_free(const_cast<ofl_director_server *>(s_));
+            s_ = std::exchange(other.s_, nullptr);
+        }
+        return *this;
+    }
+    DirectorServer(const DirectorServer &) = delete;
+    DirectorServer &operator=(const DirectorServer &) = delete;
+    ~DirectorServer() { ofl_director_server_free(const_cast<ofl_director_server *>(s_)); }
+};
+
+/** Settings for EnvoyClient and FrontendClient (setters chain; each throws). */
+class DirectorClientOptions {
+public:
+    /** The director's address (OpenFL's director_host, director_port). */
+    DirectorClientOptions(std::string_view host, std::uint16_t port) {
+        ofl_director_client_options *o = nullptr;
+        detail::check(ofl_director_client_options_new(detail::z(host, "host").c_str(), port, &o));
+        p_.reset(o);
+    }
+    DirectorClientOptions &tls(bool enabled) {
+        detail::check(ofl_director_client_options_set_tls(p_.get(), enabled));
+        return *this;
+    }
+    /** Certificate files; certificate and private_key may be empty for one-way
+     *  TLS. An envoy's certificate CN is its shard name; a frontend's names it. */
+    DirectorClientOptions &tls_files(std::string_view root_certificate, std::string_view certificate = {},
+                                     std::string_view private_key = {}) {
+        std::string root = detail::z(root_certificate, "root_certificate");
+        std::string crt = detail::z(certificate, "certificate");
+        std::string key = detail::z(private_key, "private_key");
+        detail::check(ofl_director_client_options_set_tls_files(p_.get(), root.c_str(),
+                                                                crt.empty() ? nullptr : crt.c_str(),
+                                                                key.empty() ? nullptr : key.c_str()));
+        return *this;
+    }
+    DirectorClientOptions &tls_pem(Bytes root_certificate, Bytes certificate = {}, Bytes private_key = {}) {
+        detail::check(ofl_director_client_options_set_tls_pem(p_.get(), root_certificate.data(),
+                                                              root_certificate.size(), certificate.data(),
+                                                              certificate.size(), private_key.data(),
+                                                              private_key.size()));
+        return *this;
+    }
+    DirectorClientOptions &disable_client_auth(bool disable = true) {
+        detail::check(ofl_director_client_options_set_disable_client_auth(p_.get(), disable));
+        return *this;
+    }
+    /** The name the director's certificate must carry (default: the host). */
+    DirectorClientOptions &server_name(std::string_view name) {
+        detail::check(
+            ofl_director_client_options_set_server_name(p_.get(), detail::z(name, "server_name").c_str()));
+        return *this;
+    }
+    /** As ClientOptions::retry; a call is repeated whole. */
+    DirectorClientOptions &retry(std::chrono::milliseconds initial, std::chrono::milliseconds max,
+                                 std::chrono::milliseconds deadline) {
+        detail::check(ofl_director_client_options_set_retry(p_.get(), static_cast<std::uint64_t>(initial.count()),
+                                                            static_cast<std::uint64_t>(max.count()),
+                                                            deadline.count() < 0 ? -1 : deadline.count()));
+        return *this;
+    }
+    DirectorClientOptions &connect_timeout(std::chrono::milliseconds timeout) {
+        detail::check(ofl_director_client_options_set_connect_timeout_ms(
+            p_.get(), static_cast<std::uint64_t>(timeout.count())));
+        return *this;
+    }
+    DirectorClientOptions &max_message_size(std::uint64_t bytes) {
+        detail::check(ofl_director_client_options_set_max_message_size(p_.get(), bytes));
+        return *this;
+    }
+    /** Envoys: the largest archive get_experiment_data writes (default 1 GiB). */
+    DirectorClientOptions &max_archive_size(std::uint64_t bytes) {
+        detail::check(ofl_director_client_options_set_max_archive_size(p_.get(), bytes));
+        return *this;
+    }
+    /** Frontends: the client_id metadata that names the caller without a
+     *  client certificate (printable ASCII; empty: none). */
+    DirectorClientOptions &client_id(std::string_view id) {
+        std::string s = detail::z(id, "client_id");
+        detail::check(ofl_director_client_options_set_client_id(p_.get(), s.empty() ? nullptr : s.c_str()));
+        return *this;
+    }
+    const ofl_director_client_options *get() const noexcept { return p_.get(); }
+
+private:
+    detail::Handle<ofl_director_client_options, ofl_director_client_options_free> p_;
+};
+
+/** One CUDA device of an envoy's node (OpenFL's CudaDeviceInfo). */
+struct CudaDevice {
+    std::uint64_t index = 0;
+    std::uint64_t memory_total = 0;     // bytes
+    std::uint64_t memory_utilized = 0;  // bytes
+    std::string device_utilization;     // e.g. "35%"
+    std::string cuda_driver_version;
+    std::string cuda_version;
+    std::string name;
+};
+
+/** What an envoy reports about its shard (OpenFL's ShardInfo). */
+struct ShardInfo {
+    std::string description;
+    std::uint64_t n_samples = 0;
+    std::vector<std::string> sample_shape;  // must equal the director's, e.g. {"28", "28"}
+    std::vector<std::string> target_shape;
+    std::vector<CudaDevice> cuda_devices;
+};
+
+/** An envoy as get_envoys reports it. */
+struct EnvoyInfo {
+    std::string name;  // its shard name
+    std::string shard_description;
+    std::uint64_t n_samples = 0;
+    std::vector<std::string> sample_shape;
+    std::vector<std::string> target_shape;
+    bool is_online = false;  // a health check within the last valid_duration
+    bool is_experiment_running = false;
+    std::chrono::system_clock::time_point last_updated;  // epoch when unknown
+    std::chrono::milliseconds valid_duration{0};
+    std::string experiment_name;  // the in-progress experiment it was last given ("" for none)
+    std::vector<CudaDevice> cuda_devices;
+};
+
+/** One experiment of get_experiments_list. */
+struct ExperimentSummary {
+    std::string name;
+    ExperimentStatus status = ExperimentStatus::pending;
+    std::uint32_t collaborators_amount = 0;
+    std::uint32_t tasks_amount = 0;
+    float progress = 0;  // 0 to 1
+};
+
+/** One collaborator of an ExperimentDescription. */
+struct CollaboratorDescription {
+    std::string name;
+    std::string status;  // "pending", "running" once it downloaded the archive, "finished", "failed"
+    float progress = 0;
+    std::uint32_t round = 0;
+    std::string current_task;
+    std::string next_task;
+};
+
+/** Whether a model ("best", "last", "init") or a log can be downloaded
+ *  ("ready" or "pending"). */
+struct DownloadStatus {
+    std::string name;
+    std::string status;
+};
+
+/** One experiment in detail (get_experiment_description). */
+struct ExperimentDescription {
+    std::string name;
+    ExperimentStatus status = ExperimentStatus::pending;
+    float progress = 0;
+    std::uint32_t total_rounds = 0;
+    std::uint32_t current_round = 0;
+    std::vector<CollaboratorDescription> collaborators;
+    std::vector<TaskDescription> tasks;
+    std::vector<DownloadStatus> models;
+    std::vector<DownloadStatus> logs;
+};
+
+/** The director's dataset shapes (get_dataset_info). */
+struct DatasetInfo {
+    std::vector<std::string> sample_shape;
+    std::vector<std::string> target_shape;
+};
+
+namespace detail {
+/** ofl_cuda_device values borrowing the strings of `devices`. */
+inline std::vector<ofl_cuda_device> c_devices(const std::vector<CudaDevice> &devices) {
+    std::vector<ofl_cuda_device> out;
+    for (const CudaDevice &d : devices) {
+        for (const std::string *s : {&d.device_utilization, &d.cuda_driver_version, &d.cuda_version, &d.name})
+            if (s->find('\0') != std::string::npos) throw Error(Code::invalid_argument, "cuda device contains a NUL byte");
+        out.push_back(ofl_cuda_device{d.index, d.memory_total, d.memory_utilized, d.device_utilization.c_str(),
+                                      d.cuda_driver_version.c_str(), d.cuda_version.c_str(), d.name.c_str()});
+    }
+    return out;
+}
+inline CudaDevice cpp_device(const ofl_cuda_device &d) {
+    return CudaDevice{d.index, d.memory_total, d.memory_utilized, std::string(sv(d.device_utilization)),
+                      std::string(sv(d.cuda_driver_version)), std::string(sv(d.cuda_version)), std::string(sv(d.name))};
+}
+inline std::vector<std::string> strings(const ofl_string_list *list) {
+    std::vector<std::string> out(ofl_string_list_len(list));
+    for (std::size_t i = 0; i < out.size(); i++) out[i] = sv(ofl_string_list_get(list, i));
+    return out;
+}
+struct MetricSink {
+    std::function<bool(const Metric &)> *fn;
+    std::exception_ptr error;
+};
+inline bool on_metric(void *user_data, const ofl_director_metric *m) noexcept {
+    auto *sink = static_cast<MetricSink *>(user_data);
+    try {
+        return (*sink->fn)(Metric{std::string(sv(m->origin)), std::string(sv(m->task_name)),
+                                  std::string(sv(m->metric_name)), m->value, m->round});
+    } catch (...) {
+        sink->error = std::current_exception();  // rethrown on the caller's side of the C frames
+        return false;
+    }
+}
+}  // namespace detail
+
+/** An envoy's connection to the director (OpenFL's ShardDirectorClient).
+ *  Thread-safe (e.g. health checks while another thread waits for an
+ *  experiment); move-only. close() from another thread cancels calls in
+ *  progress (they throw CANCELLED): call it, join the threads that use the
+ *  client, then destroy it. */
+class EnvoyClient {
+public:
+    /** `shard_name` is the envoy's collaborator name (under mTLS, its
+     *  certificate CN). Certificates are read now; the connection is made
+     *  by the first call. */
+    EnvoyClient(const DirectorClientOptions &options, std::string_view shard_name) {
+        ofl_envoy_client *c = nullptr;
+        detail::check(ofl_envoy_client_new(options.get(), detail::z(shard_name, "shard_name").c_str(), &c));
+        p_.reset(c);
+    }
+    /** Registers the shard; returns whether the director accepted it. */
+    bool update_shard_info(const ShardInfo &info) const {
+        std::string description = detail::z(info.description, "shard_description");
+        detail::CStrings sample(info.sample_shape, "sample_shape"), target(info.target_shape, "target_shape");
+        std::vector<ofl_cuda_device> devices = detail::c_devices(info.cuda_devices);
+        ofl_shard_info si{description.c_str(), info.n_samples, sample.data(), sample.size(), target.data(),
+                          target.size(), devices.empty() ? nullptr : devices.data(), devices.size()};
+        bool accepted = false;
+        detail::check(ofl_envoy_client_update_shard_info(p_.get(), &si, &accepted));
+        return accepted;
+    }
+    /** Blocks until the director has an experiment for this envoy; its name. */
+    std::string wait_experiment() const {
+        ofl_string *out = nullptr;
+        detail::check(ofl_envoy_client_wait_experiment(p_.get(), &out));
+        detail::Handle<ofl_string, ofl_string_free> owned(out);
+        return std::string(ofl_string_get(out), ofl_string_len(out));
+    }
+    /** Downloads the experiment's archive into `dest_path`; its size. */
+    std::uint64_t get_experiment_data(std::string_view experiment, std::string_view dest_path) const {
+        std::uint64_t size = 0;
+        detail::check(ofl_envoy_client_get_experiment_data(p_.get(), detail::z(experiment, "experiment_name").c_str(),
+                                                           detail::z(dest_path, "dest_path").c_str(), &size));
+        return size;
+    }
+    /** A health check; returns the period within which to send the next. */
+    std::chrono::milliseconds send_health_check(bool is_experiment_running,
+                                                const std::vector<CudaDevice> &devices = {}) const {
+        std::vector<ofl_cuda_device> c = detail::c_devices(devices);
+        std::uint64_t period_ms = 0;
+        detail::check(ofl_envoy_client_send_health_check(p_.get(), is_experiment_running,
+                                                         c.empty() ? nullptr : c.data(), c.size(), &period_ms));
+        return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(period_ms));
+    }
+    /** Tells the director this envoy failed `experiment`. */
+    void set_experiment_failed(std::string_view experiment, std::uint32_t error_code,
+                               std::string_view description = {}) const {
+        detail::check(ofl_envoy_client_set_experiment_failed(p_.get(), detail::z(experiment, "experiment_name").c_str(),
+                                                             error_code,
+                                                             detail::z(description, "description").c_str()));
+    }
+    /** Cancels calls in progress on other threads and refuses new ones. */
+    void close() const { detail::check(ofl_envoy_client_close(p_.get())); }
+    ofl_envoy_client *get() const noexcept { return p_.get(); }
+
+private:
+    detail::Handle<ofl_envoy_client, ofl_envoy_client_free> p_;
+};
+
+/** A frontend's connection to the director (OpenFL's DirectorClient).
+ *  Thread-safe; move-only. A frontend sees only the experiments it
+ *  submitted (others are NOT_FOUND). close() cancels calls in progress. */
+class FrontendClient {
+public:
+    explicit FrontendClient(const DirectorClientOptions &options) {
+        ofl_frontend_client *c = nullptr;
+        detail::check(ofl_frontend_client_new(options.get(), &c));
+        p_.reset(c);
+    }
+    /** Submits an experiment: the archive file is streamed (never whole in
+     *  memory); the initial model's data is read from the views. */
+    void set_new_experiment(std::string_view name, const std::vector<std::string> &collaborators,
+                            std::string_view archive_path, const std::vector<TensorView> &initial_model = {}) const {
+        detail::CStrings cols(collaborators, "collaborators");
+        detail::Views views(initial_model.data(), initial_model.size());
+        detail::check(ofl_frontend_client_set_new_experiment(p_.get(), detail::z(name, "name").c_str(), cols.data(),
+                                                             cols.size(), detail::z(archive_path, "archive_path").c_str(),
+                                                             views.data(), views.size()));
+    }
+    ExperimentStatus get_experiment_status(std::string_view name) const {
+        ofl_experiment_status st = OFL_EXPERIMENT_STATUS_PENDING;
+        detail::check(ofl_frontend_client_get_experiment_status(p_.get(), detail::z(name, "name").c_str(), &st));
+        return static_cast<ExperimentStatus>(st);
+    }
+    DatasetInfo get_dataset_info() const {
+        ofl_string_list *sample = nullptr, *target = nullptr;
+        detail::check(ofl_frontend_client_get_dataset_info(p_.get(), &sample, &target));
+        detail::Handle<ofl_string_list, ofl_string_list_free> s(sample), t(target);
+        return DatasetInfo{detail::strings(sample), detail::strings(target)};
+    }
+    /** The best model as the host set it (FAILED_PRECONDITION while none). */
+    TensorList get_best_model(std::string_view name) const {
+        ofl_tensor_list *out = nullptr;
+        detail::check(ofl_frontend_client_get_best_model(p_.get(), detail::z(name, "name").c_str(), &out));
+        return TensorList(out);
+    }
+    TensorList get_last_model(std::string_view name) const {
+        ofl_tensor_list *out = nullptr;
+        detail::check(ofl_frontend_client_get_last_model(p_.get(), detail::z(name, "name").c_str(), &out));
+        return TensorList(out);
+    }
+    /** Calls `fn` with each metric until the experiment is over and every
+     *  metric was delivered, or until `fn` returns false. `fn` runs on the
+     *  calling thread; an exception it throws ends the stream and is
+     *  rethrown here. */
+    void stream_metrics(std::string_view name, std::function<bool(const Metric &)> fn) const {
+        if (!fn) throw Error(Code::invalid_argument, "fn is empty");
+        detail::MetricSink sink{&fn, nullptr};
+        ofl_error *error =
+            ofl_frontend_client_stream_metrics(p_.get(), detail::z(name, "name").c_str(), detail::on_metric, &sink);
+        if (sink.error) {
+            ofl_error_free(error);
+            std::rethrow_exception(sink.error);
+        }
+        detail::check(error);
+    }
+    /** Forgets a finished, failed, rejected or pending experiment and deletes its archive. */
+    void remove_experiment(std::string_view name) const {
+        detail::check(ofl_frontend_client_remove_experiment(p_.get(), detail::z(name, "name").c_str()));
+    }
+    std::vector<EnvoyInfo> get_envoys() const {
+        ofl_envoys *raw = nullptr;
+        detail::check(ofl_frontend_client_get_envoys(p_.get(), &raw));
+        detail::Handle<ofl_envoys, ofl_envoys_free> owned(raw);
+        std::vector<EnvoyInfo> out(ofl_envoys_len(raw));
+        for (std::size_t i = 0; i < out.size(); i++) {
+            EnvoyInfo &e = out[i];
+            e.name = detail::sv(ofl_envoys_name(raw, i));
+            e.shard_description = detail::sv(ofl_envoys_shard_description(raw, i));
+            e.n_samples = ofl_envoys_n_samples(raw, i);
+            for (std::size_t d = 0; d < ofl_envoys_sample_shape_len(raw, i); d++)
+                e.sample_shape.emplace_back(detail::sv(ofl_envoys_sample_shape(raw, i, d)));
+            for (std::size_t d = 0; d < ofl_envoys_target_shape_len(raw, i); d++)
+                e.target_shape.emplace_back(detail::sv(ofl_envoys_target_shape(raw, i, d)));
+            e.is_online = ofl_envoys_is_online(raw, i);
+            e.is_experiment_running = ofl_envoys_is_experiment_running(raw, i);
+            e.last_updated = std::chrono::system_clock::time_point(
+                std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                    std::chrono::milliseconds(ofl_envoys_last_updated_ms(raw, i))));
+            e.valid_duration = std::chrono::milliseconds(ofl_envoys_valid_duration_ms(raw, i));
+            e.experiment_name = detail::sv(ofl_envoys_experiment_name(raw, i));
+            for (std::size_t d = 0; d < ofl_envoys_cuda_devices_len(raw, i); d++) {
+                ofl_cuda_device dev{};
+                if (ofl_envoys_cuda_device(raw, i, d, &dev)) e.cuda_devices.push_back(detail::cpp_device(dev));
+            }
+        }
+        return out;
+    }
+    /** The experiments this frontend submitted, in submission order. */
+    std::vector<ExperimentSummary> get_experiments_list() const {
+        ofl_experiment_list *raw = nullptr;
+        detail::check(ofl_frontend_client_get_experiments_list(p_.get(), &raw));
+        detail::Handle<ofl_experiment_list, ofl_experiment_list_free> owned(raw);
+        std::vector<ExperimentSummary> out(ofl_experiment_list_len(raw));
+        for (std::size_t i = 0; i < out.size(); i++)
+            out[i] = ExperimentSummary{std::string(detail::sv(ofl_experiment_list_name(raw, i))),
+                                       detail::parse_status(detail::sv(ofl_experiment_list_status(raw, i))),
+                                       ofl_experiment_list_collaborators_amount(raw, i),
+                                       ofl_experiment_list_tasks_amount(raw, i), ofl_experiment_list_progress(raw, i)};
+        return out;
+    }
+    ExperimentDescription get_experiment_description(std::string_view name) const {
+        ofl_experiment_description *d = nullptr;
+        detail::check(ofl_frontend_client_get_experiment_description(p_.get(), detail::z(name, "name").c_str(), &d));
+        detail::Handle<ofl_experiment_description, ofl_experiment_description_free> owned(d);
+        ExperimentDescription out;
+        out.name = ofl_experiment_description_name(d);
+        out.status = detail::parse_status(ofl_experiment_description_status(d));
+        out.progress = ofl_experiment_description_progress(d);
+        out.total_rounds = ofl_experiment_description_total_rounds(d);
+        out.current_round = ofl_experiment_description_current_round(d);
+        for (std::size_t i = 0; i < ofl_experiment_description_collaborators_len(d); i++)
+            out.collaborators.push_back(CollaboratorDescription{
+                std::string(detail::sv(ofl_experiment_description_collaborator_name(d, i))),
+                std::string(detail::sv(ofl_experiment_description_collaborator_status(d, i))),
+                ofl_experiment_description_collaborator_progress(d, i),
+                ofl_experiment_description_collaborator_round(d, i),
+                std::string(detail::sv(ofl_experiment_description_collaborator_current_task(d, i))),
+                std::string(detail::sv(ofl_experiment_description_collaborator_next_task(d, i)))});
+        for (std::size_t i = 0; i < ofl_experiment_description_tasks_len(d); i++)
+            out.tasks.push_back(TaskDescription{std::string(detail::sv(ofl_experiment_description_task_name(d, i))),
+                                                std::string(detail::sv(ofl_experiment_description_task_description(d, i)))});
+        for (std::size_t i = 0; i < ofl_experiment_description_models_len(d); i++)
+            out.models.push_back(DownloadStatus{std::string(detail::sv(ofl_experiment_description_model_name(d, i))),
+                                                std::string(detail::sv(ofl_experiment_description_model_status(d, i)))});
+        for (std::size_t i = 0; i < ofl_experiment_description_logs_len(d); i++)
+            out.logs.push_back(DownloadStatus{std::string(detail::sv(ofl_experiment_description_log_name(d, i))),
+                                              std::string(detail::sv(ofl_experiment_description_log_status(d, i)))});
+        return out;
+    }
+    /** Cancels calls in progress on other threads (a metric stream too) and refuses new ones. */
+    void close() const { detail::check(ofl_frontend_client_close(p_.get())); }
+    ofl_frontend_client *get() const noexcept { return p_.get(); }
+
+private:
+    detail::Handle<ofl_frontend_client, ofl_frontend_client_free> p_;
 };
 
 /** Severity of a log record. */

@@ -143,16 +143,25 @@ func abandonable[T any](ctx context.Context, c *Client, what string,
 	if err != nil {
 		return zero, err
 	}
+	return runAbandonable(ctx, what, c.release, func() (T, error) { return call(p) }, discard)
+}
+
+// runAbandonable runs call, then release, and returns call's result, or a
+// context error as soon as ctx is done: call then goes on in the
+// background, and discard cleans up a result nobody took.
+func runAbandonable[T any](ctx context.Context, what string, release func(),
+	call func() (T, error), discard func(T)) (T, error) {
 	if ctx.Done() == nil { // never cancelled: no goroutine needed
-		defer c.release()
-		return call(p)
+		defer release()
+		return call()
 	}
+	var zero T
 	done := make(chan callResult[T], 1)
 	var mu sync.Mutex
 	abandoned := false
 	go func() {
-		defer c.release()
-		v, err := call(p)
+		defer release()
+		v, err := call()
 		mu.Lock()
 		defer mu.Unlock()
 		if abandoned {
@@ -319,20 +328,31 @@ func (c *Client) SendLocalTaskResults(ctx context.Context, collaborator string, 
 
 	var mem cstrings
 	defer mem.free()
-	n := len(results.Tensors)
+	return lendTensors(&mem, results.Tensors, func(s *C.ofl_go_send) {
+		s.kind = C.OFL_GO_SEND_TASK_RESULTS
+		s.client = p
+		s.collaborator = mem.str(collaborator)
+		s.round_number = C.int32_t(results.RoundNumber)
+		s.task_name = mem.str(results.TaskName)
+		s.data_size = C.int32_t(results.DataSize)
+	})
+}
+
+// lendTensors makes one library call that reads tensors (the kind and
+// arguments set by setup) with their data lent in place where the cgo
+// rules allow, and copied into C memory (owned by mem) otherwise. The
+// tensors must have passed Tensor.check.
+func lendTensors(mem *cstrings, tensors []Tensor, setup func(s *C.ofl_go_send)) error {
+	n := len(tensors)
 	s := (*C.ofl_go_send)(mem.alloc(unsafe.Sizeof(C.ofl_go_send{})))
-	s.client = p
-	s.collaborator = mem.str(collaborator)
-	s.round_number = C.int32_t(results.RoundNumber)
-	s.task_name = mem.str(results.TaskName)
-	s.data_size = C.int32_t(results.DataSize)
+	setup(s)
 	st := &sendState{}
 	var borrowed []C.size_t
 	if n > 0 {
 		views := unsafe.Slice((*C.ofl_tensor_view)(mem.alloc(uintptr(n)*unsafe.Sizeof(C.ofl_tensor_view{}))), n)
-		for i := range results.Tensors {
-			t := &results.Tensors[i]
-			fillView(&views[i], t, &mem)
+		for i := range tensors {
+			t := &tensors[i]
+			fillView(&views[i], t, mem)
 			if len(t.Data) >= borrowMinBytes && len(st.data) < borrowMaxTensors {
 				borrowed = append(borrowed, C.size_t(i))
 				st.data = append(st.data, t.Data)
@@ -355,7 +375,7 @@ func (c *Client) SendLocalTaskResults(ctx context.Context, collaborator string, 
 	defer h.Delete()
 	s.handle = C.uintptr_t(h)
 	sendStep(s, st, 0)
-	runtime.KeepAlive(results.Tensors)
+	runtime.KeepAlive(tensors)
 	return takeError(s.error)
 }
 

@@ -17,6 +17,13 @@
 // An aggregator: implement AggregatorLogic and call StartAggregatorServer,
 // then Serve.
 //
+// The director (OpenFL's Director service): StartDirectorServer with
+// DirectorHooks (review, start, failure; DirectorHookFuncs fills them from
+// closures) reports progress with PushMetric, SetBestModel, MarkFinished and
+// so on; envoys use EnvoyClient (UpdateShardInfo, WaitExperiment,
+// GetExperimentData, SendHealthCheck), data scientists FrontendClient
+// (SetNewExperiment, GetExperimentStatus, StreamMetrics, GetBestModel, ...).
+//
 // Errors are *Error values carrying the library's code: test them with
 // errors.Is(err, openfl.CodeUnauthenticated) or read them with errors.As.
 //
@@ -30,6 +37,7 @@
 // by the library.
 //
 // Threads: the library runs all network I/O on its own threads. Logic
-// callbacks arrive on those threads through exported trampolines holding a
-// runtime/cgo.Handle, which is deleted when the library releases it.
+// callbacks and director hooks arrive on those threads through exported
+// trampolines holding a runtime/cgo.Handle, which is deleted when the
+// library releases it.
 package openfl

@@ -14,3 +14,6 @@ func SetBorrowLimits(minBytes, maxTensors int) (restore func()) {
 
 // LiveServerStates is the number of server logic handles the library holds.
 func LiveServerStates() int64 { return liveServerStates.Load() }
+
+// LiveDirectorStates is the number of director hook handles the library holds.
+func LiveDirectorStates() int64 { return liveDirectorStates.Load() }

@@ -53,6 +53,19 @@ func (c *cstrings) bytes(b []byte) *C.uint8_t {
 	return (*C.uint8_t)(p)
 }
 
+// strs copies ss into a C array of C strings (NULL for an empty slice);
+// the strings must have passed checkStrings.
+func (c *cstrings) strs(ss []string) **C.char {
+	if len(ss) == 0 {
+		return nil
+	}
+	arr := unsafe.Slice((**C.char)(c.alloc(uintptr(len(ss))*unsafe.Sizeof((*C.char)(nil)))), len(ss))
+	for i, s := range ss {
+		arr[i] = c.str(s)
+	}
+	return &arr[0]
+}
+
 // alloc returns n zeroed bytes of C memory.
 func (c *cstrings) alloc(n uintptr) unsafe.Pointer {
 	if n == 0 {

@@ -362,9 +362,13 @@ func oflGoValidCollaborator(h C.uintptr_t, commonName, sender *C.char) (ok C.int
 //export oflGoReleaseHandle
 func oflGoReleaseHandle(h C.uintptr_t) {
 	handle := cgo.Handle(h)
-	if st, ok := handle.Value().(*serverState); ok {
+	switch st := handle.Value().(type) {
+	case *serverState:
 		st.cancel()
 		liveServerStates.Add(-1)
+	case *directorState:
+		st.cancel()
+		liveDirectorStates.Add(-1)
 	}
 	handle.Delete()
 }

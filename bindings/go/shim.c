@@ -33,6 +33,43 @@ static bool tramp_valid_collaborator(void *user_data, const char *cn, const char
 
 static void tramp_free_user_data(void *user_data) { oflGoReleaseHandle(handle_of(user_data)); }
 
+static bool tramp_review_experiment(void *user_data, const ofl_experiment *experiment) {
+    return oflGoReviewExperiment(handle_of(user_data), (ofl_experiment *)experiment) != 0;
+}
+
+static int32_t tramp_start_experiment(void *user_data, const ofl_experiment *experiment,
+                                      ofl_reply *reply) {
+    return oflGoStartExperiment(handle_of(user_data), (ofl_experiment *)experiment, reply);
+}
+
+static void tramp_experiment_failed(void *user_data, const ofl_experiment *experiment,
+                                    const char *collaborator, uint32_t error_code,
+                                    const char *description) {
+    oflGoExperimentFailed(handle_of(user_data), (ofl_experiment *)experiment, (char *)collaborator,
+                          error_code, (char *)description);
+}
+
+ofl_error *ofl_go_director_server_start(const ofl_director_server_options *options, uintptr_t handle,
+                                        ofl_director_server **out) {
+    ofl_director_hooks hooks = {
+        .user_data = (void *)handle,
+        .free_user_data = tramp_free_user_data,
+        .review_experiment = tramp_review_experiment,
+        .start_experiment = tramp_start_experiment,
+        .experiment_failed = tramp_experiment_failed,
+    };
+    return ofl_director_server_start(options, &hooks, out);
+}
+
+static bool tramp_metric(void *user_data, const ofl_director_metric *metric) {
+    return oflGoMetric(handle_of(user_data), (ofl_director_metric *)metric) != 0;
+}
+
+ofl_error *ofl_go_frontend_stream_metrics(const ofl_frontend_client *client, const char *name,
+                                          uintptr_t handle) {
+    return ofl_frontend_client_stream_metrics(client, name, tramp_metric, (void *)handle);
+}
+
 ofl_error *ofl_go_server_start(const ofl_aggregator_server_options *options, uintptr_t handle,
                                bool validator, ofl_aggregator_server **out) {
     ofl_aggregator_callbacks callbacks = {
@@ -82,9 +119,28 @@ void ofl_go_send_step(ofl_go_send *s, size_t first, size_t count, const void *p0
     if (next < s->borrowed_len) {
         oflGoSendNext(s, next);
     } else {
-        s->error = ofl_client_send_local_task_results(s->client, s->collaborator, s->round_number,
-                                                      s->task_name, s->data_size, s->views,
-                                                      s->len);
+        switch (s->kind) {
+        case OFL_GO_SEND_TASK_RESULTS:
+            s->error = ofl_client_send_local_task_results(s->client, s->collaborator,
+                                                          s->round_number, s->task_name,
+                                                          s->data_size, s->views, s->len);
+            break;
+        case OFL_GO_SET_BEST_MODEL:
+            s->error = ofl_director_server_set_best_model(s->director, s->collaborator, s->views,
+                                                          s->len);
+            break;
+        case OFL_GO_SET_LAST_MODEL:
+            s->error = ofl_director_server_set_last_model(s->director, s->collaborator, s->views,
+                                                          s->len);
+            break;
+        case OFL_GO_SET_NEW_EXPERIMENT:
+            s->error = ofl_frontend_client_set_new_experiment(
+                s->frontend, s->collaborator, s->collaborators, s->collaborators_len,
+                s->archive_path, s->views, s->len);
+            break;
+        default:
+            abort(); /* unreachable: Go sets the kind */
+        }
     }
     /* The Go pointers were lent for this call only. */
     for (size_t i = 0; i < count; i++) s->views[s->borrowed[first + i]].data = NULL;

@@ -28,13 +28,36 @@ ofl_error *ofl_go_set_log_callback(int32_t max_level, uintptr_t handle);
 ofl_error *ofl_go_reply_set_tensor(ofl_reply *reply, ofl_tensor_view *view, const void *data,
                                    size_t data_len);
 
-/* One SendLocalTaskResults call in progress (C memory). */
+/* Routes director hooks to the Go hooks behind the cgo.Handle `handle`
+ * (released through oflGoReleaseHandle, also when the start fails). */
+ofl_error *ofl_go_director_server_start(const ofl_director_server_options *options, uintptr_t handle,
+                                        ofl_director_server **out);
+
+/* ofl_frontend_client_stream_metrics with the Go callback behind `handle`. */
+ofl_error *ofl_go_frontend_stream_metrics(const ofl_frontend_client *client, const char *name,
+                                          uintptr_t handle);
+
+/* The library call an ofl_go_send chain ends with. */
+enum {
+    OFL_GO_SEND_TASK_RESULTS = 0, /* ofl_client_send_local_task_results */
+    OFL_GO_SET_BEST_MODEL = 1,    /* ofl_director_server_set_best_model */
+    OFL_GO_SET_LAST_MODEL = 2,    /* ofl_director_server_set_last_model */
+    OFL_GO_SET_NEW_EXPERIMENT = 3 /* ofl_frontend_client_set_new_experiment */
+};
+
+/* One call that lends Go tensor data in progress (C memory). */
 typedef struct ofl_go_send {
+    int32_t kind; /* OFL_GO_SEND_TASK_RESULTS (0) and so on */
     const ofl_client *client;
-    const char *collaborator;
+    const ofl_director_server *director;
+    const ofl_frontend_client *frontend;
+    const char *collaborator; /* the collaborator; the experiment for the other kinds */
     int32_t round_number;
     const char *task_name;
     int32_t data_size;
+    const char *const *collaborators; /* OFL_GO_SET_NEW_EXPERIMENT */
+    size_t collaborators_len;
+    const char *archive_path;
     ofl_tensor_view *views; /* `len` views; data of the Go-borrowed ones set during the chain */
     size_t len;
     const size_t *borrowed; /* indices into `views` whose data is Go memory */
@@ -49,7 +72,7 @@ typedef struct ofl_go_send {
  * borrowed[first .. first+count), then either asks Go for the next batch
  * (oflGoSendNext, which calls this again: the pointers stay valid because
  * this call has not returned) or, with all pointers in place, makes the
- * library call. Clears the stored pointers before returning. */
+ * library call `kind` names. Clears the stored pointers before returning. */
 void ofl_go_send_step(ofl_go_send *s, size_t first, size_t count, const void *p0, const void *p1,
                       const void *p2, const void *p3, const void *p4, const void *p5,
                       const void *p6, const void *p7, const void *p8, const void *p9,
