@@ -383,14 +383,15 @@ impl Director for Service {
         let request = request.into_inner();
         let failure =
             ExperimentFailure { collaborator, error_code: request.error_code, description: request.error_description };
-        log::error!(
-            "collaborator {} failed with error code {}: {}; stopping experiment {:?}",
-            failure.collaborator,
-            failure.error_code,
-            failure.description,
-            request.experiment_name
-        );
         if let Some((info, failure)) = self.state.envoy_failed(&request.experiment_name, failure)? {
+            // Logged once the state accepted the report (a refused one is only an error reply).
+            log::error!(
+                "collaborator {} failed with error code {}: {}; stopping experiment {:?}",
+                failure.collaborator,
+                failure.error_code,
+                failure.description,
+                request.experiment_name
+            );
             let hooks = Arc::clone(&self.hooks);
             tokio::task::spawn_blocking(move || hooks.experiment_failed(&info, &failure));
         }
