@@ -1376,7 +1376,9 @@ struct ofl_error *ofl_frontend_client_get_last_model(const struct ofl_frontend_c
  * (metrics the director had already sent are dropped: a streamed metric
  * leaves the director's queue). A broken connection reopens the stream
  * within the retry budget. `ofl_frontend_client_close` from another thread
- * ends it with OFL_CODE_CANCELLED. Errors: NOT_FOUND for an experiment this
+ * ends it with OFL_CODE_CANCELLED. One stream per experiment: a newer
+ * stream on the same experiment (from any client of its owner) ends this
+ * one, which then returns success. Errors: NOT_FOUND for an experiment this
  * frontend did not submit.
  */
 struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_client *client,

@@ -39,7 +39,10 @@
 //!   `__default__`); a foreign caller gets PERMISSION_DENIED (OpenFL: an
 //!   empty answer);
 //! - an archive is written to disk as it arrives, each chunk's size field is
-//!   checked, and its total is capped (`max_archive_size`).
+//!   checked, and its total is capped (`max_archive_size`);
+//! - one metric stream per experiment: opening a new GetMetricStream ends the
+//!   previous one (OpenFL lets concurrent streams split the queue), so a
+//!   stream its client just cancelled cannot take metrics meant for the next.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -522,7 +525,7 @@ impl Director for Service {
     ) -> Result<Response<BoxStream<GetMetricStreamResponse>>, Status> {
         let caller = self.caller(&request)?;
         let name = request.into_inner().experiment_name;
-        self.state.check_metric_stream(&caller.name, &name)?;
+        let generation = self.state.open_metric_stream(&caller.name, &name)?;
         // Capacity 1: a metric leaves the queue only when the stream can take it.
         let (tx, rx) = mpsc::channel::<Result<GetMetricStreamResponse, Status>>(1);
         let state = Arc::clone(&self.state);
@@ -538,7 +541,7 @@ impl Director for Service {
                     permit = tx.reserve() => match permit { Ok(p) => p, Err(_) => return },
                     _ = wait_stopping(&mut stopping) => continue,
                 };
-                match state.poll_metric(&name) {
+                match state.poll_metric(&name, generation) {
                     MetricPoll::Metric(m) => permit.send(Ok(GetMetricStreamResponse {
                         metric_origin: m.origin,
                         task_name: m.task_name,

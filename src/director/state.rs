@@ -263,6 +263,8 @@ struct Experiment {
     last_model: Option<ModelProto>,
     metrics: VecDeque<Metric>,
     dropped_metrics: u64,
+    /// The newest metric stream: older ones end without taking metrics.
+    metric_stream: u64,
     current_round: u32,
     total_rounds: u32,
     tasks: Vec<TaskDescription>,
@@ -328,6 +330,10 @@ impl Inner {
 
     fn visible(&self, caller: &str, name: &str) -> Result<&Experiment> {
         self.experiments.get(name).filter(|e| e.visible_to(caller)).ok_or_else(|| not_found(name))
+    }
+
+    fn visible_mut(&mut self, caller: &str, name: &str) -> Result<&mut Experiment> {
+        self.experiments.get_mut(name).filter(|e| e.visible_to(caller)).ok_or_else(|| not_found(name))
     }
 
     fn in_progress(&self, name: &str) -> bool {
@@ -556,6 +562,7 @@ impl DirectorState {
                 last_model: None,
                 metrics: VecDeque::new(),
                 dropped_metrics: 0,
+                metric_stream: 0,
                 current_round: 0,
                 total_rounds: 0,
                 tasks: Vec::new(),
@@ -764,18 +771,32 @@ impl DirectorState {
         Ok(if best { e.best_model.clone() } else { e.last_model.clone() })
     }
 
-    /// GetMetricStream, first call: checks that `caller` may stream `name`.
-    pub(crate) fn check_metric_stream(&self, caller: &str, name: &str) -> Result<()> {
-        self.lock().visible(caller, name).map(|_| ())
+    /// GetMetricStream, first call: checks that `caller` may stream `name`
+    /// and makes this stream the experiment's only one. A cancelled stream
+    /// is noticed by the server only a moment later; ending older streams
+    /// keeps such a dead stream from taking metrics meant for its successor.
+    pub(crate) fn open_metric_stream(&self, caller: &str, name: &str) -> Result<u64> {
+        let generation = {
+            let mut inner = self.lock();
+            let e = inner.visible_mut(caller, name)?;
+            e.metric_stream += 1;
+            e.metric_stream
+        };
+        self.bump();
+        Ok(generation)
     }
 
-    /// GetMetricStream, each step: the next queued metric (consumed, as
-    /// OpenFL's queue), wait, or end once the experiment is over and drained.
-    pub(crate) fn poll_metric(&self, name: &str) -> MetricPoll {
+    /// GetMetricStream, each step of stream `generation`: the next queued
+    /// metric (consumed, as OpenFL's queue), wait, or end once the experiment
+    /// is over and drained, or a newer stream was opened.
+    pub(crate) fn poll_metric(&self, name: &str, generation: u64) -> MetricPoll {
         let mut inner = self.lock();
         let Some(e) = inner.experiments.get_mut(name) else {
             return MetricPoll::End;
         };
+        if e.metric_stream != generation {
+            return MetricPoll::End;
+        }
         if let Some(metric) = e.metrics.pop_front() {
             return MetricPoll::Metric(metric);
         }
@@ -1093,10 +1114,18 @@ mod tests {
         assert!(!s.active_done("e1"));
 
         s.push_metric("e1", Metric { metric_name: "acc".into(), value: 0.5, ..Default::default() }).unwrap();
-        assert!(matches!(s.poll_metric("e1"), MetricPoll::Metric(m) if m.value == 0.5));
-        assert_eq!(s.poll_metric("e1"), MetricPoll::Wait);
+        assert_eq!(s.open_metric_stream("bob", "e1").unwrap_err().code(), ofl_code::NotFound);
+        let stream = s.open_metric_stream("alice", "e1").unwrap();
+        assert!(matches!(s.poll_metric("e1", stream), MetricPoll::Metric(m) if m.value == 0.5));
+        assert_eq!(s.poll_metric("e1", stream), MetricPoll::Wait);
+        // A newer stream takes over: the older one (perhaps cancelled by its
+        // client, not yet noticed) ends and takes nothing.
+        s.push_metric("e1", Metric { metric_name: "acc".into(), value: 0.75, ..Default::default() }).unwrap();
+        let newer = s.open_metric_stream("alice", "e1").unwrap();
+        assert_eq!(s.poll_metric("e1", stream), MetricPoll::End);
+        assert!(matches!(s.poll_metric("e1", newer), MetricPoll::Metric(m) if m.value == 0.75));
         s.mark_finished("e1").unwrap();
-        assert_eq!(s.poll_metric("e1"), MetricPoll::End);
+        assert_eq!(s.poll_metric("e1", newer), MetricPoll::End);
         assert!(s.active_done("e1"));
         assert_eq!(s.poll_experiment("col1", true), None, "a finished experiment is not handed out again");
         assert_eq!(s.poll_experiment("col2", true), None, "nor one that finished before the envoy asked");
