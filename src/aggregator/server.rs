@@ -21,16 +21,17 @@ use futures_util::StreamExt;
 use prost::Message;
 use rand::Rng;
 use rustls::pki_types::CertificateDer;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::checks::{check_request, response_header};
 use super::logic::{AggregatorLogic, TaskResults as LogicTaskResults, TensorRequest};
-use crate::error::{ofl_code, size_limit_as_resource_exhausted, Error, Result};
+use crate::error::{size_limit_as_resource_exhausted, Result};
 use crate::proto::aggregator::aggregator_server::{Aggregator, AggregatorServer as AggregatorGrpc};
 use crate::proto::aggregator::*;
 use crate::proto::DataStream;
 use crate::stream::{Reassembly, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::listen::Serving;
 use crate::tls::{peer_common_name, TlsConfig};
 
 /// How an aggregator server listens and checks callers.
@@ -254,8 +255,7 @@ impl Aggregator for Service {
 pub struct AggregatorServer {
     local_addr: SocketAddr,
     logic: Arc<dyn AggregatorLogic>,
-    stop: watch::Sender<bool>,
-    finished: watch::Receiver<Option<Result<()>>>,
+    serving: Serving,
     quit_sent: Arc<Notify>,
     quit_poll_interval: Duration,
 }
@@ -291,21 +291,10 @@ impl AggregatorServer {
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
         let grpc = super::tensor_route::ZeroCopyTensors::new(grpc, service);
-        let (stop, mut stop_rx) = watch::channel(false);
-        let (finished_tx, finished) = watch::channel(None);
-        let router = builder.add_service(grpc);
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop_rx.wait_for(|stopped| *stopped).await;
-            };
-            let result = router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-                .map_err(|e| Error::io(format!("aggregator server stopped: {e}")));
-            let _ = finished_tx.send(Some(result));
-        });
+        let mut serving = Serving::new();
+        serving.run(builder.add_service(grpc), incoming, "aggregator server");
         log::info!("aggregator server listening on {local_addr}");
-        Ok(Self { local_addr, logic, stop, finished, quit_sent, quit_poll_interval: config.quit_poll_interval })
+        Ok(Self { local_addr, logic, serving, quit_sent, quit_poll_interval: config.quit_poll_interval })
     }
 
     /// The address the server listens on (with the chosen port when 0 was asked).
@@ -316,7 +305,7 @@ impl AggregatorServer {
     /// Serves until the logic reports that all quit jobs were sent, or until
     /// [`stop`](Self::stop); then shuts down gracefully (in-flight calls finish).
     pub async fn serve(&self) -> Result<()> {
-        let mut stopped = self.stop.subscribe();
+        let mut stopped = self.serving.stopping();
         loop {
             if *stopped.borrow() || self.all_quit_jobs_sent().await {
                 break;
@@ -327,8 +316,7 @@ impl AggregatorServer {
                 _ = tokio::time::sleep(self.quit_poll_interval) => {}
             }
         }
-        self.stop();
-        self.wait_finished().await
+        self.serving.shutdown().await
     }
 
     async fn all_quit_jobs_sent(&self) -> bool {
@@ -336,29 +324,13 @@ impl AggregatorServer {
         tokio::task::spawn_blocking(move || logic.all_quit_jobs_sent()).await.unwrap_or(false)
     }
 
-    async fn wait_finished(&self) -> Result<()> {
-        let mut finished = self.finished.clone();
-        let done = finished
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| Error::new(ofl_code::Internal, "server task vanished"))?;
-        done.clone().expect("checked by wait_for")
-    }
-
     /// Asks the server to stop; `serve` then returns. Idempotent.
     pub fn stop(&self) {
-        self.stop.send_replace(true);
+        self.serving.stop();
     }
 
     /// Stops and waits until the listener is closed.
     pub async fn shutdown(&self) -> Result<()> {
-        self.stop();
-        self.wait_finished().await
-    }
-}
-
-impl Drop for AggregatorServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.serving.shutdown().await
     }
 }

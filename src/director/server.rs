@@ -60,7 +60,8 @@ use super::state::{
     default_caller, DirectorState, EnvoyStatus, ExperimentDetails, ExperimentFailure, ExperimentSnapshot,
     ExperimentStatus, Metric, MetricPoll, StateConfig,
 };
-use crate::error::{ofl_code, Error, Result};
+use crate::listen::Serving;
+use crate::error::Result;
 use crate::proto::director::director_server::{Director, DirectorServer as DirectorGrpc};
 use crate::proto::director::get_trained_model_request::ModelType;
 use crate::proto::director::*;
@@ -719,8 +720,7 @@ impl DirectorHandle {
 pub struct DirectorServer {
     local_addr: SocketAddr,
     state: Arc<DirectorState>,
-    stop: watch::Sender<bool>,
-    finished: watch::Receiver<Option<Result<()>>>,
+    serving: Serving,
 }
 
 impl DirectorServer {
@@ -743,33 +743,21 @@ impl DirectorServer {
         let state = Arc::new(DirectorState::new(config.state_config())?);
         let listener = crate::listen::bind(&config.host, config.port).await?;
         let (incoming, local_addr) = crate::listen::incoming(listener)?;
-        let (stop, stop_rx) = watch::channel(false);
+        let mut serving = Serving::new();
         let service = Service {
             state: Arc::clone(&state),
             hooks: Arc::clone(&hooks),
             tls: config.tls.is_some(),
             check_envoy_identity: config.check_envoy_identity,
-            stopping: stop_rx.clone(),
+            stopping: serving.stopping(),
         };
         let grpc = DirectorGrpc::new(service)
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
-        let (finished_tx, finished) = watch::channel(None);
-        let router = builder.add_service(grpc);
-        let mut shutdown_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = shutdown_rx.wait_for(|stopped| *stopped).await;
-            };
-            let result = router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-                .map_err(|e| Error::io(format!("director server stopped: {e}")));
-            let _ = finished_tx.send(Some(result));
-        });
-        tokio::spawn(execution_loop(Arc::clone(&state), hooks, stop_rx));
+        serving.run(builder.add_service(grpc), incoming, "director server");
+        tokio::spawn(execution_loop(Arc::clone(&state), hooks, serving.stopping()));
         log::info!("director server listening on {local_addr}");
-        Ok(Self { local_addr, state, stop, finished })
+        Ok(Self { local_addr, state, serving })
     }
 
     /// The address the server listens on (with the chosen port when 0 was asked).
@@ -791,34 +779,18 @@ impl DirectorServer {
     /// stop), then shuts down: long polls end with UNAVAILABLE, other calls
     /// in flight finish.
     pub async fn serve(&self) -> Result<()> {
-        let mut stopped = self.stop.subscribe();
+        let mut stopped = self.serving.stopping();
         let _ = stopped.wait_for(|s| *s).await;
-        self.wait_finished().await
-    }
-
-    async fn wait_finished(&self) -> Result<()> {
-        let mut finished = self.finished.clone();
-        let done = finished
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| Error::new(ofl_code::Internal, "server task vanished"))?;
-        done.clone().expect("checked by wait_for")
+        self.serving.wait_finished().await
     }
 
     /// Asks the server to stop; `serve` then returns. Idempotent.
     pub fn stop(&self) {
-        self.stop.send_replace(true);
+        self.serving.stop();
     }
 
     /// Stops and waits until the listener is closed.
     pub async fn shutdown(&self) -> Result<()> {
-        self.stop();
-        self.wait_finished().await
-    }
-}
-
-impl Drop for DirectorServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.serving.shutdown().await
     }
 }
