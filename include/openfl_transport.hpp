@@ -263,6 +263,183 @@ private:
     std::vector<std::vector<float>> values_;
 };
 
+/** The iterator of an indexed sequence of Value (TaskResults, TensorListRef). */
+template <class Container, class Value>
+class IndexIterator {
+public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = Value;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = Value;
+    IndexIterator(const Container *c, std::size_t i) noexcept : c_(c), i_(i) {}
+    Value operator*() const noexcept { return (*c_)[i_]; }
+    IndexIterator &operator++() noexcept {
+        ++i_;
+        return *this;
+    }
+    IndexIterator operator++(int) noexcept {
+        IndexIterator old = *this;
+        ++i_;
+        return old;
+    }
+    bool operator==(const IndexIterator &o) const noexcept { return i_ == o.i_; }
+    bool operator!=(const IndexIterator &o) const noexcept { return i_ != o.i_; }
+
+private:
+    const Container *c_;
+    std::size_t i_;
+};
+
+/** What every options class has: the owned ofl_*_options (made by
+ *  Api::create), tls(), disable_client_auth() and max_message_size(). Api
+ *  names the C functions of one options type; Derived is the options class
+ *  (setters return it, to chain). */
+template <class Derived, class Api>
+class OptionsBase {
+public:
+    /** TLS on (default, with client authentication) or off. */
+    Derived &tls(bool enabled) { return set(Api::set_tls, enabled); }
+    /** One-way TLS (OpenFL's disable_client_auth): a client presents no
+     *  certificate; a server makes client certificates optional. */
+    Derived &disable_client_auth(bool disable = true) { return set(Api::set_disable_client_auth, disable); }
+    /** The largest message sent or received (default 1 GiB, as OpenFL). */
+    Derived &max_message_size(std::uint64_t bytes) { return set(Api::set_max_message_size, bytes); }
+    const typename Api::options *get() const noexcept { return p_.get(); }
+
+protected:
+    /** Server options: the defaults. */
+    OptionsBase() {
+        typename Api::options *o = nullptr;
+        check(Api::create(&o));
+        p_.reset(o);
+    }
+    /** Client options: the server's address. */
+    OptionsBase(std::string_view host, std::uint16_t port) {
+        typename Api::options *o = nullptr;
+        check(Api::create(z(host, "host").c_str(), port, &o));
+        p_.reset(o);
+    }
+    /** Calls a C setter on the options. */
+    template <class Setter, class... Args>
+    Derived &set(Setter setter, Args... args) {
+        check(setter(p_.get(), args...));
+        return static_cast<Derived &>(*this);
+    }
+    /** The aggregator identity both ends of a federation are given; an empty
+     *  single_col_cert_common_name means none. */
+    template <class Setter>
+    Derived &set_federation(Setter setter, std::string_view aggregator_uuid, std::string_view federation_uuid,
+                            std::string_view single_col_cert_common_name) {
+        std::string scn = z(single_col_cert_common_name, "single_col_cert_common_name");
+        return set(setter, z(aggregator_uuid, "aggregator_uuid").c_str(), z(federation_uuid, "federation_uuid").c_str(),
+                   scn.empty() ? nullptr : scn.c_str());
+    }
+
+private:
+    Handle<typename Api::options, Api::destroy> p_;
+};
+
+/** The settings of a client of a server (ClientOptions,
+ *  DirectorClientOptions): certificates whose key pair is optional, server
+ *  name, retries, connection timeout. */
+template <class Derived, class Api>
+class ClientOptionsBase : public OptionsBase<Derived, Api> {
+public:
+    /** Certificate files; certificate and private_key may be empty for one-way TLS. */
+    Derived &tls_files(std::string_view root_certificate, std::string_view certificate = {},
+                       std::string_view private_key = {}) {
+        std::string root = z(root_certificate, "root_certificate");
+        std::string crt = z(certificate, "certificate");
+        std::string key = z(private_key, "private_key");
+        return this->set(Api::set_tls_files, root.c_str(), crt.empty() ? nullptr : crt.c_str(),
+                         key.empty() ? nullptr : key.c_str());
+    }
+    /** Certificates as PEM bytes (copied). */
+    Derived &tls_pem(Bytes root_certificate, Bytes certificate = {}, Bytes private_key = {}) {
+        return this->set(Api::set_tls_pem, root_certificate.data(), root_certificate.size(), certificate.data(),
+                         certificate.size(), private_key.data(), private_key.size());
+    }
+    /** The name the server certificate must carry (default: the host). */
+    Derived &server_name(std::string_view name) {
+        return this->set(Api::set_server_name, z(name, "server_name").c_str());
+    }
+    /** Retries while the server is unreachable: backoff from `initial` up to
+     *  `max` with jitter, giving up after `deadline` (RETRIES_EXHAUSTED); a
+     *  negative deadline retries forever (the default). */
+    Derived &retry(std::chrono::milliseconds initial, std::chrono::milliseconds max,
+                   std::chrono::milliseconds deadline) {
+        return this->set(Api::set_retry, static_cast<std::uint64_t>(initial.count()),
+                         static_cast<std::uint64_t>(max.count()), deadline.count() < 0 ? -1 : deadline.count());
+    }
+    Derived &connect_timeout(std::chrono::milliseconds timeout) {
+        return this->set(Api::set_connect_timeout_ms, static_cast<std::uint64_t>(timeout.count()));
+    }
+
+protected:
+    ClientOptionsBase(std::string_view host, std::uint16_t port) : OptionsBase<Derived, Api>(host, port) {}
+};
+
+/** The settings of a server (ServerOptions, DirectorServerOptions): address
+ *  and certificates (all required under TLS). */
+template <class Derived, class Api>
+class ServerOptionsBase : public OptionsBase<Derived, Api> {
+public:
+    /** Address and port (default "[::]", 0 = any free port). */
+    Derived &listen(std::string_view host, std::uint16_t port) {
+        return this->set(Api::set_listen, z(host, "host").c_str(), port);
+    }
+    Derived &tls_files(std::string_view root_certificate, std::string_view certificate,
+                       std::string_view private_key) {
+        return this->set(Api::set_tls_files, z(root_certificate, "root_certificate").c_str(),
+                         z(certificate, "certificate").c_str(), z(private_key, "private_key").c_str());
+    }
+    Derived &tls_pem(Bytes root_certificate, Bytes certificate, Bytes private_key) {
+        return this->set(Api::set_tls_pem, root_certificate.data(), root_certificate.size(), certificate.data(),
+                         certificate.size(), private_key.data(), private_key.size());
+    }
+
+protected:
+    ServerOptionsBase() = default;
+};
+
+// The C functions of the four options types (their names differ only by
+// the type's name), for OptionsBase and the classes above.
+#define OFL_DETAIL_OPTIONS_API(type)                                                \
+    using options = type;                                                           \
+    static constexpr auto create = type##_new;                                      \
+    static constexpr auto destroy = type##_free;                                    \
+    static constexpr auto set_tls = type##_set_tls;                                 \
+    static constexpr auto set_tls_files = type##_set_tls_files;                     \
+    static constexpr auto set_tls_pem = type##_set_tls_pem;                         \
+    static constexpr auto set_disable_client_auth = type##_set_disable_client_auth; \
+    static constexpr auto set_max_message_size = type##_set_max_message_size;
+#define OFL_DETAIL_CLIENT_OPTIONS_API(type)                       \
+    OFL_DETAIL_OPTIONS_API(type)                                  \
+    static constexpr auto set_server_name = type##_set_server_name; \
+    static constexpr auto set_retry = type##_set_retry;             \
+    static constexpr auto set_connect_timeout_ms = type##_set_connect_timeout_ms;
+#define OFL_DETAIL_SERVER_OPTIONS_API(type) \
+    OFL_DETAIL_OPTIONS_API(type)            \
+    static constexpr auto set_listen = type##_set_listen;
+
+struct ClientOptionsApi {
+    OFL_DETAIL_CLIENT_OPTIONS_API(ofl_client_options)
+};
+struct ServerOptionsApi {
+    OFL_DETAIL_SERVER_OPTIONS_API(ofl_aggregator_server_options)
+};
+struct DirectorServerOptionsApi {
+    OFL_DETAIL_SERVER_OPTIONS_API(ofl_director_server_options)
+};
+struct DirectorClientOptionsApi {
+    OFL_DETAIL_CLIENT_OPTIONS_API(ofl_director_client_options)
+};
+
+#undef OFL_DETAIL_SERVER_OPTIONS_API
+#undef OFL_DETAIL_CLIENT_OPTIONS_API
+#undef OFL_DETAIL_OPTIONS_API
+
 }  // namespace detail
 
 /** A non-owning view of a library tensor (see Tensor and TaskResults). */
@@ -323,83 +500,22 @@ public:
     ~Tensor() { ofl_tensor_free(const_cast<ofl_tensor *>(t_)); }
 };
 
-/** Settings for Client (setters chain; each throws Error on a bad value). */
-class ClientOptions {
+/** Settings for Client (setters chain; each throws Error on a bad value).
+ *  The TLS, server-name and retry setters are ClientOptionsBase's. */
+class ClientOptions : public detail::ClientOptionsBase<ClientOptions, detail::ClientOptionsApi> {
 public:
     /** The aggregator's address (OpenFL's agg_addr, agg_port). */
-    ClientOptions(std::string_view host, std::uint16_t port) {
-        ofl_client_options *o = nullptr;
-        detail::check(ofl_client_options_new(detail::z(host, "host").c_str(), port, &o));
-        p_.reset(o);
-    }
-    /** TLS on (default, with client authentication) or off. */
-    ClientOptions &tls(bool enabled) {
-        detail::check(ofl_client_options_set_tls(p_.get(), enabled));
-        return *this;
-    }
-    /** Certificate files; certificate and private_key may be empty for one-way TLS. */
-    ClientOptions &tls_files(std::string_view root_certificate, std::string_view certificate = {},
-                             std::string_view private_key = {}) {
-        std::string root = detail::z(root_certificate, "root_certificate");
-        std::string crt = detail::z(certificate, "certificate");
-        std::string key = detail::z(private_key, "private_key");
-        detail::check(ofl_client_options_set_tls_files(p_.get(), root.c_str(), crt.empty() ? nullptr : crt.c_str(),
-                                                       key.empty() ? nullptr : key.c_str()));
-        return *this;
-    }
-    /** Certificates as PEM bytes (copied). */
-    ClientOptions &tls_pem(Bytes root_certificate, Bytes certificate = {}, Bytes private_key = {}) {
-        detail::check(ofl_client_options_set_tls_pem(p_.get(), root_certificate.data(), root_certificate.size(),
-                                                     certificate.data(), certificate.size(), private_key.data(),
-                                                     private_key.size()));
-        return *this;
-    }
-    /** One-way TLS: present no client certificate. */
-    ClientOptions &disable_client_auth(bool disable = true) {
-        detail::check(ofl_client_options_set_disable_client_auth(p_.get(), disable));
-        return *this;
-    }
-    /** The name the server certificate must carry (default: the host). */
-    ClientOptions &server_name(std::string_view name) {
-        detail::check(ofl_client_options_set_server_name(p_.get(), detail::z(name, "server_name").c_str()));
-        return *this;
-    }
+    ClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
     /** The identity requests carry and replies must match; an empty
      *  single_col_cert_common_name means none. */
     ClientOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
                               std::string_view single_col_cert_common_name = {}) {
-        std::string scn = detail::z(single_col_cert_common_name, "single_col_cert_common_name");
-        detail::check(ofl_client_options_set_federation(
-            p_.get(), detail::z(aggregator_uuid, "aggregator_uuid").c_str(),
-            detail::z(federation_uuid, "federation_uuid").c_str(), scn.empty() ? nullptr : scn.c_str()));
-        return *this;
-    }
-    /** Retries while the aggregator is unreachable: backoff from `initial`
-     *  up to `max` with jitter, giving up after `deadline` (RETRIES_EXHAUSTED);
-     *  a negative deadline retries forever (the default). */
-    ClientOptions &retry(std::chrono::milliseconds initial, std::chrono::milliseconds max,
-                         std::chrono::milliseconds deadline) {
-        detail::check(ofl_client_options_set_retry(p_.get(), static_cast<std::uint64_t>(initial.count()),
-                                                   static_cast<std::uint64_t>(max.count()),
-                                                   deadline.count() < 0 ? -1 : deadline.count()));
-        return *this;
-    }
-    ClientOptions &connect_timeout(std::chrono::milliseconds timeout) {
-        detail::check(ofl_client_options_set_connect_timeout_ms(p_.get(), static_cast<std::uint64_t>(timeout.count())));
-        return *this;
-    }
-    ClientOptions &max_message_size(std::uint64_t bytes) {
-        detail::check(ofl_client_options_set_max_message_size(p_.get(), bytes));
-        return *this;
+        return set_federation(ofl_client_options_set_federation, aggregator_uuid, federation_uuid,
+                              single_col_cert_common_name);
     }
     ClientOptions &reconnect_every_call(bool enabled = true) {
-        detail::check(ofl_client_options_set_reconnect_every_call(p_.get(), enabled));
-        return *this;
+        return set(ofl_client_options_set_reconnect_every_call, enabled);
     }
-    const ofl_client_options *get() const noexcept { return p_.get(); }
-
-private:
-    detail::Handle<ofl_client_options, ofl_client_options_free> p_;
 };
 
 /** A collaborator's connection to an aggregator (OpenFL's
@@ -470,70 +586,25 @@ private:
     detail::Handle<ofl_client, ofl_client_free> p_;
 };
 
-/** Settings for AggregatorServer (setters chain; each throws Error). */
-class ServerOptions {
+/** Settings for AggregatorServer (setters chain; each throws Error). The
+ *  address and TLS setters are ServerOptionsBase's. */
+class ServerOptions : public detail::ServerOptionsBase<ServerOptions, detail::ServerOptionsApi> {
 public:
-    ServerOptions() {
-        ofl_aggregator_server_options *o = nullptr;
-        detail::check(ofl_aggregator_server_options_new(&o));
-        p_.reset(o);
-    }
-    /** Address and port (default "[::]", 0 = any free port). */
-    ServerOptions &listen(std::string_view host, std::uint16_t port) {
-        detail::check(ofl_aggregator_server_options_set_listen(p_.get(), detail::z(host, "host").c_str(), port));
-        return *this;
-    }
-    ServerOptions &tls(bool enabled) {
-        detail::check(ofl_aggregator_server_options_set_tls(p_.get(), enabled));
-        return *this;
-    }
-    ServerOptions &tls_files(std::string_view root_certificate, std::string_view certificate,
-                             std::string_view private_key) {
-        detail::check(ofl_aggregator_server_options_set_tls_files(
-            p_.get(), detail::z(root_certificate, "root_certificate").c_str(),
-            detail::z(certificate, "certificate").c_str(), detail::z(private_key, "private_key").c_str()));
-        return *this;
-    }
-    ServerOptions &tls_pem(Bytes root_certificate, Bytes certificate, Bytes private_key) {
-        detail::check(ofl_aggregator_server_options_set_tls_pem(p_.get(), root_certificate.data(),
-                                                               root_certificate.size(), certificate.data(),
-                                                               certificate.size(), private_key.data(),
-                                                               private_key.size()));
-        return *this;
-    }
-    /** One-way TLS: client certificates become optional. */
-    ServerOptions &disable_client_auth(bool disable = true) {
-        detail::check(ofl_aggregator_server_options_set_disable_client_auth(p_.get(), disable));
-        return *this;
-    }
+    ServerOptions() {}  // user-provided: not an aggregate (ServerOptions{} must construct)
     ServerOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
                               std::string_view single_col_cert_common_name = {}) {
-        std::string scn = detail::z(single_col_cert_common_name, "single_col_cert_common_name");
-        detail::check(ofl_aggregator_server_options_set_federation(
-            p_.get(), detail::z(aggregator_uuid, "aggregator_uuid").c_str(),
-            detail::z(federation_uuid, "federation_uuid").c_str(), scn.empty() ? nullptr : scn.c_str()));
-        return *this;
+        return set_federation(ofl_aggregator_server_options_set_federation, aggregator_uuid, federation_uuid,
+                              single_col_cert_common_name);
     }
     /** Authorizes a collaborator (OpenFL's authorized_cols). */
     ServerOptions &add_collaborator(std::string_view name) {
-        detail::check(
-            ofl_aggregator_server_options_add_collaborator(p_.get(), detail::z(name, "collaborator_name").c_str()));
-        return *this;
+        return set(ofl_aggregator_server_options_add_collaborator, detail::z(name, "collaborator_name").c_str());
     }
     /** Upper bound of the random delay before UNAUTHENTICATED (default 5 s; 0 = none). */
     ServerOptions &auth_failure_max_delay(std::chrono::milliseconds delay) {
-        detail::check(ofl_aggregator_server_options_set_auth_failure_max_delay_ms(
-            p_.get(), static_cast<std::uint64_t>(delay.count())));
-        return *this;
+        return set(ofl_aggregator_server_options_set_auth_failure_max_delay_ms,
+                   static_cast<std::uint64_t>(delay.count()));
     }
-    ServerOptions &max_message_size(std::uint64_t bytes) {
-        detail::check(ofl_aggregator_server_options_set_max_message_size(p_.get(), bytes));
-        return *this;
-    }
-    const ofl_aggregator_server_options *get() const noexcept { return p_.get(); }
-
-private:
-    detail::Handle<ofl_aggregator_server_options, ofl_aggregator_server_options_free> p_;
 };
 
 /** Task results as the send_local_task_results callback sees them: views
@@ -547,31 +618,7 @@ public:
     std::size_t size() const noexcept { return ofl_task_results_tensors_len(r_); }
     TensorRef operator[](std::size_t i) const noexcept { return TensorRef(ofl_task_results_tensor(r_, i)); }
 
-    class iterator {
-    public:
-        using iterator_category = std::forward_iterator_tag;
-        using value_type = TensorRef;
-        using difference_type = std::ptrdiff_t;
-        using pointer = void;
-        using reference = TensorRef;
-        iterator(const TaskResults *r, std::size_t i) noexcept : r_(r), i_(i) {}
-        TensorRef operator*() const noexcept { return (*r_)[i_]; }
-        iterator &operator++() noexcept {
-            ++i_;
-            return *this;
-        }
-        iterator operator++(int) noexcept {
-            iterator old = *this;
-            ++i_;
-            return old;
-        }
-        bool operator==(const iterator &o) const noexcept { return i_ == o.i_; }
-        bool operator!=(const iterator &o) const noexcept { return i_ != o.i_; }
-
-    private:
-        const TaskResults *r_;
-        std::size_t i_;
-    };
+    using iterator = detail::IndexIterator<TaskResults, TensorRef>;
     iterator begin() const noexcept { return iterator(this, 0); }
     iterator end() const noexcept { return iterator(this, size()); }
 
@@ -856,31 +903,7 @@ public:
         return Model(m);
     }
 
-    class iterator {
-    public:
-        using iterator_category = std::forward_iterator_tag;
-        using value_type = TensorRef;
-        using difference_type = std::ptrdiff_t;
-        using pointer = void;
-        using reference = TensorRef;
-        iterator(const TensorListRef *l, std::size_t i) noexcept : l_(l), i_(i) {}
-        TensorRef operator*() const noexcept { return (*l_)[i_]; }
-        iterator &operator++() noexcept {
-            ++i_;
-            return *this;
-        }
-        iterator operator++(int) noexcept {
-            iterator old = *this;
-            ++i_;
-            return old;
-        }
-        bool operator==(const iterator &o) const noexcept { return i_ == o.i_; }
-        bool operator!=(const iterator &o) const noexcept { return i_ != o.i_; }
-
-    private:
-        const TensorListRef *l_;
-        std::size_t i_;
-    };
+    using iterator = detail::IndexIterator<TensorListRef, TensorRef>;
     iterator begin() const noexcept { return iterator(this, 0); }
     iterator end() const noexcept { return iterator(this, size()); }
     const ofl_tensor_list *get() const noexcept { return l_; }
@@ -960,89 +983,46 @@ private:
     const ofl_experiment *e_;
 };
 
-/** Settings for DirectorServer (setters chain; each throws Error). */
-class DirectorServerOptions {
+/** Settings for DirectorServer (setters chain; each throws Error). The
+ *  address (OpenFL's listen_host, listen_port) and TLS setters are
+ *  ServerOptionsBase's; under one-way TLS (disable_client_auth) a caller
+ *  without a certificate is named by its client_id. */
+class DirectorServerOptions
+    : public detail::ServerOptionsBase<DirectorServerOptions, detail::DirectorServerOptionsApi> {
 public:
     /** Defaults: "[::]", port 0, mTLS, empty shapes, 60 s health checks,
      *  archives in a fresh temporary directory, 1 GiB limits. */
-    DirectorServerOptions() {
-        ofl_director_server_options *o = nullptr;
-        detail::check(ofl_director_server_options_new(&o));
-        p_.reset(o);
-    }
-    /** Address and port (OpenFL's listen_host, listen_port; 0 = any free port). */
-    DirectorServerOptions &listen(std::string_view host, std::uint16_t port) {
-        detail::check(ofl_director_server_options_set_listen(p_.get(), detail::z(host, "host").c_str(), port));
-        return *this;
-    }
-    DirectorServerOptions &tls(bool enabled) {
-        detail::check(ofl_director_server_options_set_tls(p_.get(), enabled));
-        return *this;
-    }
-    DirectorServerOptions &tls_files(std::string_view root_certificate, std::string_view certificate,
-                                     std::string_view private_key) {
-        detail::check(ofl_director_server_options_set_tls_files(
-            p_.get(), detail::z(root_certificate, "root_certificate").c_str(),
-            detail::z(certificate, "certificate").c_str(), detail::z(private_key, "private_key").c_str()));
-        return *this;
-    }
-    DirectorServerOptions &tls_pem(Bytes root_certificate, Bytes certificate, Bytes private_key) {
-        detail::check(ofl_director_server_options_set_tls_pem(p_.get(), root_certificate.data(),
-                                                              root_certificate.size(), certificate.data(),
-                                                              certificate.size(), private_key.data(),
-                                                              private_key.size()));
-        return *this;
-    }
-    /** One-way TLS: a caller without a certificate is named by its client_id. */
-    DirectorServerOptions &disable_client_auth(bool disable = true) {
-        detail::check(ofl_director_server_options_set_disable_client_auth(p_.get(), disable));
-        return *this;
-    }
+    DirectorServerOptions() {}  // user-provided: not an aggregate
     /** The shapes every shard must report to be accepted (e.g. {"28", "28"}). */
     DirectorServerOptions &sample_shape(const std::vector<std::string> &dims) {
         detail::CStrings c(dims, "sample_shape");
-        detail::check(ofl_director_server_options_set_sample_shape(p_.get(), c.data(), c.size()));
-        return *this;
+        return set(ofl_director_server_options_set_sample_shape, c.data(), c.size());
     }
     DirectorServerOptions &target_shape(const std::vector<std::string> &dims) {
         detail::CStrings c(dims, "target_shape");
-        detail::check(ofl_director_server_options_set_target_shape(p_.get(), c.data(), c.size()));
-        return *this;
+        return set(ofl_director_server_options_set_target_shape, c.data(), c.size());
     }
     /** How often envoys send health checks (default 60 s). */
     DirectorServerOptions &envoy_health_check_period(std::chrono::milliseconds period) {
-        detail::check(ofl_director_server_options_set_envoy_health_check_period_ms(
-            p_.get(), period.count() < 0 ? 0 : static_cast<std::uint64_t>(period.count())));
-        return *this;
+        return set(ofl_director_server_options_set_envoy_health_check_period_ms,
+                   period.count() < 0 ? 0 : static_cast<std::uint64_t>(period.count()));
     }
     /** Where archives are stored, as <dir>/<name>.archive (created at start). */
     DirectorServerOptions &archive_dir(std::string_view path) {
-        detail::check(ofl_director_server_options_set_archive_dir(p_.get(), detail::z(path, "path").c_str()));
-        return *this;
+        return set(ofl_director_server_options_set_archive_dir, detail::z(path, "path").c_str());
     }
     DirectorServerOptions &max_archive_size(std::uint64_t bytes) {
-        detail::check(ofl_director_server_options_set_max_archive_size(p_.get(), bytes));
-        return *this;
-    }
-    DirectorServerOptions &max_message_size(std::uint64_t bytes) {
-        detail::check(ofl_director_server_options_set_max_message_size(p_.get(), bytes));
-        return *this;
+        return set(ofl_director_server_options_set_max_archive_size, bytes);
     }
     /** Metrics kept per experiment until streamed (default 100 000). */
     DirectorServerOptions &max_queued_metrics(std::size_t count) {
-        detail::check(ofl_director_server_options_set_max_queued_metrics(p_.get(), count));
-        return *this;
+        return set(ofl_director_server_options_set_max_queued_metrics, count);
     }
     /** Under mTLS, whether envoy calls must come from the certificate named
      *  after the envoy (default true; OpenFL checks nothing). */
     DirectorServerOptions &check_envoy_identity(bool enabled) {
-        detail::check(ofl_director_server_options_set_check_envoy_identity(p_.get(), enabled));
-        return *this;
+        return set(ofl_director_server_options_set_check_envoy_identity, enabled);
     }
-    const ofl_director_server_options *get() const noexcept { return p_.get(); }
-
-private:
-    detail::Handle<ofl_director_server_options, ofl_director_server_options_free> p_;
 };
 
 /** A non-owning handle on a running director: what hooks are given, and
@@ -1230,81 +1210,25 @@ public:
     ~DirectorServer() { ofl_director_server_free(const_cast<ofl_director_server *>(s_)); }
 };
 
-/** Settings for EnvoyClient and FrontendClient (setters chain; each throws). */
-class DirectorClientOptions {
+/** Settings for EnvoyClient and FrontendClient (setters chain; each
+ *  throws). The TLS, server-name and retry setters are ClientOptionsBase's
+ *  (a call is repeated whole); an envoy's certificate CN is its shard name,
+ *  a frontend's names it. */
+class DirectorClientOptions
+    : public detail::ClientOptionsBase<DirectorClientOptions, detail::DirectorClientOptionsApi> {
 public:
     /** The director's address (OpenFL's director_host, director_port). */
-    DirectorClientOptions(std::string_view host, std::uint16_t port) {
-        ofl_director_client_options *o = nullptr;
-        detail::check(ofl_director_client_options_new(detail::z(host, "host").c_str(), port, &o));
-        p_.reset(o);
-    }
-    DirectorClientOptions &tls(bool enabled) {
-        detail::check(ofl_director_client_options_set_tls(p_.get(), enabled));
-        return *this;
-    }
-    /** Certificate files; certificate and private_key may be empty for one-way
-     *  TLS. An envoy's certificate CN is its shard name; a frontend's names it. */
-    DirectorClientOptions &tls_files(std::string_view root_certificate, std::string_view certificate = {},
-                                     std::string_view private_key = {}) {
-        std::string root = detail::z(root_certificate, "root_certificate");
-        std::string crt = detail::z(certificate, "certificate");
-        std::string key = detail::z(private_key, "private_key");
-        detail::check(ofl_director_client_options_set_tls_files(p_.get(), root.c_str(),
-                                                                crt.empty() ? nullptr : crt.c_str(),
-                                                                key.empty() ? nullptr : key.c_str()));
-        return *this;
-    }
-    DirectorClientOptions &tls_pem(Bytes root_certificate, Bytes certificate = {}, Bytes private_key = {}) {
-        detail::check(ofl_director_client_options_set_tls_pem(p_.get(), root_certificate.data(),
-                                                              root_certificate.size(), certificate.data(),
-                                                              certificate.size(), private_key.data(),
-                                                              private_key.size()));
-        return *this;
-    }
-    DirectorClientOptions &disable_client_auth(bool disable = true) {
-        detail::check(ofl_director_client_options_set_disable_client_auth(p_.get(), disable));
-        return *this;
-    }
-    /** The name the director's certificate must carry (default: the host). */
-    DirectorClientOptions &server_name(std::string_view name) {
-        detail::check(
-            ofl_director_client_options_set_server_name(p_.get(), detail::z(name, "server_name").c_str()));
-        return *this;
-    }
-    /** As ClientOptions::retry; a call is repeated whole. */
-    DirectorClientOptions &retry(std::chrono::milliseconds initial, std::chrono::milliseconds max,
-                                 std::chrono::milliseconds deadline) {
-        detail::check(ofl_director_client_options_set_retry(p_.get(), static_cast<std::uint64_t>(initial.count()),
-                                                            static_cast<std::uint64_t>(max.count()),
-                                                            deadline.count() < 0 ? -1 : deadline.count()));
-        return *this;
-    }
-    DirectorClientOptions &connect_timeout(std::chrono::milliseconds timeout) {
-        detail::check(ofl_director_client_options_set_connect_timeout_ms(
-            p_.get(), static_cast<std::uint64_t>(timeout.count())));
-        return *this;
-    }
-    DirectorClientOptions &max_message_size(std::uint64_t bytes) {
-        detail::check(ofl_director_client_options_set_max_message_size(p_.get(), bytes));
-        return *this;
-    }
+    DirectorClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
     /** Envoys: the largest archive get_experiment_data writes (default 1 GiB). */
     DirectorClientOptions &max_archive_size(std::uint64_t bytes) {
-        detail::check(ofl_director_client_options_set_max_archive_size(p_.get(), bytes));
-        return *this;
+        return set(ofl_director_client_options_set_max_archive_size, bytes);
     }
     /** Frontends: the client_id metadata that names the caller without a
      *  client certificate (printable ASCII; empty: none). */
     DirectorClientOptions &client_id(std::string_view id) {
         std::string s = detail::z(id, "client_id");
-        detail::check(ofl_director_client_options_set_client_id(p_.get(), s.empty() ? nullptr : s.c_str()));
-        return *this;
+        return set(ofl_director_client_options_set_client_id, s.empty() ? nullptr : s.c_str());
     }
-    const ofl_director_client_options *get() const noexcept { return p_.get(); }
-
-private:
-    detail::Handle<ofl_director_client_options, ofl_director_client_options_free> p_;
 };
 
 /** One CUDA device of an envoy's node (OpenFL's CudaDeviceInfo). */

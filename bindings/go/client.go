@@ -35,10 +35,7 @@ import (
 // Close releases the client once no call is running; a Client that is
 // never closed is released by a finalizer once unreachable.
 type Client struct {
-	mu     sync.Mutex
-	ptr    *C.ofl_client
-	calls  int // library calls in progress
-	closed bool
+	guarded[C.ofl_client] // users: library calls in progress
 }
 
 // NewClient creates a client. Certificates are read and checked now; the
@@ -57,22 +54,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-// acquire returns the library client for one call; release must follow.
-func (c *Client) acquire(what string) (*C.ofl_client, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, closedError(what)
-	}
-	c.calls++
-	return c.ptr, nil
-}
-
+// release ends a call (see guarded.acquire); the last one after Close
+// frees the client.
 func (c *Client) release() {
 	c.mu.Lock()
-	c.calls--
+	c.users--
 	var p *C.ofl_client
-	if c.closed && c.calls == 0 {
+	if c.closed && c.users == 0 {
 		p, c.ptr = c.ptr, nil
 	}
 	c.mu.Unlock()
@@ -93,7 +81,7 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	var p *C.ofl_client
-	if c.calls == 0 {
+	if c.users == 0 {
 		p, c.ptr = c.ptr, nil
 	}
 	c.mu.Unlock()

@@ -28,13 +28,10 @@ type dirOps[H any] struct {
 // cancels calls only by closing a whole client (ofl_*_client_close), so a
 // dedicated client is what lets a context cancel one call and nothing else.
 type dirConn[H any] struct {
-	ops     dirOps[H]
-	mu      sync.Mutex
-	opts    *C.ofl_director_client_options // kept to make dedicated clients
-	ptr     *H                             // the shared client
-	calls   int                            // calls in progress (they use ptr and opts)
-	closed  bool
-	private map[*H]struct{} // dedicated clients of calls in progress
+	guarded[H] // ptr: the shared client; users: calls in progress (they use ptr and opts)
+	ops        dirOps[H]
+	opts       *C.ofl_director_client_options // kept to make dedicated clients
+	private    map[*H]struct{}                // dedicated clients of calls in progress
 }
 
 func (c *dirConn[H]) init(opts DirectorClientOptions, ops dirOps[H]) error {
@@ -51,20 +48,10 @@ func (c *dirConn[H]) init(opts DirectorClientOptions, ops dirOps[H]) error {
 	return nil
 }
 
-func (c *dirConn[H]) acquire(what string) (*H, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, closedError(what)
-	}
-	c.calls++
-	return c.ptr, nil
-}
-
 // release ends a call; the last one after Close frees the client.
 func (c *dirConn[H]) release() {
 	c.mu.Lock()
-	c.calls--
+	c.users--
 	p, opts := c.takeIfDone()
 	c.mu.Unlock()
 	c.freeAll(p, opts)
@@ -72,7 +59,7 @@ func (c *dirConn[H]) release() {
 
 // takeIfDone hands out what is to be freed once closed and idle (c.mu held).
 func (c *dirConn[H]) takeIfDone() (*H, *C.ofl_director_client_options) {
-	if !c.closed || c.calls != 0 || c.ptr == nil {
+	if !c.closed || c.users != 0 || c.ptr == nil {
 		return nil, nil
 	}
 	p, opts := c.ptr, c.opts

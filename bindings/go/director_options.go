@@ -75,36 +75,20 @@ func (o *DirectorServerOptions) build() (*C.ofl_director_server_options, error) 
 }
 
 func (o *DirectorServerOptions) apply(opts *C.ofl_director_server_options, mem *cstrings) error {
-	host := o.Host
-	if host == "" {
-		host = "[::]"
-	}
-	if err := takeError(C.ofl_director_server_options_set_listen(opts, mem.str(host), C.uint16_t(o.Port))); err != nil {
+	if err := takeError(C.ofl_director_server_options_set_listen(opts, mem.str(listenHost(o.Host)), C.uint16_t(o.Port))); err != nil {
 		return err
 	}
-	t := &o.TLS
-	if t.Disabled {
-		if err := takeError(C.ofl_director_server_options_set_tls(opts, false)); err != nil {
-			return err
-		}
-	} else if t.usePEM() {
-		root, cert, key := mem.bytes(t.RootCertificatePEM), mem.bytes(t.CertificatePEM), mem.bytes(t.PrivateKeyPEM)
-		if err := takeError(C.ofl_director_server_options_set_tls_pem(opts,
-			root, C.size_t(len(t.RootCertificatePEM)),
-			cert, C.size_t(len(t.CertificatePEM)),
-			key, C.size_t(len(t.PrivateKeyPEM)))); err != nil {
-			return err
-		}
-	} else if t.configured() || t.Certificate != "" || t.PrivateKey != "" {
-		if err := takeError(C.ofl_director_server_options_set_tls_files(opts, mem.str(t.RootCertificate),
-			mem.str(t.Certificate), mem.str(t.PrivateKey))); err != nil {
-			return err
-		}
-	}
-	if t.DisableClientAuth {
-		if err := takeError(C.ofl_director_server_options_set_disable_client_auth(opts, true)); err != nil {
-			return err
-		}
+	if err := o.TLS.apply(mem, false, tlsSetters{
+		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_director_server_options_set_tls(opts, enabled) },
+		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
+			return C.ofl_director_server_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
+		},
+		files: func(root, cert, key *C.char) *C.ofl_error {
+			return C.ofl_director_server_options_set_tls_files(opts, root, cert, key)
+		},
+		disableClientAuth: func() *C.ofl_error { return C.ofl_director_server_options_set_disable_client_auth(opts, true) },
+	}); err != nil {
+		return err
 	}
 	if err := takeError(C.ofl_director_server_options_set_sample_shape(opts, mem.strs(o.SampleShape),
 		C.size_t(len(o.SampleShape)))); err != nil {
@@ -207,54 +191,35 @@ func (o *DirectorClientOptions) build() (*C.ofl_director_client_options, error) 
 }
 
 func (o *DirectorClientOptions) apply(opts *C.ofl_director_client_options, mem *cstrings) error {
-	t := &o.TLS
-	if t.Disabled {
-		if err := takeError(C.ofl_director_client_options_set_tls(opts, false)); err != nil {
-			return err
-		}
-	} else if t.usePEM() {
-		root, cert, key := mem.bytes(t.RootCertificatePEM), mem.bytes(t.CertificatePEM), mem.bytes(t.PrivateKeyPEM)
-		if err := takeError(C.ofl_director_client_options_set_tls_pem(opts,
-			root, C.size_t(len(t.RootCertificatePEM)),
-			cert, C.size_t(len(t.CertificatePEM)),
-			key, C.size_t(len(t.PrivateKeyPEM)))); err != nil {
-			return err
-		}
-	} else if t.configured() || t.Certificate != "" || t.PrivateKey != "" {
-		if err := takeError(C.ofl_director_client_options_set_tls_files(opts, mem.str(t.RootCertificate),
-			mem.optStr(t.Certificate), mem.optStr(t.PrivateKey))); err != nil {
-			return err
-		}
-	}
-	if t.DisableClientAuth {
-		if err := takeError(C.ofl_director_client_options_set_disable_client_auth(opts, true)); err != nil {
-			return err
-		}
+	if err := o.TLS.apply(mem, true, tlsSetters{
+		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_director_client_options_set_tls(opts, enabled) },
+		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
+			return C.ofl_director_client_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
+		},
+		files: func(root, cert, key *C.char) *C.ofl_error {
+			return C.ofl_director_client_options_set_tls_files(opts, root, cert, key)
+		},
+		disableClientAuth: func() *C.ofl_error { return C.ofl_director_client_options_set_disable_client_auth(opts, true) },
+	}); err != nil {
+		return err
 	}
 	if o.ServerName != "" {
 		if err := takeError(C.ofl_director_client_options_set_server_name(opts, mem.str(o.ServerName))); err != nil {
 			return err
 		}
 	}
-	if r := o.Retry; r != nil {
-		if err := takeError(C.ofl_director_client_options_set_retry(opts, C.uint64_t(millis(r.InitialBackoff)),
-			C.uint64_t(millis(r.MaxBackoff)), C.int64_t(millis(r.Deadline)))); err != nil {
-			return err
-		}
-	}
-	if o.ConnectTimeout != 0 {
-		ms := o.ConnectTimeout.Milliseconds()
-		if ms <= 0 {
-			return invalidArgument("ConnectTimeout %v is below 1 ms", o.ConnectTimeout)
-		}
-		if err := takeError(C.ofl_director_client_options_set_connect_timeout_ms(opts, C.uint64_t(ms))); err != nil {
-			return err
-		}
-	}
-	if o.MaxMessageSize != 0 {
-		if err := takeError(C.ofl_director_client_options_set_max_message_size(opts, C.uint64_t(o.MaxMessageSize))); err != nil {
-			return err
-		}
+	if err := applyConnection(o.Retry, o.ConnectTimeout, o.MaxMessageSize, connectionSetters{
+		retry: func(initialMs, maxMs C.uint64_t, deadlineMs C.int64_t) *C.ofl_error {
+			return C.ofl_director_client_options_set_retry(opts, initialMs, maxMs, deadlineMs)
+		},
+		connectTimeout: func(ms C.uint64_t) *C.ofl_error {
+			return C.ofl_director_client_options_set_connect_timeout_ms(opts, ms)
+		},
+		maxMessageSize: func(bytes C.uint64_t) *C.ofl_error {
+			return C.ofl_director_client_options_set_max_message_size(opts, bytes)
+		},
+	}); err != nil {
+		return err
 	}
 	if o.MaxArchiveSize != 0 {
 		if err := takeError(C.ofl_director_client_options_set_max_archive_size(opts, C.uint64_t(o.MaxArchiveSize))); err != nil {

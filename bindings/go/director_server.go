@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -143,14 +142,9 @@ type directorState struct {
 // use, also from hooks (Close excepted). Close it when done; one that is
 // never closed is stopped and released by a finalizer once unreachable.
 type DirectorServer struct {
-	mu         sync.Mutex
-	idle       sync.Cond // signalled when users drops to 0
-	ptr        *C.ofl_director_server
-	users      int
-	closed     bool
+	life       serverLifecycle[C.ofl_director_server]
 	port       uint16
 	archiveDir string
-	cancel     context.CancelFunc
 }
 
 // StartDirectorServer checks the certificates, creates the archive
@@ -166,8 +160,12 @@ func StartDirectorServer(opts DirectorServerOptions, hooks DirectorHooks) (*Dire
 	}
 	defer C.ofl_director_server_options_free(copts)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &DirectorServer{cancel: cancel}
-	s.idle.L = &s.mu
+	s := &DirectorServer{}
+	s.life.init(serverOps[C.ofl_director_server]{
+		serve: func(p *C.ofl_director_server) *C.ofl_error { return C.ofl_director_server_serve(p) },
+		stop:  func(p *C.ofl_director_server) *C.ofl_error { return C.ofl_director_server_stop(p) },
+		free:  func(p *C.ofl_director_server) { C.ofl_director_server_free(p) },
+	}, cancel)
 	st := &directorState{hooks: hooks, server: s, ready: make(chan struct{}), ctx: ctx, cancel: cancel}
 	// The library owns the handle from here on: free_user_data
 	// (oflGoReleaseHandle) deletes it exactly once, also on failure.
@@ -178,7 +176,7 @@ func StartDirectorServer(opts DirectorServerOptions, hooks DirectorHooks) (*Dire
 		cancel()
 		return nil, err
 	}
-	s.ptr = ptr
+	s.life.ptr = ptr
 	s.port = uint16(C.ofl_director_server_port(ptr))
 	s.archiveDir = C.GoString(C.ofl_director_server_archive_dir(ptr))
 	runtime.SetFinalizer(s, (*DirectorServer).Close)
@@ -194,93 +192,24 @@ func (s *DirectorServer) Port() uint16 { return s.port }
 // ArchiveDir is the directory the experiment archives are stored in.
 func (s *DirectorServer) ArchiveDir() string { return s.archiveDir }
 
-func (s *DirectorServer) acquire(what string) (*C.ofl_director_server, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, closedError(what)
-	}
-	s.users++
-	return s.ptr, nil
-}
-
-func (s *DirectorServer) release() {
-	s.mu.Lock()
-	s.users--
-	if s.users == 0 {
-		s.idle.Broadcast()
-	}
-	s.mu.Unlock()
-}
-
 // Serve blocks until Stop or Close is called, or ctx is done (which stops
 // the server; OpenFL's Director serves until told to stop). The server then
 // shuts down: long polls (WaitExperiment, metric streams) end with
 // CodeUnavailable, other calls in flight finish. It returns nil, or a
 // context error when ctx ended it.
-func (s *DirectorServer) Serve(ctx context.Context) error {
-	if err := contextError(ctx, "Serve"); err != nil {
-		return err
-	}
-	p, err := s.acquire("Serve")
-	if err != nil {
-		return err
-	}
-	defer s.release()
-	served := make(chan struct{})
-	if ctx.Done() != nil {
-		go func() {
-			select {
-			case <-ctx.Done():
-				_ = s.Stop()
-			case <-served:
-			}
-		}()
-	}
-	err = takeError(C.ofl_director_server_serve(p))
-	close(served)
-	runtime.KeepAlive(s)
-	if err == nil {
-		err = contextError(ctx, "Serve")
-	}
-	return err
-}
+func (s *DirectorServer) Serve(ctx context.Context) error { return s.life.serve(ctx) }
 
 // Stop asks the server to stop and returns at once; Serve then returns.
 // The context passed to the hooks is cancelled. Idempotent; safe from hooks.
-func (s *DirectorServer) Stop() error {
-	p, err := s.acquire("Stop")
-	if err != nil {
-		return nil // closed: stopped already
-	}
-	defer s.release()
-	s.cancel()
-	return takeError(C.ofl_director_server_stop(p))
-}
+func (s *DirectorServer) Stop() error { return s.life.stop() }
 
 // Close stops the server, waits until Serve has returned, the server no
 // longer listens and running hooks have returned (their context is
 // cancelled first), and releases it; no hook runs after Close returns. Do
 // not call it from a hook (use Stop). Idempotent; always returns nil.
 func (s *DirectorServer) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	p := s.ptr
-	s.mu.Unlock()
 	runtime.SetFinalizer(s, nil)
-	s.cancel()
-	_ = takeError(C.ofl_director_server_stop(p)) // only Close frees p
-	s.mu.Lock()
-	for s.users > 0 {
-		s.idle.Wait()
-	}
-	s.ptr = nil
-	s.mu.Unlock()
-	C.ofl_director_server_free(p)
+	s.life.close()
 	return nil
 }
 
@@ -305,20 +234,15 @@ func (s *DirectorServer) PushMetric(experiment string, m Metric) error {
 			return err
 		}
 	}
-	p, err := s.acquire(what)
-	if err != nil {
-		return err
-	}
-	defer s.release()
-	var mem cstrings
-	defer mem.free()
-	cm := (*C.ofl_director_metric)(mem.alloc(unsafe.Sizeof(C.ofl_director_metric{})))
-	cm.origin = mem.str(m.Origin)
-	cm.task_name = mem.str(m.TaskName)
-	cm.metric_name = mem.str(m.MetricName)
-	cm.value = C.float(m.Value)
-	cm.round = C.uint32_t(m.Round)
-	return takeError(C.ofl_director_server_push_metric(p, mem.str(experiment), cm))
+	return s.call(what, func(p *C.ofl_director_server, mem *cstrings) error {
+		cm := (*C.ofl_director_metric)(mem.alloc(unsafe.Sizeof(C.ofl_director_metric{})))
+		cm.origin = mem.str(m.Origin)
+		cm.task_name = mem.str(m.TaskName)
+		cm.metric_name = mem.str(m.MetricName)
+		cm.value = C.float(m.Value)
+		cm.round = C.uint32_t(m.Round)
+		return takeError(C.ofl_director_server_push_metric(p, mem.str(experiment), cm))
+	})
 }
 
 // SetBestModel sets the model a frontend's GetBestModel returns for
@@ -344,34 +268,45 @@ func (s *DirectorServer) setModel(what string, kind C.int32_t, experiment string
 			return err
 		}
 	}
-	p, err := s.acquire(what)
-	if err != nil {
-		return err
-	}
-	defer s.release()
-	var mem cstrings
-	defer mem.free()
-	return lendTensors(&mem, tensors, func(cs *C.ofl_go_send) {
-		cs.kind = kind
-		cs.director = p
-		cs.collaborator = mem.str(experiment)
+	return s.call(what, func(p *C.ofl_director_server, mem *cstrings) error {
+		return lendTensors(mem, tensors, func(cs *C.ofl_go_send) {
+			cs.kind = kind
+			cs.director = p
+			cs.collaborator = mem.str(experiment)
+		})
 	})
 }
 
 // SetRound sets the round progress frontends see (GetExperimentsList's
 // progress, GetExperimentDescription's rounds). Errors: CodeNotFound.
 func (s *DirectorServer) SetRound(experiment string, current, total uint32) error {
+	return s.withExperiment("SetRound", experiment, func(p *C.ofl_director_server, name *C.char) error {
+		return takeError(C.ofl_director_server_set_round(p, name, C.uint32_t(current), C.uint32_t(total)))
+	})
+}
+
+// withExperiment runs call, one library call about experiment (checked,
+// and passed as a C string), on the acquired server.
+func (s *DirectorServer) withExperiment(what, experiment string, call func(p *C.ofl_director_server, name *C.char) error) error {
 	if err := checkString("experiment", experiment); err != nil {
 		return err
 	}
-	p, err := s.acquire("SetRound")
+	return s.call(what, func(p *C.ofl_director_server, mem *cstrings) error {
+		return call(p, mem.str(experiment))
+	})
+}
+
+// call runs fn, library calls on the acquired server, with C memory that
+// lives until it returns.
+func (s *DirectorServer) call(what string, fn func(p *C.ofl_director_server, mem *cstrings) error) error {
+	p, err := s.life.acquire(what)
 	if err != nil {
 		return err
 	}
-	defer s.release()
-	name := C.CString(experiment)
-	defer C.free(unsafe.Pointer(name))
-	return takeError(C.ofl_director_server_set_round(p, name, C.uint32_t(current), C.uint32_t(total)))
+	defer s.life.release()
+	var mem cstrings
+	defer mem.free()
+	return fn(p, &mem)
 }
 
 // TaskDescription is a task of an experiment as frontends see it.
@@ -397,15 +332,10 @@ func (s *DirectorServer) SetTasks(experiment string, tasks []TaskDescription) er
 	if err := checkStrings("tasks.Description", descriptions); err != nil {
 		return err
 	}
-	p, err := s.acquire("SetTasks")
-	if err != nil {
-		return err
-	}
-	defer s.release()
-	var mem cstrings
-	defer mem.free()
-	return takeError(C.ofl_director_server_set_tasks(p, mem.str(experiment), mem.strs(names),
-		mem.strs(descriptions), C.size_t(len(tasks))))
+	return s.call("SetTasks", func(p *C.ofl_director_server, mem *cstrings) error {
+		return takeError(C.ofl_director_server_set_tasks(p, mem.str(experiment), mem.strs(names),
+			mem.strs(descriptions), C.size_t(len(tasks))))
+	})
 }
 
 // MarkFinished reports that experiment finished (OpenFL: its aggregator
@@ -413,17 +343,9 @@ func (s *DirectorServer) SetTasks(experiment string, tasks []TaskDescription) er
 // receiving it, and the next experiment may start. Only from in progress;
 // idempotent. Errors: CodeNotFound, CodeFailedPrecondition.
 func (s *DirectorServer) MarkFinished(experiment string) error {
-	if err := checkString("experiment", experiment); err != nil {
-		return err
-	}
-	p, err := s.acquire("MarkFinished")
-	if err != nil {
-		return err
-	}
-	defer s.release()
-	name := C.CString(experiment)
-	defer C.free(unsafe.Pointer(name))
-	return takeError(C.ofl_director_server_mark_finished(p, name))
+	return s.withExperiment("MarkFinished", experiment, func(p *C.ofl_director_server, name *C.char) error {
+		return takeError(C.ofl_director_server_mark_finished(p, name))
+	})
 }
 
 // MarkFailed reports that experiment failed, with a description (may be
@@ -436,31 +358,19 @@ func (s *DirectorServer) MarkFailed(experiment, description string) error {
 	if err := checkString("description", description); err != nil {
 		return err
 	}
-	p, err := s.acquire("MarkFailed")
-	if err != nil {
-		return err
-	}
-	defer s.release()
-	var mem cstrings
-	defer mem.free()
-	return takeError(C.ofl_director_server_mark_failed(p, mem.str(experiment), mem.optStr(description)))
+	return s.call("MarkFailed", func(p *C.ofl_director_server, mem *cstrings) error {
+		return takeError(C.ofl_director_server_mark_failed(p, mem.str(experiment), mem.optStr(description)))
+	})
 }
 
 // ExperimentStatus is the status of experiment, whoever submitted it.
 // Errors: CodeNotFound for an unknown (or removed) experiment.
 func (s *DirectorServer) ExperimentStatus(experiment string) (ExperimentStatus, error) {
-	if err := checkString("experiment", experiment); err != nil {
-		return 0, err
-	}
-	p, err := s.acquire("ExperimentStatus")
-	if err != nil {
-		return 0, err
-	}
-	defer s.release()
-	name := C.CString(experiment)
-	defer C.free(unsafe.Pointer(name))
 	var st uint32 // enum ofl_experiment_status
-	if err := takeError(C.ofl_director_server_experiment_status(p, name, &st)); err != nil {
+	err := s.withExperiment("ExperimentStatus", experiment, func(p *C.ofl_director_server, name *C.char) error {
+		return takeError(C.ofl_director_server_experiment_status(p, name, &st))
+	})
+	if err != nil {
 		return 0, err
 	}
 	return ExperimentStatus(st), nil

@@ -43,6 +43,44 @@ func (t *TLS) usePEM() bool { return len(t.RootCertificatePEM) > 0 }
 
 func (t *TLS) configured() bool { return t.usePEM() || t.RootCertificate != "" }
 
+// tlsSetters are the TLS setters of one library options type (closures
+// over its ofl_*_options).
+type tlsSetters struct {
+	enable            func(enabled C.bool) *C.ofl_error
+	pem               func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error
+	files             func(root, cert, key *C.char) *C.ofl_error
+	disableClientAuth func() *C.ofl_error
+}
+
+// apply sets t through set. optionalKeyPair (clients): an empty
+// Certificate or PrivateKey file is passed as NULL, not "".
+func (t *TLS) apply(mem *cstrings, optionalKeyPair bool, set tlsSetters) error {
+	if t.Disabled {
+		if err := takeError(set.enable(false)); err != nil {
+			return err
+		}
+	} else if t.usePEM() {
+		root, cert, key := mem.bytes(t.RootCertificatePEM), mem.bytes(t.CertificatePEM), mem.bytes(t.PrivateKeyPEM)
+		if err := takeError(set.pem(root, C.size_t(len(t.RootCertificatePEM)),
+			cert, C.size_t(len(t.CertificatePEM)),
+			key, C.size_t(len(t.PrivateKeyPEM)))); err != nil {
+			return err
+		}
+	} else if t.configured() || t.Certificate != "" || t.PrivateKey != "" {
+		keyPair := mem.str
+		if optionalKeyPair {
+			keyPair = mem.optStr
+		}
+		if err := takeError(set.files(mem.str(t.RootCertificate), keyPair(t.Certificate), keyPair(t.PrivateKey))); err != nil {
+			return err
+		}
+	}
+	if t.DisableClientAuth {
+		return takeError(set.disableClientAuth())
+	}
+	return nil
+}
+
 // Federation is the identity requests carry and servers check (OpenFL's
 // aggregator_uuid, federation_uuid, single_col_cert_common_name).
 type Federation struct {
@@ -105,6 +143,47 @@ func millis(d time.Duration) int64 {
 	return d.Milliseconds()
 }
 
+// connectionSetters are the connection setters both client options types
+// have (closures over their ofl_*_options).
+type connectionSetters struct {
+	retry          func(initialMs, maxMs C.uint64_t, deadlineMs C.int64_t) *C.ofl_error
+	connectTimeout func(ms C.uint64_t) *C.ofl_error
+	maxMessageSize func(bytes C.uint64_t) *C.ofl_error
+}
+
+// applyConnection sets a client's Retry, ConnectTimeout and MaxMessageSize
+// (zero values keep the library defaults).
+func applyConnection(retry *RetryPolicy, connectTimeout time.Duration, maxMessageSize uint64, set connectionSetters) error {
+	if r := retry; r != nil {
+		if err := takeError(set.retry(C.uint64_t(millis(r.InitialBackoff)),
+			C.uint64_t(millis(r.MaxBackoff)), C.int64_t(millis(r.Deadline)))); err != nil {
+			return err
+		}
+	}
+	if connectTimeout != 0 {
+		ms := connectTimeout.Milliseconds()
+		if ms <= 0 {
+			return invalidArgument("ConnectTimeout %v is below 1 ms", connectTimeout)
+		}
+		if err := takeError(set.connectTimeout(C.uint64_t(ms))); err != nil {
+			return err
+		}
+	}
+	if maxMessageSize != 0 {
+		return takeError(set.maxMessageSize(C.uint64_t(maxMessageSize)))
+	}
+	return nil
+}
+
+// listenHost is the host a server listens on: host, or "[::]" (every
+// interface) for "".
+func listenHost(host string) string {
+	if host == "" {
+		return "[::]"
+	}
+	return host
+}
+
 // build makes the library's ofl_client_options (caller frees).
 func (o *ClientOptions) build() (*C.ofl_client_options, error) {
 	if err := checkString("Host", o.Host); err != nil {
@@ -134,29 +213,17 @@ func (o *ClientOptions) build() (*C.ofl_client_options, error) {
 }
 
 func (o *ClientOptions) apply(opts *C.ofl_client_options, mem *cstrings) error {
-	t := &o.TLS
-	if t.Disabled {
-		if err := takeError(C.ofl_client_options_set_tls(opts, false)); err != nil {
-			return err
-		}
-	} else if t.usePEM() {
-		root, cert, key := mem.bytes(t.RootCertificatePEM), mem.bytes(t.CertificatePEM), mem.bytes(t.PrivateKeyPEM)
-		if err := takeError(C.ofl_client_options_set_tls_pem(opts,
-			root, C.size_t(len(t.RootCertificatePEM)),
-			cert, C.size_t(len(t.CertificatePEM)),
-			key, C.size_t(len(t.PrivateKeyPEM)))); err != nil {
-			return err
-		}
-	} else if t.configured() || t.Certificate != "" || t.PrivateKey != "" {
-		if err := takeError(C.ofl_client_options_set_tls_files(opts, mem.str(t.RootCertificate),
-			mem.optStr(t.Certificate), mem.optStr(t.PrivateKey))); err != nil {
-			return err
-		}
-	}
-	if t.DisableClientAuth {
-		if err := takeError(C.ofl_client_options_set_disable_client_auth(opts, true)); err != nil {
-			return err
-		}
+	if err := o.TLS.apply(mem, true, tlsSetters{
+		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_client_options_set_tls(opts, enabled) },
+		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
+			return C.ofl_client_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
+		},
+		files: func(root, cert, key *C.char) *C.ofl_error {
+			return C.ofl_client_options_set_tls_files(opts, root, cert, key)
+		},
+		disableClientAuth: func() *C.ofl_error { return C.ofl_client_options_set_disable_client_auth(opts, true) },
+	}); err != nil {
+		return err
 	}
 	if o.ServerName != "" {
 		if err := takeError(C.ofl_client_options_set_server_name(opts, mem.str(o.ServerName))); err != nil {
@@ -168,25 +235,14 @@ func (o *ClientOptions) apply(opts *C.ofl_client_options, mem *cstrings) error {
 		mem.str(f.FederationUUID), mem.optStr(f.SingleColCertCommonName))); err != nil {
 		return err
 	}
-	if r := o.Retry; r != nil {
-		if err := takeError(C.ofl_client_options_set_retry(opts, C.uint64_t(millis(r.InitialBackoff)),
-			C.uint64_t(millis(r.MaxBackoff)), C.int64_t(millis(r.Deadline)))); err != nil {
-			return err
-		}
-	}
-	if o.ConnectTimeout != 0 {
-		ms := o.ConnectTimeout.Milliseconds()
-		if ms <= 0 {
-			return invalidArgument("ConnectTimeout %v is below 1 ms", o.ConnectTimeout)
-		}
-		if err := takeError(C.ofl_client_options_set_connect_timeout_ms(opts, C.uint64_t(ms))); err != nil {
-			return err
-		}
-	}
-	if o.MaxMessageSize != 0 {
-		if err := takeError(C.ofl_client_options_set_max_message_size(opts, C.uint64_t(o.MaxMessageSize))); err != nil {
-			return err
-		}
+	if err := applyConnection(o.Retry, o.ConnectTimeout, o.MaxMessageSize, connectionSetters{
+		retry: func(initialMs, maxMs C.uint64_t, deadlineMs C.int64_t) *C.ofl_error {
+			return C.ofl_client_options_set_retry(opts, initialMs, maxMs, deadlineMs)
+		},
+		connectTimeout: func(ms C.uint64_t) *C.ofl_error { return C.ofl_client_options_set_connect_timeout_ms(opts, ms) },
+		maxMessageSize: func(bytes C.uint64_t) *C.ofl_error { return C.ofl_client_options_set_max_message_size(opts, bytes) },
+	}); err != nil {
+		return err
 	}
 	if o.ReconnectEveryCall {
 		if err := takeError(C.ofl_client_options_set_reconnect_every_call(opts, true)); err != nil {
@@ -247,36 +303,20 @@ func (o *ServerOptions) build() (*C.ofl_aggregator_server_options, error) {
 }
 
 func (o *ServerOptions) apply(opts *C.ofl_aggregator_server_options, mem *cstrings) error {
-	host := o.Host
-	if host == "" {
-		host = "[::]"
-	}
-	if err := takeError(C.ofl_aggregator_server_options_set_listen(opts, mem.str(host), C.uint16_t(o.Port))); err != nil {
+	if err := takeError(C.ofl_aggregator_server_options_set_listen(opts, mem.str(listenHost(o.Host)), C.uint16_t(o.Port))); err != nil {
 		return err
 	}
-	t := &o.TLS
-	if t.Disabled {
-		if err := takeError(C.ofl_aggregator_server_options_set_tls(opts, false)); err != nil {
-			return err
-		}
-	} else if t.usePEM() {
-		root, cert, key := mem.bytes(t.RootCertificatePEM), mem.bytes(t.CertificatePEM), mem.bytes(t.PrivateKeyPEM)
-		if err := takeError(C.ofl_aggregator_server_options_set_tls_pem(opts,
-			root, C.size_t(len(t.RootCertificatePEM)),
-			cert, C.size_t(len(t.CertificatePEM)),
-			key, C.size_t(len(t.PrivateKeyPEM)))); err != nil {
-			return err
-		}
-	} else if t.configured() || t.Certificate != "" || t.PrivateKey != "" {
-		if err := takeError(C.ofl_aggregator_server_options_set_tls_files(opts, mem.str(t.RootCertificate),
-			mem.str(t.Certificate), mem.str(t.PrivateKey))); err != nil {
-			return err
-		}
-	}
-	if t.DisableClientAuth {
-		if err := takeError(C.ofl_aggregator_server_options_set_disable_client_auth(opts, true)); err != nil {
-			return err
-		}
+	if err := o.TLS.apply(mem, false, tlsSetters{
+		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_aggregator_server_options_set_tls(opts, enabled) },
+		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
+			return C.ofl_aggregator_server_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
+		},
+		files: func(root, cert, key *C.char) *C.ofl_error {
+			return C.ofl_aggregator_server_options_set_tls_files(opts, root, cert, key)
+		},
+		disableClientAuth: func() *C.ofl_error { return C.ofl_aggregator_server_options_set_disable_client_auth(opts, true) },
+	}); err != nil {
+		return err
 	}
 	f := &o.Federation
 	if err := takeError(C.ofl_aggregator_server_options_set_federation(opts, mem.str(f.AggregatorUUID),

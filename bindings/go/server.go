@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -65,13 +64,8 @@ type serverState struct {
 // Methods are safe for concurrent use. Close it when done; one that is
 // never closed is stopped and released by a finalizer once unreachable.
 type AggregatorServer struct {
-	mu     sync.Mutex
-	idle   sync.Cond // signalled when users drops to 0
-	ptr    *C.ofl_aggregator_server
-	users  int
-	closed bool
-	port   uint16
-	cancel context.CancelFunc
+	life serverLifecycle[C.ofl_aggregator_server]
+	port uint16
 }
 
 // StartAggregatorServer checks the certificates, binds the port and starts
@@ -92,13 +86,17 @@ func StartAggregatorServer(opts ServerOptions, logic AggregatorLogic) (*Aggregat
 	// (oflGoReleaseHandle) deletes it exactly once, also on failure.
 	h := cgo.NewHandle(st)
 	liveServerStates.Add(1)
-	s := &AggregatorServer{cancel: cancel}
-	s.idle.L = &s.mu
-	if err := takeError(C.ofl_go_server_start(copts, C.uintptr_t(h), C.bool(st.validator != nil), &s.ptr)); err != nil {
+	s := &AggregatorServer{}
+	s.life.init(serverOps[C.ofl_aggregator_server]{
+		serve: func(p *C.ofl_aggregator_server) *C.ofl_error { return C.ofl_aggregator_server_serve(p) },
+		stop:  func(p *C.ofl_aggregator_server) *C.ofl_error { return C.ofl_aggregator_server_stop(p) },
+		free:  func(p *C.ofl_aggregator_server) { C.ofl_aggregator_server_free(p) },
+	}, cancel)
+	if err := takeError(C.ofl_go_server_start(copts, C.uintptr_t(h), C.bool(st.validator != nil), &s.life.ptr)); err != nil {
 		cancel()
 		return nil, err
 	}
-	s.port = uint16(C.ofl_aggregator_server_port(s.ptr))
+	s.port = uint16(C.ofl_aggregator_server_port(s.life.ptr))
 	runtime.SetFinalizer(s, (*AggregatorServer).Close)
 	return s, nil
 }
@@ -106,93 +104,24 @@ func StartAggregatorServer(opts ServerOptions, logic AggregatorLogic) (*Aggregat
 // Port is the port the server listens on (the chosen one when 0 was asked).
 func (s *AggregatorServer) Port() uint16 { return s.port }
 
-func (s *AggregatorServer) acquire(what string) (*C.ofl_aggregator_server, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, closedError(what)
-	}
-	s.users++
-	return s.ptr, nil
-}
-
-func (s *AggregatorServer) release() {
-	s.mu.Lock()
-	s.users--
-	if s.users == 0 {
-		s.idle.Broadcast()
-	}
-	s.mu.Unlock()
-}
-
 // Serve blocks until the logic reports all quit jobs sent (OpenFL's
 // serve), Stop or Close is called, or ctx is done (which stops the
 // server); then the server stops gracefully (calls in flight finish).
 // It returns nil, or a context error when ctx ended it.
-func (s *AggregatorServer) Serve(ctx context.Context) error {
-	if err := contextError(ctx, "Serve"); err != nil {
-		return err
-	}
-	p, err := s.acquire("Serve")
-	if err != nil {
-		return err
-	}
-	defer s.release()
-	served := make(chan struct{})
-	if ctx.Done() != nil {
-		go func() {
-			select {
-			case <-ctx.Done():
-				_ = s.Stop()
-			case <-served:
-			}
-		}()
-	}
-	err = takeError(C.ofl_aggregator_server_serve(p))
-	close(served)
-	runtime.KeepAlive(s)
-	if err == nil {
-		err = contextError(ctx, "Serve")
-	}
-	return err
-}
+func (s *AggregatorServer) Serve(ctx context.Context) error { return s.life.serve(ctx) }
 
 // Stop asks the server to stop and returns at once; Serve then returns.
 // The context passed to the logic is cancelled. Idempotent; safe from
 // logic callbacks.
-func (s *AggregatorServer) Stop() error {
-	p, err := s.acquire("Stop")
-	if err != nil {
-		return nil // closed: stopped already
-	}
-	defer s.release()
-	s.cancel()
-	return takeError(C.ofl_aggregator_server_stop(p))
-}
+func (s *AggregatorServer) Stop() error { return s.life.stop() }
 
 // Close stops the server, waits until Serve has returned and the server no
 // longer listens, and releases it; the logic is no longer called once the
 // calls in flight have finished. Do not call it from logic callbacks (use
 // Stop). Idempotent; always returns nil.
 func (s *AggregatorServer) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	p := s.ptr
-	s.mu.Unlock()
 	runtime.SetFinalizer(s, nil)
-	s.cancel()
-	_ = takeError(C.ofl_aggregator_server_stop(p)) // only Close frees p
-	s.mu.Lock()
-	for s.users > 0 {
-		s.idle.Wait()
-	}
-	s.ptr = nil
-	s.mu.Unlock()
-	C.ofl_aggregator_server_free(p)
+	s.life.close()
 	return nil
 }
 
