@@ -7,7 +7,9 @@
 //! SIZE_MIB tensor (median of ROUNDS), and GetTasks requests per second with
 //! 64 calls in flight on one connection. "peak RSS / payload" is the growth
 //! of this process's peak resident memory during the transfer (client and
-//! server together) divided by the payload size. The OpenFL 1.6 comparison
+//! server together) divided by the payload size. The last row is the
+//! ceiling: the same payload over one raw rustls mTLS stream on loopback
+//! (no gRPC, no HTTP/2), measured in the same run. The OpenFL 1.6 comparison
 //! runs in the interop suite (`make test-interop` prints its table).
 
 use std::sync::Arc;
@@ -139,6 +141,68 @@ where
     (median(rates), rss_ratio)
 }
 
+/// A rustls config pair (mTLS, as the transport uses) from the bench PKI.
+fn raw_tls_configs(pki: &Pki) -> (rustls::ServerConfig, rustls::ClientConfig) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let cert = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let key = |pem: &str| PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert(&pki.ca)).unwrap();
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::clone(&roots)).build().unwrap();
+    let server = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert(&pki.server.0)], key(&pki.server.1))
+        .unwrap();
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert(&pki.client.0)], key(&pki.client.1))
+        .unwrap();
+    (server, client)
+}
+
+/// MiB/s of `rounds` payloads of `size` bytes written over one rustls mTLS
+/// stream on 127.0.0.1 and read on the other end into a reused buffer.
+async fn raw_rustls_rate(pki: &Pki, size: usize, rounds: usize) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server_config, client_config) = raw_tls_configs(pki);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0usize;
+        while total < size * rounds {
+            let n = tls.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stream ended early");
+            total += n;
+        }
+        tls.write_all(b"k").await.unwrap();
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let payload = pattern(0, size);
+    // Timed until the reader has received everything and acknowledged it.
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for chunk in payload.chunks(1 << 20) {
+            tls.write_all(chunk).await.unwrap();
+        }
+    }
+    tls.flush().await.unwrap();
+    let mut ack = [0u8; 1];
+    tls.read_exact(&mut ack).await.unwrap();
+    let rate = (size * rounds) as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64;
+    reader.await.unwrap();
+    rate
+}
+
 async fn get_tasks_rate(client: Arc<AggregatorClient>, in_flight: usize, duration: Duration) -> f64 {
     let deadline = Instant::now() + duration;
     let mut workers = Vec::new();
@@ -201,6 +265,7 @@ async fn main() {
     .await;
     drop(upload);
     let rate = get_tasks_rate(Arc::clone(&client), 64, Duration::from_secs(3)).await;
+    let raw = raw_rustls_rate(&pki, size, rounds).await;
 
     println!("openfl-transport bench: mTLS, 127.0.0.1, {size_mib} MiB payload, median of {rounds}");
     println!("| transfer                          | MiB/s   | peak RSS / payload |");
@@ -208,5 +273,7 @@ async fn main() {
     println!("| download (GetAggregatedTensor)    | {down:7.1} | {down_rss:18.2} |");
     println!("| upload (SendLocalTaskResults)     | {up:7.1} | {up_rss:18.2} |");
     println!("| GetTasks, 64 in flight            | {rate:7.0} req/s                  |");
+    println!("| reference: raw rustls mTLS stream | {raw:7.1} | (same run, no gRPC)  |");
+    println!("download {:.0}% and upload {:.0}% of the raw rustls stream", 100.0 * down / raw, 100.0 * up / raw);
     server.shutdown().await.expect("shutdown");
 }
