@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 use tonic::Status;
@@ -22,7 +21,7 @@ use crate::proto::aggregator::aggregator_client::AggregatorClient as AggregatorG
 use crate::proto::aggregator::{self as pb, MessageHeader};
 use crate::proto::{DataStream, NamedTensor};
 use crate::retry::{AttemptError, RetryPolicy, Retrying};
-use crate::stream::{slice_chunks, CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::stream::{CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
 
 /// How a collaborator client connects and whom it expects to talk to.
 #[derive(Clone, Debug)]
@@ -213,27 +212,6 @@ impl AggregatorClient {
             tensors: results.tensors.clone(),
         };
         let chunks = super::upload::encode_in_chunks(&message, self.config.chunk_size);
-        self.send_chunks(collaborator, chunks).await
-    }
-
-    /// The serialized `TaskResults` message `send_local_task_results` sends,
-    /// in one buffer of exactly its size.
-    pub fn encode_task_results(&self, collaborator: &str, results: &TaskResults) -> Bytes {
-        let message = pb::TaskResults {
-            header: self.header(collaborator),
-            round_number: results.round_number,
-            task_name: results.task_name.clone(),
-            data_size: results.data_size,
-            tensors: results.tensors.clone(),
-        };
-        let mut buf = Vec::with_capacity(message.encoded_len());
-        message.encode(&mut buf).expect("a Vec grows as needed");
-        Bytes::from(buf)
-    }
-
-    /// Streams a payload made by [`encode_task_results`](Self::encode_task_results).
-    pub async fn send_encoded_task_results(&self, collaborator: &str, payload: Bytes) -> Result<()> {
-        let chunks = slice_chunks(&payload, self.config.chunk_size);
         self.send_chunks(collaborator, chunks).await
     }
 
