@@ -143,7 +143,7 @@ pub struct CallbackLogic {
 
 /// Calls `free_user_data` if the callbacks are rejected before a
 /// [`CallbackLogic`] owns them, so it runs exactly once either way.
-fn release(callbacks: &ofl_aggregator_callbacks) {
+pub(super) fn release(callbacks: &ofl_aggregator_callbacks) {
     if let Some(free) = callbacks.free_user_data {
         free(callbacks.user_data);
     }

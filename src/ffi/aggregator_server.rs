@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::aggregator_logic::{ofl_aggregator_callbacks, CallbackLogic};
+use super::aggregator_logic::{ofl_aggregator_callbacks, release, CallbackLogic};
 use super::boundary::{arg_mut, arg_ref, arg_opt_str, arg_str, call, check_out, free_boxed, value, write_out};
 use super::error::ofl_error;
 use super::option_values;
@@ -239,7 +239,7 @@ pub extern "C" fn ofl_aggregator_server_start(
             Ok(options) => options,
             Err(e) => {
                 // The callbacks were given: their user_data is released once.
-                drop(CallbackLogic::new(Federation::default(), callbacks));
+                release(callbacks);
                 return Err(e);
             }
         };
