@@ -11,6 +11,22 @@ use bytes::Bytes;
 
 use crate::error::{ofl_code, Error, Result};
 
+/// Lets the HTTP/2 layer drop a handler whose client reset its upload;
+/// await it after a client stream ended and before anything is committed.
+///
+/// tonic ends a request stream that the client reset with RST_STREAM(CANCEL)
+/// exactly like one the client finished with END_STREAM (its decoder turns
+/// the CANCELLED body error into the end of the stream), and hyper does the
+/// same for RST_STREAM(NO_ERROR). A cancelled upload whose chunks end on a
+/// message boundary would then decode and count as complete. hyper checks
+/// for a reset every time a handler's future is pending, and drops that
+/// future when the stream was reset, whatever the reason: yielding once here
+/// makes that check happen, so a handler that gets past this point is
+/// answering a stream that ended with END_STREAM.
+pub async fn client_stream_finished() {
+    tokio::task::yield_now().await;
+}
+
 /// OpenFL's chunk size for streamed messages: 2 MiB.
 pub const CHUNK_SIZE: usize = 2 * 1024 * 1024;
 

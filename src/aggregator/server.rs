@@ -30,7 +30,7 @@ use crate::error::{size_limit_as_resource_exhausted, Result};
 use crate::proto::aggregator::aggregator_server::{Aggregator, AggregatorServer as AggregatorGrpc};
 use crate::proto::aggregator::*;
 use crate::proto::DataStream;
-use crate::stream::{Reassembly, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::stream::{client_stream_finished, Reassembly, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::listen::Serving;
 use crate::tls::{peer_common_name, TlsConfig};
 
@@ -235,6 +235,7 @@ impl Aggregator for Service {
             let chunk = chunk.map_err(size_limit_as_resource_exhausted)?;
             reassembly.push(chunk.size, &chunk.npbytes)?;
         }
+        client_stream_finished().await;
         let results = TaskResults::decode(reassembly.finish()?).map_err(|e| {
             Status::invalid_argument(format!("the stream does not decode as TaskResults: {e}"))
         })?;

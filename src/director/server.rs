@@ -66,7 +66,7 @@ use crate::proto::director::director_server::{Director, DirectorServer as Direct
 use crate::proto::director::get_trained_model_request::ModelType;
 use crate::proto::director::*;
 use crate::proto::ModelProto;
-use crate::stream::{CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::stream::{client_stream_finished, CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::tls::{peer_common_name, TlsConfig};
 
 /// What the host decides and hears about. Every method runs on a blocking
@@ -475,6 +475,7 @@ impl Director for Service {
             index += 1;
             next = stream.message().await?;
         }
+        client_stream_finished().await;
         file.flush().await.map_err(|e| Status::internal(format!("writing {}: {e}", upload.display())))?;
         drop(file);
         if total == 0 {
