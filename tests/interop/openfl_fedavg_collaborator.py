@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import threading
+import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +76,9 @@ def parse_args():
         p.add_argument("--epochs", type=int, default=3, help="gradient steps per train task")
         p.add_argument("--lr", type=float, default=0.1)
         p.add_argument("--record", required=True, help="JSON file for what was sent and received")
+        p.add_argument("--cancel-first-upload", action="store_true",
+                       help="before each upload, start one of its first tensor only and cancel "
+                            "it (grpcio future.cancel(): RST_STREAM CANCEL) before its end")
 
     return common.parse_peer_args(__doc__, options)
 
@@ -244,6 +248,10 @@ def make_client(args, record, save):
 
         def send_local_task_results(self, collaborator_name, round_number, task_name, data_size,
                                     named_tensors):
+            if args.cancel_first_upload:
+                self.cancel_partial_upload(collaborator_name, round_number, task_name, data_size,
+                                           named_tensors[:1])
+                record["cancelled_uploads"] += 1
             response = super().send_local_task_results(collaborator_name, round_number, task_name,
                                                        data_size, named_tensors)
             record["uploads"].append({
@@ -252,6 +260,29 @@ def make_client(args, record, save):
             })
             save()
             return response
+
+        def cancel_partial_upload(self, collaborator_name, round_number, task_name, data_size,
+                                  tensors):
+            """Streams a TaskResults that stops after whole tensors (so its bytes
+            decode), holds the stream open without END_STREAM, then cancels the
+            call as a grpcio user would: the server must not count it."""
+            from openfl.protocols import aggregator_pb2, utils
+
+            self._set_header(collaborator_name)
+            partial = aggregator_pb2.TaskResults(header=self.header, round_number=round_number,
+                                                 task_name=task_name, data_size=data_size,
+                                                 tensors=tensors)
+            chunks = list(utils.proto_to_datastream(partial, self.logger))
+            release = threading.Event()
+
+            def requests():
+                yield from chunks
+                release.wait(10)  # no END_STREAM until the call is cancelled
+
+            future = self.stub.SendLocalTaskResults.future(requests())
+            time.sleep(0.3)  # the chunks reach the server
+            future.cancel()
+            release.set()
 
     return RecordingClient(**common.aggregator_client_kwargs(args, args.collaborator))
 
@@ -267,7 +298,8 @@ def main():
     # a level that only OpenFL's `fx` CLI registers (as METRIC = 25).
     add_log_level("METRIC", 25)
 
-    record = {"collaborator": args.collaborator, "get_tasks": [], "downloads": [], "uploads": []}
+    record = {"collaborator": args.collaborator, "get_tasks": [], "downloads": [], "uploads": [],
+              "cancelled_uploads": 0}
     lock = threading.Lock()
 
     def save():

@@ -74,7 +74,7 @@ def fedavg_binary():
 # Running a federation
 # ---------------------------------------------------------------------------
 
-def run_federation(peers, python, binary, mode, certs, tmp_path):
+def run_federation(peers, python, binary, mode, certs, tmp_path, collaborator_flags=()):
     """Our FedAvg aggregator and two OpenFL collaborators, to the end.
 
     Returns (aggregator result, {collaborator: record}, {collaborator: summary line})."""
@@ -99,7 +99,7 @@ def run_federation(peers, python, binary, mode, certs, tmp_path):
         c: peers.start(f"openfl_collaborator-{c}-{mode}", [
             python, COLLABORATOR, "--host", "localhost", "--port", port, "--mode", mode, *tls,
             "--collaborator", c, "--aggregator-uuid", agg, "--federation-uuid", fed,
-            "--record", records[c], "--timeout", PEER_WATCHDOG])
+            "--record", records[c], "--timeout", PEER_WATCHDOG, *collaborator_flags])
         for c in COLLABORATORS
     }
 
@@ -311,7 +311,23 @@ def check_aggregator_uploads(result, records):
 def test_openfl_collaborators_federate_with_our_fedavg(peers, python, fedavg_binary, certs,
                                                        tmp_path, mode):
     result, records, summaries = run_federation(peers, python, fedavg_binary, mode, certs, tmp_path)
+    check_federation(result, records, summaries, mode)
 
+
+def test_cancelled_uploads_leave_our_fedavg_model_exact(peers, python, fedavg_binary, certs,
+                                                        tmp_path):
+    """Before every real upload each OpenFL collaborator streams the first tensor
+    of it and cancels the call with grpcio (RST_STREAM CANCEL): the partial
+    uploads decode, but none may count, so every round's model is still the
+    exact weighted average of what the collaborators really sent."""
+    result, records, summaries = run_federation(peers, python, fedavg_binary, "mtls", certs,
+                                                tmp_path, ["--cancel-first-upload"])
+    for name in COLLABORATORS:
+        assert records[name]["cancelled_uploads"] == len(records[name]["uploads"]) > 0
+    check_federation(result, records, summaries, "mtls")
+
+
+def check_federation(result, records, summaries, mode):
     assert (result["current_round"], result["rounds_to_train"]) == (ROUNDS, ROUNDS)
     assert result["all_quit_jobs_sent"] is True
     for name in COLLABORATORS:
