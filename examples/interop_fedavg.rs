@@ -49,8 +49,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use openfl_transport::aggregator::{
-    AggregatorLogic, AggregatorServer, FedAvg, FedAvgConfig, Federation, MetricRecord, Model, ServerConfig,
-    TaskResults, TasksReply, Tensor, TensorRequest,
+    AggregatorLogic, AggregatorServer, FedAvg, FedAvgConfig, Federation, LogicCall, MetricRecord, Model,
+    ServerConfig, TaskResults, TasksReply, Tensor, TensorPoll, TensorRequest,
 };
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::Result;
@@ -251,6 +251,20 @@ impl AggregatorLogic for RecordingFedAvg {
 
     fn get_aggregated_tensor(&self, collaborator: &str, request: &TensorRequest) -> Result<NamedTensor> {
         self.inner.get_aggregated_tensor(collaborator, request)
+    }
+
+    fn poll_aggregated_tensor(
+        &self,
+        collaborator: &str,
+        request: &TensorRequest,
+        started: std::time::Instant,
+    ) -> Result<TensorPoll> {
+        self.inner.poll_aggregated_tensor(collaborator, request, started)
+    }
+
+    fn may_block(&self, call: LogicCall) -> bool {
+        // The record lock is held across an upload: keep uploads off the async workers.
+        call == LogicCall::SendLocalTaskResults || self.inner.may_block(call)
     }
 
     fn send_local_task_results(&self, collaborator: &str, results: TaskResults) -> Result<()> {

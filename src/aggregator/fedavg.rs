@@ -113,16 +113,25 @@
 //! # Threads
 //!
 //! All state sits behind one `Mutex`; every call may come from any thread.
-//! `get_aggregated_tensor` waits on a `Condvar` (which releases the lock
-//! while waiting) and is woken whenever results arrive or a round ends.
+//! No call holds the lock for long or waits: the server asks with
+//! [`AggregatorLogic::poll_aggregated_tensor`], which answers at once
+//! (the tensor, an error, or "pending" with a `watch` signal that changes
+//! whenever results arrive or a round ends), so a waiting request holds no
+//! thread and FedAvg's calls run on the server's async workers
+//! ([`AggregatorLogic::may_block`] is false). The blocking
+//! [`AggregatorLogic::get_aggregated_tensor`] (for direct Rust callers) waits
+//! on a `Condvar` that the same changes notify.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
-use crate::aggregator::logic::{AggregatorLogic, Federation, TaskResults, TasksReply, TensorRequest};
+use crate::aggregator::logic::{
+    AggregatorLogic, Federation, LogicCall, TaskResults, TasksReply, TensorPoll, TensorRequest, TensorWait,
+};
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::Task;
 use crate::proto::{MetadataProto, NamedTensor};
@@ -138,6 +147,8 @@ pub const DEFAULT_TENSOR_WAIT: Duration = Duration::from_secs(30);
 /// Rounds trained by default (the `rounds_to_train` of OpenFL's workspace
 /// templates).
 pub const DEFAULT_ROUNDS_TO_TRAIN: i32 = 10;
+
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The `origin` of averaged metrics (OpenFL's `metric_origin`).
 pub const AGGREGATOR_METRIC_ORIGIN: &str = "aggregator";
@@ -619,6 +630,8 @@ pub struct FedAvg {
     sleep_time: i32,
     state: Mutex<State>,
     changed: Condvar,
+    /// Bumped with every change of `state` that may make a tensor appear.
+    changes: watch::Sender<u64>,
 }
 
 impl FedAvg {
@@ -659,6 +672,7 @@ impl FedAvg {
                 best: None,
             }),
             changed: Condvar::new(),
+            changes: watch::Sender::new(0),
         })
     }
 
@@ -781,25 +795,48 @@ impl FedAvg {
         !self.finished(state) && round > state.round && round <= self.rounds_to_train
     }
 
-    /// The tensor under `key`, waiting up to `tensor_wait` while it may still
-    /// appear; `FailedPrecondition` otherwise.
+    /// The tensor under `key` if it is there; `None` while it may still
+    /// appear and `started + tensor_wait` has not passed; `FailedPrecondition`
+    /// otherwise.
+    fn find_tensor(&self, state: &State, key: &TensorKey, started: Instant) -> Result<Option<StoredTensor>> {
+        if let Some(tensor) = state.store.get(key) {
+            return Ok(Some(tensor.clone()));
+        }
+        if !self.may_appear(state, key.round) {
+            return Err(self.missing_tensor(key, state, "does not exist and cannot appear any more"));
+        }
+        if started.elapsed() >= self.tensor_wait {
+            let reason = format!("is not ready after waiting {:?}", self.tensor_wait);
+            return Err(self.missing_tensor(key, state, &reason));
+        }
+        Ok(None)
+    }
+
+    /// The tensor under `key`, waiting (on this thread) up to `tensor_wait`
+    /// while it may still appear; `FailedPrecondition` otherwise.
     fn wait_for_tensor(&self, key: &TensorKey) -> Result<StoredTensor> {
-        let start = Instant::now();
+        let started = Instant::now();
         let mut state = self.lock();
         loop {
-            if let Some(tensor) = state.store.get(key) {
-                return Ok(tensor.clone());
+            if let Some(tensor) = self.find_tensor(&state, key, started)? {
+                return Ok(tensor);
             }
-            if !self.may_appear(&state, key.round) {
-                return Err(self.missing_tensor(key, &state, "does not exist and cannot appear any more"));
-            }
-            let left = self.tensor_wait.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                let reason = format!("is not ready after waiting {:?}", self.tensor_wait);
-                return Err(self.missing_tensor(key, &state, &reason));
-            }
+            let left = self.tensor_wait.saturating_sub(started.elapsed());
             state = self.changed.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0;
         }
+    }
+
+    /// Wakes every waiting tensor request (blocking and polling).
+    fn notify_changed(&self) {
+        self.changed.notify_all();
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A served tensor as OpenFL's uncompressed pipeline encodes it.
+    fn served_tensor(&self, key: &TensorKey, request: &TensorRequest, tensor: StoredTensor) -> NamedTensor {
+        let lossless = request.require_lossless || request.tags.iter().any(|t| t == TAG_COMPRESSED);
+        let tags = key.with_tag(TAG_COMPRESSED).tags;
+        named_tensor(&key.name, key.round, key.report, tags, &tensor.shape, tensor.data, lossless)
     }
 
     fn missing_tensor(&self, key: &TensorKey, state: &State, reason: &str) -> Error {
@@ -1076,9 +1113,35 @@ impl AggregatorLogic for FedAvg {
         self.check_collaborator(collaborator)?;
         let key = self.request_key(request)?;
         let tensor = self.wait_for_tensor(&key)?;
-        let lossless = request.require_lossless || request.tags.iter().any(|t| t == TAG_COMPRESSED);
-        let tags = key.with_tag(TAG_COMPRESSED).tags;
-        Ok(named_tensor(&key.name, key.round, key.report, tags, &tensor.shape, tensor.data, lossless))
+        Ok(self.served_tensor(&key, request, tensor))
+    }
+
+    /// As `get_aggregated_tensor`, without waiting: a tensor that may still
+    /// appear is [`TensorPoll::Pending`] until `started + tensor_wait`.
+    fn poll_aggregated_tensor(
+        &self,
+        collaborator: &str,
+        request: &TensorRequest,
+        started: Instant,
+    ) -> Result<TensorPoll> {
+        self.check_collaborator(collaborator)?;
+        let key = self.request_key(request)?;
+        let state = self.lock();
+        // Subscribed under the lock: any change after this check wakes us.
+        let changed = self.changes.subscribe();
+        match self.find_tensor(&state, &key, started)? {
+            Some(tensor) => Ok(TensorPoll::Ready(self.served_tensor(&key, request, tensor))),
+            None => {
+                // A wait too long to represent ends in a year (and polls again).
+                let deadline = started.checked_add(self.tensor_wait).unwrap_or(started + YEAR);
+                Ok(TensorPoll::Pending(TensorWait { changed, deadline }))
+            }
+        }
+    }
+
+    /// FedAvg's calls never block.
+    fn may_block(&self, _call: LogicCall) -> bool {
+        false
     }
 
     /// Stores an upload, records its metrics, and ends the round when every
@@ -1097,7 +1160,7 @@ impl AggregatorLogic for FedAvg {
             self.end_round(&mut state);
         }
         drop(state);
-        self.changed.notify_all();
+        self.notify_changed();
         Ok(())
     }
 

@@ -4,6 +4,10 @@
 //! tensors and takes results. C callbacks are one implementation
 //! (`src/ffi/aggregator_logic.rs`), the built-in FedAvg another.
 
+use std::time::Instant;
+
+use tokio::sync::watch;
+
 use crate::error::Result;
 use crate::proto::aggregator::Task;
 use crate::proto::NamedTensor;
@@ -94,12 +98,56 @@ pub struct TaskResults {
     pub tensors: Vec<NamedTensor>,
 }
 
+/// The logic methods the server calls, to say which of them may block
+/// (see [`AggregatorLogic::may_block`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogicCall {
+    /// [`AggregatorLogic::get_tasks`].
+    GetTasks,
+    /// [`AggregatorLogic::poll_aggregated_tensor`] (and through its default,
+    /// [`AggregatorLogic::get_aggregated_tensor`]).
+    GetAggregatedTensor,
+    /// [`AggregatorLogic::send_local_task_results`].
+    SendLocalTaskResults,
+    /// [`AggregatorLogic::certificate_may_speak`].
+    CertificateMaySpeak,
+    /// [`AggregatorLogic::all_quit_jobs_sent`].
+    AllQuitJobsSent,
+}
+
+/// A GetAggregatedTensor answer that may be "not yet".
+#[derive(Debug)]
+pub enum TensorPoll {
+    /// The tensor.
+    Ready(NamedTensor),
+    /// Not there yet, but it may still appear: the server waits (holding no
+    /// thread) until `wait.changed` sees a new value or `wait.deadline`
+    /// passes, then polls again with the same `started`.
+    Pending(TensorWait),
+}
+
+/// What a pending tensor request waits on.
+#[derive(Debug)]
+pub struct TensorWait {
+    /// Changes whenever the logic's state does (results arrive, a round
+    /// ends). Subscribe before checking the state, so no change is missed.
+    pub changed: watch::Receiver<u64>,
+    /// When to poll one last time (the logic then answers or gives up).
+    pub deadline: Instant,
+}
+
 /// The aggregation logic behind an aggregator server.
 ///
-/// Methods are called from blocking-capable library threads, possibly
-/// concurrently; they may block (e.g. wait for a tensor to be ready). An
-/// error is returned to that call's peer as a gRPC status; the server keeps
-/// serving.
+/// Methods may be called concurrently. By default the server runs every call
+/// on Tokio's blocking pool, so methods may block (host code, disk I/O, even
+/// waiting for a tensor), within a bound: at most
+/// [`crate::aggregator::server::MAX_BLOCKING_CALLS_PER_COLLABORATOR`] calls
+/// of one collaborator and one kind at once, and
+/// [`crate::aggregator::server::MAX_BLOCKING_CALLS`] in all; further calls
+/// wait their turn asynchronously. Logic whose calls never block says so
+/// with [`AggregatorLogic::may_block`] and is called on the async workers
+/// directly (cheaper, unbounded). An error is returned to that call's peer
+/// as a gRPC status; the server keeps serving.
 pub trait AggregatorLogic: Send + Sync + 'static {
     /// The federation identity the server checks requests against.
     fn federation(&self) -> &Federation;
@@ -122,8 +170,34 @@ pub trait AggregatorLogic: Send + Sync + 'static {
     /// Tasks for `collaborator` (a checked, authorized name).
     fn get_tasks(&self, collaborator: &str) -> Result<TasksReply>;
 
-    /// An aggregated tensor for `collaborator`.
+    /// An aggregated tensor for `collaborator`; may wait for it (holding
+    /// the calling thread).
     fn get_aggregated_tensor(&self, collaborator: &str, request: &TensorRequest) -> Result<NamedTensor>;
+
+    /// GetAggregatedTensor as the server calls it: the tensor, or
+    /// [`TensorPoll::Pending`] when it is not there yet, so that a waiting
+    /// call holds no thread. `started` is when the call began (the same on
+    /// every poll of one call): the logic decides when to stop waiting. The
+    /// default calls [`get_aggregated_tensor`](Self::get_aggregated_tensor)
+    /// (which may block) and is never pending.
+    fn poll_aggregated_tensor(
+        &self,
+        collaborator: &str,
+        request: &TensorRequest,
+        started: Instant,
+    ) -> Result<TensorPoll> {
+        let _ = started;
+        self.get_aggregated_tensor(collaborator, request).map(TensorPoll::Ready)
+    }
+
+    /// Whether `call` may block its thread (wait, run host code, write to
+    /// disk). `true` (the default): the server runs it on the blocking pool,
+    /// within the bounds above. `false`: the server calls it on an async
+    /// worker, so it must return promptly (brief locks and computation only).
+    fn may_block(&self, call: LogicCall) -> bool {
+        let _ = call;
+        true
+    }
 
     /// Results of a task run by `collaborator`.
     fn send_local_task_results(&self, collaborator: &str, results: TaskResults) -> Result<()>;

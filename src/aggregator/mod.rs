@@ -2,6 +2,7 @@
 //! collaborator's client, and the logic interface between server and
 //! aggregation.
 
+mod blocking;
 pub mod checks;
 pub mod client;
 pub mod fedavg;
@@ -12,5 +13,5 @@ pub mod upload;
 
 pub use client::{AggregatorClient, ClientConfig};
 pub use fedavg::{FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};
-pub use logic::{AggregatorLogic, Federation, TaskResults, TasksReply, TensorRequest};
+pub use logic::{AggregatorLogic, Federation, LogicCall, TaskResults, TasksReply, TensorPoll, TensorRequest, TensorWait};
 pub use server::{AggregatorServer, ServerConfig};

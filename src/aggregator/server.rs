@@ -11,11 +11,17 @@
 //! - one-way TLS works: a client that presents a certificate is checked by its
 //!   CN as under mTLS; one that presents none is identified by its header
 //!   sender only, as without TLS (OpenFL 1.6 crashes there);
-//! - streamed uploads are reassembled in linear time and capped.
+//! - streamed uploads are reassembled in linear time and capped;
+//! - a GetAggregatedTensor waiting for a tensor holds no thread (the logic
+//!   answers [`TensorPoll::Pending`] and the server awaits a change), and
+//!   logic that may block runs on the blocking pool within per-collaborator
+//!   bounds (see [`super::blocking`]), so one collaborator cannot starve the
+//!   others (OpenFL 1.6 parks a waiting call in one of its few handler
+//!   threads).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use prost::Message;
@@ -24,8 +30,11 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::blocking::BlockingCalls;
+pub use super::blocking::{MAX_BLOCKING_CALLS, MAX_BLOCKING_CALLS_PER_COLLABORATOR};
 use super::checks::{check_request, response_header};
-use super::logic::{AggregatorLogic, TaskResults as LogicTaskResults, TensorRequest};
+use super::logic::{AggregatorLogic, LogicCall, TaskResults as LogicTaskResults, TensorPoll, TensorRequest};
+use crate::proto::NamedTensor;
 use crate::error::{size_limit_as_resource_exhausted, Result};
 use crate::proto::aggregator::aggregator_server::{Aggregator, AggregatorServer as AggregatorGrpc};
 use crate::proto::aggregator::*;
@@ -74,6 +83,7 @@ pub(super) struct Service {
     auth_failure_max_delay: Duration,
     max_message_size: usize,
     quit_sent: Arc<Notify>,
+    blocking: BlockingCalls,
 }
 
 impl Service {
@@ -104,9 +114,11 @@ impl Service {
             return Ok(());
         };
         let cn = peer_common_name(certs).unwrap_or_default();
-        let logic = Arc::clone(&self.logic);
         let check_cn = cn.clone();
-        let allowed = tokio::task::spawn_blocking(move || logic.certificate_may_speak(&check_cn)).await.unwrap_or(false);
+        let allowed = self
+            .call_logic(LogicCall::CertificateMaySpeak, None, move |l| Ok(l.certificate_may_speak(&check_cn)))
+            .await
+            .unwrap_or(false);
         if allowed {
             return Ok(());
         }
@@ -134,16 +146,43 @@ impl Service {
         Ok(header)
     }
 
-    /// Runs a logic call on a blocking-capable thread.
-    async fn call_logic<T, F>(&self, f: F) -> Result<T, Status>
+    /// Runs a logic call: directly when the logic says `call` never blocks,
+    /// otherwise on the blocking pool once `collaborator` (a checked name, or
+    /// `None` before the checks) has a turn.
+    async fn call_logic<T, F>(&self, call: LogicCall, collaborator: Option<&str>, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&dyn AggregatorLogic) -> Result<T> + Send + 'static,
     {
-        let logic = Arc::clone(&self.logic);
-        match tokio::task::spawn_blocking(move || f(logic.as_ref())).await {
-            Ok(result) => result.map_err(Status::from),
-            Err(e) => Err(Status::internal(format!("aggregator logic failed: {e}"))),
+        call_logic(&self.logic, &self.blocking, call, collaborator, f).await
+    }
+
+    /// GetAggregatedTensor's logic call: polls until the tensor is there or
+    /// the logic gives up, awaiting its change signal in between.
+    async fn fetch_tensor(&self, sender: &str, request: TensorRequest) -> Result<NamedTensor, Status> {
+        let started = Instant::now();
+        let request = Arc::new(request);
+        loop {
+            let (who, asked) = (sender.to_string(), Arc::clone(&request));
+            let poll = self
+                .call_logic(LogicCall::GetAggregatedTensor, Some(sender), move |l| {
+                    l.poll_aggregated_tensor(&who, &asked, started)
+                })
+                .await?;
+            let mut wait = match poll {
+                TensorPoll::Ready(tensor) => return Ok(tensor),
+                TensorPoll::Pending(wait) => wait,
+            };
+            let deadline = tokio::time::Instant::from_std(wait.deadline);
+            tokio::select! {
+                changed = wait.changed.changed() => {
+                    if changed.is_err() {
+                        // No more change signals: poll once more at the deadline.
+                        tokio::time::sleep_until(deadline).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
         }
     }
 
@@ -163,10 +202,7 @@ impl Service {
             tags: request.tags,
             require_lossless: request.require_lossless,
         };
-        let sender = header.sender.clone();
-        let tensor = self
-            .call_logic(move |l| l.get_aggregated_tensor(&sender, &tensor_request))
-            .await?;
+        let tensor = self.fetch_tensor(&header.sender, tensor_request).await?;
         let response = GetAggregatedTensorResponse {
             header: self.header_for(&header.sender),
             round_number,
@@ -202,7 +238,7 @@ impl Aggregator for Service {
         let peer_certs = request.peer_certs();
         let header = self.authorize(peer_certs, request.get_ref().header.as_ref()).await?;
         let sender = header.sender.clone();
-        let reply = self.call_logic(move |l| l.get_tasks(&sender)).await?;
+        let reply = self.call_logic(LogicCall::GetTasks, Some(&header.sender), move |l| l.get_tasks(&sender)).await?;
         if reply.quit {
             self.quit_sent.notify_one();
         }
@@ -247,8 +283,35 @@ impl Aggregator for Service {
             data_size: results.data_size,
             tensors: results.tensors,
         };
-        self.call_logic(move |l| l.send_local_task_results(&sender, parsed)).await?;
+        self.call_logic(LogicCall::SendLocalTaskResults, Some(&header.sender), move |l| {
+            l.send_local_task_results(&sender, parsed)
+        })
+        .await?;
         Ok(Response::new(SendLocalTaskResultsResponse { header: self.header_for(&header.sender) }))
+    }
+}
+
+/// Runs `f` on `logic`: on the calling task when the logic says `call` never
+/// blocks, otherwise on the blocking pool within `blocking`'s bounds.
+async fn call_logic<T, F>(
+    logic: &Arc<dyn AggregatorLogic>,
+    blocking: &BlockingCalls,
+    call: LogicCall,
+    collaborator: Option<&str>,
+    f: F,
+) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn AggregatorLogic) -> Result<T> + Send + 'static,
+{
+    if !logic.may_block(call) {
+        return f(logic.as_ref()).map_err(Status::from);
+    }
+    let _turn = blocking.acquire(call, collaborator).await;
+    let logic = Arc::clone(logic);
+    match tokio::task::spawn_blocking(move || f(logic.as_ref())).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("aggregator logic failed: {e}"))),
     }
 }
 
@@ -256,6 +319,7 @@ impl Aggregator for Service {
 pub struct AggregatorServer {
     local_addr: SocketAddr,
     logic: Arc<dyn AggregatorLogic>,
+    service: Arc<Service>,
     serving: Serving,
     quit_sent: Arc<Notify>,
     quit_poll_interval: Duration,
@@ -286,16 +350,17 @@ impl AggregatorServer {
             auth_failure_max_delay: config.auth_failure_max_delay,
             max_message_size: config.max_message_size,
             quit_sent: Arc::clone(&quit_sent),
+            blocking: BlockingCalls::default(),
         };
         let service = Arc::new(service);
         let grpc = AggregatorGrpc::from_arc(Arc::clone(&service))
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
-        let grpc = super::tensor_route::ZeroCopyTensors::new(grpc, service);
+        let grpc = super::tensor_route::ZeroCopyTensors::new(grpc, Arc::clone(&service));
         let mut serving = Serving::new();
         serving.run(builder.add_service(grpc), incoming, "aggregator server");
         log::info!("aggregator server listening on {local_addr}");
-        Ok(Self { local_addr, logic, serving, quit_sent, quit_poll_interval: config.quit_poll_interval })
+        Ok(Self { local_addr, logic, service, serving, quit_sent, quit_poll_interval: config.quit_poll_interval })
     }
 
     /// The address the server listens on (with the chosen port when 0 was asked).
@@ -321,8 +386,10 @@ impl AggregatorServer {
     }
 
     async fn all_quit_jobs_sent(&self) -> bool {
-        let logic = Arc::clone(&self.logic);
-        tokio::task::spawn_blocking(move || logic.all_quit_jobs_sent()).await.unwrap_or(false)
+        let blocking = &self.service.blocking;
+        call_logic(&self.logic, blocking, LogicCall::AllQuitJobsSent, None, |l| Ok(l.all_quit_jobs_sent()))
+            .await
+            .unwrap_or(false)
     }
 
     /// Asks the server to stop; `serve` then returns. Idempotent.

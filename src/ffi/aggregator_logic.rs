@@ -96,8 +96,13 @@ pub type ofl_valid_collaborator_fn =
 
 /// The aggregation logic of a server, in C. Callbacks run on library
 /// threads, possibly several at once (one per concurrent call): make them
-/// thread-safe. They may block (e.g. until a tensor is ready). They must not
-/// call `ofl_aggregator_server_free` (use `ofl_aggregator_server_stop`).
+/// thread-safe. They may block (e.g. until a tensor is ready): each blocked
+/// callback holds a thread of the library's blocking pool, so the server lets
+/// at most 8 calls of one collaborator and one RPC, and 256 in all, run
+/// callbacks at once; further calls wait their turn without holding a
+/// thread (never refused), so one collaborator cannot starve the others.
+/// They must not call `ofl_aggregator_server_free` (use
+/// `ofl_aggregator_server_stop`).
 #[repr(C)]
 #[allow(non_camel_case_types)]
 pub struct ofl_aggregator_callbacks {
