@@ -88,10 +88,12 @@
 //!   does.
 //! - Custom aggregation functions: every tensor is a `data_size`-weighted
 //!   average (OpenFL's `WeightedAverage`, its default).
-//! - Persistence: no `init_state_path`/`best_state_path`/`last_state_path`
-//!   protobuf files, no resuming from a saved round, no `write_logs`/metric
-//!   callbacks or metric queue. Models and metrics are read through
-//!   [`FedAvg`]'s accessors instead.
+//! - OpenFL's persistence: no `init_state_path`/`best_state_path`/
+//!   `last_state_path` protobuf files, no `write_logs`/metric callbacks or
+//!   metric queue. Models and metrics are read through [`FedAvg`]'s
+//!   accessors instead. Crash recovery is ours: with
+//!   [`FedAvgConfig::state_dir`], a restarted aggregator resumes the round it
+//!   was in (OpenFL 1.6 starts over at round 0 and its collaborators fail).
 //! - The tensor store keeps only the current and previous round's models and
 //!   the current round's results (OpenFL's `db_store_rounds = 1`).
 //!
@@ -123,6 +125,7 @@
 //! on a `Condvar` that the same changes notify.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -135,6 +138,11 @@ use crate::aggregator::logic::{
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::Task;
 use crate::proto::{MetadataProto, NamedTensor};
+
+#[path = "fedavg_persist.rs"]
+mod persist;
+
+use persist::{Persistence, RoundSave};
 
 /// Seconds a collaborator is told to sleep by default (OpenFL 1.6 always
 /// sends 10).
@@ -259,6 +267,13 @@ pub struct FedAvgConfig {
     /// Seconds a collaborator that has finished the round is told to sleep,
     /// at least 1. Default [`DEFAULT_SLEEP_TIME`].
     pub sleep_time: i32,
+    /// A directory where the aggregator keeps what it needs to resume after
+    /// a crash (created if missing; one aggregator at a time). Every upload
+    /// is saved there before it is acknowledged, and a FedAvg started again
+    /// with the same directory and configuration resumes the round: see
+    /// `fedavg_persist.rs` for what is kept and how. `None` (the default):
+    /// nothing is saved.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for FedAvgConfig {
@@ -274,6 +289,7 @@ impl Default for FedAvgConfig {
             best_model_metric: None,
             tensor_wait: DEFAULT_TENSOR_WAIT,
             sleep_time: DEFAULT_SLEEP_TIME,
+            state_dir: None,
         }
     }
 }
@@ -304,6 +320,9 @@ impl FedAvgConfig {
         }
         if self.best_model_metric.as_deref() == Some("") {
             return Err(invalid("best_model_metric must not be empty (use None for the default)"));
+        }
+        if self.state_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(invalid("state_dir must not be empty (use None for no state directory)"));
         }
         check_model(&self.initial_model)
     }
@@ -587,7 +606,7 @@ struct TaskResult {
     keys: Vec<TensorKey>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct BestModel {
     round: i32,
     score: f64,
@@ -632,13 +651,30 @@ pub struct FedAvg {
     changed: Condvar,
     /// Bumped with every change of `state` that may make a tensor appear.
     changes: watch::Sender<u64>,
+    /// One upload at a time (held across saving it, not across `state`).
+    uploads: Mutex<()>,
+    /// The state directory, if any.
+    persist: Option<Persistence>,
 }
 
 impl FedAvg {
-    /// An aggregator at round 0 serving `config.initial_model`. Errors:
-    /// `InvalidArgument` from [`FedAvgConfig::validate`].
+    /// An aggregator at round 0 serving `config.initial_model`, or, with a
+    /// `state_dir` that holds a saved federation, at the saved round.
+    /// Errors: `InvalidArgument` from [`FedAvgConfig::validate`]; with a
+    /// state directory, `Io` when it cannot be read or written,
+    /// `FailedPrecondition` when another aggregator uses it or it holds
+    /// another federation, `DataLoss` when a state file is damaged.
     pub fn new(config: FedAvgConfig) -> Result<Self> {
         config.validate()?;
+        let state_dir = config.state_dir.clone();
+        let fedavg = Self::fresh(config);
+        match state_dir {
+            Some(dir) => fedavg.open_state_dir(&dir),
+            None => Ok(fedavg),
+        }
+    }
+
+    fn fresh(config: FedAvgConfig) -> Self {
         let model: Snapshot = config
             .initial_model
             .iter()
@@ -648,7 +684,7 @@ impl FedAvg {
         store.insert_model(&config.aggregator_uuid, 0, &model);
         let best_task =
             config.tasks.iter().find(|t| t.task_type == "validate" && !t.apply_local).map(|t| t.name.clone());
-        Ok(Self {
+        Self {
             federation: Federation {
                 aggregator_uuid: config.aggregator_uuid,
                 federation_uuid: config.federation_uuid,
@@ -673,7 +709,9 @@ impl FedAvg {
             }),
             changed: Condvar::new(),
             changes: watch::Sender::new(0),
-        })
+            uploads: Mutex::new(()),
+            persist: None,
+        }
     }
 
     /// The current round: 0 at the start, `rounds_to_train` once training is
@@ -948,7 +986,8 @@ impl FedAvg {
         &self,
         state: &mut State,
         collaborator: &str,
-        results: &TaskResults,
+        task: &str,
+        data_size: i32,
         decoded: Vec<DecodedResult>,
     ) {
         let mut keys = Vec::with_capacity(decoded.len());
@@ -958,7 +997,7 @@ impl FedAvg {
                     round: state.round,
                     origin: collaborator.to_string(),
                     aggregated: false,
-                    task: results.task_name.clone(),
+                    task: task.to_string(),
                     name: item.key.name.clone(),
                     value,
                 });
@@ -966,14 +1005,28 @@ impl FedAvg {
             keys.push(item.key.clone());
             state.store.insert(item.key, item.tensor);
         }
-        let result = TaskResult { data_size: results.data_size, keys };
-        state.results.insert((results.task_name.clone(), collaborator.to_string()), result);
-        log::info!(
-            "FedAvg: {collaborator} sent results for {} in round {} (data size {})",
-            results.task_name,
-            state.round,
-            results.data_size
-        );
+        let result = TaskResult { data_size, keys };
+        state.results.insert((task.to_string(), collaborator.to_string()), result);
+        log::info!("FedAvg: {collaborator} sent results for {task} in round {} (data size {data_size})", state.round);
+    }
+
+    /// Counts a checked upload; ends the round when it was the last one
+    /// missing, and then returns what to save.
+    fn accept(
+        &self,
+        state: &mut State,
+        collaborator: &str,
+        task: &str,
+        data_size: i32,
+        decoded: Vec<DecodedResult>,
+    ) -> Option<RoundSave> {
+        self.record_results(state, collaborator, task, data_size, decoded);
+        self.mark_if_done(state, collaborator);
+        if state.done.len() < self.federation.authorized_collaborators.len() {
+            return None;
+        }
+        self.end_round(state);
+        Some(RoundSave::of(state))
     }
 
     fn mark_if_done(&self, state: &mut State, collaborator: &str) {
@@ -1099,6 +1152,13 @@ impl AggregatorLogic for FedAvg {
         self.check_collaborator(collaborator)?;
         let mut state = self.lock();
         if self.finished(&state) {
+            if self.persists() && !state.quit_sent.contains(collaborator) {
+                // Saved before it is told: a restarted aggregator must not
+                // wait for a collaborator that has gone.
+                drop(state);
+                self.save_quit(collaborator)?;
+                state = self.lock();
+            }
             return Ok(self.quit_reply(&mut state, collaborator));
         }
         let tasks = self.pending_tasks(&state, collaborator);
@@ -1139,28 +1199,38 @@ impl AggregatorLogic for FedAvg {
         }
     }
 
-    /// FedAvg's calls never block.
-    fn may_block(&self, _call: LogicCall) -> bool {
-        false
+    /// FedAvg's calls never block, except, with a state directory, the
+    /// uploads and GetTasks that write to it.
+    fn may_block(&self, call: LogicCall) -> bool {
+        self.persists() && matches!(call, LogicCall::SendLocalTaskResults | LogicCall::GetTasks)
     }
 
     /// Stores an upload, records its metrics, and ends the round when every
     /// collaborator has reported every task. Late, early and duplicate
     /// uploads are ignored with a warning and answered `Ok`.
+    ///
+    /// With a state directory the upload is saved before it is counted and
+    /// acknowledged; the state lock is not held while saving, so other calls
+    /// go on meanwhile (uploads take turns).
     fn send_local_task_results(&self, collaborator: &str, results: TaskResults) -> Result<()> {
         self.check_collaborator(collaborator)?;
-        let mut state = self.lock();
-        if !self.accepts(&state, collaborator, &results)? {
-            return Ok(());
-        }
-        let decoded = self.decode_results(&state, collaborator, &results)?;
-        self.record_results(&mut state, collaborator, &results, decoded);
-        self.mark_if_done(&mut state, collaborator);
-        if state.done.len() == self.federation.authorized_collaborators.len() {
-            self.end_round(&mut state);
-        }
-        drop(state);
+        // Only uploads change the round and its results: while this turn is
+        // held, what was checked below stays true.
+        let _turn = self.uploads.lock().unwrap_or_else(PoisonError::into_inner);
+        let (round, decoded) = {
+            let state = self.lock();
+            if !self.accepts(&state, collaborator, &results)? {
+                return Ok(());
+            }
+            (state.round, self.decode_results(&state, collaborator, &results)?)
+        };
+        let (task, data_size) = (results.task_name.as_str(), results.data_size);
+        self.save_result(round, collaborator, task, data_size, &decoded)?;
+        let ended = self.accept(&mut self.lock(), collaborator, task, data_size, decoded);
         self.notify_changed();
+        if let Some(save) = ended {
+            self.save_round(save);
+        }
         Ok(())
     }
 
@@ -1580,5 +1650,173 @@ mod tests {
         );
         let cfg = FedAvgConfig::default();
         assert_eq!((cfg.sleep_time, cfg.tensor_wait, cfg.rounds_to_train), (10, Duration::from_secs(30), 10));
+    }
+
+    // --- state directory ------------------------------------------------------
+
+    fn persistent_config(dir: &std::path::Path) -> FedAvgConfig {
+        FedAvgConfig { state_dir: Some(dir.to_path_buf()), ..config(&["a", "b"], 3) }
+    }
+
+    /// Round 0 by both, then round 1 by a, and b's validation of round 1.
+    fn part_of_two_rounds(fa: &FedAvg) {
+        run_round(fa, "a", 0, 0.5, &[1.0, 2.0], 1);
+        run_round(fa, "b", 0, 0.7, &[3.0, 4.0], 3);
+        run_round(fa, "a", 1, 0.6, &[5.0, 6.0], 1);
+        send(fa, "b", 1, VALIDATE, 3, vec![metric("acc", 1, 0.8, &["metric", "validate_agg"])]).unwrap();
+    }
+
+    /// The rest of the federation after `part_of_two_rounds`.
+    fn rest_of_federation(fa: &FedAvg) {
+        let train = vec![trained("w", 1, &[7.0, 8.0]), metric("loss", 1, 0.2, &["metric"])];
+        send(fa, "b", 1, TRAIN, 3, train).unwrap();
+        send(fa, "b", 1, LOCAL, 3, vec![metric("acc", 1, 0.8, &["metric", "validate_local"])]).unwrap();
+        run_round(fa, "a", 2, 0.4, &[9.0, 9.5], 1);
+        run_round(fa, "b", 2, 0.9, &[1.5, 2.5], 3);
+    }
+
+    fn bits(model: &Model) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+        model.iter().map(|(n, t)| (n.clone(), t.shape.clone(), t.values.iter().map(|v| v.to_bits()).collect())).collect()
+    }
+
+    /// The outcome of the federation without any restart.
+    fn undisturbed() -> FedAvg {
+        let fa = fedavg(&["a", "b"], 3);
+        part_of_two_rounds(&fa);
+        rest_of_federation(&fa);
+        fa
+    }
+
+    fn assert_same_outcome(fa: &FedAvg, reference: &FedAvg) {
+        assert_eq!(fa.current_round(), reference.current_round());
+        assert_eq!(bits(&fa.last_model()), bits(&reference.last_model()));
+        assert_eq!(fa.best_model().as_ref().map(bits), reference.best_model().as_ref().map(bits));
+        assert_eq!(fa.best_model_score(), reference.best_model_score());
+        assert_eq!(fa.metrics(), reference.metrics());
+    }
+
+    #[test]
+    fn state_dir_resumes_the_round_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FedAvg::new(persistent_config(dir.path())).unwrap();
+        part_of_two_rounds(&first);
+        let metrics_before = first.metrics();
+        drop(first); // the process dies; only the directory is left
+
+        let fa = FedAvg::new(persistent_config(dir.path())).unwrap();
+        assert_eq!(fa.current_round(), 1);
+        assert_eq!(fa.metrics(), metrics_before);
+        // a reported everything: it sleeps; b still owes two tasks.
+        let reply = fa.get_tasks("a").unwrap();
+        assert_eq!((reply.round_number, reply.tasks.len(), reply.sleep_time), (1, 0, 3));
+        assert_eq!(task_names(&fa.get_tasks("b").unwrap()), [TRAIN, LOCAL]);
+        // The round-1 model is served; a's resent upload counts once.
+        assert_close(&fetch(&fa, "a", "w", 1).unwrap().values, &[2.5, 3.5]);
+        send(&fa, "a", 1, TRAIN, 1, vec![trained("w", 1, &[100.0, 100.0])]).unwrap();
+        rest_of_federation(&fa);
+        assert_same_outcome(&fa, &undisturbed());
+        // Old rounds' result files are gone once a later round is saved.
+        let results = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("result-"))
+            .count();
+        assert_eq!(results, 0);
+    }
+
+    #[test]
+    fn a_round_whose_end_was_not_saved_ends_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FedAvg::new(persistent_config(dir.path())).unwrap();
+        first.skip_round_saves(true); // crash right before each round-end save
+        part_of_two_rounds(&first);
+        drop(first);
+
+        let fa = FedAvg::new(persistent_config(dir.path())).unwrap();
+        assert_eq!(fa.current_round(), 1);
+        assert_eq!(task_names(&fa.get_tasks("b").unwrap()), [TRAIN, LOCAL]);
+        rest_of_federation(&fa);
+        assert_same_outcome(&fa, &undisturbed());
+    }
+
+    #[test]
+    fn quit_answers_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FedAvg::new(persistent_config(dir.path())).unwrap();
+        part_of_two_rounds(&first);
+        rest_of_federation(&first);
+        assert!(first.get_tasks("a").unwrap().quit);
+        drop(first);
+
+        let fa = FedAvg::new(persistent_config(dir.path())).unwrap();
+        assert!(fa.is_finished());
+        assert!(!fa.all_quit_jobs_sent());
+        assert!(fa.get_tasks("b").unwrap().quit);
+        assert!(fa.all_quit_jobs_sent(), "a was told before the restart");
+        assert_same_outcome(&fa, &undisturbed());
+    }
+
+    #[test]
+    fn damaged_or_foreign_state_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FedAvg::new(persistent_config(dir.path())).unwrap();
+        run_round(&first, "a", 0, 0.5, &[1.0, 2.0], 1);
+        // In use by a running aggregator.
+        let in_use = FedAvg::new(persistent_config(dir.path())).unwrap_err();
+        assert_eq!(in_use.code(), ofl_code::FailedPrecondition);
+        assert!(in_use.message().contains("in use"), "{in_use}");
+        drop(first);
+
+        // A half-written temporary file (crash during a save) is ignored.
+        std::fs::write(dir.path().join(".federation.state.tmp"), b"OFLSTATE\x10").unwrap();
+        assert_eq!(FedAvg::new(persistent_config(dir.path())).unwrap().metrics().len(), 3);
+        assert!(!dir.path().join(".federation.state.tmp").exists());
+
+        // Another federation's directory.
+        let mut other = persistent_config(dir.path());
+        other.collaborators = vec!["a".into(), "c".into()];
+        let foreign = FedAvg::new(other).unwrap_err();
+        assert_eq!(foreign.code(), ofl_code::FailedPrecondition);
+        assert!(foreign.message().contains("another federation"), "{foreign}");
+
+        // A damaged result file, then a damaged federation.state.
+        let result = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("result-"))
+            .unwrap();
+        let bytes = std::fs::read(&result).unwrap();
+        std::fs::write(&result, &bytes[..bytes.len() / 2]).unwrap();
+        let damaged = FedAvg::new(persistent_config(dir.path())).unwrap_err();
+        assert_eq!(damaged.code(), ofl_code::DataLoss);
+        assert!(damaged.message().contains(&result.display().to_string()), "{damaged}");
+        std::fs::write(&result, &bytes).unwrap();
+        let manifest = dir.path().join("federation.state");
+        let mut bytes = std::fs::read(&manifest).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&manifest, &bytes).unwrap();
+        let damaged = FedAvg::new(persistent_config(dir.path())).unwrap_err();
+        assert_eq!(damaged.code(), ofl_code::DataLoss);
+        assert!(damaged.message().contains("federation.state") && damaged.message().contains("checksum"), "{damaged}");
+    }
+
+    #[test]
+    fn waits_are_polled_without_blocking() {
+        let fa = fedavg(&["a"], 2);
+        assert!(!fa.may_block(LogicCall::GetAggregatedTensor) && !fa.may_block(LogicCall::GetTasks));
+        let started = Instant::now();
+        let TensorPoll::Pending(wait) = fa.poll_aggregated_tensor("a", &model_request("w", 1), started).unwrap()
+        else {
+            panic!("round 1's model is not there yet")
+        };
+        assert_eq!(wait.deadline, started + Duration::from_millis(200));
+        assert!(!wait.changed.has_changed().unwrap());
+        run_round(&fa, "a", 0, 0.5, &[4.0, 2.0], 1);
+        assert!(wait.changed.has_changed().unwrap(), "the round's end must wake the waiter");
+        let poll = fa.poll_aggregated_tensor("a", &model_request("w", 1), started).unwrap();
+        assert!(matches!(poll, TensorPoll::Ready(_)));
+        let expired = Instant::now() - Duration::from_secs(1);
+        let err = fa.poll_aggregated_tensor("a", &model_request("w", 2), expired).unwrap_err();
+        assert!(err.message().contains("not ready after waiting"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod fedavg;
 pub mod logic;
 pub mod server;
+mod state_file;
 mod tensor_route;
 pub mod upload;
 
