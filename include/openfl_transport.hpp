@@ -785,6 +785,8 @@ public:
         detail::check(ofl_aggregator_server_start(options.get(), &cb, &s));
         p_.reset(s);
     }
+    /** Takes ownership of a started server (e.g. from start_fedavg_server). */
+    explicit AggregatorServer(ofl_aggregator_server *owned) noexcept : p_(owned) {}
 
     /** The port listened on (the chosen one when 0 was asked). */
     std::uint16_t port() const noexcept { return ofl_aggregator_server_port(p_.get()); }
@@ -1581,6 +1583,107 @@ inline void log_trampoline(void *user_data, ofl_log_level level, const char *tar
     }
 }
 }  // namespace detail
+
+// ---- built-in FedAvg -----------------------------------------------------------
+
+/** Settings of the built-in FedAvg aggregator (ofl_fedavg_options_*; see the C
+ *  header for every default). Setters throw Error on a bad value. Move-only. */
+class FedAvgOptions {
+public:
+    FedAvgOptions() {
+        ofl_fedavg_options *o = nullptr;
+        detail::check(ofl_fedavg_options_new(&o));
+        p_.reset(o);
+    }
+    FedAvgOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
+                              std::string_view single_col_cert_common_name = {}) {
+        std::string cn = detail::z(single_col_cert_common_name, "single_col_cert_common_name");
+        detail::check(ofl_fedavg_options_set_federation(
+            p_.get(), detail::z(aggregator_uuid, "aggregator_uuid").c_str(),
+            detail::z(federation_uuid, "federation_uuid").c_str(), cn.empty() ? nullptr : cn.c_str()));
+        return *this;
+    }
+    FedAvgOptions &add_collaborator(std::string_view name) {
+        detail::check(ofl_fedavg_options_add_collaborator(p_.get(), detail::z(name, "collaborator_name").c_str()));
+        return *this;
+    }
+    FedAvgOptions &rounds_to_train(std::int32_t rounds) {
+        detail::check(ofl_fedavg_options_set_rounds_to_train(p_.get(), rounds));
+        return *this;
+    }
+    /** The first call replaces OpenFL's three default tasks. */
+    FedAvgOptions &add_task(std::string_view name, std::string_view function_name, std::string_view task_type,
+                            bool apply_local) {
+        detail::check(ofl_fedavg_options_add_task(p_.get(), detail::z(name, "name").c_str(),
+                                                  detail::z(function_name, "function_name").c_str(),
+                                                  detail::z(task_type, "task_type").c_str(), apply_local));
+        return *this;
+    }
+    /** A tensor of the initial model: `shape` (empty for a scalar), values row-major. */
+    FedAvgOptions &add_model_tensor(std::string_view name, const std::vector<std::size_t> &shape,
+                                    const std::vector<float> &values) {
+        detail::check(ofl_fedavg_options_add_model_tensor(p_.get(), detail::z(name, "name").c_str(), shape.data(),
+                                                          shape.size(), values.data(), values.size()));
+        return *this;
+    }
+    FedAvgOptions &best_model_metric(std::string_view metric_name) {
+        detail::check(
+            ofl_fedavg_options_set_best_model_metric(p_.get(), detail::z(metric_name, "metric_name").c_str()));
+        return *this;
+    }
+    FedAvgOptions &tensor_wait(std::chrono::milliseconds wait) {
+        detail::check(ofl_fedavg_options_set_tensor_wait_ms(p_.get(), static_cast<std::uint64_t>(wait.count())));
+        return *this;
+    }
+    FedAvgOptions &sleep_time(std::int32_t seconds) {
+        detail::check(ofl_fedavg_options_set_sleep_time(p_.get(), seconds));
+        return *this;
+    }
+    /** Crash recovery: the directory where the aggregator saves what it needs
+     *  to resume the round after a restart (ofl_fedavg_options_set_state_dir). */
+    FedAvgOptions &state_dir(std::string_view path) {
+        detail::check(ofl_fedavg_options_set_state_dir(p_.get(), detail::z(path, "path").c_str()));
+        return *this;
+    }
+    const ofl_fedavg_options *get() const noexcept { return p_.get(); }
+
+private:
+    detail::Handle<ofl_fedavg_options, ofl_fedavg_options_free> p_;
+};
+
+/** The built-in FedAvg aggregation logic (ofl_fedavg): at round 0, or at the
+ *  saved round of its state directory. Thread-safe; move-only. */
+class FedAvg {
+public:
+    explicit FedAvg(const FedAvgOptions &options) {
+        ofl_fedavg *f = nullptr;
+        detail::check(ofl_fedavg_new(options.get(), &f));
+        p_.reset(f);
+    }
+    std::int32_t current_round() const noexcept { return ofl_fedavg_current_round(p_.get()); }
+    std::int32_t rounds_to_train() const noexcept { return ofl_fedavg_rounds_to_train(p_.get()); }
+    bool is_finished() const noexcept { return ofl_fedavg_is_finished(p_.get()); }
+    /** Metrics recorded so far (collaborators' as they came, then each round's averages). */
+    std::size_t metrics_size() const noexcept { return ofl_fedavg_metrics_len(p_.get()); }
+    /** The newest model. */
+    Model last_model() const {
+        ofl_model *m = nullptr;
+        detail::check(ofl_fedavg_last_model(p_.get(), &m));
+        return Model(m);
+    }
+    const ofl_fedavg *get() const noexcept { return p_.get(); }
+
+private:
+    detail::Handle<ofl_fedavg, ofl_fedavg_free> p_;
+};
+
+/** Starts an aggregator server whose logic is `fedavg` (shared: the server
+ *  keeps its own reference). Identity and collaborators come from the FedAvg. */
+inline AggregatorServer start_fedavg_server(const ServerOptions &options, const FedAvg &fedavg) {
+    ofl_aggregator_server *s = nullptr;
+    detail::check(ofl_aggregator_server_start_fedavg(options.get(), fedavg.get(), &s));
+    return AggregatorServer(s);
+}
 
 /** Sends the library's log records up to `max_level` to `fn` (process-wide);
  *  an empty `fn` writes them to stderr (the default, for warnings and errors). */

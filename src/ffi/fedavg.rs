@@ -294,9 +294,38 @@ pub extern "C" fn ofl_fedavg_options_set_sleep_time(options: *mut ofl_fedavg_opt
     })
 }
 
-/// A FedAvg aggregator at round 0, written to `*out` (`options` may be freed
+/// A directory where the aggregator keeps what it needs to resume after a
+/// crash (created if missing); NULL (the default) keeps nothing. Every
+/// upload is saved there (written to a temporary file, flushed, renamed,
+/// the directory flushed) before it is acknowledged, the new model when a
+/// round ends, and each first quit answer before it is sent. `ofl_fedavg_new`
+/// with the same directory and the same identity, collaborators, tasks and
+/// rounds resumes the saved round: no acknowledged upload is lost, none
+/// counts twice (a resent one is answered OK and ignored), and collaborators
+/// that retry go on with the federation. One aggregator may use a directory
+/// at a time. Errors: INVALID_ARGUMENT for an empty path or invalid UTF-8.
+#[no_mangle]
+pub extern "C" fn ofl_fedavg_options_set_state_dir(
+    options: *mut ofl_fedavg_options,
+    path: *const c_char,
+) -> *mut ofl_error {
+    call("ofl_fedavg_options_set_state_dir", || {
+        let dir = match arg_opt_str(path, "path")? {
+            Some("") => return Err(Error::invalid_argument("path is empty (pass NULL for no state directory)")),
+            dir => dir.map(std::path::PathBuf::from),
+        };
+        options_mut(options)?.config.state_dir = dir;
+        Ok(())
+    })
+}
+
+/// A FedAvg aggregator at round 0 (or, with a state directory that holds a
+/// saved federation, at the saved round), written to `*out` (`options` may be freed
 /// after). Errors: INVALID_ARGUMENT naming what is missing or wrong (no
-/// collaborators, no model tensor, ...).
+/// collaborators, no model tensor, ...); with a state directory, IO when it
+/// cannot be read or written, FAILED_PRECONDITION when another aggregator
+/// uses it or it holds another federation, DATA_LOSS when a state file is
+/// damaged (the message names the file).
 ///
 /// Every round, each collaborator runs every task; the round ends when all
 /// have reported all tasks, and each uploaded tensor is averaged over the

@@ -25,10 +25,18 @@
  * collaborator's as sent, each average weighted by data size), the metric
  * strings handed out while the server ran still valid at the end.
  *
+ * Part 3, the state directory (ofl_fedavg_options_set_state_dir): bad
+ * arguments; a FedAvg with a state directory takes an upload over mTLS, is
+ * freed as a crash would leave it, and a new FedAvg on the directory has
+ * the upload (its metric) and resumes round 0 (the collaborator then owes
+ * two tasks); a directory in use is FAILED_PRECONDITION; a damaged
+ * federation.state is DATA_LOSS naming the file.
+ *
  * usage: test_fedavg CERT_DIR
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -728,6 +736,97 @@ static void test_federation(void) {
     g_fedavg = NULL;
 }
 
+/* ---- part 3: the state directory ------------------------------------- */
+
+static ofl_fedavg *fedavg_in(const char *dir) {
+    ofl_fedavg_options *o = valid_options();
+    REQUIRE_OK(ofl_fedavg_options_set_rounds_to_train(o, 2));
+    REQUIRE_OK(ofl_fedavg_options_set_state_dir(o, dir));
+    ofl_fedavg *fa = NULL;
+    REQUIRE_OK(ofl_fedavg_new(o, &fa));
+    ofl_fedavg_options_free(o);
+    return fa;
+}
+
+static void test_state_dir(void) {
+    test_note("ofl_fedavg_options_set_state_dir: arguments, resume, refusals");
+    ofl_fedavg_options *o = valid_options();
+    EXPECT_CODE(ofl_fedavg_options_set_state_dir(NULL, "/tmp/x"), OFL_CODE_INVALID_ARGUMENT,
+                "options");
+    EXPECT_CODE(ofl_fedavg_options_set_state_dir(o, ""), OFL_CODE_INVALID_ARGUMENT, "empty");
+    EXPECT_CODE(ofl_fedavg_options_set_state_dir(o, NOT_UTF8), OFL_CODE_INVALID_ARGUMENT,
+                "UTF-8");
+    EXPECT_OK(ofl_fedavg_options_set_state_dir(o, NULL)); /* back to none */
+    ofl_fedavg_options_free(o);
+
+    char dir[] = "/tmp/ofl_fedavg_state_XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    ofl_fedavg *fa = fedavg_in(dir);
+    ofl_fedavg_options *again = valid_options();
+    REQUIRE_OK(ofl_fedavg_options_set_rounds_to_train(again, 2));
+    REQUIRE_OK(ofl_fedavg_options_set_state_dir(again, dir));
+    ofl_fedavg *second = NULL;
+    EXPECT_CODE(ofl_fedavg_new(again, &second), OFL_CODE_FAILED_PRECONDITION, "in use");
+    CHECK(second == NULL);
+
+    /* col1 reports its aggregated-model validation of round 0. */
+    ofl_aggregator_server_options *so = make_server_options(&g_certs, TLS_MUTUAL);
+    ofl_aggregator_server *server = NULL;
+    REQUIRE_OK(ofl_aggregator_server_start_fedavg(so, fa, &server));
+    ofl_aggregator_server_options_free(so);
+    ofl_client *client = make_client(&g_certs, ofl_aggregator_server_port(server), TLS_MUTUAL,
+                                     g_certs.col1_crt, g_certs.col1_key);
+    upload u = {0};
+    float score = 0.625f;
+    upload_add(&u, 0, "score", true, TAGS_VALIDATE_AGG, NTAGS(TAGS_VALIDATE_AGG), &score, 1, NULL,
+               0);
+    EXPECT_OK(ofl_client_send_local_task_results(client, "col1", 0, TASK_VALIDATE, 8, u.views, u.n));
+    ofl_client_free(client);
+    ofl_aggregator_server_free(server);
+    ofl_fedavg_free(fa); /* the aggregator is gone; its directory stays */
+
+    /* A new FedAvg resumes: the upload is there, col1 owes the other two tasks. */
+    REQUIRE_OK(ofl_fedavg_new(again, &second));
+    CHECK(ofl_fedavg_current_round(second) == 0);
+    CHECK_MSG(ofl_fedavg_metrics_len(second) == 1, "%zu metrics",
+              ofl_fedavg_metrics_len(second));
+    ofl_metric m;
+    if (EXPECT_OK(ofl_fedavg_metric(second, 0, &m))) {
+        CHECK_STR(m.origin, "col1");
+        CHECK_STR(m.task, TASK_VALIDATE);
+        CHECK(m.value == 0.625 && !m.aggregated);
+    }
+    ofl_fedavg_free(second);
+
+    /* A damaged federation.state is refused, naming the file. */
+    char path[sizeof dir + 32];
+    snprintf(path, sizeof path, "%s/federation.state", dir);
+    FILE *f = fopen(path, "r+b");
+    REQUIRE(f != NULL);
+    REQUIRE(fseek(f, 60, SEEK_SET) == 0);
+    int byte = fgetc(f);
+    REQUIRE(byte != EOF && fseek(f, 60, SEEK_SET) == 0);
+    fputc(byte ^ 0x5a, f);
+    fclose(f);
+    second = NULL;
+    EXPECT_CODE(ofl_fedavg_new(again, &second), OFL_CODE_DATA_LOSS, "federation.state");
+    CHECK(second == NULL);
+    ofl_fedavg_options_free(again);
+
+    /* Clean up the directory (its files are ours). */
+    static const char *const files[] = {"federation.state", "lock"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    char result_glob[sizeof dir + 64];
+    for (int seq = 0; seq < 4; seq++) {
+        snprintf(result_glob, sizeof result_glob, "%s/result-%020d.state", dir, seq);
+        unlink(result_glob);
+    }
+    CHECK_MSG(rmdir(dir) == 0, "could not remove %s", dir);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s CERT_DIR\n", argv[0]);
@@ -737,5 +836,6 @@ int main(int argc, char **argv) {
     test_options_arguments();
     test_handle_arguments();
     test_federation();
+    test_state_dir();
     return test_finish("test_fedavg");
 }
