@@ -20,6 +20,18 @@
 #include <stdint.h>
 
 /**
+ * At most this many blocking logic calls of one collaborator and one kind
+ * run at once; further ones wait.
+ */
+#define MAX_BLOCKING_CALLS_PER_COLLABORATOR 8
+
+/**
+ * At most this many blocking logic calls of one server run at once (half
+ * of Tokio's blocking pool, which the rest of the process shares).
+ */
+#define MAX_BLOCKING_CALLS 256
+
+/**
  * Where an experiment is in its life cycle (OpenFL 1.6's `Status`).
  */
 typedef enum ofl_experiment_status {
@@ -497,8 +509,13 @@ typedef bool (*ofl_valid_collaborator_fn)(void *user_data,
 /**
  * The aggregation logic of a server, in C. Callbacks run on library
  * threads, possibly several at once (one per concurrent call): make them
- * thread-safe. They may block (e.g. until a tensor is ready). They must not
- * call `ofl_aggregator_server_free` (use `ofl_aggregator_server_stop`).
+ * thread-safe. They may block (e.g. until a tensor is ready): each blocked
+ * callback holds a thread of the library's blocking pool, so the server lets
+ * at most 8 calls of one collaborator and one RPC, and 256 in all, run
+ * callbacks at once; further calls wait their turn without holding a
+ * thread (never refused), so one collaborator cannot starve the others.
+ * They must not call `ofl_aggregator_server_free` (use
+ * `ofl_aggregator_server_stop`).
  */
 typedef struct ofl_aggregator_callbacks {
   /**
@@ -2134,9 +2151,28 @@ struct ofl_error *ofl_fedavg_options_set_sleep_time(struct ofl_fedavg_options *o
                                                     int32_t seconds);
 
 /**
- * A FedAvg aggregator at round 0, written to `*out` (`options` may be freed
+ * A directory where the aggregator keeps what it needs to resume after a
+ * crash (created if missing); NULL (the default) keeps nothing. Every
+ * upload is saved there (written to a temporary file, flushed, renamed,
+ * the directory flushed) before it is acknowledged, the new model when a
+ * round ends, and each first quit answer before it is sent. `ofl_fedavg_new`
+ * with the same directory and the same identity, collaborators, tasks and
+ * rounds resumes the saved round: no acknowledged upload is lost, none
+ * counts twice (a resent one is answered OK and ignored), and collaborators
+ * that retry go on with the federation. One aggregator may use a directory
+ * at a time. Errors: INVALID_ARGUMENT for an empty path or invalid UTF-8.
+ */
+struct ofl_error *ofl_fedavg_options_set_state_dir(struct ofl_fedavg_options *options,
+                                                   const char *path);
+
+/**
+ * A FedAvg aggregator at round 0 (or, with a state directory that holds a
+ * saved federation, at the saved round), written to `*out` (`options` may be freed
  * after). Errors: INVALID_ARGUMENT naming what is missing or wrong (no
- * collaborators, no model tensor, ...).
+ * collaborators, no model tensor, ...); with a state directory, IO when it
+ * cannot be read or written, FAILED_PRECONDITION when another aggregator
+ * uses it or it holds another federation, DATA_LOSS when a state file is
+ * damaged (the message names the file).
  *
  * Every round, each collaborator runs every task; the round ends when all
  * have reported all tasks, and each uploaded tensor is averaged over the

@@ -455,7 +455,7 @@ async fn sigkill_mid_round_resumes_the_round() {
     do_task(&col2, "col2", 1, VALIDATE).await;
 
     first.kill();
-    let mut second = Aggregator::start(port, certs.dir.path(), state.path(), None);
+    let second = Aggregator::start(port, certs.dir.path(), state.path(), None);
 
     // col1 reported everything: it sleeps; col2 owes two tasks of round 1.
     let reply = get_tasks(&col1, "col1").await;
