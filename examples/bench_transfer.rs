@@ -224,6 +224,37 @@ async fn get_tasks_rate(client: Arc<AggregatorClient>, in_flight: usize, duratio
     total as f64 / duration.as_secs_f64()
 }
 
+/// GetTasks against the built-in FedAvg, whose calls run on the async
+/// workers (the row above goes through the bounded blocking pool, as C
+/// callbacks do).
+async fn fedavg_get_tasks_rate(pki: &Pki, federation: &Federation) -> f64 {
+    let mut model = openfl_transport::aggregator::Model::new();
+    model.insert("w".into(), openfl_transport::aggregator::Tensor::scalar(0.0));
+    let fedavg = openfl_transport::aggregator::FedAvg::new(openfl_transport::aggregator::FedAvgConfig {
+        aggregator_uuid: federation.aggregator_uuid.clone(),
+        federation_uuid: federation.federation_uuid.clone(),
+        collaborators: vec!["col1".into()],
+        initial_model: model,
+        ..Default::default()
+    })
+    .expect("FedAvg");
+    let config = ServerConfig {
+        host: "127.0.0.1".into(),
+        tls: Some(tls(&pki.ca, &pki.server)),
+        auth_failure_max_delay: Duration::ZERO,
+        ..ServerConfig::default()
+    };
+    let server = AggregatorServer::start(config, Arc::new(fedavg)).await.expect("FedAvg server start");
+    let mut client_config = ClientConfig::new("localhost", server.local_addr().port());
+    client_config.connect.tls = Some(tls(&pki.ca, &pki.client));
+    client_config.federation = federation.clone();
+    let client = Arc::new(AggregatorClient::new(client_config).expect("client"));
+    client.get_tasks("col1").await.expect("warm-up");
+    let rate = get_tasks_rate(client, 64, Duration::from_secs(3)).await;
+    server.shutdown().await.expect("shutdown");
+    rate
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -248,7 +279,8 @@ async fn main() {
     let server = AggregatorServer::start(config, logic).await.expect("server start");
     let mut client_config = ClientConfig::new("localhost", server.local_addr().port());
     client_config.connect.tls = Some(tls(&pki.ca, &pki.client));
-    client_config.federation = federation;
+    client_config.federation = federation.clone();
+    let federation_of_client = federation;
     let client = Arc::new(AggregatorClient::new(client_config).expect("client"));
     client.get_tasks("col1").await.expect("warm-up");
 
@@ -265,6 +297,7 @@ async fn main() {
     .await;
     drop(upload);
     let rate = get_tasks_rate(Arc::clone(&client), 64, Duration::from_secs(3)).await;
+    let fedavg_rate = fedavg_get_tasks_rate(&pki, &federation_of_client).await;
     let raw = raw_rustls_rate(&pki, size, rounds).await;
 
     println!("openfl-transport bench: mTLS, 127.0.0.1, {size_mib} MiB payload, median of {rounds}");
@@ -272,7 +305,8 @@ async fn main() {
     println!("|-----------------------------------|---------|--------------------|");
     println!("| download (GetAggregatedTensor)    | {down:7.1} | {down_rss:18.2} |");
     println!("| upload (SendLocalTaskResults)     | {up:7.1} | {up_rss:18.2} |");
-    println!("| GetTasks, 64 in flight            | {rate:7.0} req/s                  |");
+    println!("| GetTasks, 64 in flight            | {rate:7.0} req/s (blocking logic) |");
+    println!("| GetTasks, 64 in flight, FedAvg    | {fedavg_rate:7.0} req/s (async path)     |");
     println!("| reference: raw rustls mTLS stream | {raw:7.1} | (same run, no gRPC)  |");
     println!("download {:.0}% and upload {:.0}% of the raw rustls stream", 100.0 * down / raw, 100.0 * up / raw);
     server.shutdown().await.expect("shutdown");

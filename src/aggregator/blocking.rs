@@ -24,11 +24,11 @@ use super::logic::LogicCall;
 
 /// At most this many blocking logic calls of one collaborator and one kind
 /// run at once; further ones wait.
-pub const MAX_BLOCKING_CALLS_PER_COLLABORATOR: usize = 8;
+pub(crate) const MAX_BLOCKING_CALLS_PER_COLLABORATOR: usize = 8;
 
 /// At most this many blocking logic calls of one server run at once (half
 /// of Tokio's blocking pool, which the rest of the process shares).
-pub const MAX_BLOCKING_CALLS: usize = 256;
+pub(crate) const MAX_BLOCKING_CALLS: usize = 256;
 
 /// The permits of one running call; dropping them lets the next one in.
 pub struct BlockingPermit {

@@ -140,11 +140,9 @@ pub struct TensorWait {
 ///
 /// Methods may be called concurrently. By default the server runs every call
 /// on Tokio's blocking pool, so methods may block (host code, disk I/O, even
-/// waiting for a tensor), within a bound: at most
-/// [`crate::aggregator::server::MAX_BLOCKING_CALLS_PER_COLLABORATOR`] calls
-/// of one collaborator and one kind at once, and
-/// [`crate::aggregator::server::MAX_BLOCKING_CALLS`] in all; further calls
-/// wait their turn asynchronously. Logic whose calls never block says so
+/// waiting for a tensor), within a bound: at most 8 calls of one
+/// collaborator and one kind at once, and 256 in all; further calls wait
+/// their turn asynchronously (see `src/aggregator/blocking.rs`). Logic whose calls never block says so
 /// with [`AggregatorLogic::may_block`] and is called on the async workers
 /// directly (cheaper, unbounded). An error is returned to that call's peer
 /// as a gRPC status; the server keeps serving.

@@ -31,7 +31,6 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::blocking::BlockingCalls;
-pub use super::blocking::{MAX_BLOCKING_CALLS, MAX_BLOCKING_CALLS_PER_COLLABORATOR};
 use super::checks::{check_request, response_header};
 use super::logic::{AggregatorLogic, LogicCall, TaskResults as LogicTaskResults, TensorPoll, TensorRequest};
 use crate::proto::NamedTensor;
