@@ -20,18 +20,6 @@
 #include <stdint.h>
 
 /**
- * At most this many blocking logic calls of one collaborator and one kind
- * run at once; further ones wait.
- */
-#define MAX_BLOCKING_CALLS_PER_COLLABORATOR 8
-
-/**
- * At most this many blocking logic calls of one server run at once (half
- * of Tokio's blocking pool, which the rest of the process shares).
- */
-#define MAX_BLOCKING_CALLS 256
-
-/**
  * Where an experiment is in its life cycle (OpenFL 1.6's `Status`).
  */
 typedef enum ofl_experiment_status {
