@@ -107,8 +107,9 @@ impl Connection {
             policy: &self.retry,
             peer: format!("the director at {}", self.connect.uri()),
             closed: &self.closed,
+            presents_certificate: self.connect.presents_certificate(),
         };
-        retrying.run(what, || self.stub(), call, |e| e).await
+        retrying.run(what, || self.stub(), call).await
     }
 
     /// A unary call with retries.
