@@ -49,7 +49,7 @@ const PREFIX_LEN: usize = 5;
 /// Largest GetExperimentDataRequest accepted (two names): RESOURCE_EXHAUSTED beyond.
 const MAX_REQUEST_SIZE: usize = 64 << 10;
 /// Bytes read from the archive per body frame.
-pub const PIECE_SIZE: usize = 64 << 10;
+const PIECE_SIZE: usize = 64 << 10;
 /// `ExperimentData` field keys: `size` (1, varint), `npbytes` (2, bytes).
 const SIZE_KEY: u8 = 1 << 3;
 const NPBYTES_KEY: u8 = (2 << 3) | 2;
