@@ -1394,8 +1394,9 @@ struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_c
 /**
  * RemoveExperimentData: forgets a finished, failed, rejected or pending
  * experiment and deletes its archive. Errors: FAILED_PRECONDITION while it
- * is being reviewed or run, NOT_FOUND for an experiment this frontend did
- * not submit.
+ * is being reviewed or run. An experiment this frontend did not submit (or
+ * an unknown one) is left alone and the call succeeds: the director
+ * acknowledges it, as OpenFL 1.6's does.
  */
 struct ofl_error *ofl_frontend_client_remove_experiment(const struct ofl_frontend_client *client,
                                                         const char *name);

@@ -1471,7 +1471,8 @@ public:
         }
         detail::check(error);
     }
-    /** Forgets a finished, failed, rejected or pending experiment and deletes its archive. */
+    /** Forgets a finished, failed, rejected or pending experiment and deletes its archive.
+     *  Another frontend's (or an unknown) experiment is left alone without error, as OpenFL 1.6 does. */
     void remove_experiment(std::string_view name) const {
         detail::check(ofl_frontend_client_remove_experiment(p_.get(), detail::z(name, "name").c_str()));
     }

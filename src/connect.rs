@@ -44,6 +44,11 @@ impl ConnectConfig {
         }
     }
 
+    /// Whether the client presents a certificate (TLS with client auth).
+    pub fn presents_certificate(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| !t.disable_client_auth && t.certificate.is_some())
+    }
+
     /// A channel that connects on first use (and again after a failure).
     /// Its connection task runs on the library's runtime, whichever thread
     /// (a C caller's, another runtime's) asks for it.

@@ -6,6 +6,13 @@
 //! bounded backoff and an optional deadline after which the caller gets a
 //! `RetriesExhausted` error naming the last failure. TLS failures (unknown CA,
 //! rejected client certificate) are never retried.
+//!
+//! A gRPC C-core server (OpenFL's) refuses a client certificate without a TLS
+//! alert: it closes the connection (an end of file, no TLS close_notify)
+//! right after the handshake. A client that presents a certificate cannot
+//! tell that from a server that closed for another reason, so a connection
+//! the server closed says the certificate may be refused; a refused
+//! connection or a reset (plain network failures) does not.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -73,6 +80,44 @@ pub fn classify(status: Status) -> Verdict {
     }
 }
 
+/// Whether a failed call's connection was closed by the server — an end of
+/// file without TLS close_notify, a stream broken by that end of file, or
+/// the request cancelled because the connection closed before it was sent —
+/// as when a gRPC C-core server refuses a client certificate. A reset or a
+/// refused connection is not (a plain network failure).
+pub fn closed_by_server(status: &Status) -> bool {
+    use std::io::ErrorKind;
+    let mut closed = false;
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+            closed = true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => closed = true,
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::ConnectionRefused => {
+                    return false
+                }
+                _ => {}
+            }
+        }
+        cause = e.source();
+    }
+    closed
+}
+
+/// `error` with the hint that the server may be refusing this client's
+/// certificate (see [`closed_by_server`]).
+fn with_certificate_hint(error: Error) -> Error {
+    let message = format!(
+        "{}; the server closed the connection: if this persists, it may be refusing this client's \
+         certificate (a gRPC C-core server such as OpenFL's refuses one so, without a TLS alert)",
+        error.message()
+    );
+    Error::new(error.code(), message)
+}
+
 /// The error returned when the retry budget is spent.
 pub fn exhausted(what: &str, attempts: u32, elapsed: Duration, last: &Error) -> Error {
     Error::new(
@@ -113,18 +158,19 @@ pub struct Retrying<'a> {
     pub peer: String,
     /// Turns true when the client is closed: the call ends with `Cancelled`.
     pub closed: &'a watch::Sender<bool>,
+    /// The client presents a certificate: a connection the server closes is
+    /// then reported as a possible refusal of it ([`closed_by_server`]).
+    pub presents_certificate: bool,
 }
 
 impl Retrying<'_> {
     /// Runs `call` on a fresh `stub()` until it succeeds, fails for good,
-    /// the retry budget is spent, or the client is closed. `explain` may add
-    /// context to a retryable error before it is logged or returned.
+    /// the retry budget is spent, or the client is closed.
     pub async fn run<S, T, Fut>(
         &self,
         what: &str,
         mut stub: impl FnMut() -> Result<S>,
         mut call: impl FnMut(S) -> Fut,
-        explain: impl Fn(Error) -> Error,
     ) -> Result<T>
     where
         Fut: Future<Output = std::result::Result<T, AttemptError>>,
@@ -144,10 +190,14 @@ impl Retrying<'_> {
             let last = match outcome {
                 Ok(value) => return Ok(value),
                 Err(AttemptError::Final(e)) => return Err(e),
-                Err(AttemptError::Status(status)) => match classify(status) {
-                    Verdict::Fail(e) => return Err(e),
-                    Verdict::Retry(e) => explain(e),
-                },
+                Err(AttemptError::Status(status)) => {
+                    let refused_early = self.presents_certificate && closed_by_server(&status);
+                    match classify(status) {
+                        Verdict::Fail(e) => return Err(e),
+                        Verdict::Retry(e) if refused_early => with_certificate_hint(e),
+                        Verdict::Retry(e) => e,
+                    }
+                }
             };
             let wait = self.policy.backoff(attempt);
             if let Some(deadline) = self.policy.deadline {

@@ -43,8 +43,12 @@ pub fn slice_chunks(payload: &Bytes, chunk_size: usize) -> Vec<Bytes> {
         .collect()
 }
 
-/// Collects the chunks of one streamed message, checking each chunk's
-/// declared size and the total against a maximum.
+/// Collects the chunks of one streamed message, checking the total against
+/// a maximum.
+///
+/// A chunk's `size` field is not checked against its bytes: OpenFL 1.6's
+/// aggregator ignores it (`datastream_to_proto` concatenates `npbytes`), so a
+/// peer that fills it differently still interoperates. The bytes decide.
 #[derive(Debug)]
 pub struct Reassembly {
     buf: Vec<u8>,
@@ -58,15 +62,16 @@ impl Reassembly {
         Self { buf: Vec::new(), max_size, chunks_seen: 0 }
     }
 
-    /// Adds one chunk whose `size` field declared `declared_size` bytes.
+    /// Adds one chunk whose `size` field said `declared_size` bytes (ignored,
+    /// as OpenFL 1.6 does; a mismatch is only logged at debug level).
     pub fn push(&mut self, declared_size: u32, bytes: &[u8]) -> Result<()> {
         let index = self.chunks_seen;
         self.chunks_seen += 1;
         if declared_size as usize != bytes.len() {
-            return Err(Error::invalid_argument(format!(
-                "chunk {index}: size field says {declared_size} bytes but npbytes holds {}",
+            log::debug!(
+                "chunk {index}: size field says {declared_size} bytes, npbytes holds {} (ignored, as OpenFL does)",
                 bytes.len()
-            )));
+            );
         }
         if self.buf.len() + bytes.len() > self.max_size {
             return Err(Error::new(
@@ -126,12 +131,16 @@ mod tests {
     }
 
     #[test]
-    fn bad_streams_are_rejected_with_specific_codes() {
+    fn the_size_field_is_ignored_as_openfl_does() {
         let mut r = Reassembly::new(8);
-        let e = r.push(3, b"ab").unwrap_err();
-        assert_eq!(e.code(), ofl_code::InvalidArgument);
-        assert!(e.message().contains("chunk 0"));
+        r.push(3, b"ab").unwrap();
+        r.push(0, b"cd").unwrap();
+        r.push(u32::MAX, b"").unwrap();
+        assert_eq!(&r.finish().unwrap()[..], b"abcd");
+    }
 
+    #[test]
+    fn bad_streams_are_rejected_with_specific_codes() {
         let mut r = Reassembly::new(8);
         r.push(5, b"abcde").unwrap();
         assert_eq!(r.push(4, b"fghi").unwrap_err().code(), ofl_code::ResourceExhausted);

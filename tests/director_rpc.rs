@@ -13,11 +13,11 @@ use tonic::Code;
 
 use common::{assert_bytes_eq, assert_error, assert_status, client_tls, pattern, pki, patient_retry, within};
 use director_common::*;
-use openfl_transport::director::{ExperimentStatus, Metric};
+use openfl_transport::director::{state, ExperimentStatus, Metric};
 use openfl_transport::ofl_code;
 use openfl_transport::proto::director::{
-    ExperimentData, ExperimentInfo, GetExperimentDataRequest, GetTrainedModelRequest, SetExperimentFailedRequest,
-    WaitExperimentRequest,
+    ExperimentData, ExperimentInfo, GetDatasetInfoRequest, GetExperimentDataRequest, GetExperimentStatusRequest,
+    GetTrainedModelRequest, RemoveExperimentRequest, SetExperimentFailedRequest, WaitExperimentRequest,
 };
 
 fn metric(name: &str, value: f32, round: u32) -> Metric {
@@ -95,8 +95,13 @@ async fn envoys_register_send_health_checks_and_go_offline() {
     // Under mTLS an envoy must be the one its certificate names.
     let impostor = d.envoy_as("col2", "col1");
     assert_error(within(10, impostor.report_shard_info(shard(None))).await, ofl_code::PermissionDenied, "col1");
-    assert_error(within(10, impostor.send_health_check(false, vec![])).await, ofl_code::PermissionDenied, "col2");
     assert_error(within(10, impostor.wait_experiment()).await, ofl_code::PermissionDenied, "col2");
+    // ... except that a health check for an envoy that is not registered is
+    // NOT_FOUND whoever asks, as OpenFL answers (its envoy client turns that
+    // into ShardNotFoundError and reports its shard again).
+    assert_error(within(10, impostor.send_health_check(false, vec![])).await, ofl_code::NotFound, "Unknown shard col2");
+    register(&d, "col2").await;
+    assert_error(within(10, impostor.send_health_check(false, vec![])).await, ofl_code::PermissionDenied, "col2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +223,8 @@ async fn an_experiment_runs_from_submission_to_removal() {
     assert!(!stored.exists());
     assert_error(within(10, alice.get_experiment_status("mnist")).await, ofl_code::NotFound, "mnist");
     assert!(within(10, alice.get_experiments_list()).await.unwrap().is_empty());
-    assert_error(within(10, alice.remove_experiment_data("mnist")).await, ofl_code::NotFound, "mnist");
+    // Removing it again: a no-op acknowledged, as OpenFL does.
+    assert!(within(10, alice.remove_experiment_data("mnist")).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,12 +371,28 @@ async fn callers_see_only_their_own_experiments() {
 
     assert_eq!(within(10, alice.get_experiments_list()).await.unwrap().len(), 1);
     assert!(within(10, bob.get_experiments_list()).await.unwrap().is_empty());
+    // Our client reports the empty status OpenFL's director answers as NOT_FOUND.
     assert_error(within(10, bob.get_experiment_status("secret")).await, ofl_code::NotFound, "secret");
     assert_error(within(10, bob.get_experiment_description("secret")).await, ofl_code::NotFound, "secret");
     assert_error(within(10, bob.get_best_model("secret")).await, ofl_code::NotFound, "secret");
     assert_error(within(10, bob.stream_metrics("secret", |_| true)).await, ofl_code::NotFound, "secret");
-    assert_error(within(10, bob.remove_experiment_data("secret")).await, ofl_code::NotFound, "secret");
     assert!(within(10, alice.get_best_model("secret")).await.unwrap().is_some());
+
+    // On the wire, as OpenFL 1.6 answers (its client raises on anything
+    // else): another caller's (or an unknown) experiment has an empty status,
+    // and removing it is a no-op acknowledged with true.
+    let mut raw_bob = d.raw("bob");
+    for name in ["secret", "unknown"] {
+        let request = GetExperimentStatusRequest { experiment_name: name.into() };
+        let status = within(10, raw_bob.get_experiment_status(request)).await.expect("OK, as OpenFL");
+        assert_eq!(status.into_inner().experiment_status, "", "{name}");
+        let request = RemoveExperimentRequest { experiment_name: name.into() };
+        let removed = within(10, raw_bob.remove_experiment_data(request)).await.expect("OK, as OpenFL");
+        assert!(removed.into_inner().acknowledgement, "{name}");
+    }
+    assert!(within(10, bob.remove_experiment_data("secret")).await.unwrap());
+    assert_eq!(within(10, alice.get_experiment_status("secret")).await.unwrap(), ExperimentStatus::InProgress);
+    assert!(d.archive_dir().join("secret.archive").exists(), "bob removed nothing");
 
     // Names are global: bob cannot reuse alice's.
     let archive = d.archive("bob", 10, 1);
@@ -434,6 +456,12 @@ async fn bad_submissions_get_exact_codes_and_leave_no_file() {
         ofl_code::InvalidArgument,
         "empty name",
     );
+    let long_name = "c".repeat(state::MAX_COLLABORATOR_NAME_LEN + 1);
+    assert_error(
+        within(10, alice.set_new_experiment("longcol", &[long_name], &archive, None)).await,
+        ofl_code::InvalidArgument,
+        "at most 1024",
+    );
     let empty = d.archive("empty", 0, 0);
     assert_error(
         within(10, alice.set_new_experiment("empty", &cols, &empty, None)).await,
@@ -467,6 +495,7 @@ async fn bad_submissions_get_exact_codes_and_leave_no_file() {
         Code::InvalidArgument,
         "empty archive",
     );
+    // OpenFL 1.6's director refuses such a chunk too (it raises: UNKNOWN).
     let lying = vec![info("lying", b"abcd", 4), info("lying", b"abcd", 5)];
     assert_status(
         within(10, raw.set_new_experiment(tokio_stream::iter(lying))).await,
@@ -537,4 +566,83 @@ async fn bad_envoy_requests_get_exact_codes() {
     config.retry = patient_retry();
     let foreign = openfl_transport::director::FrontendClient::new(config).unwrap();
     assert_error(within(30, foreign.get_experiments_list()).await, ofl_code::Tls, "");
+}
+
+// ---------------------------------------------------------------------------
+// A huge collaborator list (issue 10, item 3)
+// ---------------------------------------------------------------------------
+
+/// A Tokio runtime shut down in the background when dropped, so that a
+/// worker a bug keeps busy does not hold up the end of the test.
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn runtime() -> BackgroundRuntime {
+    BackgroundRuntime(Some(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()))
+}
+
+/// Collaborator names were deduplicated with `Vec::contains` on an async
+/// worker: 300k names held a worker for about 100 s, and two such
+/// submissions stalled the director. Now a list over the bound is refused at
+/// once (RESOURCE_EXHAUSTED), a list at the bound is deduplicated in linear
+/// time, and another RPC is answered meanwhile.
+#[test]
+fn huge_collaborator_lists_neither_stall_the_director_nor_pass() {
+    // The director on a runtime of its own: a worker it blocks cannot stop
+    // the test's clock.
+    let server_runtime = runtime();
+    let d = server_runtime.0.as_ref().unwrap().block_on(start_with(false, |_| {}));
+    let client_runtime = runtime();
+    client_runtime.0.as_ref().unwrap().block_on(async {
+        let huge: Vec<String> = (0..300_000).map(|i| format!("envoy-{i:06}")).collect();
+        let submit = |name: &str, collaborator_names: Vec<String>| {
+            let mut raw = d.raw("alice");
+            let message = ExperimentInfo {
+                name: name.into(),
+                collaborator_names,
+                experiment_data: Some(ExperimentData { size: 4, npbytes: Bytes::from_static(b"abcd") }),
+                model_proto: None,
+            };
+            tokio::spawn(async move { raw.set_new_experiment(tokio_stream::iter(vec![message])).await })
+        };
+        let submissions = [submit("huge1", huge.clone()), submit("huge2", huge)];
+
+        // Meanwhile GetDatasetInfo is answered, each time well under a second.
+        let mut raw = d.raw("alice");
+        let started = Instant::now();
+        let mut answered = 0;
+        while answered < 3 || submissions.iter().any(|s| !s.is_finished()) {
+            assert!(started.elapsed() < Duration::from_secs(30), "the submissions were not answered in 30 s");
+            let asked = Instant::now();
+            let reply = tokio::time::timeout(Duration::from_secs(1), raw.get_dataset_info(GetDatasetInfoRequest {}))
+                .await
+                .unwrap_or_else(|_| panic!("GetDatasetInfo not answered within 1 s (call {answered}): a worker is held"));
+            reply.expect("GetDatasetInfo");
+            assert!(asked.elapsed() < Duration::from_secs(1));
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for submission in submissions {
+            assert_status(submission.await.unwrap(), Code::ResourceExhausted, "at most 10000");
+        }
+
+        // At the bound (with duplicates beyond it refused by count): accepted,
+        // deduplicated in order.
+        let mut at_bound: Vec<String> = (0..state::MAX_COLLABORATORS - 2).map(|i| format!("envoy-{i:05}")).collect();
+        at_bound.push("envoy-00000".into());
+        at_bound.push("envoy-00001".into());
+        let accepted = within(20, submit("bound", at_bound)).await.unwrap();
+        assert!(accepted.expect("a list at the bound is accepted").into_inner().accepted);
+        let info = d.handle().experiment("bound").expect("registered").info;
+        assert_eq!(info.collaborators.len(), state::MAX_COLLABORATORS - 2);
+        assert_eq!(info.collaborators[..2], ["envoy-00000".to_string(), "envoy-00001".to_string()]);
+    });
+    d.server.stop();
 }

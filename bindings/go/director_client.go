@@ -732,8 +732,9 @@ func oflGoMetric(h C.uintptr_t, m *C.ofl_director_metric) (more C.int) {
 
 // RemoveExperiment forgets a finished, failed, rejected or pending
 // experiment and deletes its archive. Errors: CodeFailedPrecondition while
-// it is being reviewed or run, CodeNotFound for an experiment this frontend
-// did not submit.
+// it is being reviewed or run. An experiment this frontend did not submit
+// (or an unknown one) is left alone and the call succeeds, as with OpenFL
+// 1.6's director.
 func (c *FrontendClient) RemoveExperiment(ctx context.Context, name string) error {
 	_, err := frontendName(ctx, c, "RemoveExperiment", name, func(p *C.ofl_frontend_client, n *C.char) (struct{}, error) {
 		return struct{}{}, takeError(C.ofl_frontend_client_remove_experiment(p, n))

@@ -519,7 +519,13 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 		expectCode(t, "GetLastModel", err, openfl.CodeNotFound, "mnist")
 		err = f2.StreamMetrics(ctx, "mnist", func(openfl.Metric) bool { t.Error("metric for a stranger"); return false })
 		expectCode(t, "StreamMetrics", err, openfl.CodeNotFound, "mnist")
-		expectCode(t, "RemoveExperiment", f2.RemoveExperiment(ctx, "mnist"), openfl.CodeNotFound, "mnist")
+		// As OpenFL: removing another's experiment is a no-op that succeeds.
+		if err := f2.RemoveExperiment(ctx, "mnist"); err != nil {
+			t.Errorf("RemoveExperiment of another's experiment: %v (OpenFL acknowledges it)", err)
+		}
+		if st, err := f.GetExperimentStatus(ctx, "mnist"); err != nil || st != openfl.StatusFinished {
+			t.Errorf("after a stranger's RemoveExperiment: %v %v", st, err)
+		}
 		if l, err := f2.GetExperimentsList(ctx); err != nil || len(l) != 0 {
 			t.Errorf("GetExperimentsList: %+v %v", l, err)
 		}

@@ -136,28 +136,14 @@ impl AggregatorClient {
             policy: &self.config.retry,
             peer: format!("the aggregator at {}", self.uri()),
             closed: &self.closed,
+            presents_certificate: self.config.connect.presents_certificate(),
         };
         let stub = || Ok(self.stub(self.current_channel()?));
         let attempt = |stub| {
             let pending = call(stub);
             async move { pending.await.map_err(AttemptError::from) }
         };
-        retrying.run(what, stub, attempt, |e| self.with_certificate_hint(e)).await
-    }
-
-    /// A connection that was accepted and then dropped before any answer is
-    /// what a gRPC C-core server (OpenFL's) does to a client certificate it
-    /// refuses: it sends no TLS alert. Say so when a certificate is in use.
-    fn with_certificate_hint(&self, error: Error) -> Error {
-        let presents_certificate = self.config.connect.tls.as_ref().is_some_and(|t| !t.disable_client_auth);
-        if !presents_certificate || error.code() == ofl_code::Unavailable {
-            return error;
-        }
-        let message = format!(
-            "{}; the server dropped the connection: if this persists, it may be refusing this client's certificate",
-            error.message()
-        );
-        Error::new(error.code(), message)
+        retrying.run(what, stub, attempt).await
     }
 
     /// GetTasks for `collaborator`.

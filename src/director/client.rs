@@ -107,8 +107,9 @@ impl Connection {
             policy: &self.retry,
             peer: format!("the director at {}", self.connect.uri()),
             closed: &self.closed,
+            presents_certificate: self.connect.presents_certificate(),
         };
-        retrying.run(what, || self.stub(), call, |e| e).await
+        retrying.run(what, || self.stub(), call).await
     }
 
     /// A unary call with retries.
@@ -483,13 +484,21 @@ impl FrontendClient {
         Ok(reply.accepted)
     }
 
-    /// GetExperimentStatus.
+    /// GetExperimentStatus. `NotFound` when the director answers an empty
+    /// status: it has no experiment of that name for this caller (OpenFL's
+    /// director, and ours, answer so for an unknown or another caller's one).
     pub async fn get_experiment_status(&self, experiment_name: &str) -> Result<ExperimentStatus> {
         let message = GetExperimentStatusRequest { experiment_name: experiment_name.to_string() };
         let reply = self
             .conn
             .unary("GetExperimentStatus", message, |mut stub, r| async move { stub.get_experiment_status(r).await })
             .await?;
+        if reply.experiment_status.is_empty() {
+            return Err(Error::new(
+                ofl_code::NotFound,
+                format!("the director has no experiment named {experiment_name:?} for this caller (empty status)"),
+            ));
+        }
         ExperimentStatus::parse(&reply.experiment_status).ok_or_else(|| {
             Error::new(ofl_code::InvalidResponse, format!("unknown experiment status {:?}", reply.experiment_status))
         })
@@ -559,7 +568,9 @@ impl FrontendClient {
         .await
     }
 
-    /// RemoveExperimentData: forgets a finished (or pending) experiment.
+    /// RemoveExperimentData: forgets a finished (or pending) experiment. The
+    /// director acknowledges (true) also when it has no such experiment for
+    /// this caller and removes nothing (as OpenFL 1.6 does).
     pub async fn remove_experiment_data(&self, experiment_name: &str) -> Result<bool> {
         let message = RemoveExperimentRequest { experiment_name: experiment_name.to_string() };
         let reply = self

@@ -3,6 +3,7 @@
 //! archives, models, metrics), and the envoy and frontend clients.
 
 pub mod client;
+mod download;
 pub mod server;
 pub mod state;
 

@@ -15,22 +15,39 @@
 //! (with its collaborators, archive and initial model), and the host reports
 //! metrics, models and the end through [`DirectorHandle`].
 //!
+//! As OpenFL 1.6: GetExperimentStatus for an experiment the caller does not
+//! have (unknown, or another caller's) answers an empty status, and
+//! RemoveExperimentData of one answers `acknowledgement: true` and removes
+//! nothing — neither tells a caller whether another's experiment exists.
+//!
 //! Differences from OpenFL 1.6, on purpose:
 //! - WaitExperiment, GetMetricStream and the execution loop wake at once on a
 //!   change (OpenFL polls every 10 s / 1 s); shutting down ends long polls
 //!   with UNAVAILABLE;
 //! - precise codes where OpenFL answers UNKNOWN or silently: an unknown or
-//!   foreign experiment is NOT_FOUND (OpenFL: empty answers, or UNKNOWN
-//!   KeyError/AttributeError in GetExperimentDescription, GetTrainedModel,
-//!   SetExperimentFailed before an aggregator exists); bad chunks, bad names,
-//!   an empty archive or no collaborators are INVALID_ARGUMENT; a name in use
-//!   is ALREADY_EXISTS (OpenFL overwrites it); removing a running experiment
-//!   is FAILED_PRECONDITION (OpenFL removes it from under its aggregator);
+//!   foreign experiment is NOT_FOUND in GetExperimentDescription,
+//!   GetTrainedModel, GetMetricStream and SetExperimentFailed (OpenFL: empty
+//!   answers, or UNKNOWN KeyError/AttributeError before an aggregator
+//!   exists); bad chunks (a `size` field that differs from the bytes: OpenFL
+//!   raises, UNKNOWN), bad names, an empty archive or no collaborators are
+//!   INVALID_ARGUMENT; a name in use is ALREADY_EXISTS (OpenFL overwrites
+//!   it); removing a running experiment is FAILED_PRECONDITION (OpenFL
+//!   removes it from under its aggregator);
+//! - bounds OpenFL does not have: at most
+//!   [`MAX_COLLABORATORS`](super::state::MAX_COLLABORATORS) collaborator names
+//!   per experiment (RESOURCE_EXHAUSTED beyond), each at most
+//!   [`MAX_COLLABORATOR_NAME_LEN`](super::state::MAX_COLLABORATOR_NAME_LEN)
+//!   bytes (INVALID_ARGUMENT), checked on the first message before any
+//!   archive byte is stored; archive downloads hold little memory each and
+//!   share a budget ([`DirectorConfig::max_download_buffer`], see
+//!   `download.rs`);
 //! - GetEnvoys works before any WaitExperiment (OpenFL: KeyError) and fills
 //!   `experiment_name`;
 //! - envoy RPCs check the envoy: under mTLS the certificate CN must be the
 //!   envoy name it claims (`check_envoy_identity`, on by default; OpenFL
-//!   checks nothing, so anyone could download any archive), and
+//!   checks nothing, so anyone could download any archive) — except that a
+//!   health check for an envoy that is not registered is NOT_FOUND whoever
+//!   asks, as in OpenFL (its envoy then reports its shard again), and
 //!   GetExperimentData serves only the collaborators of an experiment that is
 //!   in progress;
 //! - SetExperimentFailed: without a client certificate it is honoured only
@@ -38,8 +55,8 @@
 //!   reporting envoy (OpenFL never honours it under TLS: the CN is never
 //!   `__default__`); a foreign caller gets PERMISSION_DENIED (OpenFL: an
 //!   empty answer);
-//! - an archive is written to disk as it arrives, each chunk's size field is
-//!   checked, and its total is capped (`max_archive_size`);
+//! - an archive is written to disk as it arrives (OpenFL too) and its total
+//!   is capped (`max_archive_size`);
 //! - one metric stream per experiment: opening a new GetMetricStream ends the
 //!   previous one (OpenFL lets concurrent streams split the queue), so a
 //!   stream its client just cancelled cannot take metrics meant for the next.
@@ -49,15 +66,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::download::{Archive, DownloadBudget, Downloads, StreamedArchives};
 use super::state::{
-    default_caller, DirectorState, EnvoyStatus, ExperimentDetails, ExperimentFailure, ExperimentSnapshot,
+    default_caller, unique_collaborators, DirectorState, EnvoyStatus, ExperimentDetails, ExperimentFailure, ExperimentSnapshot,
     ExperimentStatus, Metric, MetricPoll, StateConfig,
 };
 use crate::listen::Serving;
@@ -66,7 +83,7 @@ use crate::proto::director::director_server::{Director, DirectorServer as Direct
 use crate::proto::director::get_trained_model_request::ModelType;
 use crate::proto::director::*;
 use crate::proto::ModelProto;
-use crate::stream::{client_stream_finished, CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::stream::{client_stream_finished, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::tls::{peer_common_name, TlsConfig};
 
 /// What the host decides and hears about. Every method runs on a blocking
@@ -129,6 +146,12 @@ pub struct DirectorConfig {
     /// Under mTLS, envoy RPCs must come from a certificate whose CN is the
     /// envoy name they carry.
     pub check_envoy_identity: bool,
+    /// Bytes of archive data read for downloads (GetExperimentData) and not
+    /// yet written to a connection, across all downloads (at least 64 KiB).
+    /// Over it downloads wait. A download whose client stops reading holds
+    /// about 128 KiB of it (up to about 530 KiB when its client advertised
+    /// a large window but leaves its socket full).
+    pub max_download_buffer: usize,
 }
 
 impl Default for DirectorConfig {
@@ -146,6 +169,7 @@ impl Default for DirectorConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_queued_metrics: state.max_queued_metrics,
             check_envoy_identity: true,
+            max_download_buffer: 64 << 20,
         }
     }
 }
@@ -188,12 +212,12 @@ impl Drop for UploadGuard {
     }
 }
 
-fn shutting_down() -> Status {
+pub(super) fn shutting_down() -> Status {
     Status::unavailable("the director is shutting down")
 }
 
 /// The gRPC service.
-struct Service {
+pub(super) struct Service {
     state: Arc<DirectorState>,
     hooks: Arc<dyn DirectorHooks>,
     tls: bool,
@@ -239,6 +263,19 @@ impl Service {
     fn stopped(&self) -> bool {
         *self.stopping.borrow()
     }
+
+    /// GetExperimentData's checks: the envoy may download this archive now.
+    /// The archive is then sent by the download route (`download.rs`).
+    pub(super) async fn open_archive(&self, request: Request<GetExperimentDataRequest>) -> Result<Archive, Status> {
+        let collaborator = request.get_ref().collaborator_name.clone();
+        self.check_envoy(&request, &collaborator)?;
+        let experiment = request.into_inner().experiment_name;
+        let path = self.state.archive_for_envoy(&experiment, &collaborator)?;
+        let unreadable = |e: std::io::Error| Status::not_found(format!("the archive of {experiment:?} cannot be read: {e}"));
+        let file = tokio::fs::File::open(&path).await.map_err(unreadable)?;
+        let len = file.metadata().await.map_err(unreadable)?.len();
+        Ok(Archive { file, len, experiment, collaborator })
+    }
 }
 
 async fn wait_stopping(stopping: &mut watch::Receiver<bool>) {
@@ -254,19 +291,6 @@ fn envoy_info(e: EnvoyStatus) -> EnvoyInfo {
         valid_duration: prost_types::Duration::try_from(e.valid_duration).ok(),
         experiment_name: e.experiment_name.unwrap_or_default(),
     }
-}
-
-/// Reads up to `buf.len()` bytes (fewer only at end of file).
-async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = file.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }
 
 #[tonic::async_trait]
@@ -314,49 +338,13 @@ impl Director for Service {
         }
     }
 
+    /// Served by the download route (`download.rs`), which takes this path
+    /// before tonic's generated service sees it.
     async fn get_experiment_data(
         &self,
-        request: Request<GetExperimentDataRequest>,
+        _request: Request<GetExperimentDataRequest>,
     ) -> Result<Response<BoxStream<ExperimentData>>, Status> {
-        let collaborator = request.get_ref().collaborator_name.clone();
-        self.check_envoy(&request, &collaborator)?;
-        let name = request.into_inner().experiment_name;
-        let path = self.state.archive_for_envoy(&name, &collaborator)?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Status::not_found(format!("the archive of {name:?} cannot be read: {e}")))?;
-        let (tx, rx) = mpsc::channel::<Result<ExperimentData, Status>>(2);
-        let state = Arc::clone(&self.state);
-        let mut stopping = self.stopping.clone();
-        tokio::spawn(async move {
-            let mut sent = 0u64;
-            loop {
-                let mut buf = vec![0u8; CHUNK_SIZE];
-                let n = match read_full(&mut file, &mut buf).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("reading the archive of {name:?}: {e}")))).await;
-                        return;
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                let chunk = ExperimentData { size: n as u32, npbytes: Bytes::from(buf) };
-                tokio::select! {
-                    sent_ok = tx.send(Ok(chunk)) => if sent_ok.is_err() { return },
-                    _ = wait_stopping(&mut stopping) => {
-                        let _ = tx.try_send(Err(shutting_down()));
-                        return;
-                    }
-                }
-                sent += n as u64;
-            }
-            log::info!("archive of {name:?} sent to {collaborator} ({sent} bytes)");
-            state.record_download(&name, &collaborator);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Err(Status::internal("GetExperimentData is served by the download route"))
     }
 
     async fn update_envoy_status(
@@ -364,6 +352,11 @@ impl Director for Service {
         request: Request<UpdateEnvoyStatusRequest>,
     ) -> Result<Response<UpdateEnvoyStatusResponse>, Status> {
         let name = request.get_ref().name.clone();
+        // An unknown envoy is NOT_FOUND before its identity is checked, as
+        // OpenFL answers (its envoy client then reports its shard again).
+        if !name.is_empty() && !self.state.envoy_registered(&name) {
+            return Err(Status::not_found(format!("Unknown shard {name}")));
+        }
         self.check_envoy(&request, &name)?;
         let request = request.into_inner();
         let period = self.state.update_envoy_status(&name, request.is_experiment_running, request.cuda_devices)?;
@@ -432,6 +425,7 @@ impl Director for Service {
         let name = first.name.clone();
         let collaborators = first.collaborator_names.clone();
         self.state.check_new_name(&name)?;
+        unique_collaborators(&name, &collaborators)?;
         let upload = self.state.upload_path();
         let mut guard = UploadGuard(Some(upload.clone()));
         let mut file = tokio::fs::File::create(&upload)
@@ -493,8 +487,10 @@ impl Director for Service {
         request: Request<GetExperimentStatusRequest>,
     ) -> Result<Response<GetExperimentStatusResponse>, Status> {
         let caller = self.caller(&request)?;
-        let status = self.state.experiment_status(&caller.name, &request.get_ref().experiment_name)?;
-        Ok(Response::new(GetExperimentStatusResponse { experiment_status: status.as_str().to_string() }))
+        // None: not the caller's (or unknown): OpenFL's empty status.
+        let status = self.state.experiment_status(&caller.name, &request.get_ref().experiment_name);
+        let experiment_status = status.map(|s| s.as_str().to_string()).unwrap_or_default();
+        Ok(Response::new(GetExperimentStatusResponse { experiment_status }))
     }
 
     async fn get_dataset_info(
@@ -571,6 +567,7 @@ impl Director for Service {
         request: Request<RemoveExperimentRequest>,
     ) -> Result<Response<RemoveExperimentResponse>, Status> {
         let caller = self.caller(&request)?;
+        // Not the caller's (or unknown): nothing removed, acknowledged as OpenFL does.
         self.state.remove_experiment(&caller.name, &request.get_ref().experiment_name)?;
         Ok(Response::new(RemoveExperimentResponse { acknowledgement: true }))
     }
@@ -745,16 +742,22 @@ impl DirectorServer {
         let listener = crate::listen::bind(&config.host, config.port).await?;
         let (incoming, local_addr) = crate::listen::incoming(listener)?;
         let mut serving = Serving::new();
-        let service = Service {
+        let service = Arc::new(Service {
             state: Arc::clone(&state),
             hooks: Arc::clone(&hooks),
             tls: config.tls.is_some(),
             check_envoy_identity: config.check_envoy_identity,
             stopping: serving.stopping(),
-        };
-        let grpc = DirectorGrpc::new(service)
+        });
+        let grpc = DirectorGrpc::from_arc(Arc::clone(&service))
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
+        let downloads = Downloads {
+            state: Arc::clone(&state),
+            budget: DownloadBudget::new(config.max_download_buffer),
+            stopping: serving.stopping(),
+        };
+        let grpc = StreamedArchives::new(grpc, service, downloads);
         serving.run(builder.add_service(grpc), incoming, "director server");
         tokio::spawn(execution_loop(Arc::clone(&state), hooks, serving.stopping()));
         log::info!("director server listening on {local_addr}");

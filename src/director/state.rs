@@ -17,7 +17,7 @@
 //! checked first ([`validate_experiment_name`]): no path separator, no `..`,
 //! no NUL or control character, no leading dot, at most 200 bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -39,6 +39,12 @@ pub fn default_caller() -> &'static str {
 
 /// Longest experiment name accepted, in bytes (it becomes a file name).
 const MAX_NAME_LEN: usize = 200;
+/// Most collaborator names one experiment may list (duplicates included):
+/// SetNewExperiment beyond it is RESOURCE_EXHAUSTED. OpenFL 1.6 has no bound.
+pub const MAX_COLLABORATORS: usize = 10_000;
+/// Longest collaborator (envoy) name accepted, in bytes: beyond it
+/// SetNewExperiment is INVALID_ARGUMENT. OpenFL 1.6 has no bound.
+pub const MAX_COLLABORATOR_NAME_LEN: usize = 1024;
 /// Extension of stored archives: `<archive_dir>/<experiment name>.archive`.
 const ARCHIVE_EXTENSION: &str = "archive";
 /// Prefix of archives being uploaded (a leading dot: no experiment name has one).
@@ -238,6 +244,43 @@ pub fn validate_experiment_name(name: &str) -> Result<()> {
         return bad("contains a control character");
     }
     Ok(())
+}
+
+/// An experiment's collaborator names checked and deduplicated, in order of
+/// first appearance: at most [`MAX_COLLABORATORS`] names
+/// (RESOURCE_EXHAUSTED), none empty or longer than
+/// [`MAX_COLLABORATOR_NAME_LEN`] bytes (INVALID_ARGUMENT), at least one.
+/// Linear time: a long list cannot hold a worker.
+pub fn unique_collaborators(experiment: &str, names: &[String]) -> Result<Vec<String>> {
+    if names.len() > MAX_COLLABORATORS {
+        return Err(Error::new(
+            ofl_code::ResourceExhausted,
+            format!(
+                "experiment {experiment:?} lists {} collaborator names; at most {MAX_COLLABORATORS} are accepted",
+                names.len()
+            ),
+        ));
+    }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(names.len());
+    let mut unique = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(Error::invalid_argument(format!("collaborator_names holds an empty name (at index {i})")));
+        }
+        if name.len() > MAX_COLLABORATOR_NAME_LEN {
+            return Err(Error::invalid_argument(format!(
+                "collaborator name at index {i} is {} bytes long; at most {MAX_COLLABORATOR_NAME_LEN} are accepted",
+                name.len()
+            )));
+        }
+        if seen.insert(name.as_str()) {
+            unique.push(name.clone());
+        }
+    }
+    if unique.is_empty() {
+        return Err(Error::invalid_argument(format!("experiment {experiment:?} names no collaborators")));
+    }
+    Ok(unique)
 }
 
 fn not_found(name: &str) -> Error {
@@ -525,18 +568,7 @@ impl DirectorState {
         initial_model: Option<ModelProto>,
     ) -> Result<()> {
         validate_experiment_name(name)?;
-        let mut unique: Vec<String> = Vec::with_capacity(collaborators.len());
-        for c in collaborators {
-            if c.is_empty() {
-                return Err(Error::invalid_argument("collaborator_names holds an empty name"));
-            }
-            if !unique.contains(c) {
-                unique.push(c.clone());
-            }
-        }
-        if unique.is_empty() {
-            return Err(Error::invalid_argument(format!("experiment {name:?} names no collaborators")));
-        }
+        let unique = unique_collaborators(name, collaborators)?;
         let archive_path = self.archive_path(name);
         {
             let mut inner = self.lock();
@@ -759,9 +791,11 @@ impl DirectorState {
     // Frontends' RPCs (a caller sees only the experiments it submitted)
     // -----------------------------------------------------------------------
 
-    /// GetExperimentStatus.
-    pub fn experiment_status(&self, caller: &str, name: &str) -> Result<ExperimentStatus> {
-        Ok(self.lock().visible(caller, name)?.status)
+    /// GetExperimentStatus: `None` when `caller` has no experiment of that
+    /// name (unknown, or another caller's), which OpenFL 1.6 answers with an
+    /// empty status; its client then sees an empty string, not an error.
+    pub fn experiment_status(&self, caller: &str, name: &str) -> Option<ExperimentStatus> {
+        self.lock().visible(caller, name).ok().map(|e| e.status)
     }
 
     /// GetTrainedModel: the best or last model; `None` while there is none.
@@ -809,12 +843,18 @@ impl DirectorState {
 
     /// RemoveExperimentData: forgets a pending or finished experiment and
     /// deletes its archive. FAILED_PRECONDITION while it is being reviewed or
-    /// run (OpenFL 1.6 removes it from under its aggregator).
-    pub fn remove_experiment(&self, caller: &str, name: &str) -> Result<()> {
+    /// run (OpenFL 1.6 removes it from under its aggregator). An experiment
+    /// the caller does not have (unknown, or another caller's) is left alone
+    /// and the call succeeds, as in OpenFL 1.6 (it acknowledges with True):
+    /// `Ok(false)` then, `Ok(true)` when removed.
+    pub fn remove_experiment(&self, caller: &str, name: &str) -> Result<bool> {
         {
             let mut inner = self.lock();
             let active = inner.active.as_deref() == Some(name);
-            let e = inner.visible(caller, name)?;
+            let Ok(e) = inner.visible(caller, name) else {
+                log::debug!("RemoveExperimentData from {caller:?}: no experiment {name:?} of theirs (nothing removed)");
+                return Ok(false);
+            };
             if active || e.status == ExperimentStatus::InProgress {
                 return Err(Error::new(
                     ofl_code::FailedPrecondition,
@@ -834,7 +874,7 @@ impl DirectorState {
         }
         log::info!("experiment {name:?} removed by {caller:?}");
         self.bump();
-        Ok(())
+        Ok(true)
     }
 
     /// GetExperimentsList: the caller's experiments in submission order.
@@ -1095,8 +1135,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = state(dir.path());
         submit(&s, "e1", "alice", &["col1", "col2", "col1"]);
-        assert_eq!(s.experiment_status("alice", "e1").unwrap(), ExperimentStatus::Pending);
-        assert_eq!(s.experiment_status("bob", "e1").unwrap_err().code(), ofl_code::NotFound);
+        assert_eq!(s.experiment_status("alice", "e1"), Some(ExperimentStatus::Pending));
+        assert_eq!(s.experiment_status("bob", "e1"), None, "another caller's: OpenFL's empty status");
+        assert_eq!(s.experiment_status("alice", "nope"), None);
         assert!(s.experiments_list("bob").is_empty());
         assert_eq!(s.poll_experiment("col1", true), None);
 
@@ -1131,8 +1172,10 @@ mod tests {
         assert_eq!(s.poll_experiment("col2", true), None, "nor one that finished before the envoy asked");
         assert_eq!(s.mark_failed("e1", "late").unwrap_err().code(), ofl_code::FailedPrecondition);
 
-        assert_eq!(s.remove_experiment("bob", "e1").unwrap_err().code(), ofl_code::NotFound);
-        s.remove_experiment("alice", "e1").unwrap();
+        assert!(!s.remove_experiment("bob", "e1").unwrap(), "another caller's: a no-op, as OpenFL");
+        assert!(s.snapshot("e1").is_some());
+        assert!(s.remove_experiment("alice", "e1").unwrap());
+        assert!(!s.remove_experiment("alice", "e1").unwrap(), "already gone: a no-op");
         assert!(!s.archive_path("e1").exists());
     }
 
@@ -1148,8 +1191,23 @@ mod tests {
         assert_eq!(e.code(), ofl_code::AlreadyExists);
         s.take_next().unwrap();
         s.reject("e1");
-        assert_eq!(s.experiment_status("alice", "e1").unwrap(), ExperimentStatus::Rejected);
+        assert_eq!(s.experiment_status("alice", "e1"), Some(ExperimentStatus::Rejected));
         assert!(!s.archive_path("e1").exists());
         assert!(!s.begin("e1"));
+    }
+
+    #[test]
+    fn collaborator_names_are_bounded_and_deduplicated_in_linear_time() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(unique_collaborators("e", &names(&["b", "a", "b", "c", "a"])).unwrap(), names(&["b", "a", "c"]));
+        let code = |list: &[String]| unique_collaborators("e", list).unwrap_err().code();
+        assert_eq!(code(&[]), ofl_code::InvalidArgument);
+        assert_eq!(code(&names(&["a", ""])), ofl_code::InvalidArgument);
+        assert_eq!(code(&["x".repeat(MAX_COLLABORATOR_NAME_LEN + 1)]), ofl_code::InvalidArgument);
+        unique_collaborators("e", &["x".repeat(MAX_COLLABORATOR_NAME_LEN)]).unwrap();
+        let many: Vec<String> = (0..MAX_COLLABORATORS).map(|i| format!("envoy-{i}")).collect();
+        assert_eq!(unique_collaborators("e", &many).unwrap().len(), MAX_COLLABORATORS);
+        let too_many: Vec<String> = (0..=MAX_COLLABORATORS).map(|i| format!("envoy-{}", i % 3)).collect();
+        assert_eq!(code(&too_many), ofl_code::ResourceExhausted);
     }
 }

@@ -728,8 +728,9 @@ pub extern "C" fn ofl_frontend_client_stream_metrics(
 
 /// RemoveExperimentData: forgets a finished, failed, rejected or pending
 /// experiment and deletes its archive. Errors: FAILED_PRECONDITION while it
-/// is being reviewed or run, NOT_FOUND for an experiment this frontend did
-/// not submit.
+/// is being reviewed or run. An experiment this frontend did not submit (or
+/// an unknown one) is left alone and the call succeeds: the director
+/// acknowledges it, as OpenFL 1.6's does.
 #[no_mangle]
 pub extern "C" fn ofl_frontend_client_remove_experiment(
     client: *const ofl_frontend_client,

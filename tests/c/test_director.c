@@ -1198,7 +1198,10 @@ static void test_life_cycle(void) {
                 "mnist");
     EXPECT_CODE(ofl_frontend_client_stream_metrics(f2, "mnist", never_called, NULL),
                 OFL_CODE_NOT_FOUND, "mnist");
-    EXPECT_CODE(ofl_frontend_client_remove_experiment(f2, "mnist"), OFL_CODE_NOT_FOUND, "mnist");
+    /* As OpenFL: removing another's experiment is a no-op that succeeds. */
+    EXPECT_OK(ofl_frontend_client_remove_experiment(f2, "mnist"));
+    EXPECT_OK(ofl_frontend_client_get_experiment_status(f, "mnist", &st));
+    CHECK(st == OFL_EXPERIMENT_STATUS_FINISHED);
     list = NULL;
     if (EXPECT_OK(ofl_frontend_client_get_experiments_list(f2, &list)))
         CHECK(ofl_experiment_list_len(list) == 0);

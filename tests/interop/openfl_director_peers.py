@@ -17,12 +17,15 @@ by certificate under mTLS and by client_id without TLS):
     is_experiment_running; frontend polls GetExperimentStatus, streams the
     metrics (GetMetricStream) until the experiment ends, fetches the best and
     last models (GetTrainedModel), lists and describes its experiments;
-    frontend2 sees none of it (NOT_FOUND / empty list);
+    frontend2 sees none of it (NOT_FOUND / empty list; as from OpenFL's own
+    director, an empty status and a removal acknowledged that removes
+    nothing);
  4. frontend submits "reject-me": rejected by the host's review;
  5. frontend submits "doomed" for col1: col1 downloads it, then reports
     SetExperimentFailed; the status turns "failed";
  6. a name with a path in it is refused (INVALID_ARGUMENT); "mnist" is
-    removed (RemoveExperimentData), after which its status is NOT_FOUND.
+    removed (RemoveExperimentData), after which its status is empty (as
+    OpenFL's director answers for an unknown experiment).
 
 Prints one JSON line with everything observed.
 """
@@ -76,6 +79,16 @@ def code_of(call):
     try:
         call()
         return "OK"
+    except grpc.RpcError as e:
+        return e.code().name
+
+
+def answer_of(call):
+    """What a call returned, or the gRPC status code name it ended with."""
+    import grpc
+
+    try:
+        return call()
     except grpc.RpcError as e:
         return e.code().name
 
@@ -155,11 +168,18 @@ def main():
         # col1's certificate claiming to be envoy col2.
         impostor = envoy_client(args, "col2", cert_name="col1")
         result["impostor"] = code_of(lambda: impostor.report_shard_info(shard, (0,)))
-    try:
-        refused.send_health_check(envoy_name="col3", is_experiment_running=False)
-        result["unknown_envoy_health_check"] = "OK"
-    except ShardNotFoundError:
-        result["unknown_envoy_health_check"] = "ShardNotFoundError"
+    def health_check_of(client, name):
+        # OpenFL's envoy turns NOT_FOUND into ShardNotFoundError (and then
+        # reports its shard again); any other error is logged and None returned.
+        try:
+            return repr(client.send_health_check(envoy_name=name, is_experiment_running=False))
+        except ShardNotFoundError:
+            return "ShardNotFoundError"
+
+    result["unknown_envoy_health_check"] = health_check_of(refused, "col3")
+    # An envoy that is not registered, whatever certificate asks (under mTLS
+    # col1's): OpenFL answers NOT_FOUND.
+    result["unregistered_envoy_health_check"] = health_check_of(envoy_client(args, "ghost", "col1"), "ghost")
 
     # 3. The experiment.
     errors = []
@@ -211,15 +231,17 @@ def main():
         "collaborators": {c.name: c.status for c in description.collaborators},
         "tasks": [t.name for t in description.tasks],
     }
-    # The other frontend sees nothing of it.
+    # The other frontend sees nothing of it (OpenFL's own director answers an
+    # empty status and acknowledges a removal that removes nothing).
     result["isolation"] = {
-        "status": code_of(lambda: bob.get_experiment_status("mnist")),
+        "status": answer_of(lambda: bob.get_experiment_status("mnist").experiment_status),
         "description": code_of(lambda: bob.get_experiment_description("mnist")),
         "best_model": code_of(lambda: bob.get_best_model("mnist")),
         "metrics": code_of(lambda: list(bob.stream_metrics("mnist"))),
-        "remove": code_of(lambda: bob.remove_experiment_data("mnist")),
+        "remove": answer_of(lambda: bob.remove_experiment_data("mnist")),
         "list": [e.name for e in bob.get_experiments_list()],
     }
+    result["status_after_foreign_remove"] = alice.get_experiment_status("mnist").experiment_status
 
     # 4. Rejected by the host's review.
     small = os.path.join(args.workdir, "small.zip")
@@ -253,7 +275,7 @@ def main():
     result["bad_name"] = code_of(
         lambda: alice.set_new_experiment("../escape", ["col1"], small, initial_tensor_dict=initial))
     result["removed"] = alice.remove_experiment_data("mnist")
-    result["status_after_remove"] = code_of(lambda: alice.get_experiment_status("mnist"))
+    result["status_after_remove"] = answer_of(lambda: alice.get_experiment_status("mnist").experiment_status)
     result["list_after_remove"] = [e.name for e in alice.get_experiments_list()]
     common.emit(result)
 

@@ -68,6 +68,8 @@ def check_envoys(result, mode):
     assert result["accepted"] == {"col1": True, "col2": True, "col3": False}
     assert result["health_check_period"] == 1
     assert result["unknown_envoy_health_check"] == "ShardNotFoundError"
+    # Whoever asks (under mTLS another envoy's certificate): NOT_FOUND, as OpenFL.
+    assert result["unregistered_envoy_health_check"] == "ShardNotFoundError"
     if mode == "mtls":
         assert result["impostor"] == "PERMISSION_DENIED"
     assert result["envoys_dict_keys"] == ["col1", "col2"]
@@ -109,9 +111,12 @@ def check_experiment(result):
         "collaborators": {"col1": "finished", "col2": "finished"},
         "tasks": ["train", "aggregated_model_validation"],
     }
-    assert result["isolation"] == {"status": "NOT_FOUND", "description": "NOT_FOUND",
+    # As OpenFL 1.6's director: an empty status, a removal acknowledged that
+    # removes nothing; the rest is a precise NOT_FOUND (OpenFL: UNKNOWN errors).
+    assert result["isolation"] == {"status": "", "description": "NOT_FOUND",
                                    "best_model": "NOT_FOUND", "metrics": "NOT_FOUND",
-                                   "remove": "NOT_FOUND", "list": []}
+                                   "remove": True, "list": []}
+    assert result["status_after_foreign_remove"] == "finished"
 
 
 def check_rejection_failure_removal(result):
@@ -121,7 +126,7 @@ def check_rejection_failure_removal(result):
     assert (doomed["got"], doomed.get("reported_failure")) == ("doomed", True)
     assert result["bad_name"] == "INVALID_ARGUMENT"
     assert result["removed"] is True
-    assert result["status_after_remove"] == "NOT_FOUND"
+    assert result["status_after_remove"] == ""
     assert result["list_after_remove"] == ["reject-me", "doomed"]
 
 
@@ -153,5 +158,5 @@ def test_openfl_director_clients_drive_our_director(mode, peers, python, certs, 
     # Under mTLS the owner is the certificate CN; without TLS the client_id.
     check_summary(finish_director(director), owner="frontend")
     report.code(f"director {mode}: OpenFL frontend2 reading frontend's experiment",
-                result["isolation"]["status"])
+                result["isolation"]["description"])
     report.code(f"director {mode}: OpenFL frontend submitting '../escape'", result["bad_name"])
