@@ -6,6 +6,7 @@
 #   make demo       C demo: built-in FedAvg + 3 collaborators over mTLS (examples/c)
 #   make test-go    Go binding (bindings/go): go vet, go test -race, Go examples
 #   make test-cpp   C++ header, C++ examples, `make install` consumers (ctest, tests/cpp)
+#   make fuzz       cargo-fuzz targets (tests/fuzz), FUZZ_SECONDS each (default 600)
 #   make install    PREFIX=/usr/local: .so (+SONAME links), .a, headers, pkg-config, CMake package
 #
 # `make test` installs what a fresh Debian machine lacks (cmake, a Python
@@ -26,7 +27,7 @@ build:
 deps:
 	./tests/deps.sh
 
-test: deps build test-rust test-c test-demo test-interop test-go test-cpp
+test: deps build test-rust test-c test-demo test-interop test-go test-cpp test-fuzz
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -136,3 +137,18 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(OFL_ABS_INCLUDEDIR)/,openfl_transport.h openfl_transport.hpp)
 	rm -f $(DESTDIR)$(abspath $(PKGCONFIGDIR))/openfl_transport.pc
 	rm -rf $(DESTDIR)$(OFL_ABS_CMAKEDIR)
+
+# ---- Fuzzing (tests/fuzz) ----------------------------------------------------
+
+# cargo-fuzz on nightly, built into target/fuzz; tests/fuzz/run.sh installs
+# cargo-fuzz when missing. `make fuzz` runs every target FUZZ_SECONDS (600 by
+# default); `make test` runs a smoke of FUZZ_SMOKE_SECONDS each.
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 15
+
+.PHONY: fuzz test-fuzz
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./tests/fuzz/run.sh
+
+test-fuzz:
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_PROFILE=dev ./tests/fuzz/run.sh

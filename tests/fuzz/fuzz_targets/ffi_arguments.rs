@@ -10,11 +10,15 @@
 //! - Director options: sample/target shapes as string arrays.
 //! - A running director (one per process, insecure, 127.0.0.1): best and
 //!   last models as arrays of `ofl_tensor_view` with metadata views.
+//! - Client options: host, server name, and TLS documents as byte arrays
+//!   with lengths (no NUL terminator, any bytes), then `ofl_client_new`,
+//!   which parses and checks them (it connects only on the first call).
 //!
 //! Oracles: each call succeeds exactly when its arguments are valid (else
 //! INVALID_ARGUMENT, or NOT_FOUND for an unknown experiment) with a
 //! NUL-terminated UTF-8 message; no panic crosses the boundary; the model
-//! read back is exactly the tensors added.
+//! read back is exactly the tensors added; bad TLS documents give TLS or
+//! INVALID_ARGUMENT errors.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -24,6 +28,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use openfl_transport::error::ofl_code;
+use openfl_transport::ffi::client::*;
 use openfl_transport::ffi::director_server::*;
 use openfl_transport::ffi::error::{ofl_error, ofl_error_code, ofl_error_free, ofl_error_message};
 use openfl_transport::ffi::fedavg::*;
@@ -120,14 +125,15 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !input.is_empty() && steps < 64 {
         steps += 1;
-        match input.byte() % 7 {
+        match input.byte() % 8 {
             0 => add_collaborator(&mut input, options, &mut shadow),
             1 => add_task(&mut input, options),
             2 => add_model_tensor(&mut input, options, &mut shadow),
             3 => set_federation(&mut input, options),
             4 => set_best_model_metric(&mut input, options),
             5 => director_shapes(&mut input),
-            _ => director_models(&mut input),
+            6 => director_models(&mut input),
+            _ => client(&mut input),
         }
     }
     build_and_read_back(options, &shadow);
@@ -375,4 +381,53 @@ fn director_models(input: &mut Input) {
     // No experiment is ever registered: valid arguments get NOT_FOUND.
     let expected = if valid { ofl_code::NotFound } else { ofl_code::InvalidArgument };
     assert_eq!(outcome(error), Some(expected));
+}
+
+/// A byte-array argument with its length: any bytes, no terminator.
+fn pem_arg(input: &mut Input) -> CArray<u8> {
+    let flags = input.byte();
+    let bytes = input.long_bytes().to_vec();
+    CArray { items: bytes, null: flags & 0x80 != 0 }
+}
+
+fn client(input: &mut Input) {
+    let host = CArg::read(input, true);
+    let port = input.u16();
+    let flags = input.byte();
+    let server_name = CArg::read(input, true);
+    let [root, certificate, key] = [0; 3].map(|_| pem_arg(input));
+    let mut options = null_mut();
+    let host_ok = host.text().is_some_and(|h| !h.is_empty());
+    expect(ofl_client_options_new(host.ptr(), port, &mut options), host_ok, ofl_code::InvalidArgument);
+    if !host_ok {
+        return;
+    }
+    if flags & 1 != 0 {
+        let ok = server_name.text().is_some();
+        expect(ofl_client_options_set_server_name(options, server_name.ptr()), ok, ofl_code::InvalidArgument);
+    }
+    assert!(outcome(ofl_client_options_set_disable_client_auth(options, flags & 2 != 0)).is_none());
+    assert!(outcome(ofl_client_options_set_tls(options, flags & 4 == 0)).is_none());
+    if flags & 8 == 0 {
+        let error = ofl_client_options_set_tls_pem(
+            options,
+            root.ptr(),
+            root.items.len(),
+            certificate.ptr(),
+            certificate.items.len(),
+            key.ptr(),
+            key.items.len(),
+        );
+        let ok = !root.null && root.valid() && certificate.valid() && key.valid();
+        expect(error, ok, ofl_code::InvalidArgument);
+    }
+    let mut client = null_mut();
+    match outcome(ofl_client_new(options, &mut client)) {
+        None => ofl_client_free(client),
+        Some(code) => assert!(
+            matches!(code, ofl_code::InvalidArgument | ofl_code::Tls | ofl_code::Io),
+            "ofl_client_new: {code:?}"
+        ),
+    }
+    ofl_client_options_free(options);
 }

@@ -14,12 +14,14 @@ by recorders, so nothing is sent: each seed is the gRPC request body (or the
 message) a real OpenFL 1.6 peer would send.
 
 Names match tests/fuzz/src/lib.rs (`federation`). The output is
-deterministic (fixed random seed), so re-running it changes nothing.
+deterministic (fixed random seed) except the TLS seed, whose keys openssl
+makes afresh.
 """
 
 import hashlib
 import os
 import struct
+import subprocess
 import sys
 import tempfile
 import types
@@ -228,6 +230,22 @@ def ffi_seeds(out, rng):
     write(out, "ffi_arguments", "openfl-tensor-views", models)
     shapes = b"\x05" + array([cstr("28"), cstr("28")]) + b"\x00" + b"\x05" + array([cstr("1")]) + b"\x01"
     write(out, "ffi_arguments", "openfl-shard-shapes", shapes)
+
+    # A collaborator's TLS documents (as tests/certs/make_certs.sh makes
+    # them, EC keys to keep the seed small) passed as PEM bytes.
+    def pem(data):
+        return b"\x00" + struct.pack("<H", len(data)) + data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ca_key, ca, key, csr, cert = (os.path.join(tmp, n) for n in ["ca.key", "ca.crt", "one.key", "one.csr", "one.crt"])
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)
+        run("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-subj", "/CN=fuzz CA", "-days", "3650")
+        run("req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=one")
+        run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", "1", "-out", cert, "-days", "3650")
+        docs = [Path(p).read_bytes() for p in (ca, cert, key)]
+    client = b"\x07" + cstr("localhost") + struct.pack("<H", 50051) + b"\x01" + cstr("aggregator")
+    write(out, "ffi_arguments", "tls-client-pem", client + b"".join(pem(d) for d in docs))
 
 
 def main():
