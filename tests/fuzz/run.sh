@@ -29,7 +29,8 @@ if ! rustup toolchain list | grep -q "^$toolchain"; then
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz $cargo_fuzz_version"
-  cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
+  # --debug: a third of the build time; the tool's own speed does not matter.
+  cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --debug
 fi
 
 fuzz=(cargo "+$toolchain" fuzz)
