@@ -5,8 +5,9 @@
 #
 #   tests/fuzz/run.sh [TARGET...]        FUZZ_SECONDS per target (default 600)
 #
-# FUZZ_PROFILE=dev builds without optimizations into target/fuzz-smoke: half
-# the build time, for the short smoke run of `make test`.
+# FUZZ_PROFILE=dev builds without optimizations or ASan into
+# target/fuzz-smoke: a fraction of the build time, for the short smoke run of
+# `make test`.
 #
 # New inputs go to target/fuzz/corpus/<target> (not committed); a failure
 # leaves its input in target/fuzz/artifacts/<target>/ and stops the script.
@@ -35,8 +36,10 @@ fi
 
 fuzz=(cargo "+$toolchain" fuzz)
 if [ "${FUZZ_PROFILE:-release}" = dev ]; then
+  # The smoke: no optimizations, no AddressSanitizer (the longest build
+  # steps); coverage-guided all the same. `make fuzz` keeps ASan.
   out=target/fuzz-smoke
-  dirs=(--dev --fuzz-dir tests/fuzz --target-dir "$out")
+  dirs=(--dev --sanitizer none --fuzz-dir tests/fuzz --target-dir "$out")
 else
   out=target/fuzz
   dirs=(--fuzz-dir tests/fuzz --target-dir "$out")
