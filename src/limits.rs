@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// Longest handshake or idle timeout: a year (longer would overflow deadlines).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Connection and request bounds shared by the aggregator and the director
 /// servers. The defaults are safe for a federation of up to about a
 /// thousand collaborators or envoys; see each field for its reason.
@@ -62,11 +65,10 @@ impl ServerLimits {
                 u32::MAX
             )));
         }
-        if self.handshake_timeout.is_zero() {
-            return Err(Error::invalid_argument("handshake_timeout must be positive"));
-        }
-        if self.idle_timeout.is_zero() {
-            return Err(Error::invalid_argument("idle_timeout must be positive"));
+        for (name, timeout) in [("handshake_timeout", self.handshake_timeout), ("idle_timeout", self.idle_timeout)] {
+            if timeout.is_zero() || timeout > MAX_TIMEOUT {
+                return Err(Error::invalid_argument(format!("{name} {timeout:?} is out of range (up to a year)")));
+            }
         }
         if self.max_unary_request_size < 1024 {
             return Err(Error::invalid_argument(format!(
