@@ -144,7 +144,7 @@ impl Framing {
         self.seen = self.seen.saturating_add(data.len());
         if let Some(total) = cap.total.filter(|total| self.seen > *total) {
             return Err(Status::resource_exhausted(format!(
-                "{method} request body exceeds {total} bytes, the limit for requests that are not streamed uploads"
+                "{method} request body too large: over {total} bytes, the limit for requests that are not streamed uploads"
             )));
         }
         while !data.is_empty() {
@@ -163,7 +163,7 @@ impl Framing {
                 let len = u32::from_be_bytes(self.prefix[1..].try_into().expect("4 bytes")) as usize;
                 if len > cap.message {
                     return Err(Status::resource_exhausted(format!(
-                        "{method} request message of {len} bytes exceeds the limit of {} bytes",
+                        "{method} request message too large: {len} bytes, the limit is {} bytes",
                         cap.message
                     )));
                 }
