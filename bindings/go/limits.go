@@ -38,8 +38,8 @@ type limitSetters struct {
 	unary                func(C.uint64_t) *C.ofl_error
 }
 
-// millis converts a non-zero duration for a C setter; below 1 ms is an error.
-func millis(name string, d time.Duration) (C.uint64_t, error) {
+// limitMillis converts a non-zero duration for a C setter; below 1 ms is an error.
+func limitMillis(name string, d time.Duration) (C.uint64_t, error) {
 	ms := d.Milliseconds()
 	if ms <= 0 {
 		return 0, invalidArgument("%s %v is below 1 ms", name, d)
@@ -66,7 +66,7 @@ func (l *ServerLimits) apply(set limitSetters) error {
 		if timeout.value == 0 {
 			continue
 		}
-		ms, err := millis(timeout.name, timeout.value)
+		ms, err := limitMillis(timeout.name, timeout.value)
 		if err != nil {
 			return err
 		}
