@@ -416,7 +416,7 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu = (cpu_ticks(pid) - before) as f64 / ticks_per_second / 2.0;
     eprintln!("server CPU over 2 s with {held} descriptors held and 3 connections queued: {:.1} %", cpu * 100.0);
-    assert!(cpu < 0.5, "the server used {:.0} % of a core with {held} descriptors held", cpu * 100.0);
+    assert!(cpu < 0.2, "the server used {:.0} % of a core with {held} descriptors held", cpu * 100.0);
 
     let started = Instant::now();
     within(5, existing.get_tasks("col1")).await.expect("GetTasks on the existing connection while out of fds");
