@@ -429,3 +429,40 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
     let fresh = client(port, None);
     within(10, fresh.get_tasks("col2")).await.expect("GetTasks on a new connection after the release");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_director_refuses_an_oversize_unary_body_and_stream_floods_too() {
+    use openfl_transport::director::{ApproveAll, DirectorConfig, DirectorServer};
+    let archives = tempfile::tempdir().unwrap();
+    let mut config =
+        DirectorConfig { host: "127.0.0.1".into(), archive_dir: archives.path().to_path_buf(), ..DirectorConfig::default() };
+    config.limits.max_concurrent_streams = 5;
+    let server = within(10, DirectorServer::start(config, Arc::new(ApproveAll))).await.expect("director start");
+    let port = server.local_addr().port();
+    // UpdateShardInfo announcing 256 MiB: refused from its prefix.
+    let mut send = connect(port).await;
+    let mut call = start_call(&mut send, "/openfl.director.Director/UpdateShardInfo", &[]).await;
+    let mut prefix = BytesMut::new();
+    prefix.put_u8(0);
+    prefix.put_u32(256 << 20);
+    call.send_bytes(prefix.freeze(), false);
+    assert_eq!(call.grpc_status(5).await, Some(RESOURCE_EXHAUSTED));
+    // More GetEnvoys streams than allowed on one connection: refused.
+    let mut raw = RawFrames::connect(port).await;
+    for i in 0..8u32 {
+        raw.open_stream(2 * i + 1, "/openfl.director.Director/GetEnvoys").await;
+    }
+    let mut refused = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(frame) = raw.read_frame().await {
+            if frame.kind == FRAME_RST_STREAM && frame.payload[..] == REFUSED_STREAM.to_be_bytes() {
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused, 3);
+}
