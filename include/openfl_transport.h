@@ -20,6 +20,16 @@
 #include <stdint.h>
 
 /**
+ * Default of [`ServerConfig::upload_memory_budget`].
+ */
+#define DEFAULT_UPLOAD_MEMORY_BUDGET (2 << 30)
+
+/**
+ * Default of [`ServerConfig::max_tensors_per_upload`].
+ */
+#define DEFAULT_MAX_TENSORS_PER_UPLOAD 100000
+
+/**
  * Where an experiment is in its life cycle (OpenFL 1.6's `Status`).
  */
 typedef enum ofl_experiment_status {
@@ -932,6 +942,61 @@ struct ofl_error *ofl_aggregator_server_options_set_max_message_size(struct ofl_
                                                                      uint64_t bytes);
 
 /**
+ * Concurrent calls (HTTP/2 streams) per connection; more are refused with
+ * REFUSED_STREAM (default 100). INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_max_concurrent_streams(struct ofl_aggregator_server_options *options,
+                                                                           uint32_t max);
+
+/**
+ * Connections served at once; further connections wait in the listen
+ * backlog (default 1000, below the common 1024 file-descriptor limit).
+ * INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_max_connections(struct ofl_aggregator_server_options *options,
+                                                                    uint32_t max);
+
+/**
+ * Time a new connection has to finish its TLS handshake and send the HTTP/2
+ * preface before it is closed (default 10000 ms). INVALID_ARGUMENT when 0
+ * or over a year.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_handshake_timeout_ms(struct ofl_aggregator_server_options *options,
+                                                                         uint64_t timeout_ms);
+
+/**
+ * A connection with no call in flight for this long is closed; clients
+ * reconnect on their next call (default 60000 ms). INVALID_ARGUMENT when 0
+ * or over a year.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_idle_timeout_ms(struct ofl_aggregator_server_options *options,
+                                                                    uint64_t timeout_ms);
+
+/**
+ * Largest request body of a call that is not a streamed upload (unary and
+ * server-streaming calls), gRPC framing included; larger gets
+ * RESOURCE_EXHAUSTED before it is buffered (default 4 MiB).
+ * INVALID_ARGUMENT below 1024.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_max_unary_request_size(struct ofl_aggregator_server_options *options,
+                                                                           uint64_t bytes);
+
+/**
+ * Bytes of SendLocalTaskResults uploads held in memory at once across the
+ * server; an upload that would go over gets RESOURCE_EXHAUSTED (default
+ * 2 GiB). INVALID_ARGUMENT below 1 MiB.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_upload_memory_budget(struct ofl_aggregator_server_options *options,
+                                                                         uint64_t bytes);
+
+/**
+ * Most tensors in one uploaded TaskResults; more get RESOURCE_EXHAUSTED
+ * before they are decoded (default 100000). INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_max_tensors_per_upload(struct ofl_aggregator_server_options *options,
+                                                                           uint64_t max);
+
+/**
  * Starts an aggregator server whose logic is `callbacks` (copied; its
  * `user_data` is released with `free_user_data` exactly once, also when the
  * start fails). Binds and begins serving in the background before it
@@ -1774,6 +1839,46 @@ struct ofl_error *ofl_director_server_options_set_tls_pem(struct ofl_director_se
  */
 struct ofl_error *ofl_director_server_options_set_disable_client_auth(struct ofl_director_server_options *options,
                                                                       bool disable);
+
+/**
+ * Concurrent calls (HTTP/2 streams) per connection; more are refused with
+ * REFUSED_STREAM (default 100). INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_director_server_options_set_max_concurrent_streams(struct ofl_director_server_options *options,
+                                                                         uint32_t max);
+
+/**
+ * Connections served at once; further connections wait in the listen
+ * backlog (default 1000, below the common 1024 file-descriptor limit).
+ * INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_director_server_options_set_max_connections(struct ofl_director_server_options *options,
+                                                                  uint32_t max);
+
+/**
+ * Time a new connection has to finish its TLS handshake and send the HTTP/2
+ * preface before it is closed (default 10000 ms). INVALID_ARGUMENT when 0
+ * or over a year.
+ */
+struct ofl_error *ofl_director_server_options_set_handshake_timeout_ms(struct ofl_director_server_options *options,
+                                                                       uint64_t timeout_ms);
+
+/**
+ * A connection with no call in flight for this long is closed; clients
+ * reconnect on their next call (default 60000 ms). INVALID_ARGUMENT when 0
+ * or over a year.
+ */
+struct ofl_error *ofl_director_server_options_set_idle_timeout_ms(struct ofl_director_server_options *options,
+                                                                  uint64_t timeout_ms);
+
+/**
+ * Largest request body of a call that is not a streamed upload (unary and
+ * server-streaming calls), gRPC framing included; larger gets
+ * RESOURCE_EXHAUSTED before it is buffered (default 4 MiB).
+ * INVALID_ARGUMENT below 1024.
+ */
+struct ofl_error *ofl_director_server_options_set_max_unary_request_size(struct ofl_director_server_options *options,
+                                                                         uint64_t bytes);
 
 /**
  * The sample shape every shard must report to be accepted

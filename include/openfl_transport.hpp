@@ -398,9 +398,33 @@ public:
         return this->set(Api::set_tls_pem, root_certificate.data(), root_certificate.size(), certificate.data(),
                          certificate.size(), private_key.data(), private_key.size());
     }
+    /** Calls served at once on one connection; more are refused with
+     *  REFUSED_STREAM (default 100; 0 is an error). */
+    Derived &max_concurrent_streams(std::uint32_t max) { return this->set(Api::set_max_concurrent_streams, max); }
+    /** Connections served at once; more wait in the listen backlog
+     *  (default 1000; 0 is an error). */
+    Derived &max_connections(std::uint32_t max) { return this->set(Api::set_max_connections, max); }
+    /** Time a new connection has to finish its TLS handshake and HTTP/2
+     *  preface (default 10 s; 1 ms to a year). */
+    Derived &handshake_timeout(std::chrono::milliseconds timeout) {
+        return this->set(Api::set_handshake_timeout_ms, millis(timeout));
+    }
+    /** A connection with no call in flight this long is closed (default 60 s;
+     *  1 ms to a year). */
+    Derived &idle_timeout(std::chrono::milliseconds timeout) {
+        return this->set(Api::set_idle_timeout_ms, millis(timeout));
+    }
+    /** Largest request of a call that is not a streamed upload, framing
+     *  included; larger gets RESOURCE_EXHAUSTED (default 4 MiB, at least 1024). */
+    Derived &max_unary_request_size(std::uint64_t bytes) { return this->set(Api::set_max_unary_request_size, bytes); }
 
 protected:
     ServerOptionsBase() = default;
+
+private:
+    static std::uint64_t millis(std::chrono::milliseconds d) {
+        return d.count() < 0 ? 0 : static_cast<std::uint64_t>(d.count());
+    }
 };
 
 // The C functions of the four options types (their names differ only by
@@ -419,9 +443,14 @@ protected:
     static constexpr auto set_server_name = type##_set_server_name; \
     static constexpr auto set_retry = type##_set_retry;             \
     static constexpr auto set_connect_timeout_ms = type##_set_connect_timeout_ms;
-#define OFL_DETAIL_SERVER_OPTIONS_API(type) \
-    OFL_DETAIL_OPTIONS_API(type)            \
-    static constexpr auto set_listen = type##_set_listen;
+#define OFL_DETAIL_SERVER_OPTIONS_API(type)                                       \
+    OFL_DETAIL_OPTIONS_API(type)                                                  \
+    static constexpr auto set_listen = type##_set_listen;                         \
+    static constexpr auto set_max_concurrent_streams = type##_set_max_concurrent_streams; \
+    static constexpr auto set_max_connections = type##_set_max_connections;       \
+    static constexpr auto set_handshake_timeout_ms = type##_set_handshake_timeout_ms; \
+    static constexpr auto set_idle_timeout_ms = type##_set_idle_timeout_ms;       \
+    static constexpr auto set_max_unary_request_size = type##_set_max_unary_request_size;
 
 struct ClientOptionsApi {
     OFL_DETAIL_CLIENT_OPTIONS_API(ofl_client_options)
@@ -604,6 +633,15 @@ public:
     ServerOptions &auth_failure_max_delay(std::chrono::milliseconds delay) {
         return set(ofl_aggregator_server_options_set_auth_failure_max_delay_ms,
                    static_cast<std::uint64_t>(delay.count()));
+    }
+    /** Bytes of uploads held in memory at once across the server; over it an
+     *  upload gets RESOURCE_EXHAUSTED (default 2 GiB, at least 1 MiB). */
+    ServerOptions &upload_memory_budget(std::uint64_t bytes) {
+        return set(ofl_aggregator_server_options_set_upload_memory_budget, bytes);
+    }
+    /** Most tensors in one upload; more get RESOURCE_EXHAUSTED (default 100000). */
+    ServerOptions &max_tensors_per_upload(std::uint64_t max) {
+        return set(ofl_aggregator_server_options_set_max_tensors_per_upload, max);
     }
 };
 

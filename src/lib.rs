@@ -8,11 +8,14 @@
 
 pub mod aggregator;
 pub mod connect;
+mod connection;
 pub mod director;
 pub mod error;
 pub mod ffi;
+pub mod limits;
 pub mod listen;
 pub mod proto;
+pub mod request_limits;
 pub mod retry;
 pub mod runtime;
 pub mod stream;

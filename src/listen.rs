@@ -1,24 +1,39 @@
 //! What every server of this crate does to listen: bind (dual-stack `[::]` by
-//! default, port 0 for a free port), turn on TCP_NODELAY, apply TLS and the
-//! HTTP/2 and message-size settings, and serve in the background until
-//! stopped ([`Serving`]).
+//! default, port 0 for a free port), accept connections under the server's
+//! bounds ([`ServerLimits`]: a connection-count limit, a back-off when file
+//! descriptors run out instead of a spinning accept loop, TCP_NODELAY on
+//! every socket), and serve each ([`crate::connection`]) in the background
+//! until stopped ([`Serving`]).
 
+use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tonic::transport::server::{Router, Server, TcpIncoming};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tonic::body::Body;
+use tonic::codegen::{http, Service};
 
+use crate::connection::Shared;
 use crate::error::{ofl_code, Error, Result};
+use crate::limits::ServerLimits;
+use crate::request_limits::{RequestRules, UploadBudget};
 use crate::tls::TlsConfig;
 
 /// HTTP/2 frame size: 1 MiB frames moved 20–30 % more than the 16 KiB default
 /// on this project's loopback measurements.
-const MAX_FRAME_SIZE: u32 = 1 << 20;
+pub(crate) const MAX_FRAME_SIZE: u32 = 1 << 20;
 /// HTTP/2 flow-control windows, large enough for multi-MiB chunks in flight.
-const STREAM_WINDOW: u32 = 8 << 20;
-const CONNECTION_WINDOW: u32 = 32 << 20;
+pub(crate) const STREAM_WINDOW: u32 = 8 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 32 << 20;
+/// HTTP/2 PING interval that notices dead peers.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Pause after an accept error such as EMFILE (out of file descriptors):
+/// the pending connection stays in the backlog, so retrying at once spins.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Binds `host:port`. `host` may be a name, an IPv4 address, or an IPv6
 /// address with or without brackets; `[::]` listens on IPv4 and IPv6.
@@ -34,28 +49,96 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener> {
     }
 }
 
-/// A tonic server builder with this crate's transport settings and, when
-/// `tls` is set, TLS (checked first, with a specific error).
-pub fn server_builder(tls: Option<&TlsConfig>) -> Result<Server> {
-    let mut builder = Server::builder()
-        .tcp_nodelay(true)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)));
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls.server_config()?)
-            .map_err(|e| Error::tls(format!("server TLS configuration: {e}")))?;
-    }
-    Ok(builder)
+/// The address `listener` is bound to (with the chosen port when 0 was asked).
+pub fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|e| Error::io(format!("local address: {e}")))
 }
 
-/// The listener as a tonic incoming stream with TCP_NODELAY on every accepted
-/// connection (tonic's builder option does not reach this path).
-pub fn incoming(listener: TcpListener) -> Result<(TcpIncoming, SocketAddr)> {
-    let addr = listener.local_addr().map_err(|e| Error::io(format!("local address: {e}")))?;
-    Ok((TcpIncoming::from(listener).with_nodelay(Some(true)), addr))
+/// How a server listens: its TLS (checked when this is built, so a bad
+/// certificate fails the start with a specific error), its bounds and which
+/// of its methods are streamed uploads.
+pub struct Listen {
+    tls: Option<TlsAcceptor>,
+    limits: ServerLimits,
+    rules: RequestRules,
+}
+
+impl Listen {
+    /// Checks `limits` and loads `tls`. `max_message_size` bounds each
+    /// message of the client-streaming methods `uploads` (their paths).
+    pub fn new(
+        tls: Option<&TlsConfig>,
+        limits: &ServerLimits,
+        max_message_size: usize,
+        uploads: &'static [&'static str],
+    ) -> Result<Self> {
+        limits.check()?;
+        let tls = tls.map(|tls| tls.rustls_server_config().map(TlsAcceptor::from)).transpose()?;
+        let rules = RequestRules {
+            unary_limit: limits.max_unary_request_size,
+            message_limit: max_message_size,
+            uploads,
+            budget: None,
+        };
+        Ok(Self { tls, limits: limits.clone(), rules })
+    }
+
+    /// Holds the uploads in flight to `budget` (for servers that keep
+    /// uploads in memory).
+    pub fn set_upload_budget(&mut self, budget: Arc<UploadBudget>) {
+        self.rules.budget = Some(budget);
+    }
+}
+
+/// Accepts connections until stopped, each under a slot of
+/// `max_connections`; then closes the listener and waits until every
+/// connection has ended (calls in flight finish).
+async fn accept_loop<S>(listener: TcpListener, shared: Arc<Shared<S>>, mut stop: watch::Receiver<bool>)
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let max = shared.limits.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        let slot = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                drop(slot);
+                back_off(&e, &mut stop).await;
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on an accepted connection: {e}");
+        }
+        tokio::spawn(crate::connection::serve(tcp, Arc::clone(&shared), stop.clone(), slot));
+    }
+    drop(listener);
+    let _ = slots.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
+}
+
+/// After a failed accept: a connection that vanished before it was accepted
+/// is skipped at once; anything else (EMFILE, ENFILE, ENOBUFS, ENOMEM) waits
+/// [`ACCEPT_BACKOFF`], so the loop does not spin while it lasts.
+async fn back_off(error: &io::Error, stop: &mut watch::Receiver<bool>) {
+    use io::ErrorKind::*;
+    if matches!(error.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock) {
+        return;
+    }
+    log::warn!("accepting a connection failed ({error}); retrying in {ACCEPT_BACKOFF:?}");
+    tokio::select! {
+        _ = stop.wait_for(|stopped| *stopped) => {}
+        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+    }
 }
 
 /// A server's background task: a stop switch that every part of the server
@@ -79,20 +162,25 @@ impl Serving {
         self.stop.subscribe()
     }
 
-    /// Serves `router` on `incoming` in the background until stopped; then
-    /// shuts down gracefully (calls in flight finish). Called once.
-    pub fn run(&mut self, router: Router, incoming: TcpIncoming, what: &'static str) {
+    /// Serves `service` on `listener` as `listen` says, in the background
+    /// until stopped; then shuts down gracefully (calls in flight finish).
+    /// Called once.
+    pub fn run<S>(&mut self, service: S, listener: TcpListener, listen: Listen)
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
         let finished_tx = self.finished_tx.take().expect("Serving::run is called once");
-        let mut stopping = self.stopping();
+        let http = crate::connection::http2_builder(&listen.limits);
+        let shared = Arc::new(Shared { service, tls: listen.tls, limits: listen.limits, rules: listen.rules, http });
+        let stopping = self.stopping();
         tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopping.wait_for(|stopped| *stopped).await;
-            };
-            let result = router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-                .map_err(|e| Error::io(format!("{what} stopped: {e}")));
-            let _ = finished_tx.send(Some(result));
+            accept_loop(listener, shared, stopping).await;
+            let _ = finished_tx.send(Some(Ok(())));
         });
     }
 

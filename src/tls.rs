@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::error::{Error, Result};
 
@@ -120,23 +120,23 @@ impl TlsConfig {
         Ok(LoadedTls { root_pem, roots, identity })
     }
 
-    /// A tonic server TLS configuration, after checking every document and
-    /// that the private key belongs to the certificate.
-    pub fn server_config(&self) -> Result<ServerTlsConfig> {
+    /// The server's rustls configuration (HTTP/2 by ALPN), after checking
+    /// every document and that the private key belongs to the certificate.
+    /// With `disable_client_auth`, a client certificate is optional (checked
+    /// when presented).
+    pub fn rustls_server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
         crate::runtime::install_crypto_provider();
         let loaded = self.load(true)?;
-        let LoadedIdentity { cert_pem, key_pem, chain, key } = loaded.identity.expect("identity loaded");
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(loaded.roots))
-            .build()
-            .map_err(|e| Error::tls(format!("root_certificate: {e}")))?;
-        rustls::ServerConfig::builder()
+        let LoadedIdentity { chain, key, .. } = loaded.identity.expect("identity loaded");
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(loaded.roots));
+        let verifier = if self.disable_client_auth { verifier.allow_unauthenticated() } else { verifier };
+        let verifier = verifier.build().map_err(|e| Error::tls(format!("root_certificate: {e}")))?;
+        let mut config = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .map_err(|e| Error::tls(format!("certificate/private_key: {e}")))?;
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert_pem, key_pem))
-            .client_ca_root(Certificate::from_pem(loaded.root_pem))
-            .client_auth_optional(self.disable_client_auth))
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// A tonic client TLS configuration for a server named `domain`.

@@ -43,6 +43,8 @@ type DirectorServerOptions struct {
 	// certified peer whatever envoy name they carry (OpenFL checks nothing).
 	// By default the certificate CN must be the envoy's name.
 	NoEnvoyIdentityCheck bool
+	// Limits bounds connections, streams and request sizes.
+	Limits ServerLimits
 }
 
 func (o *DirectorServerOptions) build() (*C.ofl_director_server_options, error) {
@@ -135,7 +137,7 @@ func (o *DirectorServerOptions) apply(opts *C.ofl_director_server_options, mem *
 			return err
 		}
 	}
-	return nil
+	return o.Limits.apply(directorLimitSetters(opts))
 }
 
 // DirectorClientOptions configures NewEnvoyClient and NewFrontendClient.

@@ -274,6 +274,15 @@ type ServerOptions struct {
 	// MaxMessageSize is the largest message accepted or sent, streamed
 	// uploads included; 0 means 1 GiB (2^30, as OpenFL).
 	MaxMessageSize uint64
+	// Limits bounds connections, streams and request sizes.
+	Limits ServerLimits
+	// UploadMemoryBudget is how many bytes of SendLocalTaskResults uploads
+	// the server holds in memory at once; an upload that would go over gets
+	// CodeResourceExhausted. 0 means 2 GiB; at least 1 MiB.
+	UploadMemoryBudget uint64
+	// MaxTensorsPerUpload is the most tensors one upload may carry (more
+	// get CodeResourceExhausted before they are decoded). 0 means 100 000.
+	MaxTensorsPerUpload uint64
 }
 
 func (o *ServerOptions) build() (*C.ofl_aggregator_server_options, error) {
@@ -346,5 +355,15 @@ func (o *ServerOptions) apply(opts *C.ofl_aggregator_server_options, mem *cstrin
 			return err
 		}
 	}
-	return nil
+	if o.UploadMemoryBudget != 0 {
+		if err := takeError(C.ofl_aggregator_server_options_set_upload_memory_budget(opts, C.uint64_t(o.UploadMemoryBudget))); err != nil {
+			return err
+		}
+	}
+	if o.MaxTensorsPerUpload != 0 {
+		if err := takeError(C.ofl_aggregator_server_options_set_max_tensors_per_upload(opts, C.uint64_t(o.MaxTensorsPerUpload))); err != nil {
+			return err
+		}
+	}
+	return o.Limits.apply(aggregatorLimitSetters(opts))
 }

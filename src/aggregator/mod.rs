@@ -9,6 +9,7 @@ pub mod fedavg;
 pub mod logic;
 pub mod server;
 mod state_file;
+mod tensor_count;
 mod tensor_route;
 pub mod upload;
 

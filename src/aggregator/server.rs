@@ -18,6 +18,11 @@
 //!   bounds (see [`super::blocking`]), so one collaborator cannot starve the
 //!   others (OpenFL 1.6 parks a waiting call in one of its few handler
 //!   threads).
+//! - streamed uploads are reassembled in linear time and capped: in size,
+//!   in tensors per upload, and across the server by a memory budget for
+//!   uploads in flight (RESOURCE_EXHAUSTED);
+//! - connections are bounded ([`ServerLimits`]): streams per connection,
+//!   connections, handshake and idle time, unary request size (OpenFL: none).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +44,9 @@ use crate::proto::aggregator::aggregator_server::{Aggregator, AggregatorServer a
 use crate::proto::aggregator::*;
 use crate::proto::DataStream;
 use crate::stream::{client_stream_finished, Reassembly, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::listen::Serving;
+use crate::limits::ServerLimits;
+use crate::listen::{Listen, Serving};
+use crate::request_limits::UploadBudget;
 use crate::tls::{peer_common_name, TlsConfig};
 
 /// How an aggregator server listens and checks callers.
@@ -60,7 +67,27 @@ pub struct ServerConfig {
     /// How often `serve` asks the logic whether all quit jobs were sent
     /// (also asked right after each GetTasks that told a collaborator to quit).
     pub quit_poll_interval: Duration,
+    /// Connection and request bounds (see [`ServerLimits`] for defaults).
+    pub limits: ServerLimits,
+    /// Bytes of SendLocalTaskResults uploads held in memory at once across
+    /// the server; an upload that would go over gets RESOURCE_EXHAUSTED.
+    /// Default 2 GiB: one upload of the maximum message size (1 GiB) plus as
+    /// much again for concurrent ones. (The reassembly buffer may hold up to
+    /// twice what was received while it grows.)
+    pub upload_memory_budget: usize,
+    /// Most tensors in one uploaded TaskResults; more get RESOURCE_EXHAUSTED
+    /// before they are decoded. Default 100 000 (a large model has a few
+    /// thousand tensors; a million tiny ones would cost about 200 MB decoded).
+    pub max_tensors_per_upload: usize,
 }
+
+/// Default of [`ServerConfig::upload_memory_budget`].
+pub const DEFAULT_UPLOAD_MEMORY_BUDGET: usize = 2 << 30;
+/// Default of [`ServerConfig::max_tensors_per_upload`].
+pub const DEFAULT_MAX_TENSORS_PER_UPLOAD: usize = 100_000;
+
+/// The streamed upload among the aggregator's methods.
+const UPLOADS: &[&str] = &["/openfl.aggregator.Aggregator/SendLocalTaskResults"];
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -71,6 +98,9 @@ impl Default for ServerConfig {
             auth_failure_max_delay: Duration::from_secs(5),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             quit_poll_interval: Duration::from_secs(1),
+            limits: ServerLimits::default(),
+            upload_memory_budget: DEFAULT_UPLOAD_MEMORY_BUDGET,
+            max_tensors_per_upload: DEFAULT_MAX_TENSORS_PER_UPLOAD,
         }
     }
 }
@@ -81,6 +111,7 @@ pub(super) struct Service {
     tls: bool,
     auth_failure_max_delay: Duration,
     max_message_size: usize,
+    max_tensors_per_upload: usize,
     quit_sent: Arc<Notify>,
     blocking: BlockingCalls,
 }
@@ -271,7 +302,9 @@ impl Aggregator for Service {
             reassembly.push(chunk.size, &chunk.npbytes)?;
         }
         client_stream_finished().await;
-        let results = TaskResults::decode(reassembly.finish()?).map_err(|e| {
+        let encoded = reassembly.finish()?;
+        super::tensor_count::check_tensor_count(&encoded, self.max_tensors_per_upload)?;
+        let results = TaskResults::decode(encoded).map_err(|e| {
             Status::invalid_argument(format!("the stream does not decode as TaskResults: {e}"))
         })?;
         let header = self.authorize(peer_certs, results.header.as_ref()).await?;
@@ -328,7 +361,14 @@ impl AggregatorServer {
     /// Binds, then serves in the background on the current Tokio runtime.
     /// Certificates are read and checked here: a bad one fails the start.
     pub async fn start(config: ServerConfig, logic: Arc<dyn AggregatorLogic>) -> Result<Self> {
-        let mut builder = crate::listen::server_builder(config.tls.as_ref())?;
+        let mut listen = Listen::new(config.tls.as_ref(), &config.limits, config.max_message_size, UPLOADS)?;
+        if config.upload_memory_budget == 0 {
+            return Err(crate::Error::invalid_argument("upload_memory_budget must be positive"));
+        }
+        if config.max_tensors_per_upload == 0 {
+            return Err(crate::Error::invalid_argument("max_tensors_per_upload must be positive"));
+        }
+        listen.set_upload_budget(UploadBudget::new(config.upload_memory_budget));
         match &config.tls {
             None => log::warn!(
                 "aggregator server without TLS: collaborators are not authenticated and any \
@@ -341,13 +381,14 @@ impl AggregatorServer {
             Some(_) => {}
         }
         let listener = crate::listen::bind(&config.host, config.port).await?;
-        let (incoming, local_addr) = crate::listen::incoming(listener)?;
+        let local_addr = crate::listen::local_addr(&listener)?;
         let quit_sent = Arc::new(Notify::new());
         let service = Service {
             logic: Arc::clone(&logic),
             tls: config.tls.is_some(),
             auth_failure_max_delay: config.auth_failure_max_delay,
             max_message_size: config.max_message_size,
+            max_tensors_per_upload: config.max_tensors_per_upload,
             quit_sent: Arc::clone(&quit_sent),
             blocking: BlockingCalls::default(),
         };
@@ -357,7 +398,7 @@ impl AggregatorServer {
             .max_encoding_message_size(config.max_message_size);
         let grpc = super::tensor_route::ZeroCopyTensors::new(grpc, Arc::clone(&service));
         let mut serving = Serving::new();
-        serving.run(builder.add_service(grpc), incoming, "aggregator server");
+        serving.run(grpc, listener, listen);
         log::info!("aggregator server listening on {local_addr}");
         Ok(Self { local_addr, logic, service, serving, quit_sent, quit_poll_interval: config.quit_poll_interval })
     }

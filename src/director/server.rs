@@ -77,7 +77,8 @@ use super::state::{
     default_caller, unique_collaborators, DirectorState, EnvoyStatus, ExperimentDetails, ExperimentFailure, ExperimentSnapshot,
     ExperimentStatus, Metric, MetricPoll, StateConfig,
 };
-use crate::listen::Serving;
+use crate::limits::ServerLimits;
+use crate::listen::{Listen, Serving};
 use crate::error::Result;
 use crate::proto::director::director_server::{Director, DirectorServer as DirectorGrpc};
 use crate::proto::director::get_trained_model_request::ModelType;
@@ -152,7 +153,14 @@ pub struct DirectorConfig {
     /// about 128 KiB of it (up to about 530 KiB when its client advertised
     /// a large window but leaves its socket full).
     pub max_download_buffer: usize,
+    /// Connection and request bounds (see [`ServerLimits`] for defaults).
+    pub limits: ServerLimits,
 }
+
+/// The streamed upload among the director's methods (archives go to disk as
+/// they arrive, so no memory budget applies; each message is capped by
+/// `max_message_size`).
+const UPLOADS: &[&str] = &["/openfl.director.Director/SetNewExperiment"];
 
 impl Default for DirectorConfig {
     fn default() -> Self {
@@ -170,6 +178,7 @@ impl Default for DirectorConfig {
             max_queued_metrics: state.max_queued_metrics,
             check_envoy_identity: true,
             max_download_buffer: 64 << 20,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -726,7 +735,7 @@ impl DirectorServer {
     /// serves in the background on the current Tokio runtime and starts the
     /// experiment execution loop.
     pub async fn start(config: DirectorConfig, hooks: Arc<dyn DirectorHooks>) -> Result<Self> {
-        let mut builder = crate::listen::server_builder(config.tls.as_ref())?;
+        let listen = Listen::new(config.tls.as_ref(), &config.limits, config.max_message_size, UPLOADS)?;
         match &config.tls {
             None => log::warn!(
                 "director server without TLS: callers are named by their client_id metadata, which any \
@@ -740,7 +749,7 @@ impl DirectorServer {
         }
         let state = Arc::new(DirectorState::new(config.state_config())?);
         let listener = crate::listen::bind(&config.host, config.port).await?;
-        let (incoming, local_addr) = crate::listen::incoming(listener)?;
+        let local_addr = crate::listen::local_addr(&listener)?;
         let mut serving = Serving::new();
         let service = Arc::new(Service {
             state: Arc::clone(&state),
@@ -758,7 +767,7 @@ impl DirectorServer {
             stopping: serving.stopping(),
         };
         let grpc = StreamedArchives::new(grpc, service, downloads);
-        serving.run(builder.add_service(grpc), incoming, "director server");
+        serving.run(grpc, listener, listen);
         tokio::spawn(execution_loop(Arc::clone(&state), hooks, serving.stopping()));
         log::info!("director server listening on {local_addr}");
         Ok(Self { local_addr, state, serving })

@@ -151,6 +151,81 @@ pub extern "C" fn ofl_director_server_options_set_disable_client_auth(
     })
 }
 
+/// Concurrent calls (HTTP/2 streams) per connection; more are refused with
+/// REFUSED_STREAM (default 100). INVALID_ARGUMENT when 0.
+#[no_mangle]
+pub extern "C" fn ofl_director_server_options_set_max_concurrent_streams(
+    options: *mut ofl_director_server_options,
+    max: u32,
+) -> *mut ofl_error {
+    call("ofl_director_server_options_set_max_concurrent_streams", || {
+        let value = option_values::count(u64::from(max), u64::from(u32::MAX), "max_concurrent_streams")? as u32;
+        options_mut(options)?.config.limits.max_concurrent_streams = value;
+        Ok(())
+    })
+}
+
+/// Connections served at once; further connections wait in the listen
+/// backlog (default 1000, below the common 1024 file-descriptor limit).
+/// INVALID_ARGUMENT when 0.
+#[no_mangle]
+pub extern "C" fn ofl_director_server_options_set_max_connections(
+    options: *mut ofl_director_server_options,
+    max: u32,
+) -> *mut ofl_error {
+    call("ofl_director_server_options_set_max_connections", || {
+        let value = option_values::count(u64::from(max), u64::from(u32::MAX), "max_connections")?;
+        options_mut(options)?.config.limits.max_connections = value;
+        Ok(())
+    })
+}
+
+/// Time a new connection has to finish its TLS handshake and send the HTTP/2
+/// preface before it is closed (default 10000 ms). INVALID_ARGUMENT when 0
+/// or over a year.
+#[no_mangle]
+pub extern "C" fn ofl_director_server_options_set_handshake_timeout_ms(
+    options: *mut ofl_director_server_options,
+    timeout_ms: u64,
+) -> *mut ofl_error {
+    call("ofl_director_server_options_set_handshake_timeout_ms", || {
+        let value = option_values::timeout_millis(timeout_ms, "handshake_timeout")?;
+        options_mut(options)?.config.limits.handshake_timeout = value;
+        Ok(())
+    })
+}
+
+/// A connection with no call in flight for this long is closed; clients
+/// reconnect on their next call (default 60000 ms). INVALID_ARGUMENT when 0
+/// or over a year.
+#[no_mangle]
+pub extern "C" fn ofl_director_server_options_set_idle_timeout_ms(
+    options: *mut ofl_director_server_options,
+    timeout_ms: u64,
+) -> *mut ofl_error {
+    call("ofl_director_server_options_set_idle_timeout_ms", || {
+        let value = option_values::timeout_millis(timeout_ms, "idle_timeout")?;
+        options_mut(options)?.config.limits.idle_timeout = value;
+        Ok(())
+    })
+}
+
+/// Largest request body of a call that is not a streamed upload (unary and
+/// server-streaming calls), gRPC framing included; larger gets
+/// RESOURCE_EXHAUSTED before it is buffered (default 4 MiB).
+/// INVALID_ARGUMENT below 1024.
+#[no_mangle]
+pub extern "C" fn ofl_director_server_options_set_max_unary_request_size(
+    options: *mut ofl_director_server_options,
+    bytes: u64,
+) -> *mut ofl_error {
+    call("ofl_director_server_options_set_max_unary_request_size", || {
+        let value = option_values::byte_size(bytes, 1024, "max_unary_request_size")?;
+        options_mut(options)?.config.limits.max_unary_request_size = value;
+        Ok(())
+    })
+}
+
 /// The sample shape every shard must report to be accepted
 /// (UpdateShardInfo), as OpenFL writes it: `len` strings such as "28".
 /// `dims` may be NULL when `len` is 0. Copied.

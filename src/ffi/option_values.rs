@@ -47,3 +47,31 @@ pub fn positive_millis(ms: u64, name: &str) -> Result<Duration> {
     }
     Ok(Duration::from_millis(ms))
 }
+
+/// Longest handshake or idle timeout accepted: a year (longer would overflow
+/// deadlines; a year is "never" for a federation).
+const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// A timeout named `name`: positive, at most a year.
+pub fn timeout_millis(ms: u64, name: &str) -> Result<Duration> {
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        return Err(Error::invalid_argument(format!("{name} {ms} ms is out of range (1 to {MAX_TIMEOUT_MS})")));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// A count named `name`: at least 1 and at most `max`.
+pub fn count(value: u64, max: u64, name: &str) -> Result<usize> {
+    if value == 0 || value > max {
+        return Err(Error::invalid_argument(format!("{name} {value} is out of range (1 to {max})")));
+    }
+    usize::try_from(value).map_err(|_| Error::invalid_argument(format!("{name} {value} is not addressable")))
+}
+
+/// A size in bytes named `name`: at least `min` and addressable.
+pub fn byte_size(bytes: u64, min: u64, name: &str) -> Result<usize> {
+    usize::try_from(bytes)
+        .ok()
+        .filter(|s| bytes >= min && *s <= usize::MAX / 2)
+        .ok_or_else(|| Error::invalid_argument(format!("{name} {bytes} is out of range (at least {min})")))
+}

@@ -280,6 +280,25 @@ void negative_checks(std::uint16_t port) {
     });
     EXPECT_ERROR("null logic", openfl::Code::invalid_argument, "logic",
                  [] { openfl::AggregatorServer s(server_options(false), nullptr); });
+    // Server bounds: each bad value is refused by its setter.
+    EXPECT_ERROR("zero streams per connection", openfl::Code::invalid_argument, "max_concurrent_streams",
+                 [] { openfl::ServerOptions().max_concurrent_streams(0); });
+    EXPECT_ERROR("zero connections", openfl::Code::invalid_argument, "max_connections",
+                 [] { openfl::DirectorServerOptions().max_connections(0); });
+    EXPECT_ERROR("negative handshake timeout", openfl::Code::invalid_argument, "handshake_timeout",
+                 [] { openfl::ServerOptions().handshake_timeout(-1ms); });
+    EXPECT_ERROR("zero idle timeout", openfl::Code::invalid_argument, "idle_timeout",
+                 [] { openfl::DirectorServerOptions().idle_timeout(0ms); });
+    EXPECT_ERROR("tiny unary request size", openfl::Code::invalid_argument, "max_unary_request_size",
+                 [] { openfl::ServerOptions().max_unary_request_size(10); });
+    EXPECT_ERROR("tiny upload budget", openfl::Code::invalid_argument, "upload_memory_budget",
+                 [] { openfl::ServerOptions().upload_memory_budget(1000); });
+    EXPECT_ERROR("zero tensors per upload", openfl::Code::invalid_argument, "max_tensors_per_upload",
+                 [] { openfl::ServerOptions().max_tensors_per_upload(0); });
+    openfl::ServerOptions bounded = server_options(false);
+    bounded.max_concurrent_streams(8).max_connections(16).handshake_timeout(2000ms).idle_timeout(5000ms);
+    bounded.max_unary_request_size(64 << 10).upload_memory_budget(64 << 20).max_tensors_per_upload(1000);
+    openfl::AggregatorServer bounded_server(bounded, std::make_shared<FedLogic>());
 }
 
 }  // namespace

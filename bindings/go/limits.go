@@ -1,0 +1,119 @@
+package openfl
+
+// #include "shim.h"
+import "C"
+
+import (
+	"time"
+)
+
+// ServerLimits bounds what a hostile or unlucky peer can take from a server
+// (aggregator or director). Zero fields keep the library defaults noted on
+// each field. Requests over a size bound get CodeResourceExhausted.
+type ServerLimits struct {
+	// MaxConcurrentStreams is the number of calls served at once on one
+	// connection; more are refused with REFUSED_STREAM. 0 means 100.
+	MaxConcurrentStreams uint32
+	// MaxConnections is the number of connections served at once; further
+	// connections wait in the listen backlog. 0 means 1000.
+	MaxConnections uint32
+	// HandshakeTimeout is the time a new connection has to finish its TLS
+	// handshake and send the HTTP/2 preface before it is closed. 0 means
+	// 10 s. Millisecond resolution, at most a year.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection with no call in flight for this long
+	// (clients reconnect on their next call). 0 means 60 s. Millisecond
+	// resolution, at most a year.
+	IdleTimeout time.Duration
+	// MaxUnaryRequestSize is the largest request of a call that is not a
+	// streamed upload, gRPC framing included (refused before it is
+	// buffered). 0 means 4 MiB; at least 1024.
+	MaxUnaryRequestSize uint64
+}
+
+// limitSetters are one options type's C setters for ServerLimits.
+type limitSetters struct {
+	streams, connections func(C.uint32_t) *C.ofl_error
+	handshake, idle      func(C.uint64_t) *C.ofl_error
+	unary                func(C.uint64_t) *C.ofl_error
+}
+
+// limitMillis converts a non-zero duration for a C setter; below 1 ms is an error.
+func limitMillis(name string, d time.Duration) (C.uint64_t, error) {
+	ms := d.Milliseconds()
+	if ms <= 0 {
+		return 0, invalidArgument("%s %v is below 1 ms", name, d)
+	}
+	return C.uint64_t(ms), nil
+}
+
+func (l *ServerLimits) apply(set limitSetters) error {
+	if l.MaxConcurrentStreams != 0 {
+		if err := takeError(set.streams(C.uint32_t(l.MaxConcurrentStreams))); err != nil {
+			return err
+		}
+	}
+	if l.MaxConnections != 0 {
+		if err := takeError(set.connections(C.uint32_t(l.MaxConnections))); err != nil {
+			return err
+		}
+	}
+	for _, timeout := range []struct {
+		name   string
+		value  time.Duration
+		setter func(C.uint64_t) *C.ofl_error
+	}{{"HandshakeTimeout", l.HandshakeTimeout, set.handshake}, {"IdleTimeout", l.IdleTimeout, set.idle}} {
+		if timeout.value == 0 {
+			continue
+		}
+		ms, err := limitMillis(timeout.name, timeout.value)
+		if err != nil {
+			return err
+		}
+		if err := takeError(timeout.setter(ms)); err != nil {
+			return err
+		}
+	}
+	if l.MaxUnaryRequestSize != 0 {
+		if err := takeError(set.unary(C.uint64_t(l.MaxUnaryRequestSize))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func aggregatorLimitSetters(opts *C.ofl_aggregator_server_options) limitSetters {
+	return limitSetters{
+		streams: func(v C.uint32_t) *C.ofl_error {
+			return C.ofl_aggregator_server_options_set_max_concurrent_streams(opts, v)
+		},
+		connections: func(v C.uint32_t) *C.ofl_error {
+			return C.ofl_aggregator_server_options_set_max_connections(opts, v)
+		},
+		handshake: func(v C.uint64_t) *C.ofl_error {
+			return C.ofl_aggregator_server_options_set_handshake_timeout_ms(opts, v)
+		},
+		idle: func(v C.uint64_t) *C.ofl_error { return C.ofl_aggregator_server_options_set_idle_timeout_ms(opts, v) },
+		unary: func(v C.uint64_t) *C.ofl_error {
+			return C.ofl_aggregator_server_options_set_max_unary_request_size(opts, v)
+		},
+	}
+}
+
+func directorLimitSetters(opts *C.ofl_director_server_options) limitSetters {
+	return limitSetters{
+		streams: func(v C.uint32_t) *C.ofl_error {
+			return C.ofl_director_server_options_set_max_concurrent_streams(opts, v)
+		},
+		connections: func(v C.uint32_t) *C.ofl_error {
+			return C.ofl_director_server_options_set_max_connections(opts, v)
+		},
+		handshake: func(v C.uint64_t) *C.ofl_error {
+			return C.ofl_director_server_options_set_handshake_timeout_ms(opts, v)
+		},
+		idle: func(v C.uint64_t) *C.ofl_error { return C.ofl_director_server_options_set_idle_timeout_ms(opts, v) },
+		unary: func(v C.uint64_t) *C.ofl_error {
+			return C.ofl_director_server_options_set_max_unary_request_size(opts, v)
+		},
+	}
+}

@@ -1,0 +1,318 @@
+//! One accepted connection, served under this crate's bounds: the TLS
+//! handshake and the HTTP/2 preface within `handshake_timeout`, at most
+//! `max_concurrent_streams` calls at once (more are refused with
+//! REFUSED_STREAM), and a GOAWAY once no call has been in flight for
+//! `idle_timeout`. Each request carries tonic's connection information (so
+//! `Request::peer_certs` works as under tonic's own server) and has its body
+//! capped by method ([`RequestRules`]).
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tonic::body::Body;
+use tonic::codegen::{http, Service};
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+
+use crate::limits::ServerLimits;
+use crate::request_limits::{oversize_as_resource_exhausted, RequestRules};
+
+/// The HTTP/2 connection preface a client sends first.
+const PREFACE_LEN: usize = 24;
+
+/// What every connection of one server shares.
+pub(crate) struct Shared<S> {
+    pub service: S,
+    pub tls: Option<TlsAcceptor>,
+    pub limits: ServerLimits,
+    pub rules: RequestRules,
+    pub http: http2::Builder<TokioExecutor>,
+}
+
+/// Who is on the other end, as tonic's handlers look it up.
+#[derive(Clone)]
+enum ConnInfo {
+    Tcp(TcpConnectInfo),
+    Tls(TlsConnectInfo<TcpConnectInfo>),
+}
+
+impl ConnInfo {
+    fn insert_into(&self, extensions: &mut http::Extensions) {
+        match self {
+            ConnInfo::Tcp(info) => {
+                extensions.insert(info.clone());
+            }
+            ConnInfo::Tls(info) => {
+                extensions.insert(info.clone());
+            }
+        }
+    }
+}
+
+/// Calls in flight and whether the HTTP/2 preface arrived.
+struct Activity {
+    calls: watch::Sender<usize>,
+    preface_seen: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { calls: watch::Sender::new(0), preface_seen: AtomicBool::new(false) })
+    }
+
+    fn call_started(self: &Arc<Self>) -> CallGuard {
+        self.calls.send_modify(|calls| *calls += 1);
+        CallGuard(Arc::clone(self))
+    }
+
+    fn calls(&self) -> usize {
+        *self.calls.borrow()
+    }
+
+    /// Resolves once no call has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        let mut calls = self.calls.subscribe();
+        loop {
+            if *calls.borrow_and_update() > 0 {
+                let _ = calls.changed().await;
+            } else if tokio::time::timeout(idle, calls.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One call in flight; ends when its response body is done or dropped.
+struct CallGuard(Arc<Activity>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.calls.send_modify(|calls| *calls -= 1);
+    }
+}
+
+/// Serves one accepted TCP connection until it closes; `_slot` is its place
+/// under `max_connections`, released when this returns.
+pub(crate) async fn serve<S>(
+    tcp: TcpStream,
+    shared: Arc<Shared<S>>,
+    mut stop: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let deadline = Instant::now() + shared.limits.handshake_timeout;
+    let Some(acceptor) = shared.tls.clone() else {
+        let info = ConnInfo::Tcp(tcp.connect_info());
+        return run(tcp, info, deadline, &shared, stop).await;
+    };
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        _ = stop.wait_for(|stopped| *stopped) => return,
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
+            Err(_) => return log::debug!("TLS handshake not done within {:?}: closed", shared.limits.handshake_timeout),
+        },
+    };
+    let info = ConnInfo::Tls(tls.connect_info());
+    run(tls, info, deadline, &shared, stop).await
+}
+
+/// Serves HTTP/2 on `io` until the connection ends, is idle too long, never
+/// sends its preface, or the server stops.
+async fn run<IO, S>(io: IO, info: ConnInfo, preface_deadline: Instant, shared: &Shared<S>, mut stop: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let activity = Activity::new();
+    let io = Watched { inner: io, activity: Arc::clone(&activity), read: 0 };
+    let service = ConnService {
+        inner: shared.service.clone(),
+        info,
+        activity: Arc::clone(&activity),
+        rules: shared.rules.clone(),
+    };
+    let conn = shared.http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let preface = tokio::time::sleep_until(preface_deadline);
+    tokio::pin!(preface);
+    let idle = activity.idle_for(shared.limits.idle_timeout);
+    tokio::pin!(idle);
+    // After a GOAWAY for idleness, how long the peer has to let go.
+    let grace = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(grace);
+    let (mut preface_checked, mut closing, mut stopping) = (false, false, false);
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    log::debug!("connection ended: {e}");
+                }
+                return;
+            }
+            _ = &mut preface, if !preface_checked => {
+                if !activity.preface_seen.load(Ordering::Relaxed) {
+                    return log::debug!("no HTTP/2 preface within {:?}: closed", shared.limits.handshake_timeout);
+                }
+                preface_checked = true;
+            }
+            _ = &mut idle, if !closing && !stopping => {
+                log::debug!("no call for {:?}: closing the connection", shared.limits.idle_timeout);
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                grace.as_mut().reset(Instant::now() + shared.limits.handshake_timeout);
+            }
+            _ = &mut grace, if closing => {
+                if activity.calls() == 0 {
+                    return log::debug!("idle connection did not close after GOAWAY: dropped");
+                }
+                grace.as_mut().reset(Instant::now() + shared.limits.handshake_timeout);
+            }
+            _ = stop.wait_for(|stopped| *stopped), if !stopping => {
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
+    }
+}
+
+/// The HTTP/2 settings of every server connection.
+pub(crate) fn http2_builder(limits: &ServerLimits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_frame_size(crate::listen::MAX_FRAME_SIZE)
+        .initial_stream_window_size(crate::listen::STREAM_WINDOW)
+        .initial_connection_window_size(crate::listen::CONNECTION_WINDOW)
+        .keep_alive_interval(Some(crate::listen::KEEPALIVE_INTERVAL))
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    builder
+}
+
+/// The IO under HTTP/2, noting when the preface has been read.
+struct Watched<IO> {
+    inner: IO,
+    activity: Arc<Activity>,
+    read: usize,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if self.read < PREFACE_LEN {
+            self.read += buf.filled().len() - before;
+            if self.read >= PREFACE_LEN {
+                self.activity.preface_seen.store(true, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The server's service as seen by one connection.
+#[derive(Clone)]
+struct ConnService<S> {
+    inner: S,
+    info: ConnInfo,
+    activity: Arc<Activity>,
+    rules: RequestRules,
+}
+
+impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let guard = self.activity.call_started();
+        let mut request = self.rules.apply(request.map(Body::new));
+        self.info.insert_into(request.extensions_mut());
+        let mut service = self.inner.clone();
+        Box::pin(async move {
+            futures_util::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+            let response = service.call(request).await?;
+            Ok(response.map(|body| Body::new(InFlight { inner: body, _guard: guard })))
+        })
+    }
+}
+
+/// A response body that counts as a call in flight until it is done.
+struct InFlight {
+    inner: Body,
+    _guard: CallGuard,
+}
+
+impl HttpBody for InFlight {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        Poll::Ready(frame.map(|frame| {
+            frame.map(|frame| match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    oversize_as_resource_exhausted(&mut trailers);
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

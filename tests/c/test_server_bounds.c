@@ -1,0 +1,140 @@
+/*
+ * test_server_bounds: the server-bound setters of the aggregator and
+ * director server options. Each bad value (NULL options, 0, below the
+ * minimum, over a year) gets OFL_CODE_INVALID_ARGUMENT with a message naming
+ * the setting; good values are accepted; a server starts with tight bounds.
+ *
+ * usage: test_server_bounds CERT_DIR
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common.h"
+
+#define YEAR_MS (365ull * 24 * 3600 * 1000)
+
+/* The five bounds both servers have, for one options type. */
+#define CHECK_COMMON_BOUNDS(prefix, o)                                                               \
+    do {                                                                                             \
+        EXPECT_CODE(prefix##_set_max_concurrent_streams(NULL, 10), OFL_CODE_INVALID_ARGUMENT,        \
+                    "options");                                                                      \
+        EXPECT_CODE(prefix##_set_max_concurrent_streams(o, 0), OFL_CODE_INVALID_ARGUMENT,            \
+                    "max_concurrent_streams");                                                       \
+        EXPECT_OK(prefix##_set_max_concurrent_streams(o, 1));                                        \
+        EXPECT_OK(prefix##_set_max_concurrent_streams(o, 100));                                      \
+        EXPECT_CODE(prefix##_set_max_connections(NULL, 10), OFL_CODE_INVALID_ARGUMENT, "options");   \
+        EXPECT_CODE(prefix##_set_max_connections(o, 0), OFL_CODE_INVALID_ARGUMENT,                   \
+                    "max_connections");                                                              \
+        EXPECT_OK(prefix##_set_max_connections(o, 64));                                              \
+        EXPECT_CODE(prefix##_set_handshake_timeout_ms(NULL, 10), OFL_CODE_INVALID_ARGUMENT,          \
+                    "options");                                                                      \
+        EXPECT_CODE(prefix##_set_handshake_timeout_ms(o, 0), OFL_CODE_INVALID_ARGUMENT,              \
+                    "handshake_timeout");                                                            \
+        EXPECT_CODE(prefix##_set_handshake_timeout_ms(o, YEAR_MS + 1), OFL_CODE_INVALID_ARGUMENT,    \
+                    "handshake_timeout");                                                            \
+        EXPECT_CODE(prefix##_set_handshake_timeout_ms(o, UINT64_MAX), OFL_CODE_INVALID_ARGUMENT,     \
+                    "handshake_timeout");                                                            \
+        EXPECT_OK(prefix##_set_handshake_timeout_ms(o, YEAR_MS));                                    \
+        EXPECT_OK(prefix##_set_handshake_timeout_ms(o, 2000));                                       \
+        EXPECT_CODE(prefix##_set_idle_timeout_ms(NULL, 10), OFL_CODE_INVALID_ARGUMENT, "options");   \
+        EXPECT_CODE(prefix##_set_idle_timeout_ms(o, 0), OFL_CODE_INVALID_ARGUMENT, "idle_timeout");  \
+        EXPECT_CODE(prefix##_set_idle_timeout_ms(o, YEAR_MS + 1), OFL_CODE_INVALID_ARGUMENT,         \
+                    "idle_timeout");                                                                 \
+        EXPECT_OK(prefix##_set_idle_timeout_ms(o, 5000));                                            \
+        EXPECT_CODE(prefix##_set_max_unary_request_size(NULL, 4096), OFL_CODE_INVALID_ARGUMENT,      \
+                    "options");                                                                      \
+        EXPECT_CODE(prefix##_set_max_unary_request_size(o, 0), OFL_CODE_INVALID_ARGUMENT,            \
+                    "max_unary_request_size");                                                       \
+        EXPECT_CODE(prefix##_set_max_unary_request_size(o, 1023), OFL_CODE_INVALID_ARGUMENT,         \
+                    "max_unary_request_size");                                                       \
+        EXPECT_CODE(prefix##_set_max_unary_request_size(o, UINT64_MAX), OFL_CODE_INVALID_ARGUMENT,   \
+                    "max_unary_request_size");                                                       \
+        EXPECT_OK(prefix##_set_max_unary_request_size(o, 1024));                                     \
+        EXPECT_OK(prefix##_set_max_unary_request_size(o, 64 << 10));                                 \
+    } while (0)
+
+static int32_t get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
+    (void)ud, (void)collaborator, (void)reply;
+    return OFL_CODE_OK;
+}
+
+static int32_t get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req, ofl_reply *reply) {
+    (void)ud, (void)collaborator, (void)req, (void)reply;
+    return OFL_CODE_UNIMPLEMENTED;
+}
+
+static int32_t send_results(void *ud, const char *collaborator, const ofl_task_results *results,
+                            ofl_reply *reply) {
+    (void)ud, (void)collaborator, (void)results, (void)reply;
+    return OFL_CODE_OK;
+}
+
+static void test_aggregator_bounds(void) {
+    ofl_aggregator_server_options *o = NULL;
+    REQUIRE_OK(ofl_aggregator_server_options_new(&o));
+    CHECK_COMMON_BOUNDS(ofl_aggregator_server_options, o);
+
+    EXPECT_CODE(ofl_aggregator_server_options_set_upload_memory_budget(NULL, 1 << 20),
+                OFL_CODE_INVALID_ARGUMENT, "options");
+    EXPECT_CODE(ofl_aggregator_server_options_set_upload_memory_budget(o, 0), OFL_CODE_INVALID_ARGUMENT,
+                "upload_memory_budget");
+    EXPECT_CODE(ofl_aggregator_server_options_set_upload_memory_budget(o, (1 << 20) - 1),
+                OFL_CODE_INVALID_ARGUMENT, "upload_memory_budget");
+    EXPECT_CODE(ofl_aggregator_server_options_set_upload_memory_budget(o, UINT64_MAX),
+                OFL_CODE_INVALID_ARGUMENT, "upload_memory_budget");
+    EXPECT_OK(ofl_aggregator_server_options_set_upload_memory_budget(o, 64 << 20));
+
+    EXPECT_CODE(ofl_aggregator_server_options_set_max_tensors_per_upload(NULL, 10), OFL_CODE_INVALID_ARGUMENT,
+                "options");
+    EXPECT_CODE(ofl_aggregator_server_options_set_max_tensors_per_upload(o, 0), OFL_CODE_INVALID_ARGUMENT,
+                "max_tensors_per_upload");
+    EXPECT_CODE(ofl_aggregator_server_options_set_max_tensors_per_upload(o, UINT64_MAX),
+                OFL_CODE_INVALID_ARGUMENT, "max_tensors_per_upload");
+    EXPECT_OK(ofl_aggregator_server_options_set_max_tensors_per_upload(o, 1000));
+
+    /* A server starts with these tight bounds and stops. */
+    REQUIRE_OK(ofl_aggregator_server_options_set_listen(o, "127.0.0.1", 0));
+    REQUIRE_OK(ofl_aggregator_server_options_set_tls(o, false));
+    REQUIRE_OK(ofl_aggregator_server_options_set_federation(o, "agg", "fed", NULL));
+    REQUIRE_OK(ofl_aggregator_server_options_add_collaborator(o, "col1"));
+    ofl_aggregator_callbacks cb = {
+        .get_tasks = get_tasks,
+        .get_aggregated_tensor = get_tensor,
+        .send_local_task_results = send_results,
+    };
+    ofl_aggregator_server *server = NULL;
+    if (EXPECT_OK(ofl_aggregator_server_start(o, &cb, &server))) {
+        CHECK(ofl_aggregator_server_port(server) != 0);
+        EXPECT_OK(ofl_aggregator_server_stop(server));
+        ofl_aggregator_server_free(server);
+    }
+    ofl_aggregator_server_options_free(o);
+}
+
+static void test_director_bounds(void) {
+    ofl_director_server_options *o = NULL;
+    REQUIRE_OK(ofl_director_server_options_new(&o));
+    CHECK_COMMON_BOUNDS(ofl_director_server_options, o);
+
+    REQUIRE_OK(ofl_director_server_options_set_listen(o, "127.0.0.1", 0));
+    REQUIRE_OK(ofl_director_server_options_set_tls(o, false));
+    ofl_director_server *server = NULL;
+    if (EXPECT_OK(ofl_director_server_start(o, NULL, &server))) {
+        CHECK(ofl_director_server_port(server) != 0);
+        EXPECT_OK(ofl_director_server_stop(server));
+        ofl_director_server_free(server);
+    }
+    ofl_director_server_options_free(o);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CERT_DIR\n", argv[0]);
+        return 2;
+    }
+    test_note("aggregator server bounds");
+    test_aggregator_bounds();
+    test_note("director server bounds");
+    test_director_bounds();
+    return test_finish("test_server_bounds");
+}
