@@ -71,12 +71,17 @@ async fn serve_once(tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor, how: En
     match how {
         Ending::ResetAtConnect => {}
         Ending::CloseAfterHandshake => {
-            // Read what the client sends first (unread bytes would turn the
-            // close into a reset), then close without a word.
+            // Read all the client sends first, until it has been quiet for
+            // a while (unread bytes would turn the close into a reset, and a
+            // loaded machine may deliver them late), then close without a word.
             use tokio::io::AsyncReadExt;
             let mut tls = tls;
             let mut buf = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_millis(20), tls.read(&mut buf)).await;
+            while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), tls.read(&mut buf)).await {
+                if n == 0 {
+                    break;
+                }
+            }
             drop(tls);
         }
         Ending::ResetMidCall => {
