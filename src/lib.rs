@@ -14,6 +14,7 @@ pub mod error;
 pub mod ffi;
 pub mod limits;
 pub mod listen;
+mod method_route;
 pub mod proto;
 pub mod request_limits;
 pub mod retry;

@@ -43,6 +43,7 @@ use crate::error::{size_limit_as_resource_exhausted, Result};
 use crate::proto::aggregator::aggregator_server::{Aggregator, AggregatorServer as AggregatorGrpc};
 use crate::proto::aggregator::*;
 use crate::proto::DataStream;
+use crate::method_route::MethodRoute;
 use crate::stream::{client_stream_finished, Reassembly, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::limits::ServerLimits;
 use crate::listen::{Listen, Serving};
@@ -396,7 +397,7 @@ impl AggregatorServer {
         let grpc = AggregatorGrpc::from_arc(Arc::clone(&service))
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
-        let grpc = super::tensor_route::ZeroCopyTensors::new(grpc, Arc::clone(&service));
+        let grpc = MethodRoute::new(grpc, super::tensor_route::ZeroCopyTensors(Arc::clone(&service)));
         let mut serving = Serving::new();
         serving.run(grpc, listener, listen);
         log::info!("aggregator server listening on {local_addr}");

@@ -7,113 +7,45 @@
 //! sending starts at once and the server holds no second copy. Every other
 //! method goes to tonic's generated service unchanged.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures_util::future::BoxFuture;
 use http_body::Frame;
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::StreamBody;
 use prost::Message;
 use tonic::body::Body;
-use tonic::codegen::{http, Service as TowerService};
+use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
-use tonic::server::NamedService;
 use tonic::Status;
 
 use super::server::Service;
 use super::upload::tensor_head;
+use crate::method_route::{read_unary_request, MethodHandler, PREFIX_LEN};
 use crate::proto::aggregator::aggregator_server::SERVICE_NAME;
 use crate::proto::aggregator::{GetAggregatedTensorRequest, GetAggregatedTensorResponse};
 
 const PATH: &str = "/openfl.aggregator.Aggregator/GetAggregatedTensor";
 /// `GetAggregatedTensorResponse.tensor` field number.
 const TENSOR_FIELD: u32 = 3;
-/// gRPC message prefix: compressed flag and big-endian length.
-const PREFIX_LEN: usize = 5;
+/// GetAggregatedTensor's handler: the server's checks and logic, then the
+/// response framed around the tensor's own bytes.
+pub(super) struct ZeroCopyTensors(pub(super) Arc<Service>);
 
-/// The generated service with GetAggregatedTensor taken over.
-#[derive(Clone)]
-pub struct ZeroCopyTensors<S> {
-    generated: S,
-    service: Arc<Service>,
-}
+impl MethodHandler for ZeroCopyTensors {
+    const SERVICE: &'static str = SERVICE_NAME;
+    const PATH: &'static str = PATH;
 
-impl<S> ZeroCopyTensors<S> {
-    /// Wraps `generated`; `service` answers GetAggregatedTensor.
-    pub(super) fn new(generated: S, service: Arc<Service>) -> Self {
-        Self { generated, service }
-    }
-}
-
-impl<S> NamedService for ZeroCopyTensors<S> {
-    const NAME: &'static str = SERVICE_NAME;
-}
-
-impl<S> TowerService<http::Request<Body>> for ZeroCopyTensors<S>
-where
-    S: TowerService<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.generated.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != PATH {
-            return Box::pin(self.generated.call(request));
-        }
-        let service = Arc::clone(&self.service);
+    fn answer(self: Arc<Self>, request: http::Request<Body>) -> BoxFuture<'static, Result<http::Response<Body>, Status>> {
         Box::pin(async move {
-            Ok(match answer(&service, request).await {
-                Ok(response) => response,
-                Err(status) => status.into_http(),
-            })
+            let (parts, message) = read_unary_request(request, self.0.max_message_size()).await?;
+            let request = GetAggregatedTensorRequest::decode(message)
+                .map_err(|e| Status::invalid_argument(format!("request does not decode: {e}")))?;
+            let peer_certs = tonic::Request::from_parts(MetadataMap::new(), parts.extensions, ()).peer_certs();
+            let response = self.0.aggregated_tensor(peer_certs, request).await?;
+            Ok(framed(response))
         })
     }
-}
-
-async fn answer(service: &Service, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
-    let (parts, body) = request.into_parts();
-    if let Some(encoding) = parts.headers.get("grpc-encoding") {
-        if encoding != "identity" {
-            return Err(Status::unimplemented(format!("compression {encoding:?} is not supported")));
-        }
-    }
-    let message = read_single_message(body, service.max_message_size()).await?;
-    let request = GetAggregatedTensorRequest::decode(message)
-        .map_err(|e| Status::invalid_argument(format!("request does not decode: {e}")))?;
-    let peer_certs = tonic::Request::from_parts(MetadataMap::new(), parts.extensions, ()).peer_certs();
-    let response = service.aggregated_tensor(peer_certs, request).await?;
-    Ok(framed(response))
-}
-
-/// The one gRPC message of a unary request body.
-async fn read_single_message(body: Body, max_message_size: usize) -> Result<Bytes, Status> {
-    let collected = Limited::new(body, max_message_size.saturating_add(PREFIX_LEN))
-        .collect()
-        .await
-        .map_err(|e| Status::resource_exhausted(format!("request body: {e}")))?
-        .to_bytes();
-    if collected.len() < PREFIX_LEN {
-        return Err(Status::internal("request body is shorter than a gRPC message prefix"));
-    }
-    if collected[0] != 0 {
-        return Err(Status::unimplemented("compressed requests are not supported"));
-    }
-    let len = u32::from_be_bytes(collected[1..PREFIX_LEN].try_into().expect("4 bytes")) as usize;
-    if collected.len() != PREFIX_LEN + len {
-        return Err(Status::internal(format!(
-            "request body holds {} bytes after the prefix, which announces {len}",
-            collected.len() - PREFIX_LEN
-        )));
-    }
-    Ok(collected.slice(PREFIX_LEN..))
 }
 
 /// The response as gRPC framing: prefix and small fields, the tensor data
@@ -147,6 +79,8 @@ fn framed(mut response: GetAggregatedTensorResponse) -> http::Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
     use crate::proto::aggregator::MessageHeader;
     use crate::proto::{MetadataProto, NamedTensor};
 

@@ -19,33 +19,29 @@
 //! out-of-memory). Every other method goes to tonic's generated service
 //! unchanged.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http_body::Frame;
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::StreamBody;
 use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
-use tonic::codegen::{http, Service as TowerService};
+use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
-use tonic::server::NamedService;
 use tonic::Status;
 
 use super::server::Service;
 use super::state::DirectorState;
+use crate::method_route::{read_unary_request, MethodHandler, PREFIX_LEN};
 use crate::proto::director::director_server::SERVICE_NAME;
 use crate::proto::director::GetExperimentDataRequest;
 use crate::stream::CHUNK_SIZE;
 
 const PATH: &str = "/openfl.director.Director/GetExperimentData";
-/// gRPC message prefix: compressed flag and big-endian length.
-const PREFIX_LEN: usize = 5;
 /// Largest GetExperimentDataRequest accepted (two names): RESOURCE_EXHAUSTED beyond.
 const MAX_REQUEST_SIZE: usize = 64 << 10;
 /// Bytes read from the archive per body frame.
@@ -90,98 +86,40 @@ pub(super) struct Archive {
     pub collaborator: String,
 }
 
-/// The generated service with GetExperimentData taken over.
-#[derive(Clone)]
-pub(super) struct StreamedArchives<S> {
-    generated: S,
+/// GetExperimentData's handler: the server's checks, then the archive
+/// streamed piece by piece under the downloads' budget.
+pub(super) struct StreamedArchives {
     service: Arc<Service>,
     downloads: Downloads,
 }
 
-impl<S> StreamedArchives<S> {
-    /// Wraps `generated`; `service` checks GetExperimentData requests.
-    pub fn new(generated: S, service: Arc<Service>, downloads: Downloads) -> Self {
-        Self { generated, service, downloads }
+impl StreamedArchives {
+    /// `service` checks GetExperimentData requests; `downloads` bounds them.
+    pub fn new(service: Arc<Service>, downloads: Downloads) -> Self {
+        Self { service, downloads }
     }
 }
 
-impl<S> NamedService for StreamedArchives<S> {
-    const NAME: &'static str = SERVICE_NAME;
-}
+impl MethodHandler for StreamedArchives {
+    const SERVICE: &'static str = SERVICE_NAME;
+    const PATH: &'static str = PATH;
 
-impl<S> TowerService<http::Request<Body>> for StreamedArchives<S>
-where
-    S: TowerService<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.generated.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != PATH {
-            return Box::pin(self.generated.call(request));
-        }
-        let service = Arc::clone(&self.service);
-        let downloads = self.downloads.clone();
+    fn answer(self: Arc<Self>, request: http::Request<Body>) -> BoxFuture<'static, Result<http::Response<Body>, Status>> {
         Box::pin(async move {
-            Ok(match answer(&service, downloads, request).await {
-                Ok(response) => response,
-                Err(status) => status.into_http(),
-            })
+            let (parts, message) = read_unary_request(request, MAX_REQUEST_SIZE).await?;
+            let message = GetExperimentDataRequest::decode(message)
+                .map_err(|e| Status::invalid_argument(format!("GetExperimentDataRequest does not decode: {e}")))?;
+            let request =
+                tonic::Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, message);
+            let archive = self.service.open_archive(request).await?;
+            let body = ArchiveSender::new(archive, self.downloads.clone()).into_body();
+            Ok(http::Response::builder()
+                .status(200)
+                .header("content-type", "application/grpc")
+                .body(body)
+                .expect("a valid static response head"))
         })
     }
-}
-
-async fn answer(
-    service: &Service,
-    downloads: Downloads,
-    request: http::Request<Body>,
-) -> Result<http::Response<Body>, Status> {
-    let (parts, body) = request.into_parts();
-    if let Some(encoding) = parts.headers.get("grpc-encoding") {
-        if encoding != "identity" {
-            return Err(Status::unimplemented(format!("compression {encoding:?} is not supported")));
-        }
-    }
-    let message = read_request(body).await?;
-    let message = GetExperimentDataRequest::decode(message)
-        .map_err(|e| Status::invalid_argument(format!("GetExperimentDataRequest does not decode: {e}")))?;
-    let request = tonic::Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, message);
-    let archive = service.open_archive(request).await?;
-    let body = ArchiveSender::new(archive, downloads).into_body();
-    Ok(http::Response::builder()
-        .status(200)
-        .header("content-type", "application/grpc")
-        .body(body)
-        .expect("a valid static response head"))
-}
-
-/// The one gRPC message of the request body.
-async fn read_request(body: Body) -> Result<Bytes, Status> {
-    let collected = Limited::new(body, MAX_REQUEST_SIZE)
-        .collect()
-        .await
-        .map_err(|e| Status::resource_exhausted(format!("GetExperimentData request body: {e}")))?
-        .to_bytes();
-    if collected.len() < PREFIX_LEN {
-        return Err(Status::invalid_argument("request body is shorter than a gRPC message prefix"));
-    }
-    if collected[0] != 0 {
-        return Err(Status::unimplemented("compressed requests are not supported"));
-    }
-    let len = u32::from_be_bytes(collected[1..PREFIX_LEN].try_into().expect("4 bytes")) as usize;
-    if collected.len() != PREFIX_LEN + len {
-        return Err(Status::invalid_argument(format!(
-            "request body holds {} bytes after the prefix, which announces {len}",
-            collected.len() - PREFIX_LEN
-        )));
-    }
-    Ok(collected.slice(PREFIX_LEN..))
 }
 
 /// gRPC prefix and `ExperimentData` fields up to the `npbytes` data of a

@@ -84,6 +84,7 @@ use crate::proto::director::director_server::{Director, DirectorServer as Direct
 use crate::proto::director::get_trained_model_request::ModelType;
 use crate::proto::director::*;
 use crate::proto::ModelProto;
+use crate::method_route::MethodRoute;
 use crate::stream::{client_stream_finished, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::tls::{peer_common_name, TlsConfig};
 
@@ -766,7 +767,7 @@ impl DirectorServer {
             budget: DownloadBudget::new(config.max_download_buffer),
             stopping: serving.stopping(),
         };
-        let grpc = StreamedArchives::new(grpc, service, downloads);
+        let grpc = MethodRoute::new(grpc, StreamedArchives::new(service, downloads));
         serving.run(grpc, listener, listen);
         tokio::spawn(execution_loop(Arc::clone(&state), hooks, serving.stopping()));
         log::info!("director server listening on {local_addr}");
