@@ -276,11 +276,7 @@ func StartFedAvgServer(opts ServerOptions, fa *FedAvg) (*AggregatorServer, error
 	defer C.ofl_aggregator_server_options_free(copts)
 	_, cancel := context.WithCancel(context.Background())
 	s := &AggregatorServer{}
-	s.life.init(serverOps[C.ofl_aggregator_server]{
-		serve: func(p *C.ofl_aggregator_server) *C.ofl_error { return C.ofl_aggregator_server_serve(p) },
-		stop:  func(p *C.ofl_aggregator_server) *C.ofl_error { return C.ofl_aggregator_server_stop(p) },
-		free:  func(p *C.ofl_aggregator_server) { C.ofl_aggregator_server_free(p) },
-	}, cancel)
+	s.life.init(aggregatorServerOps, cancel)
 	fa.with(func(p *C.ofl_fedavg) {
 		err = takeError(C.ofl_aggregator_server_start_fedavg(copts, p, &s.life.ptr))
 	})

@@ -68,6 +68,14 @@ type AggregatorServer struct {
 	port uint16
 }
 
+// aggregatorServerOps drives an ofl_aggregator_server through its life
+// cycle (StartAggregatorServer and StartFedAvgServer).
+var aggregatorServerOps = serverOps[C.ofl_aggregator_server]{
+	serve: func(p *C.ofl_aggregator_server) *C.ofl_error { return C.ofl_aggregator_server_serve(p) },
+	stop:  func(p *C.ofl_aggregator_server) *C.ofl_error { return C.ofl_aggregator_server_stop(p) },
+	free:  func(p *C.ofl_aggregator_server) { C.ofl_aggregator_server_free(p) },
+}
+
 // StartAggregatorServer checks the certificates, binds the port and starts
 // serving with logic behind it.
 func StartAggregatorServer(opts ServerOptions, logic AggregatorLogic) (*AggregatorServer, error) {
@@ -87,11 +95,7 @@ func StartAggregatorServer(opts ServerOptions, logic AggregatorLogic) (*Aggregat
 	h := cgo.NewHandle(st)
 	liveServerStates.Add(1)
 	s := &AggregatorServer{}
-	s.life.init(serverOps[C.ofl_aggregator_server]{
-		serve: func(p *C.ofl_aggregator_server) *C.ofl_error { return C.ofl_aggregator_server_serve(p) },
-		stop:  func(p *C.ofl_aggregator_server) *C.ofl_error { return C.ofl_aggregator_server_stop(p) },
-		free:  func(p *C.ofl_aggregator_server) { C.ofl_aggregator_server_free(p) },
-	}, cancel)
+	s.life.init(aggregatorServerOps, cancel)
 	if err := takeError(C.ofl_go_server_start(copts, C.uintptr_t(h), C.bool(st.validator != nil), &s.life.ptr)); err != nil {
 		cancel()
 		return nil, err
