@@ -83,6 +83,7 @@ fn tls(ca: &str, identity: &(String, String)) -> TlsConfig {
         certificate: Some(PemSource::Pem(identity.0.as_bytes().to_vec())),
         private_key: Some(PemSource::Pem(identity.1.as_bytes().to_vec())),
         disable_client_auth: false,
+        crls: Vec::new(),
     }
 }
 

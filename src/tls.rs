@@ -52,6 +52,9 @@ pub struct TlsConfig {
     pub private_key: Option<PemSource>,
     /// Server: client certificates optional. Client: send none.
     pub disable_client_auth: bool,
+    /// Certificate revocation lists (PEM `X509 CRL` blocks): a peer
+    /// certificate revoked by one of them is refused at the handshake.
+    pub crls: Vec<PemSource>,
 }
 
 /// Own certificate chain and key: the PEM text for tonic, parsed for rustls.

@@ -153,6 +153,7 @@ async fn server_certificate_from_an_untrusted_ca_is_tls() {
         certificate: pem(&p.foreign_server.cert),
         private_key: pem(&p.foreign_server.key),
         disable_client_auth: false,
+        crls: Vec::new(),
     };
     let server = start_server(Some(tls), TestLogic::new()).await;
     let client = long_retry_client(server.local_addr().port(), client_tls(&p.col1));

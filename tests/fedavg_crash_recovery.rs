@@ -154,6 +154,7 @@ fn aggregator_child_process() {
         certificate: Some(PemSource::File(certs.join("server.crt"))),
         private_key: Some(PemSource::File(certs.join("server.key"))),
         disable_client_auth: false,
+        crls: Vec::new(),
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {

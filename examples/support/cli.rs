@@ -169,6 +169,7 @@ impl PeerArgs {
             certificate: self.cert_file("server.crt"),
             private_key: self.cert_file("server.key"),
             disable_client_auth: self.mode == "tls",
+            crls: Vec::new(),
         })
     }
 

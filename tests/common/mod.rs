@@ -150,6 +150,7 @@ pub fn server_tls() -> TlsConfig {
         certificate: pem(&p.server.cert),
         private_key: pem(&p.server.key),
         disable_client_auth: false,
+        crls: Vec::new(),
     }
 }
 
@@ -160,12 +161,13 @@ pub fn client_tls(identity: &PemPair) -> TlsConfig {
         certificate: pem(&identity.cert),
         private_key: pem(&identity.key),
         disable_client_auth: false,
+        crls: Vec::new(),
     }
 }
 
 /// Client TLS that trusts the test CA and presents no certificate.
 pub fn client_tls_without_cert() -> TlsConfig {
-    TlsConfig { root_certificate: pem(&pki().ca), certificate: None, private_key: None, disable_client_auth: true }
+    TlsConfig { root_certificate: pem(&pki().ca), certificate: None, private_key: None, disable_client_auth: true, crls: Vec::new() }
 }
 
 /// The PKI written to files in a temporary directory (kept while this lives).
@@ -207,6 +209,7 @@ impl PkiFiles {
             certificate: self.source("server.crt"),
             private_key: self.source("server.key"),
             disable_client_auth: false,
+            crls: Vec::new(),
         }
     }
 
@@ -217,6 +220,7 @@ impl PkiFiles {
             certificate: self.source(&format!("{name}.crt")),
             private_key: self.source(&format!("{name}.key")),
             disable_client_auth: false,
+            crls: Vec::new(),
         }
     }
 }
