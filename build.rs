@@ -5,7 +5,8 @@
 //! it with the committed `include/openfl_transport.h`. Set
 //! `OFL_UPDATE_HEADER=1` to refresh the committed copy.
 
-use std::{env, fs, path::PathBuf};
+use std::path::{Path, PathBuf};
+use std::{env, fs};
 
 const PROTOS: &[&str] = &["base.proto", "aggregator.proto", "director.proto"];
 
@@ -31,12 +32,24 @@ fn compile_protos() {
         .expect("generating Rust from proto/");
 }
 
-fn generate_header(out_dir: &std::path::Path) {
+/// cbindgen reads `src/error.rs` (the codes) and a copy of `src/ffi` with
+/// every `ffi_fn!` expanded, in module order: the header's order.
+fn generate_header(out_dir: &Path) {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("reading cbindgen.toml");
     let generated = out_dir.join("openfl_transport.h");
-    match cbindgen::generate_with_config(&crate_dir, config) {
+    let expanded = out_dir.join("header_src");
+    if let Err(e) = expand_exports(&crate_dir.join("src/ffi"), &expanded.join("ffi")) {
+        println!("cargo:warning=cannot prepare src/ffi for cbindgen: {e}");
+        return;
+    }
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(crate_dir.join("src/error.rs"))
+        .with_src(expanded.join("ffi/mod.rs"))
+        .generate();
+    match bindings {
         Ok(bindings) => {
             bindings.write_to_file(&generated);
         }
@@ -60,4 +73,57 @@ fn set_soname() {
         let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libopenfl_transport.so.{major}");
     }
+}
+
+/// Copies the tree `from` to `to`, rewriting every `ffi_fn! { fn ... }`
+/// into the `#[no_mangle] pub extern "C" fn` it expands to (with an empty
+/// body): cbindgen does not expand macros on stable Rust.
+fn expand_exports(from: &Path, to: &Path) -> Result<(), String> {
+    fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for entry in fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let target = to.join(path.file_name().expect("a directory entry has a name"));
+        if path.is_dir() {
+            expand_exports(&path, &target)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let source = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut file = syn::parse_file(&source).map_err(|e| format!("{}: {e}", path.display()))?;
+            for item in &mut file.items {
+                expand_item(item).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            fs::write(&target, quote::quote!(#file).to_string()).map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The parts of an `ffi_fn!` invocation cbindgen needs: docs and signature.
+struct ExportedFn {
+    attrs: Vec<syn::Attribute>,
+    sig: syn::Signature,
+}
+
+impl syn::parse::Parse for ExportedFn {
+    fn parse(input: syn::parse::ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(syn::Attribute::parse_outer)?;
+        let sig: syn::Signature = input.parse()?;
+        let _body: syn::Block = input.parse()?;
+        let _on_panic: proc_macro2::TokenStream = input.parse()?;
+        Ok(Self { attrs, sig })
+    }
+}
+
+fn expand_item(item: &mut syn::Item) -> syn::Result<()> {
+    let syn::Item::Macro(invocation) = item else { return Ok(()) };
+    if !invocation.mac.path.is_ident("ffi_fn") {
+        return Ok(());
+    }
+    let ExportedFn { attrs, mut sig } = invocation.mac.parse_body()?;
+    sig.abi = Some(syn::parse_quote!(extern "C"));
+    *item = syn::parse_quote! {
+        #(#attrs)*
+        #[no_mangle]
+        pub #sig {}
+    };
+    Ok(())
 }

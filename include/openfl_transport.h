@@ -20,42 +20,6 @@
 #include <stdint.h>
 
 /**
- * Default of [`ServerConfig::upload_memory_budget`].
- */
-#define DEFAULT_UPLOAD_MEMORY_BUDGET (2 << 30)
-
-/**
- * Default of [`ServerConfig::max_tensors_per_upload`].
- */
-#define DEFAULT_MAX_TENSORS_PER_UPLOAD 100000
-
-/**
- * Where an experiment is in its life cycle (OpenFL 1.6's `Status`).
- */
-typedef enum ofl_experiment_status {
-  /**
-   * Submitted, waiting for its turn and for the review ("pending").
-   */
-  OFL_EXPERIMENT_STATUS_PENDING = 0,
-  /**
-   * Approved and started: its envoys receive it ("in_progress").
-   */
-  OFL_EXPERIMENT_STATUS_IN_PROGRESS = 1,
-  /**
-   * The host reported it finished ("finished").
-   */
-  OFL_EXPERIMENT_STATUS_FINISHED = 2,
-  /**
-   * An envoy or the host reported a failure ("failed").
-   */
-  OFL_EXPERIMENT_STATUS_FAILED = 3,
-  /**
-   * The review hook rejected it; its archive is deleted ("rejected").
-   */
-  OFL_EXPERIMENT_STATUS_REJECTED = 4,
-} ofl_experiment_status;
-
-/**
  * What kind of failure an [`Error`] is. Values 0..=16 are the gRPC status
  * codes with their gRPC meaning; values from 100 are library codes.
  */
@@ -182,6 +146,49 @@ typedef enum ofl_log_level {
    */
   OFL_LOG_LEVEL_TRACE = 5,
 } ofl_log_level;
+
+/**
+ * Where an experiment is in its life cycle (OpenFL 1.6's `Status`).
+ */
+typedef enum ofl_experiment_status {
+  /**
+   * Submitted, waiting for its turn and for the review ("pending").
+   */
+  OFL_EXPERIMENT_STATUS_PENDING = 0,
+  /**
+   * Approved and started: its envoys receive it ("in_progress").
+   */
+  OFL_EXPERIMENT_STATUS_IN_PROGRESS = 1,
+  /**
+   * The host reported it finished ("finished").
+   */
+  OFL_EXPERIMENT_STATUS_FINISHED = 2,
+  /**
+   * An envoy or the host reported a failure ("failed").
+   */
+  OFL_EXPERIMENT_STATUS_FAILED = 3,
+  /**
+   * The review hook rejected it; its archive is deleted ("rejected").
+   */
+  OFL_EXPERIMENT_STATUS_REJECTED = 4,
+} ofl_experiment_status;
+
+/**
+ * Who authenticates whom (OpenFL's `disable_client_auth`).
+ */
+typedef enum ofl_client_auth {
+  /**
+   * Mutual TLS (default, as OpenFL): a server requires a client
+   * certificate chaining to the root; a client presents its identity.
+   */
+  OFL_CLIENT_AUTH_MUTUAL = 0,
+  /**
+   * One-way TLS (OpenFL's `disable_client_auth=True`): a server accepts
+   * clients without a certificate (one that is presented is still checked
+   * and identifies the client by its CN); a client presents none.
+   */
+  OFL_CLIENT_AUTH_NONE = 1,
+} ofl_client_auth;
 
 /**
  * A running aggregator server. Thread-safe: `ofl_aggregator_server_stop`
@@ -348,6 +355,23 @@ typedef struct ofl_tensor ofl_tensor;
  * `ofl_tensor_list_to_model`.
  */
 typedef struct ofl_tensor_list ofl_tensor_list;
+
+/**
+ * TLS settings: root CA(s), own identity (certificate chain and private
+ * key), client-auth mode, certificate revocation lists. Not thread-safe:
+ * configure from one thread; once attached (copied) it may be freed.
+ */
+typedef struct ofl_tls_config ofl_tls_config;
+
+/**
+ * Receives one log record: `target` names the library module, `message` the
+ * event; both are valid only during the call. May be called from any
+ * library thread, concurrently; must not call back into the library.
+ */
+typedef void (*ofl_log_fn)(void *user_data,
+                           enum ofl_log_level level,
+                           const char *target,
+                           const char *message);
 
 /**
  * One transformer-metadata entry (OpenFL's `MetadataProto`) the caller
@@ -551,6 +575,135 @@ typedef struct ofl_aggregator_callbacks {
 } ofl_aggregator_callbacks;
 
 /**
+ * One metric (OpenFL's metric record): reported by a collaborator, or the
+ * `data_size`-weighted average of a round computed by the aggregator.
+ * Strings are owned by the `ofl_fedavg` and valid until `ofl_fedavg_free`.
+ */
+typedef struct ofl_metric {
+  /**
+   * The round the metric belongs to (0 = the initial model's round).
+   */
+  int32_t round;
+  /**
+   * The collaborator that reported it, or "aggregator" for an average.
+   */
+  const char *origin;
+  /**
+   * True for the aggregator's weighted average over all collaborators.
+   */
+  bool aggregated;
+  /**
+   * The task that produced it (e.g. "aggregated_model_validation").
+   */
+  const char *task;
+  /**
+   * The metric's tensor name (e.g. "accuracy").
+   */
+  const char *name;
+  /**
+   * Its value.
+   */
+  double value;
+} ofl_metric;
+
+/**
+ * Reviews a submitted experiment (OpenFL's `review_plan_callback`): return
+ * true to approve it, false to reject it (its archive is then deleted).
+ */
+typedef bool (*ofl_review_experiment_fn)(void *user_data, const struct ofl_experiment *experiment);
+
+/**
+ * An approved experiment starts: launch its aggregator for its
+ * collaborators and return `OFL_CODE_OK` (0); the envoys receive the
+ * experiment once this returns. Another `ofl_code` value marks the
+ * experiment failed, with the message set by `ofl_reply_set_error_message`
+ * (the only `ofl_reply_*` function that applies here).
+ */
+typedef int32_t (*ofl_start_experiment_fn)(void *user_data,
+                                           const struct ofl_experiment *experiment,
+                                           struct ofl_reply *reply);
+
+/**
+ * An envoy reported the experiment failed (SetExperimentFailed): stop its
+ * aggregator. `collaborator` is the envoy, `error_code` and `description`
+ * what it reported; all valid during the call.
+ */
+typedef void (*ofl_experiment_failed_fn)(void *user_data,
+                                         const struct ofl_experiment *experiment,
+                                         const char *collaborator,
+                                         uint32_t error_code,
+                                         const char *description);
+
+/**
+ * What the director asks and tells its host. Every hook may be NULL (the
+ * default: approve; nothing to start; nothing to stop); a NULL
+ * `ofl_director_hooks *` means all defaults.
+ *
+ * Hooks run on library threads, possibly several at once, never before
+ * `ofl_director_server_start` has returned (so a host that passes
+ * `&host->server` as `out` finds its server set) and never after
+ * `ofl_director_server_free` has returned. One experiment is reviewed and
+ * started at a time; the next is taken once it finished or failed. Hooks may
+ * block (a review may wait for a human) and may call the
+ * `ofl_director_server_*` progress functions and `ofl_director_server_stop`,
+ * but not `ofl_director_server_free` (which waits for running hooks).
+ */
+typedef struct ofl_director_hooks {
+  /**
+   * Passed to every hook.
+   */
+  void *user_data;
+  /**
+   * Called exactly once with `user_data` when the server no longer needs
+   * it: in `ofl_director_server_free` (after running hooks returned), or
+   * before `ofl_director_server_start` returns an error. May be NULL.
+   */
+  void (*free_user_data)(void *user_data);
+  /**
+   * Approve or reject a submitted experiment. NULL approves everything.
+   */
+  ofl_review_experiment_fn review_experiment;
+  /**
+   * Start an approved experiment. NULL: nothing to start (the envoys
+   * receive it; report its end with `ofl_director_server_mark_finished`).
+   */
+  ofl_start_experiment_fn start_experiment;
+  /**
+   * An envoy failed the experiment. NULL: nothing to stop.
+   */
+  ofl_experiment_failed_fn experiment_failed;
+} ofl_director_hooks;
+
+/**
+ * One metric of an experiment, as GetMetricStream carries it (OpenFL's
+ * metric record). Given to the library by `ofl_director_server_push_metric`
+ * (strings borrowed for the call) and handed to a frontend's metric
+ * callback (strings valid during the callback).
+ */
+typedef struct ofl_director_metric {
+  /**
+   * Who computed it: a collaborator name, or the aggregator (OpenFL: its uuid).
+   */
+  const char *origin;
+  /**
+   * The task that produced it (e.g. "aggregated_model_validation").
+   */
+  const char *task_name;
+  /**
+   * The metric's name (e.g. "accuracy").
+   */
+  const char *metric_name;
+  /**
+   * Its value (float32 on the wire).
+   */
+  float value;
+  /**
+   * The round it belongs to.
+   */
+  uint32_t round;
+} ofl_director_metric;
+
+/**
  * One CUDA device of an envoy's node (OpenFL's `CudaDeviceInfo`). As an
  * input (`ofl_envoy_client_send_health_check`) its strings are borrowed for
  * the call and may be NULL for ""; as an output (`ofl_envoys_cuda_device`)
@@ -628,158 +781,206 @@ typedef struct ofl_shard_info {
 } ofl_shard_info;
 
 /**
- * One metric of an experiment, as GetMetricStream carries it (OpenFL's
- * metric record). Given to the library by `ofl_director_server_push_metric`
- * (strings borrowed for the call) and handed to a frontend's metric
- * callback (strings valid during the callback).
- */
-typedef struct ofl_director_metric {
-  /**
-   * Who computed it: a collaborator name, or the aggregator (OpenFL: its uuid).
-   */
-  const char *origin;
-  /**
-   * The task that produced it (e.g. "aggregated_model_validation").
-   */
-  const char *task_name;
-  /**
-   * The metric's name (e.g. "accuracy").
-   */
-  const char *metric_name;
-  /**
-   * Its value (float32 on the wire).
-   */
-  float value;
-  /**
-   * The round it belongs to.
-   */
-  uint32_t round;
-} ofl_director_metric;
-
-/**
  * Receives one metric of a stream; `metric` and its strings are valid
  * during the call only. Return true for more, false to end the stream.
  */
 typedef bool (*ofl_director_metric_fn)(void *user_data, const struct ofl_director_metric *metric);
-
-/**
- * Reviews a submitted experiment (OpenFL's `review_plan_callback`): return
- * true to approve it, false to reject it (its archive is then deleted).
- */
-typedef bool (*ofl_review_experiment_fn)(void *user_data, const struct ofl_experiment *experiment);
-
-/**
- * An approved experiment starts: launch its aggregator for its
- * collaborators and return `OFL_CODE_OK` (0); the envoys receive the
- * experiment once this returns. Another `ofl_code` value marks the
- * experiment failed, with the message set by `ofl_reply_set_error_message`
- * (the only `ofl_reply_*` function that applies here).
- */
-typedef int32_t (*ofl_start_experiment_fn)(void *user_data,
-                                           const struct ofl_experiment *experiment,
-                                           struct ofl_reply *reply);
-
-/**
- * An envoy reported the experiment failed (SetExperimentFailed): stop its
- * aggregator. `collaborator` is the envoy, `error_code` and `description`
- * what it reported; all valid during the call.
- */
-typedef void (*ofl_experiment_failed_fn)(void *user_data,
-                                         const struct ofl_experiment *experiment,
-                                         const char *collaborator,
-                                         uint32_t error_code,
-                                         const char *description);
-
-/**
- * What the director asks and tells its host. Every hook may be NULL (the
- * default: approve; nothing to start; nothing to stop); a NULL
- * `ofl_director_hooks *` means all defaults.
- *
- * Hooks run on library threads, possibly several at once, never before
- * `ofl_director_server_start` has returned (so a host that passes
- * `&host->server` as `out` finds its server set) and never after
- * `ofl_director_server_free` has returned. One experiment is reviewed and
- * started at a time; the next is taken once it finished or failed. Hooks may
- * block (a review may wait for a human) and may call the
- * `ofl_director_server_*` progress functions and `ofl_director_server_stop`,
- * but not `ofl_director_server_free` (which waits for running hooks).
- */
-typedef struct ofl_director_hooks {
-  /**
-   * Passed to every hook.
-   */
-  void *user_data;
-  /**
-   * Called exactly once with `user_data` when the server no longer needs
-   * it: in `ofl_director_server_free` (after running hooks returned), or
-   * before `ofl_director_server_start` returns an error. May be NULL.
-   */
-  void (*free_user_data)(void *user_data);
-  /**
-   * Approve or reject a submitted experiment. NULL approves everything.
-   */
-  ofl_review_experiment_fn review_experiment;
-  /**
-   * Start an approved experiment. NULL: nothing to start (the envoys
-   * receive it; report its end with `ofl_director_server_mark_finished`).
-   */
-  ofl_start_experiment_fn start_experiment;
-  /**
-   * An envoy failed the experiment. NULL: nothing to stop.
-   */
-  ofl_experiment_failed_fn experiment_failed;
-} ofl_director_hooks;
-
-/**
- * One metric (OpenFL's metric record): reported by a collaborator, or the
- * `data_size`-weighted average of a round computed by the aggregator.
- * Strings are owned by the `ofl_fedavg` and valid until `ofl_fedavg_free`.
- */
-typedef struct ofl_metric {
-  /**
-   * The round the metric belongs to (0 = the initial model's round).
-   */
-  int32_t round;
-  /**
-   * The collaborator that reported it, or "aggregator" for an average.
-   */
-  const char *origin;
-  /**
-   * True for the aggregator's weighted average over all collaborators.
-   */
-  bool aggregated;
-  /**
-   * The task that produced it (e.g. "aggregated_model_validation").
-   */
-  const char *task;
-  /**
-   * The metric's tensor name (e.g. "accuracy").
-   */
-  const char *name;
-  /**
-   * Its value.
-   */
-  double value;
-} ofl_metric;
-
-/**
- * Receives one log record: `target` names the library module, `message` the
- * event; both are valid only during the call. May be called from any
- * library thread, concurrently; must not call back into the library.
- */
-typedef void (*ofl_log_fn)(void *user_data,
-                           enum ofl_log_level level,
-                           const char *target,
-                           const char *message);
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
- * The library version, e.g. "0.1.0" (static, NUL-terminated).
+ * The library version, e.g. "0.2.0" (static, NUL-terminated).
  */
 const char *ofl_version(void);
+
+/**
+ * A new error with `code` and a copy of `message` (NULL: empty), for a
+ * callback to return: the library takes ownership of what a callback
+ * returns and frees it. `OFL_CODE_OK` gives NULL (no error). A code
+ * that is no `ofl_code` value becomes `OFL_CODE_UNKNOWN`; a message
+ * that is not UTF-8 is converted lossily.
+ */
+struct ofl_error *ofl_error_new(int32_t code, const char *message);
+
+/**
+ * The error's code. NULL gives `OFL_CODE_OK`.
+ */
+enum ofl_code ofl_error_code(const struct ofl_error *error);
+
+/**
+ * The error's message: NUL-terminated UTF-8 owned by the error, valid
+ * until `ofl_error_free`. NULL gives an empty string.
+ */
+const char *ofl_error_message(const struct ofl_error *error);
+
+/**
+ * Frees an error. NULL is a no-op.
+ */
+void ofl_error_free(struct ofl_error *error);
+
+/**
+ * A static, NUL-terminated name for an `ofl_code` value, e.g.
+ * "UNAUTHENTICATED"; values that are no code give "UNKNOWN_CODE".
+ */
+const char *ofl_code_name(int32_t code);
+
+/**
+ * Sends the library's log records up to `max_level` (an `ofl_log_level`) to `callback` with
+ * `user_data`; a NULL `callback` writes them to stderr. Without a call,
+ * warnings and errors go to stderr. Process-wide; may be called again to
+ * change the level or the callback. The previous `user_data` is no longer
+ * used once this returns.
+ */
+struct ofl_error *ofl_set_log_callback(int32_t max_level, ofl_log_fn callback, void *user_data);
+
+/**
+ * New TLS settings, written to `*out`: mutual TLS, nothing loaded yet.
+ */
+struct ofl_error *ofl_tls_config_new(struct ofl_tls_config **out);
+
+/**
+ * Frees TLS settings. NULL is a no-op.
+ */
+void ofl_tls_config_free(struct ofl_tls_config *tls);
+
+/**
+ * The CA certificate(s) peers must chain to (OpenFL's
+ * `root_certificate`), as a PEM file read at start/connect.
+ */
+struct ofl_error *ofl_tls_config_set_root_certificate_file(struct ofl_tls_config *tls,
+                                                           const char *path);
+
+/**
+ * The CA certificate(s) as PEM bytes (copied).
+ */
+struct ofl_error *ofl_tls_config_set_root_certificate_pem(struct ofl_tls_config *tls,
+                                                          const uint8_t *pem_data,
+                                                          size_t len);
+
+/**
+ * Own certificate chain (leaf first) and private key (PKCS#8, PKCS#1 or
+ * SEC1), as PEM files read at start/connect (OpenFL's `certificate`,
+ * `private_key`). Required by servers and by mutual-TLS clients.
+ */
+struct ofl_error *ofl_tls_config_set_identity_files(struct ofl_tls_config *tls,
+                                                    const char *certificate,
+                                                    const char *private_key);
+
+/**
+ * Own certificate chain and private key as PEM bytes (copied).
+ */
+struct ofl_error *ofl_tls_config_set_identity_pem(struct ofl_tls_config *tls,
+                                                  const uint8_t *certificate,
+                                                  size_t certificate_len,
+                                                  const uint8_t *private_key,
+                                                  size_t private_key_len);
+
+/**
+ * Mutual (default) or one-way TLS: `mode` is an `ofl_client_auth`
+ * value; anything else is INVALID_ARGUMENT.
+ */
+struct ofl_error *ofl_tls_config_set_client_auth(struct ofl_tls_config *tls, int32_t mode);
+
+/**
+ * Adds a certificate revocation list (PEM `X509 CRL` blocks, signed by
+ * the root), as a file read at start/connect: a peer certificate it
+ * revokes is refused at the handshake. A server reads its CRLs once,
+ * at start: restart it (or start a new one) to take a new CRL.
+ */
+struct ofl_error *ofl_tls_config_add_crl_file(struct ofl_tls_config *tls, const char *path);
+
+/**
+ * Adds a certificate revocation list as PEM bytes (copied).
+ */
+struct ofl_error *ofl_tls_config_add_crl_pem(struct ofl_tls_config *tls,
+                                             const uint8_t *pem_data,
+                                             size_t len);
+
+/**
+ * The tensor's name (valid as long as the tensor). NULL gives "".
+ */
+const char *ofl_tensor_name(const struct ofl_tensor *tensor);
+
+/**
+ * The tensor's round number.
+ */
+int32_t ofl_tensor_round_number(const struct ofl_tensor *tensor);
+
+/**
+ * Whether the tensor's encoding is lossless.
+ */
+bool ofl_tensor_lossless(const struct ofl_tensor *tensor);
+
+/**
+ * Whether the tensor is a report (metric) tensor.
+ */
+bool ofl_tensor_report(const struct ofl_tensor *tensor);
+
+/**
+ * Number of tags.
+ */
+size_t ofl_tensor_tags_len(const struct ofl_tensor *tensor);
+
+/**
+ * Tag `index` (valid as long as the tensor); NULL when out of range.
+ */
+const char *ofl_tensor_tag(const struct ofl_tensor *tensor, size_t index);
+
+/**
+ * The tensor's bytes (valid as long as the tensor; no copy was made).
+ * May be NULL when the length is 0.
+ */
+const uint8_t *ofl_tensor_data(const struct ofl_tensor *tensor);
+
+/**
+ * Number of bytes at `ofl_tensor_data`.
+ */
+size_t ofl_tensor_data_len(const struct ofl_tensor *tensor);
+
+/**
+ * Number of transformer-metadata entries.
+ */
+size_t ofl_tensor_metadata_len(const struct ofl_tensor *tensor);
+
+/**
+ * The `int_list` of metadata entry `index` (for OpenFL's uncompressed
+ * pipeline, the shape): writes its length to `*len` (when `len` is not
+ * NULL) and returns the integers, valid as long as the tensor. Out of range:
+ * NULL and length 0.
+ */
+const int32_t *ofl_tensor_metadata_int_list(const struct ofl_tensor *tensor,
+                                            size_t index,
+                                            size_t *len);
+
+/**
+ * The `bool_list` of metadata entry `index`, as `ofl_tensor_metadata_int_list`.
+ */
+const bool *ofl_tensor_metadata_bool_list(const struct ofl_tensor *tensor,
+                                          size_t index,
+                                          size_t *len);
+
+/**
+ * Number of `int_to_float` entries of metadata entry `index` (0 when out of range).
+ */
+size_t ofl_tensor_metadata_int_to_float_len(const struct ofl_tensor *tensor, size_t index);
+
+/**
+ * Entry `entry` (in increasing key order) of the `int_to_float` map of
+ * metadata entry `index`: writes the key and value and returns true, or
+ * returns false when out of range.
+ */
+bool ofl_tensor_metadata_int_to_float_entry(const struct ofl_tensor *tensor,
+                                            size_t index,
+                                            size_t entry,
+                                            int32_t *key,
+                                            float *value_out);
+
+/**
+ * Frees a tensor. NULL is a no-op.
+ */
+void ofl_tensor_free(struct ofl_tensor *tensor);
 
 /**
  * Adds a task to a get_tasks reply (OpenFL's `Task`: name, function name,
@@ -1193,6 +1394,684 @@ struct ofl_error *ofl_client_send_local_task_results(const struct ofl_client *cl
                                                      int32_t data_size,
                                                      const struct ofl_tensor_view *tensors,
                                                      size_t tensors_len);
+
+/**
+ * The round the tasks belong to.
+ */
+int32_t ofl_tasks_round_number(const struct ofl_tasks *tasks);
+
+/**
+ * Seconds to wait before asking again (when there are no tasks).
+ */
+int32_t ofl_tasks_sleep_time(const struct ofl_tasks *tasks);
+
+/**
+ * Whether the collaborator must quit.
+ */
+bool ofl_tasks_quit(const struct ofl_tasks *tasks);
+
+/**
+ * Number of tasks.
+ */
+size_t ofl_tasks_len(const struct ofl_tasks *tasks);
+
+/**
+ * Name of task `index`; NULL when out of range.
+ */
+const char *ofl_tasks_name(const struct ofl_tasks *tasks, size_t index);
+
+/**
+ * Function name of task `index` (e.g. "train_task"); NULL when out of range.
+ */
+const char *ofl_tasks_function_name(const struct ofl_tasks *tasks, size_t index);
+
+/**
+ * Type of task `index` (e.g. "train"); NULL when out of range.
+ */
+const char *ofl_tasks_task_type(const struct ofl_tasks *tasks, size_t index);
+
+/**
+ * Whether task `index` applies to the locally tuned model; false when out of range.
+ */
+bool ofl_tasks_apply_local(const struct ofl_tasks *tasks, size_t index);
+
+/**
+ * Frees the object. NULL is a no-op.
+ */
+void ofl_tasks_free(struct ofl_tasks *tasks);
+
+/**
+ * New FedAvg options with the defaults above, no collaborators and no
+ * model, written to `*out`.
+ */
+struct ofl_error *ofl_fedavg_options_new(struct ofl_fedavg_options **out);
+
+/**
+ * Frees FedAvg options. NULL is a no-op.
+ */
+void ofl_fedavg_options_free(struct ofl_fedavg_options *options);
+
+/**
+ * The aggregator's identity (OpenFL's `Aggregator.uuid`, `federation_uuid`,
+ * `single_col_cert_common_name`; the last may be NULL for none). A server
+ * started with `ofl_aggregator_server_start_fedavg` checks requests against
+ * this identity. Default: empty uuids.
+ */
+struct ofl_error *ofl_fedavg_options_set_federation(struct ofl_fedavg_options *options,
+                                                    const char *aggregator_uuid,
+                                                    const char *federation_uuid,
+                                                    const char *single_col_cert_common_name);
+
+/**
+ * Adds a collaborator (OpenFL's `authorized_cols`): authorized to call, and
+ * every round waits for its results of every task. Adding a name twice
+ * adds it once. At least one is required.
+ */
+struct ofl_error *ofl_fedavg_options_add_collaborator(struct ofl_fedavg_options *options,
+                                                      const char *collaborator_name);
+
+/**
+ * Rounds to train (OpenFL's `rounds_to_train`), at least 1; default 10.
+ */
+struct ofl_error *ofl_fedavg_options_set_rounds_to_train(struct ofl_fedavg_options *options,
+                                                         int32_t rounds);
+
+/**
+ * Appends a task that every collaborator runs every round, in the order
+ * added (a task of OpenFL's plan: `name`, `function_name`, `task_type`
+ * "train" or "validate", `apply_local`). The first call replaces the
+ * default tasks: `aggregated_model_validation` (validate_task, validate),
+ * `train` (train_task, train), `locally_tuned_model_validation`
+ * (validate_task, validate, apply_local). Names must be unique
+ * (INVALID_ARGUMENT otherwise).
+ */
+struct ofl_error *ofl_fedavg_options_add_task(struct ofl_fedavg_options *options,
+                                              const char *name,
+                                              const char *function_name,
+                                              const char *task_type,
+                                              bool apply_local);
+
+/**
+ * Adds a tensor of the initial (round-0) model: `shape_len` dimensions at
+ * `shape` (0 for a scalar; `shape` may then be NULL) and `values_len`
+ * float32 values in C (row-major) order, which must be the product of the
+ * dimensions (1 for a scalar). Both arrays are copied. Each dimension must
+ * fit an int32 (the wire type). A name may be added once; at least one
+ * tensor is required.
+ */
+struct ofl_error *ofl_fedavg_options_add_model_tensor(struct ofl_fedavg_options *options,
+                                                      const char *name,
+                                                      const size_t *shape,
+                                                      size_t shape_len,
+                                                      const float *values,
+                                                      size_t values_len);
+
+/**
+ * The metric that picks the best model: a metric reported by the first
+ * "validate" task without `apply_local` (the aggregated-model validation);
+ * higher is better. NULL restores the default: that task's first metric by
+ * name.
+ */
+struct ofl_error *ofl_fedavg_options_set_best_model_metric(struct ofl_fedavg_options *options,
+                                                           const char *metric_name);
+
+/**
+ * How long a GetAggregatedTensor call for a later round's model (not ready
+ * yet) waits before FAILED_PRECONDITION; default 30 000 ms.
+ */
+struct ofl_error *ofl_fedavg_options_set_tensor_wait_ms(struct ofl_fedavg_options *options,
+                                                        uint64_t wait_ms);
+
+/**
+ * Seconds a collaborator that has finished the round is told to sleep
+ * before asking again (GetTasks' `sleep_time`), at least 1; default 10
+ * (OpenFL 1.6 always sends 10).
+ */
+struct ofl_error *ofl_fedavg_options_set_sleep_time(struct ofl_fedavg_options *options,
+                                                    int32_t seconds);
+
+/**
+ * A directory where the aggregator keeps what it needs to resume after a
+ * crash (created if missing); NULL (the default) keeps nothing. Every
+ * upload is saved there (written to a temporary file, flushed, renamed,
+ * the directory flushed) before it is acknowledged, the new model when a
+ * round ends, and each first quit answer before it is sent. `ofl_fedavg_new`
+ * with the same directory and the same identity, collaborators, tasks and
+ * rounds resumes the saved round: no acknowledged upload is lost, none
+ * counts twice (a resent one is answered OK and ignored), and collaborators
+ * that retry go on with the federation. One aggregator may use a directory
+ * at a time. Errors: INVALID_ARGUMENT for an empty path or invalid UTF-8.
+ */
+struct ofl_error *ofl_fedavg_options_set_state_dir(struct ofl_fedavg_options *options,
+                                                   const char *path);
+
+/**
+ * A FedAvg aggregator at round 0 (or, with a state directory that holds a
+ * saved federation, at the saved round), written to `*out` (`options` may be freed
+ * after). Errors: INVALID_ARGUMENT naming what is missing or wrong (no
+ * collaborators, no model tensor, ...); with a state directory, IO when it
+ * cannot be read or written, FAILED_PRECONDITION when another aggregator
+ * uses it or it holds another federation, DATA_LOSS when a state file is
+ * damaged (the message names the file).
+ *
+ * Every round, each collaborator runs every task; the round ends when all
+ * have reported all tasks, and each uploaded tensor is averaged over the
+ * collaborators weighted by their `data_size`. What a collaborator sends
+ * (as OpenFL 1.6's `Collaborator` with `delta_updates: false` and no
+ * compression): model tensors are fetched with the round's number,
+ * `report` false, tags {"model"}; they come as little-endian float32 bytes
+ * with the shape in `int_list` of their one metadata entry. Uploads use
+ * the same encoding with the tag "compressed" added (optional for non-OpenFL
+ * peers): trained weights with `report` false and tag "trained" (they
+ * become the next round's model), metrics as one-value tensors with
+ * `report` true and tag "metric" (plus "validate_agg" or "validate_local"
+ * for validation tasks); `data_size` is the number of samples the task
+ * used (its weight in the average). A collaborator that has reported every
+ * task of the round gets `sleep_time` instead of tasks until the round ends.
+ */
+struct ofl_error *ofl_fedavg_new(const struct ofl_fedavg_options *options, struct ofl_fedavg **out);
+
+/**
+ * Frees the handle. A server started with it keeps running (it holds its
+ * own reference). NULL is a no-op.
+ */
+void ofl_fedavg_free(struct ofl_fedavg *fedavg);
+
+/**
+ * Starts an aggregator server (as `ofl_aggregator_server_start`) whose
+ * logic is `fedavg`, shared: read its progress through `fedavg` while and
+ * after the server runs. `ofl_aggregator_server_serve` returns once every
+ * collaborator has been told to quit after the last round.
+ *
+ * The server checks requests against the FedAvg's identity and
+ * collaborators (`ofl_fedavg_options_set_federation`,
+ * `ofl_fedavg_options_add_collaborator`); identity and collaborators set on
+ * `server_options` are not used. Everything else (listen address, TLS,
+ * limits) comes from `server_options`.
+ */
+struct ofl_error *ofl_aggregator_server_start_fedavg(const struct ofl_aggregator_server_options *server_options,
+                                                     const struct ofl_fedavg *fedavg,
+                                                     struct ofl_aggregator_server **out);
+
+/**
+ * The current round: 0 at the start, the number of rounds to train once
+ * training is over. 0 for NULL.
+ */
+int32_t ofl_fedavg_current_round(const struct ofl_fedavg *fedavg);
+
+/**
+ * The number of rounds to train. 0 for NULL.
+ */
+int32_t ofl_fedavg_rounds_to_train(const struct ofl_fedavg *fedavg);
+
+/**
+ * Whether every round has been trained (collaborators now get quit).
+ * False for NULL.
+ */
+bool ofl_fedavg_is_finished(const struct ofl_fedavg *fedavg);
+
+/**
+ * The number of metrics recorded so far: each collaborator's as they
+ * arrived, then each round's averages (origin "aggregator") when the round
+ * ends. Grows while a server runs; indices stay stable. 0 for NULL.
+ */
+size_t ofl_fedavg_metrics_len(const struct ofl_fedavg *fedavg);
+
+/**
+ * Metric `index` (below `ofl_fedavg_metrics_len`), written to `*out`; its
+ * strings are owned by `fedavg` and valid until `ofl_fedavg_free`.
+ * Errors: OUT_OF_RANGE for an index not recorded yet.
+ */
+struct ofl_error *ofl_fedavg_metric(const struct ofl_fedavg *fedavg,
+                                    size_t index,
+                                    struct ofl_metric *out);
+
+/**
+ * The newest model, copied into a new `ofl_model` written to `*out`: the
+ * initial model before the first round ends, the final aggregate after the
+ * last.
+ */
+struct ofl_error *ofl_fedavg_last_model(const struct ofl_fedavg *fedavg, struct ofl_model **out);
+
+/**
+ * The model that scored best in the aggregated-model validation (see
+ * `ofl_fedavg_options_set_best_model_metric`), copied into a new
+ * `ofl_model` written to `*out`. Errors: FAILED_PRECONDITION until a round
+ * with that metric has ended.
+ */
+struct ofl_error *ofl_fedavg_best_model(const struct ofl_fedavg *fedavg, struct ofl_model **out);
+
+/**
+ * The round whose model is the best model and its score, written to
+ * `*round` and `*score` (each may be NULL); returns false (writing
+ * nothing) when there is no best model yet or `fedavg` is NULL.
+ */
+bool ofl_fedavg_best_model_score(const struct ofl_fedavg *fedavg, int32_t *round, double *score);
+
+/**
+ * Number of tensors in the model. 0 for NULL.
+ */
+size_t ofl_model_len(const struct ofl_model *model);
+
+/**
+ * Name of tensor `index` (tensors are in name order); NULL when out of range.
+ */
+const char *ofl_model_tensor_name(const struct ofl_model *model, size_t index);
+
+/**
+ * Finds the tensor called `name`: writes its index to `*index` (when not
+ * NULL) and returns true, or returns false when there is none.
+ */
+bool ofl_model_find(const struct ofl_model *model, const char *name, size_t *index);
+
+/**
+ * The shape of tensor `index`: writes the number of dimensions to `*len`
+ * (when not NULL; 0 for a scalar) and returns the dimensions. The pointer
+ * is non-NULL for every index below `ofl_model_len` (also for a scalar) and
+ * valid until `ofl_model_free`; out of range: NULL and length 0.
+ */
+const size_t *ofl_model_tensor_shape(const struct ofl_model *model, size_t index, size_t *len);
+
+/**
+ * The values of tensor `index` in C (row-major) order: writes their number
+ * to `*len` (when not NULL) and returns them, as `ofl_model_tensor_shape`.
+ */
+const float *ofl_model_tensor_values(const struct ofl_model *model, size_t index, size_t *len);
+
+/**
+ * Frees a model. NULL is a no-op.
+ */
+void ofl_model_free(struct ofl_model *model);
+
+/**
+ * The string: NUL-terminated UTF-8, valid until `ofl_string_free`. NULL
+ * gives "".
+ */
+const char *ofl_string_get(const struct ofl_string *string);
+
+/**
+ * Its length in bytes, without the terminating NUL. 0 for NULL.
+ */
+size_t ofl_string_len(const struct ofl_string *string);
+
+/**
+ * Frees a string. NULL is a no-op.
+ */
+void ofl_string_free(struct ofl_string *string);
+
+/**
+ * Number of strings. 0 for NULL.
+ */
+size_t ofl_string_list_len(const struct ofl_string_list *list);
+
+/**
+ * String `index` (NUL-terminated UTF-8, valid until
+ * `ofl_string_list_free`); NULL when out of range.
+ */
+const char *ofl_string_list_get(const struct ofl_string_list *list, size_t index);
+
+/**
+ * Frees a string list. NULL is a no-op.
+ */
+void ofl_string_list_free(struct ofl_string_list *list);
+
+/**
+ * Number of tensors. 0 for NULL.
+ */
+size_t ofl_tensor_list_len(const struct ofl_tensor_list *list);
+
+/**
+ * Tensor `index`, borrowed: valid until the list is freed (or, for a list
+ * passed to a hook, until the hook returns); do not free it. NULL when out
+ * of range.
+ */
+const struct ofl_tensor *ofl_tensor_list_get(const struct ofl_tensor_list *list, size_t index);
+
+/**
+ * Decodes the list as OpenFL's uncompressed float32 pipeline encodes a
+ * model (values little-endian float32, the shape in the `int_list` of the
+ * one transformer-metadata entry; no entry: one dimension) into a new
+ * `ofl_model` written to `*out` (free it with `ofl_model_free`).
+ * Errors: INVALID_ARGUMENT naming a tensor that is not encoded so, or a
+ * name that occurs twice.
+ */
+struct ofl_error *ofl_tensor_list_to_model(const struct ofl_tensor_list *list,
+                                           struct ofl_model **out);
+
+/**
+ * Frees a tensor list and its tensors. NULL is a no-op.
+ */
+void ofl_tensor_list_free(struct ofl_tensor_list *list);
+
+/**
+ * The wire name of an `ofl_experiment_status` value ("pending",
+ * "in_progress", "finished", "failed", "rejected"; static, NUL-terminated);
+ * values that are no status give "unknown".
+ */
+const char *ofl_experiment_status_name(int32_t status);
+
+/**
+ * The experiment's name (what envoys get from WaitExperiment). NULL gives "".
+ */
+const char *ofl_experiment_name(const struct ofl_experiment *experiment);
+
+/**
+ * Who submitted it: the frontend's certificate CN (TLS) or `client_id`
+ * (default "__default__"). NULL gives "".
+ */
+const char *ofl_experiment_owner(const struct ofl_experiment *experiment);
+
+/**
+ * Number of collaborators (envoys) that take part, without duplicates.
+ */
+size_t ofl_experiment_collaborators_len(const struct ofl_experiment *experiment);
+
+/**
+ * Collaborator `index`, in submission order; NULL when out of range.
+ */
+const char *ofl_experiment_collaborator(const struct ofl_experiment *experiment, size_t index);
+
+/**
+ * The path of the stored archive (the workspace the frontend uploaded).
+ * After a rejection or a removal the file is gone. NULL gives "".
+ */
+const char *ofl_experiment_archive_path(const struct ofl_experiment *experiment);
+
+/**
+ * The archive's size in bytes.
+ */
+uint64_t ofl_experiment_archive_size(const struct ofl_experiment *experiment);
+
+/**
+ * The initial model sent with the experiment (borrowed, valid during the
+ * hook; copy what you keep), or NULL when none was sent.
+ */
+const struct ofl_tensor_list *ofl_experiment_initial_model(const struct ofl_experiment *experiment);
+
+/**
+ * New director options, written to `*out`: listen on `[::]`, port 0 (any
+ * free port; OpenFL's default is 50051), mTLS, empty sample and target
+ * shapes, envoy health checks every 60 s, archives under a fresh directory
+ * of the system temporary directory (set one:
+ * `ofl_director_server_options_set_archive_dir`), archives and messages up
+ * to 1 GiB, 100 000 queued metrics per experiment, envoy identity checked.
+ */
+struct ofl_error *ofl_director_server_options_new(struct ofl_director_server_options **out);
+
+/**
+ * Frees director options. NULL is a no-op.
+ */
+void ofl_director_server_options_free(struct ofl_director_server_options *options);
+
+/**
+ * Address and port to listen on (OpenFL's `listen_host`, `listen_port`):
+ * `host` is a name or an IPv4/IPv6 address (`"[::]"` = every interface);
+ * port 0 picks a free port, reported by `ofl_director_server_port`.
+ */
+struct ofl_error *ofl_director_server_options_set_listen(struct ofl_director_server_options *options,
+                                                         const char *host,
+                                                         uint16_t port);
+
+/**
+ * Turns TLS on (default) or off (OpenFL's `tls`). Without TLS callers are
+ * named by their `client_id` metadata, which any peer can set (envoys send
+ * none: they are all "__default__"); a warning is logged at start.
+ */
+struct ofl_error *ofl_director_server_options_set_tls(struct ofl_director_server_options *options,
+                                                      bool enabled);
+
+/**
+ * Certificate files (OpenFL's `root_certificate`, `certificate`,
+ * `private_key`), all required for a TLS server; read at start.
+ */
+struct ofl_error *ofl_director_server_options_set_tls_files(struct ofl_director_server_options *options,
+                                                            const char *root_certificate,
+                                                            const char *certificate,
+                                                            const char *private_key);
+
+/**
+ * Certificates as PEM bytes in memory (copied).
+ */
+struct ofl_error *ofl_director_server_options_set_tls_pem(struct ofl_director_server_options *options,
+                                                          const uint8_t *root_certificate,
+                                                          size_t root_certificate_len,
+                                                          const uint8_t *certificate,
+                                                          size_t certificate_len,
+                                                          const uint8_t *private_key,
+                                                          size_t private_key_len);
+
+/**
+ * One-way TLS (OpenFL's `disable_client_auth`): client certificates become
+ * optional. A caller that presents one is named by its CN; one that
+ * presents none by its `client_id` metadata (a warning is logged at start).
+ */
+struct ofl_error *ofl_director_server_options_set_disable_client_auth(struct ofl_director_server_options *options,
+                                                                      bool disable);
+
+/**
+ * Concurrent calls (HTTP/2 streams) per connection; more are refused with
+ * REFUSED_STREAM (default 100). INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_director_server_options_set_max_concurrent_streams(struct ofl_director_server_options *options,
+                                                                         uint32_t max);
+
+/**
+ * Connections served at once; further connections wait in the listen
+ * backlog (default 1000, below the common 1024 file-descriptor limit).
+ * INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_director_server_options_set_max_connections(struct ofl_director_server_options *options,
+                                                                  uint32_t max);
+
+/**
+ * Time a new connection has to finish its TLS handshake and send the HTTP/2
+ * preface before it is closed (default 10000 ms). INVALID_ARGUMENT when 0
+ * or over a year.
+ */
+struct ofl_error *ofl_director_server_options_set_handshake_timeout_ms(struct ofl_director_server_options *options,
+                                                                       uint64_t timeout_ms);
+
+/**
+ * A connection with no call in flight for this long is closed; clients
+ * reconnect on their next call (default 60000 ms). INVALID_ARGUMENT when 0
+ * or over a year.
+ */
+struct ofl_error *ofl_director_server_options_set_idle_timeout_ms(struct ofl_director_server_options *options,
+                                                                  uint64_t timeout_ms);
+
+/**
+ * Largest request body of a call that is not a streamed upload (unary and
+ * server-streaming calls), gRPC framing included; larger gets
+ * RESOURCE_EXHAUSTED before it is buffered (default 4 MiB).
+ * INVALID_ARGUMENT below 1024.
+ */
+struct ofl_error *ofl_director_server_options_set_max_unary_request_size(struct ofl_director_server_options *options,
+                                                                         uint64_t bytes);
+
+/**
+ * The sample shape every shard must report to be accepted
+ * (UpdateShardInfo), as OpenFL writes it: `len` strings such as "28".
+ * `dims` may be NULL when `len` is 0. Copied.
+ */
+struct ofl_error *ofl_director_server_options_set_sample_shape(struct ofl_director_server_options *options,
+                                                               const char *const *dims,
+                                                               size_t len);
+
+/**
+ * The target shape every shard must report, as
+ * `ofl_director_server_options_set_sample_shape`.
+ */
+struct ofl_error *ofl_director_server_options_set_target_shape(struct ofl_director_server_options *options,
+                                                               const char *const *dims,
+                                                               size_t len);
+
+/**
+ * How often envoys send health checks (OpenFL's
+ * `envoy_health_check_period`, default 60 000 ms; OpenFL envoys read whole
+ * seconds). An envoy is online for two periods after its last one. Must be
+ * positive.
+ */
+struct ofl_error *ofl_director_server_options_set_envoy_health_check_period_ms(struct ofl_director_server_options *options,
+                                                                               uint64_t period_ms);
+
+/**
+ * The directory experiment archives are stored in, as
+ * `<dir>/<experiment name>.archive` (created at start if missing; OpenFL:
+ * the working directory).
+ */
+struct ofl_error *ofl_director_server_options_set_archive_dir(struct ofl_director_server_options *options,
+                                                              const char *path);
+
+/**
+ * Largest archive SetNewExperiment accepts, in bytes (default 1 GiB;
+ * larger uploads get RESOURCE_EXHAUSTED). Must be positive.
+ */
+struct ofl_error *ofl_director_server_options_set_max_archive_size(struct ofl_director_server_options *options,
+                                                                   uint64_t bytes);
+
+/**
+ * Largest gRPC message received or sent (default 1 GiB = 2^30, as OpenFL).
+ */
+struct ofl_error *ofl_director_server_options_set_max_message_size(struct ofl_director_server_options *options,
+                                                                   uint64_t bytes);
+
+/**
+ * Metrics kept per experiment until a frontend streams them (default
+ * 100 000); beyond, the oldest is dropped. Must be positive.
+ */
+struct ofl_error *ofl_director_server_options_set_max_queued_metrics(struct ofl_director_server_options *options,
+                                                                     size_t count);
+
+/**
+ * Under mTLS, whether envoy RPCs must come from a certificate whose CN is
+ * the envoy name they carry (default true; OpenFL checks nothing, so any
+ * certified peer could download any archive or fail any experiment).
+ */
+struct ofl_error *ofl_director_server_options_set_check_envoy_identity(struct ofl_director_server_options *options,
+                                                                       bool enabled);
+
+/**
+ * Starts a director: checks the certificates, creates the archive
+ * directory, binds and begins serving and running experiments in the
+ * background before it returns; writes the server to `*out`. `hooks` is
+ * copied; NULL means the defaults (approve every experiment, nothing to
+ * start or stop). Its `user_data` is released with `free_user_data`
+ * exactly once: by `ofl_director_server_free`, or before this returns an
+ * error. Call `ofl_director_server_serve` to wait until the server is
+ * stopped.
+ */
+struct ofl_error *ofl_director_server_start(const struct ofl_director_server_options *options,
+                                            const struct ofl_director_hooks *hooks,
+                                            struct ofl_director_server **out);
+
+/**
+ * The port the server listens on (the chosen one when 0 was asked); 0 for NULL.
+ */
+uint16_t ofl_director_server_port(const struct ofl_director_server *server);
+
+/**
+ * The directory archives are stored in (valid as long as the server). NULL
+ * gives "".
+ */
+const char *ofl_director_server_archive_dir(const struct ofl_director_server *server);
+
+/**
+ * Blocks until `ofl_director_server_stop` (a director serves until told to
+ * stop; OpenFL's `start`), then shuts the server down: long polls
+ * (WaitExperiment, GetMetricStream) end with UNAVAILABLE, other calls in
+ * flight finish.
+ */
+struct ofl_error *ofl_director_server_serve(const struct ofl_director_server *server);
+
+/**
+ * Asks the server to stop; returns at once. `ofl_director_server_serve`
+ * then returns. Idempotent; safe from any thread and from hooks.
+ */
+struct ofl_error *ofl_director_server_stop(const struct ofl_director_server *server);
+
+/**
+ * Stops the server, waits until it no longer listens and until running
+ * hooks have returned, calls the hooks' `free_user_data`, and frees the
+ * server. No hook runs after this returns. Do not call from a hook. NULL is
+ * a no-op.
+ */
+void ofl_director_server_free(struct ofl_director_server *server);
+
+/**
+ * Queues a metric of `experiment` for the frontends' metric streams
+ * (GetMetricStream; a streamed metric leaves the queue). Its strings are
+ * copied and required. Errors: NOT_FOUND for an unknown experiment.
+ */
+struct ofl_error *ofl_director_server_push_metric(const struct ofl_director_server *server,
+                                                  const char *experiment,
+                                                  const struct ofl_director_metric *metric);
+
+/**
+ * Sets the model GetTrainedModel(BEST_MODEL) returns for `experiment`:
+ * `tensors_len` tensors, copied (data included), sent as they are. OpenFL's
+ * frontend expects its uncompressed float32 encoding: little-endian values,
+ * the shape in the `int_list` of one metadata entry. Errors: NOT_FOUND for
+ * an unknown experiment.
+ */
+struct ofl_error *ofl_director_server_set_best_model(const struct ofl_director_server *server,
+                                                     const char *experiment,
+                                                     const struct ofl_tensor_view *tensors,
+                                                     size_t tensors_len);
+
+/**
+ * Sets the model GetTrainedModel(LAST_MODEL) returns, as
+ * `ofl_director_server_set_best_model`.
+ */
+struct ofl_error *ofl_director_server_set_last_model(const struct ofl_director_server *server,
+                                                     const char *experiment,
+                                                     const struct ofl_tensor_view *tensors,
+                                                     size_t tensors_len);
+
+/**
+ * Sets the round progress frontends see (GetExperimentsList's progress,
+ * GetExperimentDescription's rounds). Errors: NOT_FOUND.
+ */
+struct ofl_error *ofl_director_server_set_round(const struct ofl_director_server *server,
+                                                const char *experiment,
+                                                uint32_t current_round,
+                                                uint32_t total_rounds);
+
+/**
+ * Sets the task list frontends see (GetExperimentDescription): `len` task
+ * names and as many descriptions; `descriptions` may be NULL (all empty).
+ * Replaces the previous list. Copied. Errors: NOT_FOUND.
+ */
+struct ofl_error *ofl_director_server_set_tasks(const struct ofl_director_server *server,
+                                                const char *experiment,
+                                                const char *const *names,
+                                                const char *const *descriptions,
+                                                size_t len);
+
+/**
+ * The experiment finished (OpenFL: its aggregator sent every quit job):
+ * metric streams end once drained, envoys stop receiving it, and the next
+ * experiment may start. Only from in_progress; idempotent. Errors:
+ * NOT_FOUND, FAILED_PRECONDITION (e.g. it failed already).
+ */
+struct ofl_error *ofl_director_server_mark_finished(const struct ofl_director_server *server,
+                                                    const char *experiment);
+
+/**
+ * The experiment failed (reported by the host; `description` may be NULL).
+ * From pending or in_progress; idempotent (the first description stays).
+ * Errors: NOT_FOUND, FAILED_PRECONDITION (it finished or was rejected).
+ */
+struct ofl_error *ofl_director_server_mark_failed(const struct ofl_director_server *server,
+                                                  const char *experiment,
+                                                  const char *description);
+
+/**
+ * The status of `experiment` (whoever submitted it), written to `*out`.
+ * Errors: NOT_FOUND for an unknown (or removed) experiment.
+ */
+struct ofl_error *ofl_director_server_experiment_status(const struct ofl_director_server *server,
+                                                        const char *experiment,
+                                                        enum ofl_experiment_status *out);
 
 /**
  * New client options for the director at `host`:`port` (OpenFL's
@@ -1741,799 +2620,6 @@ const char *ofl_experiment_description_log_status(const struct ofl_experiment_de
  * Frees an experiment description. NULL is a no-op.
  */
 void ofl_experiment_description_free(struct ofl_experiment_description *description);
-
-/**
- * The experiment's name (what envoys get from WaitExperiment). NULL gives "".
- */
-const char *ofl_experiment_name(const struct ofl_experiment *experiment);
-
-/**
- * Who submitted it: the frontend's certificate CN (TLS) or `client_id`
- * (default "__default__"). NULL gives "".
- */
-const char *ofl_experiment_owner(const struct ofl_experiment *experiment);
-
-/**
- * Number of collaborators (envoys) that take part, without duplicates.
- */
-size_t ofl_experiment_collaborators_len(const struct ofl_experiment *experiment);
-
-/**
- * Collaborator `index`, in submission order; NULL when out of range.
- */
-const char *ofl_experiment_collaborator(const struct ofl_experiment *experiment, size_t index);
-
-/**
- * The path of the stored archive (the workspace the frontend uploaded).
- * After a rejection or a removal the file is gone. NULL gives "".
- */
-const char *ofl_experiment_archive_path(const struct ofl_experiment *experiment);
-
-/**
- * The archive's size in bytes.
- */
-uint64_t ofl_experiment_archive_size(const struct ofl_experiment *experiment);
-
-/**
- * The initial model sent with the experiment (borrowed, valid during the
- * hook; copy what you keep), or NULL when none was sent.
- */
-const struct ofl_tensor_list *ofl_experiment_initial_model(const struct ofl_experiment *experiment);
-
-/**
- * New director options, written to `*out`: listen on `[::]`, port 0 (any
- * free port; OpenFL's default is 50051), mTLS, empty sample and target
- * shapes, envoy health checks every 60 s, archives under a fresh directory
- * of the system temporary directory (set one:
- * `ofl_director_server_options_set_archive_dir`), archives and messages up
- * to 1 GiB, 100 000 queued metrics per experiment, envoy identity checked.
- */
-struct ofl_error *ofl_director_server_options_new(struct ofl_director_server_options **out);
-
-/**
- * Frees director options. NULL is a no-op.
- */
-void ofl_director_server_options_free(struct ofl_director_server_options *options);
-
-/**
- * Address and port to listen on (OpenFL's `listen_host`, `listen_port`):
- * `host` is a name or an IPv4/IPv6 address (`"[::]"` = every interface);
- * port 0 picks a free port, reported by `ofl_director_server_port`.
- */
-struct ofl_error *ofl_director_server_options_set_listen(struct ofl_director_server_options *options,
-                                                         const char *host,
-                                                         uint16_t port);
-
-/**
- * Turns TLS on (default) or off (OpenFL's `tls`). Without TLS callers are
- * named by their `client_id` metadata, which any peer can set (envoys send
- * none: they are all "__default__"); a warning is logged at start.
- */
-struct ofl_error *ofl_director_server_options_set_tls(struct ofl_director_server_options *options,
-                                                      bool enabled);
-
-/**
- * Certificate files (OpenFL's `root_certificate`, `certificate`,
- * `private_key`), all required for a TLS server; read at start.
- */
-struct ofl_error *ofl_director_server_options_set_tls_files(struct ofl_director_server_options *options,
-                                                            const char *root_certificate,
-                                                            const char *certificate,
-                                                            const char *private_key);
-
-/**
- * Certificates as PEM bytes in memory (copied).
- */
-struct ofl_error *ofl_director_server_options_set_tls_pem(struct ofl_director_server_options *options,
-                                                          const uint8_t *root_certificate,
-                                                          size_t root_certificate_len,
-                                                          const uint8_t *certificate,
-                                                          size_t certificate_len,
-                                                          const uint8_t *private_key,
-                                                          size_t private_key_len);
-
-/**
- * One-way TLS (OpenFL's `disable_client_auth`): client certificates become
- * optional. A caller that presents one is named by its CN; one that
- * presents none by its `client_id` metadata (a warning is logged at start).
- */
-struct ofl_error *ofl_director_server_options_set_disable_client_auth(struct ofl_director_server_options *options,
-                                                                      bool disable);
-
-/**
- * Concurrent calls (HTTP/2 streams) per connection; more are refused with
- * REFUSED_STREAM (default 100). INVALID_ARGUMENT when 0.
- */
-struct ofl_error *ofl_director_server_options_set_max_concurrent_streams(struct ofl_director_server_options *options,
-                                                                         uint32_t max);
-
-/**
- * Connections served at once; further connections wait in the listen
- * backlog (default 1000, below the common 1024 file-descriptor limit).
- * INVALID_ARGUMENT when 0.
- */
-struct ofl_error *ofl_director_server_options_set_max_connections(struct ofl_director_server_options *options,
-                                                                  uint32_t max);
-
-/**
- * Time a new connection has to finish its TLS handshake and send the HTTP/2
- * preface before it is closed (default 10000 ms). INVALID_ARGUMENT when 0
- * or over a year.
- */
-struct ofl_error *ofl_director_server_options_set_handshake_timeout_ms(struct ofl_director_server_options *options,
-                                                                       uint64_t timeout_ms);
-
-/**
- * A connection with no call in flight for this long is closed; clients
- * reconnect on their next call (default 60000 ms). INVALID_ARGUMENT when 0
- * or over a year.
- */
-struct ofl_error *ofl_director_server_options_set_idle_timeout_ms(struct ofl_director_server_options *options,
-                                                                  uint64_t timeout_ms);
-
-/**
- * Largest request body of a call that is not a streamed upload (unary and
- * server-streaming calls), gRPC framing included; larger gets
- * RESOURCE_EXHAUSTED before it is buffered (default 4 MiB).
- * INVALID_ARGUMENT below 1024.
- */
-struct ofl_error *ofl_director_server_options_set_max_unary_request_size(struct ofl_director_server_options *options,
-                                                                         uint64_t bytes);
-
-/**
- * The sample shape every shard must report to be accepted
- * (UpdateShardInfo), as OpenFL writes it: `len` strings such as "28".
- * `dims` may be NULL when `len` is 0. Copied.
- */
-struct ofl_error *ofl_director_server_options_set_sample_shape(struct ofl_director_server_options *options,
-                                                               const char *const *dims,
-                                                               size_t len);
-
-/**
- * The target shape every shard must report, as
- * `ofl_director_server_options_set_sample_shape`.
- */
-struct ofl_error *ofl_director_server_options_set_target_shape(struct ofl_director_server_options *options,
-                                                               const char *const *dims,
-                                                               size_t len);
-
-/**
- * How often envoys send health checks (OpenFL's
- * `envoy_health_check_period`, default 60 000 ms; OpenFL envoys read whole
- * seconds). An envoy is online for two periods after its last one. Must be
- * positive.
- */
-struct ofl_error *ofl_director_server_options_set_envoy_health_check_period_ms(struct ofl_director_server_options *options,
-                                                                               uint64_t period_ms);
-
-/**
- * The directory experiment archives are stored in, as
- * `<dir>/<experiment name>.archive` (created at start if missing; OpenFL:
- * the working directory).
- */
-struct ofl_error *ofl_director_server_options_set_archive_dir(struct ofl_director_server_options *options,
-                                                              const char *path);
-
-/**
- * Largest archive SetNewExperiment accepts, in bytes (default 1 GiB;
- * larger uploads get RESOURCE_EXHAUSTED). Must be positive.
- */
-struct ofl_error *ofl_director_server_options_set_max_archive_size(struct ofl_director_server_options *options,
-                                                                   uint64_t bytes);
-
-/**
- * Largest gRPC message received or sent (default 1 GiB = 2^30, as OpenFL).
- */
-struct ofl_error *ofl_director_server_options_set_max_message_size(struct ofl_director_server_options *options,
-                                                                   uint64_t bytes);
-
-/**
- * Metrics kept per experiment until a frontend streams them (default
- * 100 000); beyond, the oldest is dropped. Must be positive.
- */
-struct ofl_error *ofl_director_server_options_set_max_queued_metrics(struct ofl_director_server_options *options,
-                                                                     size_t count);
-
-/**
- * Under mTLS, whether envoy RPCs must come from a certificate whose CN is
- * the envoy name they carry (default true; OpenFL checks nothing, so any
- * certified peer could download any archive or fail any experiment).
- */
-struct ofl_error *ofl_director_server_options_set_check_envoy_identity(struct ofl_director_server_options *options,
-                                                                       bool enabled);
-
-/**
- * Starts a director: checks the certificates, creates the archive
- * directory, binds and begins serving and running experiments in the
- * background before it returns; writes the server to `*out`. `hooks` is
- * copied; NULL means the defaults (approve every experiment, nothing to
- * start or stop). Its `user_data` is released with `free_user_data`
- * exactly once: by `ofl_director_server_free`, or before this returns an
- * error. Call `ofl_director_server_serve` to wait until the server is
- * stopped.
- */
-struct ofl_error *ofl_director_server_start(const struct ofl_director_server_options *options,
-                                            const struct ofl_director_hooks *hooks,
-                                            struct ofl_director_server **out);
-
-/**
- * The port the server listens on (the chosen one when 0 was asked); 0 for NULL.
- */
-uint16_t ofl_director_server_port(const struct ofl_director_server *server);
-
-/**
- * The directory archives are stored in (valid as long as the server). NULL
- * gives "".
- */
-const char *ofl_director_server_archive_dir(const struct ofl_director_server *server);
-
-/**
- * Blocks until `ofl_director_server_stop` (a director serves until told to
- * stop; OpenFL's `start`), then shuts the server down: long polls
- * (WaitExperiment, GetMetricStream) end with UNAVAILABLE, other calls in
- * flight finish.
- */
-struct ofl_error *ofl_director_server_serve(const struct ofl_director_server *server);
-
-/**
- * Asks the server to stop; returns at once. `ofl_director_server_serve`
- * then returns. Idempotent; safe from any thread and from hooks.
- */
-struct ofl_error *ofl_director_server_stop(const struct ofl_director_server *server);
-
-/**
- * Stops the server, waits until it no longer listens and until running
- * hooks have returned, calls the hooks' `free_user_data`, and frees the
- * server. No hook runs after this returns. Do not call from a hook. NULL is
- * a no-op.
- */
-void ofl_director_server_free(struct ofl_director_server *server);
-
-/**
- * Queues a metric of `experiment` for the frontends' metric streams
- * (GetMetricStream; a streamed metric leaves the queue). Its strings are
- * copied and required. Errors: NOT_FOUND for an unknown experiment.
- */
-struct ofl_error *ofl_director_server_push_metric(const struct ofl_director_server *server,
-                                                  const char *experiment,
-                                                  const struct ofl_director_metric *metric);
-
-/**
- * Sets the model GetTrainedModel(BEST_MODEL) returns for `experiment`:
- * `tensors_len` tensors, copied (data included), sent as they are. OpenFL's
- * frontend expects its uncompressed float32 encoding: little-endian values,
- * the shape in the `int_list` of one metadata entry. Errors: NOT_FOUND for
- * an unknown experiment.
- */
-struct ofl_error *ofl_director_server_set_best_model(const struct ofl_director_server *server,
-                                                     const char *experiment,
-                                                     const struct ofl_tensor_view *tensors,
-                                                     size_t tensors_len);
-
-/**
- * Sets the model GetTrainedModel(LAST_MODEL) returns, as
- * `ofl_director_server_set_best_model`.
- */
-struct ofl_error *ofl_director_server_set_last_model(const struct ofl_director_server *server,
-                                                     const char *experiment,
-                                                     const struct ofl_tensor_view *tensors,
-                                                     size_t tensors_len);
-
-/**
- * Sets the round progress frontends see (GetExperimentsList's progress,
- * GetExperimentDescription's rounds). Errors: NOT_FOUND.
- */
-struct ofl_error *ofl_director_server_set_round(const struct ofl_director_server *server,
-                                                const char *experiment,
-                                                uint32_t current_round,
-                                                uint32_t total_rounds);
-
-/**
- * Sets the task list frontends see (GetExperimentDescription): `len` task
- * names and as many descriptions; `descriptions` may be NULL (all empty).
- * Replaces the previous list. Copied. Errors: NOT_FOUND.
- */
-struct ofl_error *ofl_director_server_set_tasks(const struct ofl_director_server *server,
-                                                const char *experiment,
-                                                const char *const *names,
-                                                const char *const *descriptions,
-                                                size_t len);
-
-/**
- * The experiment finished (OpenFL: its aggregator sent every quit job):
- * metric streams end once drained, envoys stop receiving it, and the next
- * experiment may start. Only from in_progress; idempotent. Errors:
- * NOT_FOUND, FAILED_PRECONDITION (e.g. it failed already).
- */
-struct ofl_error *ofl_director_server_mark_finished(const struct ofl_director_server *server,
-                                                    const char *experiment);
-
-/**
- * The experiment failed (reported by the host; `description` may be NULL).
- * From pending or in_progress; idempotent (the first description stays).
- * Errors: NOT_FOUND, FAILED_PRECONDITION (it finished or was rejected).
- */
-struct ofl_error *ofl_director_server_mark_failed(const struct ofl_director_server *server,
-                                                  const char *experiment,
-                                                  const char *description);
-
-/**
- * The status of `experiment` (whoever submitted it), written to `*out`.
- * Errors: NOT_FOUND for an unknown (or removed) experiment.
- */
-struct ofl_error *ofl_director_server_experiment_status(const struct ofl_director_server *server,
-                                                        const char *experiment,
-                                                        enum ofl_experiment_status *out);
-
-/**
- * The string: NUL-terminated UTF-8, valid until `ofl_string_free`. NULL
- * gives "".
- */
-const char *ofl_string_get(const struct ofl_string *string);
-
-/**
- * Its length in bytes, without the terminating NUL. 0 for NULL.
- */
-size_t ofl_string_len(const struct ofl_string *string);
-
-/**
- * Frees a string. NULL is a no-op.
- */
-void ofl_string_free(struct ofl_string *string);
-
-/**
- * Number of strings. 0 for NULL.
- */
-size_t ofl_string_list_len(const struct ofl_string_list *list);
-
-/**
- * String `index` (NUL-terminated UTF-8, valid until
- * `ofl_string_list_free`); NULL when out of range.
- */
-const char *ofl_string_list_get(const struct ofl_string_list *list, size_t index);
-
-/**
- * Frees a string list. NULL is a no-op.
- */
-void ofl_string_list_free(struct ofl_string_list *list);
-
-/**
- * Number of tensors. 0 for NULL.
- */
-size_t ofl_tensor_list_len(const struct ofl_tensor_list *list);
-
-/**
- * Tensor `index`, borrowed: valid until the list is freed (or, for a list
- * passed to a hook, until the hook returns); do not free it. NULL when out
- * of range.
- */
-const struct ofl_tensor *ofl_tensor_list_get(const struct ofl_tensor_list *list, size_t index);
-
-/**
- * Decodes the list as OpenFL's uncompressed float32 pipeline encodes a
- * model (values little-endian float32, the shape in the `int_list` of the
- * one transformer-metadata entry; no entry: one dimension) into a new
- * `ofl_model` written to `*out` (free it with `ofl_model_free`).
- * Errors: INVALID_ARGUMENT naming a tensor that is not encoded so, or a
- * name that occurs twice.
- */
-struct ofl_error *ofl_tensor_list_to_model(const struct ofl_tensor_list *list,
-                                           struct ofl_model **out);
-
-/**
- * Frees a tensor list and its tensors. NULL is a no-op.
- */
-void ofl_tensor_list_free(struct ofl_tensor_list *list);
-
-/**
- * The wire name of an `ofl_experiment_status` value ("pending",
- * "in_progress", "finished", "failed", "rejected"; static, NUL-terminated);
- * values that are no status give "unknown".
- */
-const char *ofl_experiment_status_name(int32_t status);
-
-/**
- * The error's code. NULL gives `OFL_CODE_OK`.
- */
-enum ofl_code ofl_error_code(const struct ofl_error *error);
-
-/**
- * The error's message: NUL-terminated UTF-8 owned by the error, valid until
- * `ofl_error_free`. NULL gives an empty string.
- */
-const char *ofl_error_message(const struct ofl_error *error);
-
-/**
- * Frees an error. NULL is a no-op.
- */
-void ofl_error_free(struct ofl_error *error);
-
-/**
- * A static, NUL-terminated name for an `ofl_code` value, e.g.
- * "UNAUTHENTICATED"; values that are no code give "UNKNOWN_CODE".
- */
-const char *ofl_code_name(int32_t code);
-
-/**
- * New FedAvg options with the defaults above, no collaborators and no
- * model, written to `*out`.
- */
-struct ofl_error *ofl_fedavg_options_new(struct ofl_fedavg_options **out);
-
-/**
- * Frees FedAvg options. NULL is a no-op.
- */
-void ofl_fedavg_options_free(struct ofl_fedavg_options *options);
-
-/**
- * The aggregator's identity (OpenFL's `Aggregator.uuid`, `federation_uuid`,
- * `single_col_cert_common_name`; the last may be NULL for none). A server
- * started with `ofl_aggregator_server_start_fedavg` checks requests against
- * this identity. Default: empty uuids.
- */
-struct ofl_error *ofl_fedavg_options_set_federation(struct ofl_fedavg_options *options,
-                                                    const char *aggregator_uuid,
-                                                    const char *federation_uuid,
-                                                    const char *single_col_cert_common_name);
-
-/**
- * Adds a collaborator (OpenFL's `authorized_cols`): authorized to call, and
- * every round waits for its results of every task. Adding a name twice
- * adds it once. At least one is required.
- */
-struct ofl_error *ofl_fedavg_options_add_collaborator(struct ofl_fedavg_options *options,
-                                                      const char *collaborator_name);
-
-/**
- * Rounds to train (OpenFL's `rounds_to_train`), at least 1; default 10.
- */
-struct ofl_error *ofl_fedavg_options_set_rounds_to_train(struct ofl_fedavg_options *options,
-                                                         int32_t rounds);
-
-/**
- * Appends a task that every collaborator runs every round, in the order
- * added (a task of OpenFL's plan: `name`, `function_name`, `task_type`
- * "train" or "validate", `apply_local`). The first call replaces the
- * default tasks: `aggregated_model_validation` (validate_task, validate),
- * `train` (train_task, train), `locally_tuned_model_validation`
- * (validate_task, validate, apply_local). Names must be unique
- * (INVALID_ARGUMENT otherwise).
- */
-struct ofl_error *ofl_fedavg_options_add_task(struct ofl_fedavg_options *options,
-                                              const char *name,
-                                              const char *function_name,
-                                              const char *task_type,
-                                              bool apply_local);
-
-/**
- * Adds a tensor of the initial (round-0) model: `shape_len` dimensions at
- * `shape` (0 for a scalar; `shape` may then be NULL) and `values_len`
- * float32 values in C (row-major) order, which must be the product of the
- * dimensions (1 for a scalar). Both arrays are copied. Each dimension must
- * fit an int32 (the wire type). A name may be added once; at least one
- * tensor is required.
- */
-struct ofl_error *ofl_fedavg_options_add_model_tensor(struct ofl_fedavg_options *options,
-                                                      const char *name,
-                                                      const size_t *shape,
-                                                      size_t shape_len,
-                                                      const float *values,
-                                                      size_t values_len);
-
-/**
- * The metric that picks the best model: a metric reported by the first
- * "validate" task without `apply_local` (the aggregated-model validation);
- * higher is better. NULL restores the default: that task's first metric by
- * name.
- */
-struct ofl_error *ofl_fedavg_options_set_best_model_metric(struct ofl_fedavg_options *options,
-                                                           const char *metric_name);
-
-/**
- * How long a GetAggregatedTensor call for a later round's model (not ready
- * yet) waits before FAILED_PRECONDITION; default 30 000 ms.
- */
-struct ofl_error *ofl_fedavg_options_set_tensor_wait_ms(struct ofl_fedavg_options *options,
-                                                        uint64_t wait_ms);
-
-/**
- * Seconds a collaborator that has finished the round is told to sleep
- * before asking again (GetTasks' `sleep_time`), at least 1; default 10
- * (OpenFL 1.6 always sends 10).
- */
-struct ofl_error *ofl_fedavg_options_set_sleep_time(struct ofl_fedavg_options *options,
-                                                    int32_t seconds);
-
-/**
- * A directory where the aggregator keeps what it needs to resume after a
- * crash (created if missing); NULL (the default) keeps nothing. Every
- * upload is saved there (written to a temporary file, flushed, renamed,
- * the directory flushed) before it is acknowledged, the new model when a
- * round ends, and each first quit answer before it is sent. `ofl_fedavg_new`
- * with the same directory and the same identity, collaborators, tasks and
- * rounds resumes the saved round: no acknowledged upload is lost, none
- * counts twice (a resent one is answered OK and ignored), and collaborators
- * that retry go on with the federation. One aggregator may use a directory
- * at a time. Errors: INVALID_ARGUMENT for an empty path or invalid UTF-8.
- */
-struct ofl_error *ofl_fedavg_options_set_state_dir(struct ofl_fedavg_options *options,
-                                                   const char *path);
-
-/**
- * A FedAvg aggregator at round 0 (or, with a state directory that holds a
- * saved federation, at the saved round), written to `*out` (`options` may be freed
- * after). Errors: INVALID_ARGUMENT naming what is missing or wrong (no
- * collaborators, no model tensor, ...); with a state directory, IO when it
- * cannot be read or written, FAILED_PRECONDITION when another aggregator
- * uses it or it holds another federation, DATA_LOSS when a state file is
- * damaged (the message names the file).
- *
- * Every round, each collaborator runs every task; the round ends when all
- * have reported all tasks, and each uploaded tensor is averaged over the
- * collaborators weighted by their `data_size`. What a collaborator sends
- * (as OpenFL 1.6's `Collaborator` with `delta_updates: false` and no
- * compression): model tensors are fetched with the round's number,
- * `report` false, tags {"model"}; they come as little-endian float32 bytes
- * with the shape in `int_list` of their one metadata entry. Uploads use
- * the same encoding with the tag "compressed" added (optional for non-OpenFL
- * peers): trained weights with `report` false and tag "trained" (they
- * become the next round's model), metrics as one-value tensors with
- * `report` true and tag "metric" (plus "validate_agg" or "validate_local"
- * for validation tasks); `data_size` is the number of samples the task
- * used (its weight in the average). A collaborator that has reported every
- * task of the round gets `sleep_time` instead of tasks until the round ends.
- */
-struct ofl_error *ofl_fedavg_new(const struct ofl_fedavg_options *options, struct ofl_fedavg **out);
-
-/**
- * Frees the handle. A server started with it keeps running (it holds its
- * own reference). NULL is a no-op.
- */
-void ofl_fedavg_free(struct ofl_fedavg *fedavg);
-
-/**
- * Starts an aggregator server (as `ofl_aggregator_server_start`) whose
- * logic is `fedavg`, shared: read its progress through `fedavg` while and
- * after the server runs. `ofl_aggregator_server_serve` returns once every
- * collaborator has been told to quit after the last round.
- *
- * The server checks requests against the FedAvg's identity and
- * collaborators (`ofl_fedavg_options_set_federation`,
- * `ofl_fedavg_options_add_collaborator`); identity and collaborators set on
- * `server_options` are not used. Everything else (listen address, TLS,
- * limits) comes from `server_options`.
- */
-struct ofl_error *ofl_aggregator_server_start_fedavg(const struct ofl_aggregator_server_options *server_options,
-                                                     const struct ofl_fedavg *fedavg,
-                                                     struct ofl_aggregator_server **out);
-
-/**
- * The current round: 0 at the start, the number of rounds to train once
- * training is over. 0 for NULL.
- */
-int32_t ofl_fedavg_current_round(const struct ofl_fedavg *fedavg);
-
-/**
- * The number of rounds to train. 0 for NULL.
- */
-int32_t ofl_fedavg_rounds_to_train(const struct ofl_fedavg *fedavg);
-
-/**
- * Whether every round has been trained (collaborators now get quit).
- * False for NULL.
- */
-bool ofl_fedavg_is_finished(const struct ofl_fedavg *fedavg);
-
-/**
- * The number of metrics recorded so far: each collaborator's as they
- * arrived, then each round's averages (origin "aggregator") when the round
- * ends. Grows while a server runs; indices stay stable. 0 for NULL.
- */
-size_t ofl_fedavg_metrics_len(const struct ofl_fedavg *fedavg);
-
-/**
- * Metric `index` (below `ofl_fedavg_metrics_len`), written to `*out`; its
- * strings are owned by `fedavg` and valid until `ofl_fedavg_free`.
- * Errors: OUT_OF_RANGE for an index not recorded yet.
- */
-struct ofl_error *ofl_fedavg_metric(const struct ofl_fedavg *fedavg,
-                                    size_t index,
-                                    struct ofl_metric *out);
-
-/**
- * The newest model, copied into a new `ofl_model` written to `*out`: the
- * initial model before the first round ends, the final aggregate after the
- * last.
- */
-struct ofl_error *ofl_fedavg_last_model(const struct ofl_fedavg *fedavg, struct ofl_model **out);
-
-/**
- * The model that scored best in the aggregated-model validation (see
- * `ofl_fedavg_options_set_best_model_metric`), copied into a new
- * `ofl_model` written to `*out`. Errors: FAILED_PRECONDITION until a round
- * with that metric has ended.
- */
-struct ofl_error *ofl_fedavg_best_model(const struct ofl_fedavg *fedavg, struct ofl_model **out);
-
-/**
- * The round whose model is the best model and its score, written to
- * `*round` and `*score` (each may be NULL); returns false (writing
- * nothing) when there is no best model yet or `fedavg` is NULL.
- */
-bool ofl_fedavg_best_model_score(const struct ofl_fedavg *fedavg, int32_t *round, double *score);
-
-/**
- * Number of tensors in the model. 0 for NULL.
- */
-size_t ofl_model_len(const struct ofl_model *model);
-
-/**
- * Name of tensor `index` (tensors are in name order); NULL when out of range.
- */
-const char *ofl_model_tensor_name(const struct ofl_model *model, size_t index);
-
-/**
- * Finds the tensor called `name`: writes its index to `*index` (when not
- * NULL) and returns true, or returns false when there is none.
- */
-bool ofl_model_find(const struct ofl_model *model, const char *name, size_t *index);
-
-/**
- * The shape of tensor `index`: writes the number of dimensions to `*len`
- * (when not NULL; 0 for a scalar) and returns the dimensions. The pointer
- * is non-NULL for every index below `ofl_model_len` (also for a scalar) and
- * valid until `ofl_model_free`; out of range: NULL and length 0.
- */
-const size_t *ofl_model_tensor_shape(const struct ofl_model *model, size_t index, size_t *len);
-
-/**
- * The values of tensor `index` in C (row-major) order: writes their number
- * to `*len` (when not NULL) and returns them, as `ofl_model_tensor_shape`.
- */
-const float *ofl_model_tensor_values(const struct ofl_model *model, size_t index, size_t *len);
-
-/**
- * Frees a model. NULL is a no-op.
- */
-void ofl_model_free(struct ofl_model *model);
-
-/**
- * Sends the library's log records up to `max_level` (an `ofl_log_level`) to `callback` with
- * `user_data`; a NULL `callback` writes them to stderr. Without a call,
- * warnings and errors go to stderr. Process-wide; may be called again to
- * change the level or the callback. The previous `user_data` is no longer
- * used once this returns.
- */
-struct ofl_error *ofl_set_log_callback(int32_t max_level, ofl_log_fn callback, void *user_data);
-
-/**
- * The round the tasks belong to.
- */
-int32_t ofl_tasks_round_number(const struct ofl_tasks *tasks);
-
-/**
- * Seconds to wait before asking again (when there are no tasks).
- */
-int32_t ofl_tasks_sleep_time(const struct ofl_tasks *tasks);
-
-/**
- * Whether the collaborator must quit.
- */
-bool ofl_tasks_quit(const struct ofl_tasks *tasks);
-
-/**
- * Number of tasks.
- */
-size_t ofl_tasks_len(const struct ofl_tasks *tasks);
-
-/**
- * Name of task `index`; NULL when out of range.
- */
-const char *ofl_tasks_name(const struct ofl_tasks *tasks, size_t index);
-
-/**
- * Function name of task `index` (e.g. "train_task"); NULL when out of range.
- */
-const char *ofl_tasks_function_name(const struct ofl_tasks *tasks, size_t index);
-
-/**
- * Type of task `index` (e.g. "train"); NULL when out of range.
- */
-const char *ofl_tasks_task_type(const struct ofl_tasks *tasks, size_t index);
-
-/**
- * Whether task `index` applies to the locally tuned model; false when out of range.
- */
-bool ofl_tasks_apply_local(const struct ofl_tasks *tasks, size_t index);
-
-/**
- * Frees the object. NULL is a no-op.
- */
-void ofl_tasks_free(struct ofl_tasks *tasks);
-
-/**
- * The tensor's name (valid as long as the tensor). NULL gives "".
- */
-const char *ofl_tensor_name(const struct ofl_tensor *tensor);
-
-/**
- * The tensor's round number.
- */
-int32_t ofl_tensor_round_number(const struct ofl_tensor *tensor);
-
-/**
- * Whether the tensor's encoding is lossless.
- */
-bool ofl_tensor_lossless(const struct ofl_tensor *tensor);
-
-/**
- * Whether the tensor is a report (metric) tensor.
- */
-bool ofl_tensor_report(const struct ofl_tensor *tensor);
-
-/**
- * Number of tags.
- */
-size_t ofl_tensor_tags_len(const struct ofl_tensor *tensor);
-
-/**
- * Tag `index` (valid as long as the tensor); NULL when out of range.
- */
-const char *ofl_tensor_tag(const struct ofl_tensor *tensor, size_t index);
-
-/**
- * The tensor's bytes (valid as long as the tensor; no copy was made).
- * May be NULL when the length is 0.
- */
-const uint8_t *ofl_tensor_data(const struct ofl_tensor *tensor);
-
-/**
- * Number of bytes at `ofl_tensor_data`.
- */
-size_t ofl_tensor_data_len(const struct ofl_tensor *tensor);
-
-/**
- * Number of transformer-metadata entries.
- */
-size_t ofl_tensor_metadata_len(const struct ofl_tensor *tensor);
-
-/**
- * The `int_list` of metadata entry `index` (for OpenFL's uncompressed
- * pipeline, the shape): writes its length to `*len` (when `len` is not
- * NULL) and returns the integers, valid as long as the tensor. Out of range:
- * NULL and length 0.
- */
-const int32_t *ofl_tensor_metadata_int_list(const struct ofl_tensor *tensor,
-                                            size_t index,
-                                            size_t *len);
-
-/**
- * The `bool_list` of metadata entry `index`, as `ofl_tensor_metadata_int_list`.
- */
-const bool *ofl_tensor_metadata_bool_list(const struct ofl_tensor *tensor,
-                                          size_t index,
-                                          size_t *len);
-
-/**
- * Number of `int_to_float` entries of metadata entry `index` (0 when out of range).
- */
-size_t ofl_tensor_metadata_int_to_float_len(const struct ofl_tensor *tensor, size_t index);
-
-/**
- * Entry `entry` (in increasing key order) of the `int_to_float` map of
- * metadata entry `index`: writes the key and value and returns true, or
- * returns false when out of range.
- */
-bool ofl_tensor_metadata_int_to_float_entry(const struct ofl_tensor *tensor,
-                                            size_t index,
-                                            size_t entry,
-                                            int32_t *key,
-                                            float *value_out);
-
-/**
- * Frees a tensor. NULL is a no-op.
- */
-void ofl_tensor_free(struct ofl_tensor *tensor);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -10,7 +10,7 @@ use super::aggregator_logic::{ofl_aggregator_callbacks, release, CallbackLogic};
 use super::boundary::{arg_mut, arg_ref, arg_opt_str, arg_str, call, check_out, free_boxed, value, write_out};
 use super::error::ofl_error;
 use super::option_values;
-use super::tls_options::TlsOptions;
+use super::tls_config::TlsOptions;
 use crate::aggregator::{AggregatorLogic, AggregatorServer, Federation, ServerConfig};
 use crate::error::{Error, Result};
 use crate::runtime;

@@ -1,8 +1,63 @@
-//! The panic boundary and argument conversions every export goes through.
+//! The one export pattern ([`ffi_fn!`]), its panic boundary, and the
+//! argument conversions every export goes through.
 //!
-//! No panic unwinds into C: [`call`] and [`value`] run each export's body
-//! under `catch_unwind` and turn a panic into an `OFL_CODE_PANIC` error (or a
-//! documented value for functions that return no error).
+//! No panic unwinds into C: [`ffi_fn!`] runs each export's body under
+//! `catch_unwind` ([`call`], [`value`]) and turns a panic into an
+//! `OFL_CODE_PANIC` error naming the export (or a documented value for
+//! functions that return no error).
+
+/// Defines a C export, in the style of hyper's `ffi_fn!`: it emits
+/// `#[no_mangle] pub extern "C"`, runs the body under the panic boundary and
+/// names the function in panic messages. Three shapes:
+///
+/// ```ignore
+/// ffi_fn! {
+///     /// Fallible: the body is a `Result<()>`; C gets NULL or an owned error.
+///     fn ofl_thing_set_size(thing: *mut ofl_thing, size: u64) -> *mut ofl_error {
+///         arg_mut(thing, "thing")?.size = size;
+///         Ok(())
+///     }
+/// }
+/// ffi_fn! {
+///     /// A value: a panic returns the value after `?=`.
+///     fn ofl_thing_size(thing: *const ofl_thing) -> u64 {
+///         with_ref(thing, 0, |t| t.size)
+///     } ?= 0
+/// }
+/// ffi_fn! {
+///     /// No value (`_free` functions): a panic is contained.
+///     fn ofl_thing_free(thing: *mut ofl_thing) {
+///         free_boxed(thing)
+///     }
+/// }
+/// ```
+///
+/// build.rs expands these invocations for cbindgen (which does not expand
+/// macros on stable Rust), so their doc comments become the header's docs.
+macro_rules! ffi_fn {
+    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> *mut ofl_error $body:block) => {
+        $(#[$attr])*
+        #[no_mangle]
+        pub extern "C" fn $name($($arg: $ty),*) -> *mut $crate::ffi::error::ofl_error {
+            $crate::ffi::boundary::call(stringify!($name), move || -> $crate::error::Result<()> { $body })
+        }
+    };
+    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block ?= $on_panic:expr) => {
+        $(#[$attr])*
+        #[no_mangle]
+        pub extern "C" fn $name($($arg: $ty),*) -> $ret {
+            $crate::ffi::boundary::value($on_panic, move || -> $ret { $body })
+        }
+    };
+    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$attr])*
+        #[no_mangle]
+        pub extern "C" fn $name($($arg: $ty),*) {
+            $crate::ffi::boundary::value((), move || $body)
+        }
+    };
+}
+pub(crate) use ffi_fn;
 
 use std::ffi::{c_char, CStr};
 
@@ -20,6 +75,17 @@ pub fn call(function: &str, body: impl FnOnce() -> Result<()>) -> *mut ofl_error
 /// `on_panic` instead of unwinding into C.
 pub fn value<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(on_panic)
+}
+
+/// Runs `f` on the object behind a handle, or returns `default` for NULL:
+/// the shape of every accessor (run inside [`ffi_fn!`]'s panic boundary).
+pub fn with_ref<O, T>(ptr: *const O, default: T, f: impl FnOnce(&O) -> T) -> T {
+    // SAFETY: NULL or a live object handed out by this library, of this type
+    // (the documented contract of every accessor).
+    match unsafe { ptr.as_ref() } {
+        Some(o) => f(o),
+        None => default,
+    }
 }
 
 /// A required, NUL-terminated UTF-8 string argument.

@@ -13,7 +13,7 @@ use super::error::ofl_error;
 use super::option_values;
 use super::tasks::ofl_tasks;
 use super::tensor::{named_tensor_from_view, ofl_tensor, ofl_tensor_view, string_list};
-use super::tls_options::TlsOptions;
+use super::tls_config::TlsOptions;
 use crate::aggregator::{AggregatorClient, ClientConfig, TaskResults, TensorRequest};
 use crate::error::Result;
 use crate::proto::NamedTensor;

@@ -28,7 +28,7 @@ use super::director_types::{
 use super::error::ofl_error;
 use super::option_values;
 use super::tensor::{ofl_tensor_view, string_list};
-use super::tls_options::TlsOptions;
+use super::tls_config::TlsOptions;
 use crate::connect::ConnectConfig;
 use crate::director::{EnvoyClient, EnvoyClientConfig, FrontendClient, FrontendClientConfig, Metric};
 use crate::error::{ofl_code, Error, Result};

@@ -21,7 +21,7 @@ use super::director_types::{
 use super::error::ofl_error;
 use super::option_values;
 use super::tensor::{ofl_tensor_view, string_list};
-use super::tls_options::TlsOptions;
+use super::tls_config::TlsOptions;
 use crate::director::{DirectorConfig, DirectorHandle, DirectorServer};
 use crate::error::{ofl_code, Error, Result};
 use crate::runtime;

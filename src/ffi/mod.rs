@@ -8,30 +8,37 @@
 //! of clippy's `not_unsafe_ptr_arg_deref` for this module.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-pub mod aggregator_logic;
-pub mod aggregator_server;
-pub mod borrow;
+// Module order is the header's order: errors, version and logging first,
+// then the shared types, then one section per area.
 pub mod boundary;
-pub mod client;
-pub mod director_client;
-pub mod director_hooks;
-pub mod director_server;
-pub mod director_types;
 pub mod error;
-pub mod fedavg;
-pub mod logging;
-pub mod option_values;
-pub mod tasks;
-pub mod tensor;
-pub mod tls_options;
 
 use std::ffi::c_char;
 
-/// The library version, e.g. "0.1.0" (static, NUL-terminated).
-#[no_mangle]
-pub extern "C" fn ofl_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+use boundary::ffi_fn;
+
+ffi_fn! {
+    /// The library version, e.g. "0.2.0" (static, NUL-terminated).
+    fn ofl_version() -> *const c_char {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    } ?= c"".as_ptr()
 }
+
+pub mod logging;
+pub mod foreign_data;
+pub mod option_values;
+pub mod tls_config;
+pub mod tensor;
+pub mod borrow;
+pub mod aggregator_logic;
+pub mod aggregator_server;
+pub mod client;
+pub mod tasks;
+pub mod fedavg;
+pub mod director_types;
+pub mod director_hooks;
+pub mod director_server;
+pub mod director_client;
 
 #[cfg(test)]
 mod tests {
