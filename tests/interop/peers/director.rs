@@ -40,7 +40,6 @@ use openfl_transport::director::{
 use openfl_transport::proto::ModelProto;
 use openfl_transport::Result;
 
-#[path = "support/mod.rs"]
 mod support;
 
 use support::cli::{list, on_stdin_eof, Cli, PeerArgs};

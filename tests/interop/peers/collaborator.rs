@@ -38,7 +38,6 @@ use openfl_transport::aggregator::{AggregatorClient, ClientConfig, Federation, T
 use openfl_transport::retry::RetryPolicy;
 use openfl_transport::{ofl_code, Error};
 
-#[path = "support/mod.rs"]
 mod support;
 
 use support::cli::{Cli, PeerArgs, ALL_MODES};

@@ -44,7 +44,6 @@ use openfl_transport::aggregator::{
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::Result;
 
-#[path = "support/mod.rs"]
 mod support;
 
 use support::cli::{list, on_stdin_eof, Cli, PeerArgs, ALL_MODES};
