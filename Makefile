@@ -19,6 +19,8 @@ PYTHON_VENV ?= target/interop-venv
 
 all: build
 
+# --examples: bench_transfer and the interop suite's Rust peers
+# (tests/interop/peers, [[example]] targets in Cargo.toml).
 build:
 	$(CARGO) build --release --lib --examples
 	@# The SONAME is libopenfl_transport.so.<major>; let consumers of the build tree load it.

@@ -21,7 +21,7 @@ use openfl_transport::proto::NamedTensor;
 use openfl_transport::tls::{PemSource, TlsConfig};
 use openfl_transport::Result;
 
-#[path = "support/mod.rs"]
+#[path = "../tests/interop/peers/support/mod.rs"]
 mod support;
 
 use support::payload::{named_tensor, pattern, train_task};

@@ -6,7 +6,7 @@ can build and check it without exchanging anything: byte i of pattern(seed, n)
 is (i*7 + seed) % 256.
 
 Every peer takes --port, --mode, --certs and --timeout (most also --host), like the
-Rust peers in examples/; --certs is a directory made by tests/certs/make_certs.sh.
+Rust peers in tests/interop/peers/; --certs is a directory made by tests/certs/make_certs.sh.
 """
 
 import argparse

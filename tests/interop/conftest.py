@@ -1,7 +1,8 @@
 """Fixtures of the OpenFL 1.6 interop tests (test_interop.py).
 
 Run with the interop venv (made by tests/interop/setup_venv.sh) after building
-the Rust peers:
+the Rust peers (tests/interop/peers, Cargo [[example]] targets, so they land in
+target/release/examples):
 
     cargo build --release --examples
     tests/interop/setup_venv.sh
@@ -206,12 +207,13 @@ def binaries():
 
 
 def example_binary(name):
-    """The example program `name` (examples/NAME.rs), built: the release build if
-    present (as `make build` makes it), else the debug one."""
+    """The Rust peer `name` (Cargo example target; source in tests/interop/peers),
+    built: the release build if present (as `make build` makes it), else the
+    debug one."""
     for path in (EXAMPLES / name, REPO / "target" / "debug" / "examples" / name):
         if os.access(path, os.X_OK):
             return path
-    pytest.fail(f"missing examples/{name}: build it first with "
+    pytest.fail(f"missing Rust peer {name} (tests/interop/peers): build it first with "
                 "`cargo build --release --examples`", pytrace=False)
 
 

@@ -1,7 +1,7 @@
 """Envoys and frontends built on OpenFL 1.6's own ShardDirectorClient and
 DirectorClient, driving a director through a full experiment life cycle.
 
-Run against examples/interop_director.rs (see its doc for what the host does)
+Run against tests/interop/peers/director.rs (see its doc for what the host does)
 by test_director_interop.py. Every call goes through OpenFL's client classes
 unchanged; a watchdog bounds the run (OpenFL's WaitExperiment has no deadline).
 

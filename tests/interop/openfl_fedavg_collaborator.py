@@ -1,6 +1,6 @@
 """A real OpenFL 1.6 collaborator: OpenFL's own Collaborator class, its own
 AggregatorGRPCClient, and a small numpy TaskRunner, as a peer of our FedAvg
-aggregator (examples/interop_fedavg.rs, tests/interop/test_fedavg_interop.py).
+aggregator (tests/interop/peers/fedavg.rs, tests/interop/test_fedavg_interop.py).
 
 The model is a linear regression y = x @ w + b with w of shape [4, 3] and b of
 shape [3] (the aggregator's default initial model). Each collaborator's data

@@ -2,7 +2,7 @@
 
 OpenFL's ShardDirectorClient (envoys col1, col2) and DirectorClient
 (frontends "frontend" and "frontend2") drive our DirectorServer
-(examples/interop_director.rs, whose host plays the aggregator: metrics,
+(tests/interop/peers/director.rs, whose host plays the aggregator: metrics,
 best/last models, finish) through a full experiment life cycle, over mTLS and
 without TLS: registration, health checks, WaitExperiment woken at once,
 an archive up and down byte-identical in 2 MiB chunks, status, metric
@@ -11,7 +11,7 @@ rejection by the host's review, failure reported by an envoy, a bad name,
 removal. See tests/interop/openfl_director_peers.py for the scenario.
 
 Run: target/interop-venv/bin/python -m pytest tests/interop/test_director_interop.py -v
-(uses the release build of the example if present, else the debug one;
+(uses the release build of the peer if present, else the debug one;
 OFL_DIRECTOR_ARCHIVE_MIB sets the archive size, default 8).
 """
 
@@ -29,7 +29,7 @@ CHUNK = 2 << 20
 
 @pytest.fixture(scope="session")
 def director_binary():
-    """examples/interop_director.rs, built (release preferred, as `make build` does)."""
+    """tests/interop/peers/director.rs, built (release preferred, as `make build` does)."""
     return example_binary("interop_director")
 
 

@@ -1,7 +1,7 @@
 """Our built-in FedAvg aggregator federating real OpenFL 1.6 collaborators.
 
 Peers:
-- examples/interop_fedavg.rs: our AggregatorServer running FedAvg (OpenFL's
+- tests/interop/peers/fedavg.rs: our AggregatorServer running FedAvg (OpenFL's
   default task list, collaborators col1 and col2, initial model w [4, 3] and
   b [3]); after serve() returns it prints every round's aggregated model,
   the metrics, and the best and last models;
@@ -66,7 +66,7 @@ VALID_SIZES = {"col1": 8, "col2": 16}
 
 @pytest.fixture(scope="session")
 def fedavg_binary():
-    """examples/interop_fedavg.rs, built (release preferred)."""
+    """tests/interop/peers/fedavg.rs, built (release preferred)."""
     return example_binary("interop_fedavg")
 
 

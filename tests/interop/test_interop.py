@@ -5,7 +5,8 @@ collaborator uploads pattern(2, size), see common.py):
 - openfl_client.py: OpenFL 1.6's own AggregatorGRPCClient;
 - openfl_server.py: OpenFL 1.6's own AggregatorGRPCServer;
 - interop_aggregator / interop_collaborator: our AggregatorServer /
-  AggregatorClient (examples/*.rs, built by `cargo build --release --examples`).
+  AggregatorClient (peers/aggregator.rs, peers/collaborator.rs, built by
+  `cargo build --release --examples`).
 
 Run: target/interop-venv/bin/python -m pytest tests/interop -v
 (OFL_INTEROP_SIZE_MIB shrinks the 64 MiB tensors; -s is not needed: rates and
@@ -195,7 +196,7 @@ def test_openfl_client_to_openfl_server(mode, peers, python, certs, report, tmp_
 
 @pytest.mark.parametrize("mode", ["mtls", "tls"])
 def test_our_client_to_our_server(mode, peers, binaries, certs, report):
-    """Ours against ours through the same example programs, for the table."""
+    """Ours against ours through the same Rust peers, for the table."""
     agg, fed = uuids()
     server, port = start_our_aggregator(peers, binaries, mode, certs, agg, fed)
     result = run_ok(peers, "interop_collaborator",

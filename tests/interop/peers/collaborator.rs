@@ -33,16 +33,16 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde_json::{json, Value};
 
 use openfl_transport::aggregator::{AggregatorClient, ClientConfig, Federation, TaskResults, TensorRequest};
 use openfl_transport::retry::RetryPolicy;
 use openfl_transport::{ofl_code, Error};
 
-#[path = "support/mod.rs"]
 mod support;
 
 use support::cli::{Cli, PeerArgs, ALL_MODES};
-use support::json::{emit, json_list, json_str};
+use support::json::{emit, rounded};
 use support::payload::{describe_tensor, named_tensor, pattern, MIB, SEED_AGGREGATED, SEED_UPLOADED};
 
 // ---------------------------------------------------------------------------
@@ -99,12 +99,13 @@ fn parse_args() -> Args {
 // JSON
 // ---------------------------------------------------------------------------
 
-fn rate(nbytes: usize, seconds: f64) -> String {
-    format!(
-        "{{\"bytes\": {nbytes}, \"seconds\": {:.4}, \"mib_s\": {:.1}}}",
-        seconds,
-        nbytes as f64 / MIB / seconds.max(1e-9)
-    )
+/// A transfer's size, time (to 0.1 ms) and rate (to 0.1 MiB/s).
+fn rate(nbytes: usize, seconds: f64) -> Value {
+    json!({
+        "bytes": nbytes,
+        "seconds": rounded(seconds, 4),
+        "mib_s": rounded(nbytes as f64 / MIB / seconds.max(1e-9), 1),
+    })
 }
 
 /// The gRPC status name of a code, as Python's `grpc.StatusCode.X.name`; the
@@ -153,15 +154,15 @@ fn client_config(args: &Args) -> ClientConfig {
     config
 }
 
-async fn spoof(client: AggregatorClient, name: String) -> String {
+async fn spoof(client: AggregatorClient, name: String) -> Value {
     let (code, details) = match client.get_tasks(&name).await {
         Ok(_) => ("OK", String::new()),
         Err(e) => (code_name(e.code()), e.message().to_string()),
     };
-    format!("{{\"spoof\": {}, \"code\": {}, \"details\": {}}}", json_str(&name), json_str(code), json_str(&details))
+    json!({ "spoof": name, "code": code, "details": details })
 }
 
-async fn round_trip(client: AggregatorClient, name: String, size: usize) -> Result<String, String> {
+async fn round_trip(client: AggregatorClient, name: String, size: usize) -> Result<Value, String> {
     let step = |what: &'static str| move |e: Error| format!("{what}: {e}");
 
     let tasks = client.get_tasks(&name).await.map_err(step("GetTasks"))?;
@@ -194,23 +195,27 @@ async fn round_trip(client: AggregatorClient, name: String, size: usize) -> Resu
     client.send_local_task_results(&name, &results).await.map_err(step("SendLocalTaskResults"))?;
     let upload = rate(size, t0.elapsed().as_secs_f64());
 
-    Ok(format!(
-        "{{\"tasks\": {}, \"round_number\": {}, \"sleep_time\": {}, \"quit\": {}, \"tensor\": {}, \
-         \"download\": {}, \"upload\": {}}}",
-        json_list(&tasks.tasks, |t| format!(
-            "{{\"name\": {}, \"function_name\": {}, \"task_type\": {}, \"apply_local\": {}}}",
-            json_str(&t.name),
-            json_str(&t.function_name),
-            json_str(&t.task_type),
-            t.apply_local
-        )),
-        tasks.round_number,
-        tasks.sleep_time,
-        tasks.quit,
-        received,
-        download,
-        upload,
-    ))
+    let task_list: Vec<Value> = tasks
+        .tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "function_name": t.function_name,
+                "task_type": t.task_type,
+                "apply_local": t.apply_local,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "tasks": task_list,
+        "round_number": tasks.round_number,
+        "sleep_time": tasks.sleep_time,
+        "quit": tasks.quit,
+        "tensor": received,
+        "download": download,
+        "upload": upload,
+    }))
 }
 
 fn main() {
@@ -219,7 +224,7 @@ fn main() {
 
     // The client must be made on the runtime: its channel spawns a task there.
     let config = client_config(&args);
-    let mode = json_str(&args.peer.mode);
+    let mode = args.peer.mode.clone();
     let (spoof_name, name, size) = (args.spoof.clone(), args.collaborator.clone(), args.size);
     let outcome = openfl_transport::runtime::block_on(async move {
         let client = AggregatorClient::new(config).map_err(|e| format!("client: {e}"))?;
@@ -229,9 +234,10 @@ fn main() {
         }
     });
     match outcome {
-        Ok(Ok(body)) => {
-            // Splice "mode" into the object, as openfl_client.py does.
-            emit(&format!("{{\"mode\": {mode}, {}", &body[1..]));
+        Ok(Ok(mut body)) => {
+            // "mode" in the object, as openfl_client.py does.
+            body["mode"] = Value::from(mode);
+            emit(&body);
             std::process::exit(0);
         }
         Ok(Err(message)) => CLI.fail(message),

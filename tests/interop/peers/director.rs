@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use openfl_transport::director::{
     DirectorConfig, DirectorHandle, DirectorHooks, DirectorServer, ExperimentDetails, ExperimentFailure,
     ExperimentStatus, Metric,
@@ -40,11 +41,10 @@ use openfl_transport::director::{
 use openfl_transport::proto::ModelProto;
 use openfl_transport::Result;
 
-#[path = "support/mod.rs"]
 mod support;
 
 use support::cli::{list, on_stdin_eof, Cli, PeerArgs};
-use support::json::{emit, emit_listening, json_list, json_str};
+use support::json::{emit, emit_listening};
 
 const CLI: Cli = Cli {
     program: "interop_director",
@@ -195,43 +195,46 @@ async fn run_experiment(handle: DirectorHandle, experiment: ExperimentDetails) -
     handle.mark_finished(&name)
 }
 
-fn summary(handle: &DirectorHandle, hooks: &Hooks) -> String {
-    let experiments = json_list(handle.experiment_names(), |name| {
-        let Some(s) = handle.experiment(&name) else {
-            return format!("{{\"name\": {}, \"removed\": true}}", json_str(&name));
-        };
-        let failure = s.failure.as_ref().map_or("null".into(), |f| {
-            format!(
-                "{{\"collaborator\": {}, \"error_code\": {}, \"description\": {}}}",
-                json_str(&f.collaborator),
-                f.error_code,
-                json_str(&f.description)
-            )
-        });
-        format!(
-            "{{\"name\": {}, \"owner\": {}, \"status\": {}, \"collaborators\": {}, \"archive_size\": {}, \
-             \"downloads\": {}, \"initial_tensors\": {}, \"failure\": {}}}",
-            json_str(&name),
-            json_str(&s.info.owner),
-            json_str(s.status.as_str()),
-            json_list(&s.info.collaborators, |c| json_str(c)),
-            s.info.archive_size,
-            json_list(&s.downloads, |c| json_str(c)),
-            json_list(s.info.initial_model.iter().flat_map(|m| m.tensors.iter()), |t| json_str(&t.name)),
-            failure,
-        )
-    });
-    let envoys = json_list(handle.envoys(), |e| {
-        json_str(&e.shard_info.node_info.as_ref().map(|n| n.name.clone()).unwrap_or_default())
-    });
+/// The `{"summary": ...}` line: every experiment, the envoys and the hook calls.
+fn summary(handle: &DirectorHandle, hooks: &Hooks) -> Value {
+    let experiments: Vec<Value> = handle.experiment_names().into_iter().map(|name| experiment(handle, name)).collect();
+    let envoys: Vec<String> = handle
+        .envoys()
+        .into_iter()
+        .map(|e| e.shard_info.node_info.as_ref().map(|n| n.name.clone()).unwrap_or_default())
+        .collect();
     let calls = hooks.calls();
-    format!(
-        "{{\"summary\": {{\"experiments\": {experiments}, \"envoys\": {envoys}, \"reviewed\": {}, \
-         \"started\": {}, \"failed\": {}}}}}",
-        json_list(&calls.reviewed, |s| json_str(s)),
-        json_list(&calls.started, |s| json_str(s)),
-        json_list(&calls.failed, |s| json_str(s)),
-    )
+    json!({
+        "summary": {
+            "experiments": experiments,
+            "envoys": envoys,
+            "reviewed": calls.reviewed,
+            "started": calls.started,
+            "failed": calls.failed,
+        }
+    })
+}
+
+/// One experiment of the summary (`"removed": true` once it is gone).
+fn experiment(handle: &DirectorHandle, name: String) -> Value {
+    let Some(s) = handle.experiment(&name) else {
+        return json!({ "name": name, "removed": true });
+    };
+    let failure = s.failure.as_ref().map(|f| {
+        json!({ "collaborator": f.collaborator, "error_code": f.error_code, "description": f.description })
+    });
+    let initial_tensors: Vec<&str> =
+        s.info.initial_model.iter().flat_map(|m| m.tensors.iter()).map(|t| t.name.as_str()).collect();
+    json!({
+        "name": name,
+        "owner": s.info.owner,
+        "status": s.status.as_str(),
+        "collaborators": s.info.collaborators,
+        "archive_size": s.info.archive_size,
+        "downloads": s.downloads,
+        "initial_tensors": initial_tensors,
+        "failure": failure,
+    })
 }
 
 fn main() {

@@ -4,11 +4,10 @@
 //! exchanging anything.
 
 use bytes::Bytes;
+use serde_json::{json, Value};
 
 use openfl_transport::proto::aggregator::Task;
 use openfl_transport::proto::{MetadataProto, NamedTensor};
-
-use super::json::{json_list, json_str};
 
 pub const MIB: f64 = (1u64 << 20) as f64;
 
@@ -49,17 +48,16 @@ pub fn train_task() -> Task {
 
 /// `common.describe_tensor` in Rust: a JSON summary of `t` and whether its
 /// bytes equal `expected`.
-pub fn describe_tensor(t: &NamedTensor, expected: &[u8]) -> String {
-    format!(
-        "{{\"name\": {}, \"round_number\": {}, \"lossless\": {}, \"report\": {}, \"tags\": {}, \
-         \"int_list\": {}, \"bytes\": {}, \"match\": {}}}",
-        json_str(&t.name),
-        t.round_number,
-        t.lossless,
-        t.report,
-        json_list(&t.tags, |s| json_str(s)),
-        json_list(&t.transformer_metadata, |m| json_list(&m.int_list, |n| n.to_string())),
-        t.data_bytes.len(),
-        t.data_bytes.as_ref() == expected,
-    )
+pub fn describe_tensor(t: &NamedTensor, expected: &[u8]) -> Value {
+    let int_lists: Vec<&[i32]> = t.transformer_metadata.iter().map(|m| m.int_list.as_slice()).collect();
+    json!({
+        "name": t.name,
+        "round_number": t.round_number,
+        "lossless": t.lossless,
+        "report": t.report,
+        "tags": t.tags,
+        "int_list": int_lists,
+        "bytes": t.data_bytes.len(),
+        "match": t.data_bytes.as_ref() == expected,
+    })
 }

@@ -48,6 +48,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde_json::{json, Map, Value};
 use openfl_transport::aggregator::{
     AggregatorLogic, AggregatorServer, FedAvg, FedAvgConfig, Federation, LogicCall, MetricRecord, Model,
     ServerConfig, TaskResults, TasksReply, Tensor, TensorPoll, TensorRequest,
@@ -55,11 +56,10 @@ use openfl_transport::aggregator::{
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::Result;
 
-#[path = "support/mod.rs"]
 mod support;
 
 use support::cli::{list, Cli, PeerArgs, ALL_MODES};
-use support::json::{emit, emit_listening, json_list, json_str};
+use support::json::{emit, emit_listening};
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -144,46 +144,26 @@ fn parse_args() -> Args {
 // JSON
 // ---------------------------------------------------------------------------
 
-/// A float as JSON: Rust's shortest round-trip form (exact for f32 read back
-/// as f32), `null` when not finite.
-fn json_f32(x: f32) -> String {
-    if x.is_finite() {
-        format!("{x:?}")
-    } else {
-        "null".into()
-    }
+/// A model as `{name: {"shape": [...], "values": [...]}}`. Each f32 value is
+/// written as the f64 it equals (exact when read back as f32); NaN and the
+/// infinities as `null`.
+fn json_model(model: &Model) -> Value {
+    let tensors: Map<String, Value> = model
+        .iter()
+        .map(|(name, t)| (name.clone(), json!({ "shape": t.shape, "values": t.values })))
+        .collect();
+    Value::Object(tensors)
 }
 
-fn json_f64(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:?}")
-    } else {
-        "null".into()
-    }
-}
-
-fn json_model(model: &Model) -> String {
-    let tensors = model.iter().map(|(name, t)| {
-        format!(
-            "{}: {{\"shape\": {}, \"values\": {}}}",
-            json_str(name),
-            json_list(&t.shape, |d| d.to_string()),
-            json_list(&t.values, |v| json_f32(*v)),
-        )
-    });
-    format!("{{{}}}", tensors.collect::<Vec<_>>().join(", "))
-}
-
-fn json_metric(m: &MetricRecord) -> String {
-    format!(
-        "{{\"round\": {}, \"origin\": {}, \"aggregated\": {}, \"task\": {}, \"name\": {}, \"value\": {}}}",
-        m.round,
-        json_str(&m.origin),
-        m.aggregated,
-        json_str(&m.task),
-        json_str(&m.name),
-        json_f64(m.value),
-    )
+fn json_metric(m: &MetricRecord) -> Value {
+    json!({
+        "round": m.round,
+        "origin": m.origin,
+        "aggregated": m.aggregated,
+        "task": m.task,
+        "name": m.name,
+        "value": m.value,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -195,7 +175,7 @@ struct Record {
     /// (round, the model aggregated at its end).
     rounds: Vec<(i32, Model)>,
     /// JSON objects, one per upload.
-    uploads: Vec<String>,
+    uploads: Vec<Value>,
 }
 
 /// The FedAvg behind the server, plus what the test needs afterwards: the
@@ -211,32 +191,30 @@ impl RecordingFedAvg {
         self.record.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn report(&self) -> String {
+    /// The result line's object, given the round-0 model.
+    fn report(&self, initial_model: &Model) -> Value {
         let record = self.record();
         let fa = &self.inner;
         let best = match (fa.best_model_score(), fa.best_model()) {
-            (Some((round, score)), Some(model)) => format!(
-                "{{\"round\": {round}, \"score\": {}, \"model\": {}}}",
-                json_f64(score),
-                json_model(&model)
-            ),
-            _ => "null".into(),
+            (Some((round, score)), Some(model)) => {
+                json!({ "round": round, "score": score, "model": json_model(&model) })
+            }
+            _ => Value::Null,
         };
-        format!(
-            "\"rounds\": {}, \"uploads\": {}, \"metrics\": {}, \"best\": {}, \"last_model\": {}, \
-             \"current_round\": {}, \"rounds_to_train\": {}, \"all_quit_jobs_sent\": {}",
-            json_list(&record.rounds, |(round, model)| format!(
-                "{{\"round\": {round}, \"model\": {}}}",
-                json_model(model)
-            )),
-            json_list(&record.uploads, Clone::clone),
-            json_list(&fa.metrics(), json_metric),
-            best,
-            json_model(&fa.last_model()),
-            fa.current_round(),
-            fa.rounds_to_train(),
-            fa.all_quit_jobs_sent(),
-        )
+        let rounds: Vec<Value> =
+            record.rounds.iter().map(|(round, model)| json!({ "round": round, "model": json_model(model) })).collect();
+        let metrics: Vec<Value> = fa.metrics().iter().map(json_metric).collect();
+        json!({
+            "initial_model": json_model(initial_model),
+            "rounds": rounds,
+            "uploads": record.uploads,
+            "metrics": metrics,
+            "best": best,
+            "last_model": json_model(&fa.last_model()),
+            "current_round": fa.current_round(),
+            "rounds_to_train": fa.rounds_to_train(),
+            "all_quit_jobs_sent": fa.all_quit_jobs_sent(),
+        })
     }
 }
 
@@ -271,14 +249,14 @@ impl AggregatorLogic for RecordingFedAvg {
         // Held across the FedAvg call: no other upload (the only way a round
         // ends) can slip in between the call and reading the model.
         let mut record = self.record();
-        let upload = format!(
-            "{{\"collaborator\": {}, \"round\": {}, \"task\": {}, \"data_size\": {}, \"tensors\": {}}}",
-            json_str(collaborator),
-            results.round_number,
-            json_str(&results.task_name),
-            results.data_size,
-            json_list(&results.tensors, |t| json_str(&t.name)),
-        );
+        let tensor_names: Vec<&str> = results.tensors.iter().map(|t| t.name.as_str()).collect();
+        let upload = json!({
+            "collaborator": collaborator,
+            "round": results.round_number,
+            "task": results.task_name,
+            "data_size": results.data_size,
+            "tensors": tensor_names,
+        });
         let before = self.inner.current_round();
         let outcome = self.inner.send_local_task_results(collaborator, results);
         record.uploads.push(upload);
@@ -332,11 +310,7 @@ fn main() {
     });
     match outcome {
         Ok(Ok(())) => {
-            emit(&format!(
-                "{{\"result\": {{\"initial_model\": {}, {}}}}}",
-                json_model(&initial_model),
-                logic.report()
-            ));
+            emit(&json!({ "result": logic.report(&initial_model) }));
             std::process::exit(0);
         }
         Ok(Err(e)) | Err(e) => CLI.fail(e),

@@ -1,5 +1,6 @@
-//! Code shared by the example programs (`interop_*.rs`, `bench_transfer.rs`),
-//! included by each as `#[path = "support/mod.rs"] mod support;`.
+//! Code shared by the interop peers (`tests/interop/peers/*.rs`, each a
+//! `mod support;`) and `examples/bench_transfer.rs` (which includes it by
+//! `#[path]` for the payload).
 //!
 //! - [`cli`]: the command line of the interop peers (flags, usage errors,
 //!   the options every peer takes, TLS from a certificates directory, the
@@ -8,7 +9,7 @@
 //! - [`payload`]: the deterministic tensors of the interop tests, as
 //!   `tests/interop/common.py` builds them.
 
-// Every example uses only part of this module.
+// Every program uses only part of this module.
 #![allow(dead_code)]
 
 pub mod cli;

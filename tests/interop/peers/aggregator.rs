@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde_json::{json, Value};
 
 use openfl_transport::aggregator::{
     AggregatorLogic, AggregatorServer, Federation, ServerConfig, TaskResults, TasksReply, TensorRequest,
@@ -44,11 +45,10 @@ use openfl_transport::aggregator::{
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::Result;
 
-#[path = "support/mod.rs"]
 mod support;
 
 use support::cli::{list, on_stdin_eof, Cli, PeerArgs, ALL_MODES};
-use support::json::{emit, emit_listening, json_list, json_str};
+use support::json::{emit, emit_listening, rounded};
 use support::payload::{describe_tensor, named_tensor, pattern, train_task, SEED_AGGREGATED, SEED_UPLOADED};
 
 // ---------------------------------------------------------------------------
@@ -96,27 +96,14 @@ fn parse_args() -> Args {
 }
 
 // ---------------------------------------------------------------------------
-// JSON
-// ---------------------------------------------------------------------------
-
-/// Seconds as JSON, to the microsecond; `null` when not finite.
-fn json_seconds(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.6}")
-    } else {
-        "null".into()
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The logic
 // ---------------------------------------------------------------------------
 
 #[derive(Default)]
 struct Seen {
     get_tasks: Vec<String>,
-    tensor_requests: Vec<String>,
-    results: Vec<String>,
+    tensor_requests: Vec<Value>,
+    results: Vec<Value>,
     /// When the last aggregated tensor was handed to the server.
     tensor_served_at: Option<Instant>,
 }
@@ -135,14 +122,15 @@ impl PatternAggregator {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn report(&self) -> String {
+    fn report(&self) -> Value {
         let seen = self.seen();
-        format!(
-            "{{\"received\": {{\"get_tasks\": {}, \"tensor_requests\": {}, \"results\": {}}}}}",
-            json_list(&seen.get_tasks, |s| json_str(s)),
-            json_list(&seen.tensor_requests, Clone::clone),
-            json_list(&seen.results, Clone::clone),
-        )
+        json!({
+            "received": {
+                "get_tasks": seen.get_tasks,
+                "tensor_requests": seen.tensor_requests,
+                "results": seen.results,
+            }
+        })
     }
 }
 
@@ -158,16 +146,14 @@ impl AggregatorLogic for PatternAggregator {
 
     fn get_aggregated_tensor(&self, collaborator: &str, request: &TensorRequest) -> Result<NamedTensor> {
         let mut seen = self.seen();
-        seen.tensor_requests.push(format!(
-            "{{\"collaborator\": {}, \"tensor_name\": {}, \"round_number\": {}, \"report\": {}, \
-             \"tags\": {}, \"require_lossless\": {}}}",
-            json_str(collaborator),
-            json_str(&request.tensor_name),
-            request.round_number,
-            request.report,
-            json_list(&request.tags, |s| json_str(s)),
-            request.require_lossless,
-        ));
+        seen.tensor_requests.push(json!({
+            "collaborator": collaborator,
+            "tensor_name": request.tensor_name,
+            "round_number": request.round_number,
+            "report": request.report,
+            "tags": request.tags,
+            "require_lossless": request.require_lossless,
+        }));
         seen.tensor_served_at = Some(Instant::now());
         Ok(named_tensor("model_weights", self.model.clone(), request.round_number, request.tags.clone()))
     }
@@ -175,20 +161,19 @@ impl AggregatorLogic for PatternAggregator {
     fn send_local_task_results(&self, collaborator: &str, results: TaskResults) -> Result<()> {
         let now = Instant::now();
         // Compare outside the lock: 64 MiB takes a while.
-        let tensors = json_list(&results.tensors, |t| describe_tensor(t, &self.expected_upload));
+        let tensors: Vec<Value> = results.tensors.iter().map(|t| describe_tensor(t, &self.expected_upload)).collect();
         let mut seen = self.seen();
         let since_served = seen.tensor_served_at.map(|t| now.duration_since(t).as_secs_f64());
-        seen.results.push(format!(
-            "{{\"collaborator\": {}, \"round_number\": {}, \"task_name\": {}, \"data_size\": {}, \
-             \"tensors\": {}, \"received_at_s\": {}, \"seconds_since_tensor_served\": {}}}",
-            json_str(collaborator),
-            results.round_number,
-            json_str(&results.task_name),
-            results.data_size,
-            tensors,
-            json_seconds(now.duration_since(self.started).as_secs_f64()),
-            since_served.map_or("null".into(), json_seconds),
-        ));
+        // Seconds to the microsecond.
+        seen.results.push(json!({
+            "collaborator": collaborator,
+            "round_number": results.round_number,
+            "task_name": results.task_name,
+            "data_size": results.data_size,
+            "tensors": tensors,
+            "received_at_s": rounded(now.duration_since(self.started).as_secs_f64(), 6),
+            "seconds_since_tensor_served": since_served.map(|s| rounded(s, 6)),
+        }));
         Ok(())
     }
 
