@@ -218,6 +218,13 @@ typedef struct ofl_client ofl_client;
 typedef struct ofl_client_options ofl_client_options;
 
 /**
+ * Connection settings of a client; what is not set keeps the client's
+ * default (given in each setter's doc). Not thread-safe: configure from
+ * one thread; once attached (copied) it may be freed.
+ */
+typedef struct ofl_connect_options ofl_connect_options;
+
+/**
  * Settings for `ofl_envoy_client_new` and `ofl_frontend_client_new`: the
  * director's address, TLS (mTLS on by default, as in OpenFL), retries,
  * limits, and a frontend's `client_id`. Not thread-safe: configure from one
@@ -316,6 +323,13 @@ typedef struct ofl_model ofl_model;
  * a non-OK return code. Owned by the library; valid during the callback.
  */
 typedef struct ofl_reply ofl_reply;
+
+/**
+ * Connection and request bounds of a server (defaults in each setter's
+ * doc). Not thread-safe: configure from one thread; once attached
+ * (copied) it may be freed.
+ */
+typedef struct ofl_server_limits ofl_server_limits;
 
 /**
  * A string the library returns (e.g. the experiment name WaitExperiment
@@ -897,6 +911,100 @@ struct ofl_error *ofl_tls_config_add_crl_file(struct ofl_tls_config *tls, const 
 struct ofl_error *ofl_tls_config_add_crl_pem(struct ofl_tls_config *tls,
                                              const uint8_t *pem_data,
                                              size_t len);
+
+/**
+ * New connection settings (every client default), written to `*out`.
+ */
+struct ofl_error *ofl_connect_options_new(struct ofl_connect_options **out);
+
+/**
+ * Frees connection settings. NULL is a no-op.
+ */
+void ofl_connect_options_free(struct ofl_connect_options *connect);
+
+/**
+ * The name the server's certificate must carry (OpenFL's TLS target
+ * name override); default: the host the client connects to.
+ */
+struct ofl_error *ofl_connect_options_set_server_name(struct ofl_connect_options *connect,
+                                                      const char *server_name);
+
+/**
+ * Time allowed to set up a connection (TCP + TLS), default 10 000 ms.
+ * INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_connect_options_set_connect_timeout_ms(struct ofl_connect_options *connect,
+                                                             uint64_t timeout_ms);
+
+/**
+ * Retry policy for calls that fail with UNAVAILABLE or a dropped
+ * connection: exponential backoff from `initial_backoff_ms` up to
+ * `max_backoff_ms` with jitter; give up after `deadline_ms` (error
+ * `OFL_CODE_RETRIES_EXHAUSTED`), or never when `deadline_ms` is
+ * negative (the default, like OpenFL; each attempt is logged at info
+ * level). UNAUTHENTICATED and TLS failures are never retried.
+ */
+struct ofl_error *ofl_connect_options_set_retry(struct ofl_connect_options *connect,
+                                                uint64_t initial_backoff_ms,
+                                                uint64_t max_backoff_ms,
+                                                int64_t deadline_ms);
+
+/**
+ * Largest message sent or received, default 1 GiB (2^30, as OpenFL).
+ * INVALID_ARGUMENT below 1024.
+ */
+struct ofl_error *ofl_connect_options_set_max_message_size(struct ofl_connect_options *connect,
+                                                           uint64_t bytes);
+
+/**
+ * New server limits with every default, written to `*out`.
+ */
+struct ofl_error *ofl_server_limits_new(struct ofl_server_limits **out);
+
+/**
+ * Frees server limits. NULL is a no-op.
+ */
+void ofl_server_limits_free(struct ofl_server_limits *limits);
+
+/**
+ * Concurrent calls (HTTP/2 streams) per connection; more are refused
+ * with REFUSED_STREAM (default 100). INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_server_limits_set_max_concurrent_streams(struct ofl_server_limits *limits,
+                                                               uint32_t max);
+
+/**
+ * Connections served at once; further connections wait in the listen
+ * backlog (default 1000, below the common 1024 file-descriptor limit).
+ * INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_server_limits_set_max_connections(struct ofl_server_limits *limits,
+                                                        uint32_t max);
+
+/**
+ * Time a new connection has to finish its TLS handshake and send the
+ * HTTP/2 preface before it is closed (default 10000 ms).
+ * INVALID_ARGUMENT when 0 or over a year.
+ */
+struct ofl_error *ofl_server_limits_set_handshake_timeout_ms(struct ofl_server_limits *limits,
+                                                             uint64_t timeout_ms);
+
+/**
+ * A connection with no call in flight for this long is closed; clients
+ * reconnect on their next call (default 60000 ms). INVALID_ARGUMENT
+ * when 0 or over a year.
+ */
+struct ofl_error *ofl_server_limits_set_idle_timeout_ms(struct ofl_server_limits *limits,
+                                                        uint64_t timeout_ms);
+
+/**
+ * Largest request body of a call that is not a streamed upload (unary
+ * and server-streaming calls), gRPC framing included; larger gets
+ * RESOURCE_EXHAUSTED before it is buffered (default 4 MiB).
+ * INVALID_ARGUMENT below 1024.
+ */
+struct ofl_error *ofl_server_limits_set_max_unary_request_size(struct ofl_server_limits *limits,
+                                                               uint64_t bytes);
 
 /**
  * The tensor's name (valid as long as the tensor). NULL gives "".

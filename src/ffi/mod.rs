@@ -28,6 +28,8 @@ pub mod logging;
 pub mod foreign_data;
 pub mod option_values;
 pub mod tls_config;
+pub mod connect_options;
+pub mod server_limits;
 pub mod tensor;
 pub mod borrow;
 pub mod aggregator_logic;
