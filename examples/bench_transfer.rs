@@ -229,9 +229,9 @@ async fn get_tasks_rate(client: Arc<AggregatorClient>, in_flight: usize, duratio
 /// workers (the row above goes through the bounded blocking pool, as C
 /// callbacks do).
 async fn fedavg_get_tasks_rate(pki: &Pki, federation: &Federation) -> f64 {
-    let mut model = openfl_transport::aggregator::Model::new();
-    model.insert("w".into(), openfl_transport::aggregator::Tensor::scalar(0.0));
-    let fedavg = openfl_transport::aggregator::FedAvg::new(openfl_transport::aggregator::FedAvgConfig {
+    let mut model = openfl_transport::fedavg::Model::new();
+    model.insert("w".into(), openfl_transport::fedavg::Tensor::scalar(0.0));
+    let fedavg = openfl_transport::fedavg::FedAvg::new(openfl_transport::fedavg::FedAvgConfig {
         aggregator_uuid: federation.aggregator_uuid.clone(),
         federation_uuid: federation.federation_uuid.clone(),
         collaborators: vec!["col1".into()],

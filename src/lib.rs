@@ -11,6 +11,7 @@ pub mod connect;
 mod connection;
 pub mod director;
 pub mod error;
+pub mod fedavg;
 pub mod ffi;
 pub mod limits;
 pub mod listen;

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use openfl_transport::aggregator::{
-    AggregatorLogic, AggregatorServer, FedAvg, FedAvgConfig, Federation, Model, TaskResults, TasksReply, Tensor,
-    TensorRequest,
+    AggregatorLogic, AggregatorServer, Federation, TaskResults, TasksReply, TensorRequest,
 };
+use openfl_transport::fedavg::{FedAvg, FedAvgConfig, Model, Tensor};
 use openfl_transport::proto::aggregator::{GetAggregatedTensorRequest, MessageHeader};
 use openfl_transport::proto::NamedTensor;
 use tokio::task::JoinHandle;

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use openfl_transport::aggregator::{
-    AggregatorClient, AggregatorLogic, AggregatorServer, FedAvg, FedAvgConfig, Federation, LogicCall, Model,
-    TaskResults, TasksReply, Tensor, TensorPoll, TensorRequest,
+    AggregatorClient, AggregatorLogic, AggregatorServer, Federation, LogicCall, TaskResults, TasksReply, TensorPoll,
+    TensorRequest,
 };
+use openfl_transport::fedavg::{FedAvg, FedAvgConfig, Model, Tensor};
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::tls::{PemSource, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

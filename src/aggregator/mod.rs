@@ -5,15 +5,12 @@
 mod blocking;
 pub mod checks;
 pub mod client;
-pub mod fedavg;
 pub mod logic;
 pub mod server;
-mod state_file;
 mod tensor_count;
 mod tensor_route;
 pub mod upload;
 
 pub use client::{AggregatorClient, ClientConfig};
-pub use fedavg::{FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};
 pub use logic::{AggregatorLogic, Federation, LogicCall, TaskResults, TasksReply, TensorPoll, TensorRequest, TensorWait};
 pub use server::{AggregatorServer, ServerConfig};

@@ -3,7 +3,7 @@
 //! `ofl_aggregator_server_start_fedavg`), its metrics (`ofl_metric`) and its
 //! models (`ofl_model`).
 //!
-//! The round semantics are those of [`crate::aggregator::fedavg`]; the
+//! The round semantics are those of [`crate::fedavg`]; the
 //! header repeats what a C collaborator must send.
 
 use std::ffi::{c_char, CString};
@@ -15,7 +15,8 @@ use super::boundary::{
     arg_mut, arg_opt_str, arg_ref, arg_slice, arg_str, c_string, call, check_out, free_boxed, value, write_out,
 };
 use super::error::ofl_error;
-use crate::aggregator::{AggregatorLogic, FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};
+use crate::aggregator::AggregatorLogic;
+use crate::fedavg::{FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::Task;
 

@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use openfl_transport::aggregator::Tensor;
+use openfl_transport::fedavg::Tensor;
 use openfl_transport::proto::NamedTensor;
 use openfl_transport_fuzz::{same_bits, Input};
 use prost::Message;

@@ -50,9 +50,10 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use openfl_transport::aggregator::{
-    AggregatorLogic, AggregatorServer, FedAvg, FedAvgConfig, Federation, LogicCall, MetricRecord, Model,
-    ServerConfig, TaskResults, TasksReply, Tensor, TensorPoll, TensorRequest,
+    AggregatorLogic, AggregatorServer, Federation, LogicCall, ServerConfig, TaskResults, TasksReply, TensorPoll,
+    TensorRequest,
 };
+use openfl_transport::fedavg::{FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::Result;
 

@@ -132,15 +132,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::aggregator::logic::{
+use crate::aggregator::{
     AggregatorLogic, Federation, LogicCall, TaskResults, TasksReply, TensorPoll, TensorRequest, TensorWait,
 };
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::Task;
 use crate::proto::{MetadataProto, NamedTensor};
 
-#[path = "fedavg_persist.rs"]
 mod persist;
+mod state_file;
 
 use persist::{Persistence, RoundSave};
 
@@ -271,7 +271,7 @@ pub struct FedAvgConfig {
     /// a crash (created if missing; one aggregator at a time). Every upload
     /// is saved there before it is acknowledged, and a FedAvg started again
     /// with the same directory and configuration resumes the round: see
-    /// `fedavg_persist.rs` for what is kept and how. `None` (the default):
+    /// `src/fedavg/persist.rs` for what is kept and how. `None` (the default):
     /// nothing is saved.
     pub state_dir: Option<PathBuf>,
 }

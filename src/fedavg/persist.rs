@@ -46,7 +46,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{BestModel, DecodedResult, FedAvg, MetricRecord, Snapshot, State, StoredTensor, TensorKey};
-use crate::aggregator::state_file::{self, DirLock};
+use super::state_file::{self, DirLock};
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::Task;
 
