@@ -1,4 +1,4 @@
-//! FedAvg's state directory ([`FedAvgConfig::state_dir`]): what a restarted
+//! FedAvg's state directory ([`FedAvgConfig::state_dir`](super::FedAvgConfig::state_dir)): what a restarted
 //! aggregator needs to resume the round it was in.
 //!
 //! # Files
@@ -45,7 +45,11 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use prost::Message;
 
-use super::{BestModel, DecodedResult, FedAvg, MetricRecord, Snapshot, State, StoredTensor, TensorKey};
+use super::codec::StoredTensor;
+use super::metric::{metric_value, MetricRecord};
+use super::round::{BestModel, DecodedResult, State};
+use super::store::{Snapshot, TensorKey};
+use super::FedAvg;
 use super::state_file::{self, DirLock};
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::Task;
@@ -521,7 +525,7 @@ impl FedAvg {
                 tags: proto.tags.clone(),
             };
             let tensor = stored_tensor(path, proto)?;
-            let metric = if key.is_metric() { Some(super::metric_value(&key.name, &tensor)?) } else { None };
+            let metric = if key.is_metric() { Some(metric_value(&key.name, &tensor)?) } else { None };
             decoded.push(DecodedResult { key, tensor, metric });
         }
         self.accept(&mut state, &result.collaborator, &result.task, result.data_size, decoded);

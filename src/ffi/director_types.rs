@@ -8,7 +8,7 @@ use super::boundary::{arg_opt_str, arg_ref, arg_slice, c_string, call, check_out
 use super::error::ofl_error;
 use super::fedavg::ofl_model;
 use super::tensor::{copied_data, named_tensor_from_view, ofl_tensor, ofl_tensor_view};
-use crate::fedavg::{Model, Tensor};
+use crate::fedavg::codec::{Model, Tensor};
 use crate::director::{ExperimentStatus, Metric};
 use crate::error::{Error, Result};
 use crate::proto::director::CudaDeviceInfo;
