@@ -231,7 +231,7 @@ async fn get_tasks_rate(client: Arc<AggregatorClient>, in_flight: usize, duratio
 async fn fedavg_get_tasks_rate(pki: &Pki, federation: &Federation) -> f64 {
     let mut model = openfl_transport::fedavg::Model::new();
     model.insert("w".into(), openfl_transport::fedavg::Tensor::scalar(0.0));
-    let fedavg = openfl_transport::fedavg::FedAvg::new(openfl_transport::fedavg::FedAvgConfig {
+    let fedavg = openfl_transport::fedavg::FedAvg::new(openfl_transport::fedavg::FedAvgOptions {
         aggregator_uuid: federation.aggregator_uuid.clone(),
         federation_uuid: federation.federation_uuid.clone(),
         collaborators: vec!["col1".into()],
@@ -239,14 +239,14 @@ async fn fedavg_get_tasks_rate(pki: &Pki, federation: &Federation) -> f64 {
         ..Default::default()
     })
     .expect("FedAvg");
-    let config = ServerConfig {
+    let config = AggregatorServerOptions {
         host: "127.0.0.1".into(),
         tls: Some(tls(&pki.ca, &pki.server)),
         auth_failure_max_delay: Duration::ZERO,
-        ..ServerConfig::default()
+        ..AggregatorServerOptions::default()
     };
     let server = AggregatorServer::start(config, Arc::new(fedavg)).await.expect("FedAvg server start");
-    let mut client_config = ClientConfig::new("localhost", server.local_addr().port());
+    let mut client_config = AggregatorClientOptions::new("localhost", server.local_addr().port());
     client_config.connect.tls = Some(tls(&pki.ca, &pki.client));
     client_config.federation = federation.clone();
     let client = Arc::new(AggregatorClient::new(client_config).expect("client"));
@@ -271,14 +271,14 @@ async fn main() {
         authorized_collaborators: vec!["col1".into()],
     };
     let logic = Arc::new(BenchLogic { federation: federation.clone(), tensor: tensor(size) });
-    let config = ServerConfig {
+    let config = AggregatorServerOptions {
         host: "127.0.0.1".into(),
         tls: Some(tls(&pki.ca, &pki.server)),
         auth_failure_max_delay: Duration::ZERO,
-        ..ServerConfig::default()
+        ..AggregatorServerOptions::default()
     };
     let server = AggregatorServer::start(config, logic).await.expect("server start");
-    let mut client_config = ClientConfig::new("localhost", server.local_addr().port());
+    let mut client_config = AggregatorClientOptions::new("localhost", server.local_addr().port());
     client_config.connect.tls = Some(tls(&pki.ca, &pki.client));
     client_config.federation = federation.clone();
     let federation_of_client = federation;

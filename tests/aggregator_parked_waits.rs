@@ -14,7 +14,7 @@ use common::*;
 use openfl_transport::aggregator::{
     AggregatorLogic, AggregatorServer, Federation, TaskResults, TasksReply, TensorRequest,
 };
-use openfl_transport::fedavg::{FedAvg, FedAvgConfig, Model, Tensor};
+use openfl_transport::fedavg::{FedAvg, FedAvgOptions, Model, Tensor};
 use openfl_transport::proto::aggregator::{GetAggregatedTensorRequest, MessageHeader};
 use openfl_transport::proto::NamedTensor;
 use tokio::task::JoinHandle;
@@ -69,10 +69,10 @@ async fn timed_get_tasks(port: u16, collaborator: &str) -> (TasksReply, Duration
     (reply.expect("GetTasks"), elapsed)
 }
 
-fn fedavg_config() -> FedAvgConfig {
+fn fedavg_config() -> FedAvgOptions {
     let mut model = Model::new();
     model.insert("w".into(), Tensor::new(vec![2], vec![0.0, 0.0]).unwrap());
-    FedAvgConfig {
+    FedAvgOptions {
         aggregator_uuid: AGGREGATOR_UUID.into(),
         federation_uuid: FEDERATION_UUID.into(),
         collaborators: vec!["col1".into(), "col2".into()],
@@ -80,7 +80,7 @@ fn fedavg_config() -> FedAvgConfig {
         initial_model: model,
         tensor_wait: Duration::from_secs(20),
         sleep_time: 1,
-        ..FedAvgConfig::default()
+        ..FedAvgOptions::default()
     }
 }
 

@@ -30,7 +30,7 @@ use openfl_transport::aggregator::{
     AggregatorClient, AggregatorLogic, AggregatorServer, Federation, LogicCall, TaskResults, TasksReply, TensorPoll,
     TensorRequest,
 };
-use openfl_transport::fedavg::{FedAvg, FedAvgConfig, Model, Tensor};
+use openfl_transport::fedavg::{FedAvg, FedAvgOptions, Model, Tensor};
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::tls::{PemSource, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,11 +53,11 @@ fn constant(collaborator: &str) -> (f32, i32) {
     }
 }
 
-fn fedavg_config(state_dir: Option<&Path>) -> FedAvgConfig {
+fn fedavg_config(state_dir: Option<&Path>) -> FedAvgOptions {
     let mut model = Model::new();
     model.insert("w".into(), Tensor::new(vec![W_LEN], vec![0.0; W_LEN]).unwrap());
     model.insert("b".into(), Tensor::scalar(0.5));
-    FedAvgConfig {
+    FedAvgOptions {
         aggregator_uuid: AGGREGATOR_UUID.into(),
         federation_uuid: FEDERATION_UUID.into(),
         collaborators: vec!["col1".into(), "col2".into()],
@@ -66,7 +66,7 @@ fn fedavg_config(state_dir: Option<&Path>) -> FedAvgConfig {
         tensor_wait: Duration::from_secs(30),
         sleep_time: 1,
         state_dir: state_dir.map(Path::to_path_buf),
-        ..FedAvgConfig::default()
+        ..FedAvgOptions::default()
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::*;
-use openfl_transport::aggregator::{AggregatorServer, ServerConfig, TasksReply};
+use openfl_transport::aggregator::{AggregatorServer, AggregatorServerOptions, TasksReply};
 use openfl_transport::proto::aggregator::{GetTasksRequest, MessageHeader, TaskResults};
 use openfl_transport::proto::{DataStream, NamedTensor};
 use prost::Message;
@@ -28,7 +28,7 @@ const UPLOAD: &str = "/openfl.aggregator.Aggregator/SendLocalTaskResults";
 const RESOURCE_EXHAUSTED: i32 = 8;
 
 /// Short bounds so the attacks show within a test's time.
-fn bounded(mut config: ServerConfig) -> ServerConfig {
+fn bounded(mut config: AggregatorServerOptions) -> AggregatorServerOptions {
     config.limits.max_concurrent_streams = 20;
     config.limits.handshake_timeout = Duration::from_millis(500);
     config.limits.idle_timeout = Duration::from_millis(700);

@@ -25,7 +25,7 @@ use crate::stream::{CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
 
 /// How a collaborator client connects and whom it expects to talk to.
 #[derive(Clone, Debug)]
-pub struct ClientConfig {
+pub struct AggregatorClientOptions {
     /// Aggregator address, port and TLS settings.
     pub connect: ConnectConfig,
     /// The aggregator uuid, federation uuid and single-certificate CN that
@@ -42,7 +42,7 @@ pub struct ClientConfig {
     pub reconnect_every_call: bool,
 }
 
-impl ClientConfig {
+impl AggregatorClientOptions {
     /// A configuration for the aggregator at `host:port`, without TLS.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
@@ -58,7 +58,7 @@ impl ClientConfig {
 
 /// A collaborator's connection to an aggregator.
 pub struct AggregatorClient {
-    config: ClientConfig,
+    config: AggregatorClientOptions,
     channel: Mutex<Option<Channel>>,
     closed: watch::Sender<bool>,
 }
@@ -66,7 +66,7 @@ pub struct AggregatorClient {
 impl AggregatorClient {
     /// A client; certificates are read and checked now, the connection is
     /// made on the first call.
-    pub fn new(config: ClientConfig) -> Result<Self> {
+    pub fn new(config: AggregatorClientOptions) -> Result<Self> {
         if config.connect.tls.is_none() {
             log::warn!("gRPC client for {} is running without TLS", config.connect.uri());
         }

@@ -11,6 +11,6 @@ mod tensor_count;
 mod tensor_route;
 pub mod upload;
 
-pub use client::{AggregatorClient, ClientConfig};
+pub use client::{AggregatorClient, AggregatorClientOptions};
 pub use logic::{AggregatorLogic, Federation, LogicCall, TaskResults, TasksReply, TensorPoll, TensorRequest, TensorWait};
-pub use server::{AggregatorServer, ServerConfig};
+pub use server::{AggregatorServer, AggregatorServerOptions};

@@ -52,7 +52,7 @@ use crate::tls::{peer_common_name, TlsConfig};
 
 /// How an aggregator server listens and checks callers.
 #[derive(Clone, Debug)]
-pub struct ServerConfig {
+pub struct AggregatorServerOptions {
     /// Address to listen on; `[::]` (the default) is IPv4 and IPv6.
     pub host: String,
     /// Port; 0 picks a free one (see [`AggregatorServer::local_addr`]).
@@ -82,15 +82,15 @@ pub struct ServerConfig {
     pub max_tensors_per_upload: usize,
 }
 
-/// Default of [`ServerConfig::upload_memory_budget`].
+/// Default of [`AggregatorServerOptions::upload_memory_budget`].
 pub const DEFAULT_UPLOAD_MEMORY_BUDGET: usize = 2 << 30;
-/// Default of [`ServerConfig::max_tensors_per_upload`].
+/// Default of [`AggregatorServerOptions::max_tensors_per_upload`].
 pub const DEFAULT_MAX_TENSORS_PER_UPLOAD: usize = 100_000;
 
 /// The streamed upload among the aggregator's methods.
 const UPLOADS: &[&str] = &["/openfl.aggregator.Aggregator/SendLocalTaskResults"];
 
-impl Default for ServerConfig {
+impl Default for AggregatorServerOptions {
     fn default() -> Self {
         Self {
             host: "[::]".into(),
@@ -361,7 +361,7 @@ pub struct AggregatorServer {
 impl AggregatorServer {
     /// Binds, then serves in the background on the current Tokio runtime.
     /// Certificates are read and checked here: a bad one fails the start.
-    pub async fn start(config: ServerConfig, logic: Arc<dyn AggregatorLogic>) -> Result<Self> {
+    pub async fn start(config: AggregatorServerOptions, logic: Arc<dyn AggregatorLogic>) -> Result<Self> {
         let mut listen = Listen::new(config.tls.as_ref(), &config.limits, config.max_message_size, UPLOADS)?;
         if config.upload_memory_budget == 0 {
             return Err(crate::Error::invalid_argument("upload_memory_budget must be positive"));

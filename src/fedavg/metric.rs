@@ -10,7 +10,7 @@ pub const AGGREGATOR_METRIC_ORIGIN: &str = "aggregator";
 /// the end of a round (OpenFL's metric schema: round, `metric_origin`,
 /// `task_name`, `metric_name`, `metric_value`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct MetricRecord {
+pub struct FedAvgMetric {
     /// The round the metric belongs to.
     pub round: i32,
     /// The collaborator that reported it, or [`AGGREGATOR_METRIC_ORIGIN`].
@@ -36,8 +36,8 @@ pub(super) fn first_value(tensor: &StoredTensor) -> f64 {
     tensor.values().next().map_or(f64::NAN, f64::from)
 }
 
-pub(super) fn aggregated_metric(round: i32, task: &str, name: &str, value: f64) -> MetricRecord {
-    MetricRecord {
+pub(super) fn aggregated_metric(round: i32, task: &str, name: &str, value: f64) -> FedAvgMetric {
+    FedAvgMetric {
         round,
         origin: AGGREGATOR_METRIC_ORIGIN.to_string(),
         aggregated: true,

@@ -92,7 +92,7 @@
 //!   `last_state_path` protobuf files, no `write_logs`/metric callbacks or
 //!   metric queue. Models and metrics are read through [`FedAvg`]'s
 //!   accessors instead. Crash recovery is ours: with
-//!   [`FedAvgConfig::state_dir`], a restarted aggregator resumes the round it
+//!   [`FedAvgOptions::state_dir`], a restarted aggregator resumes the round it
 //!   was in (OpenFL 1.6 starts over at round 0 and its collaborators fail).
 //! - The tensor store keeps only the current and previous round's models and
 //!   the current round's results (OpenFL's `db_store_rounds = 1`).
@@ -132,7 +132,7 @@
 //! only part other layers use); `store.rs` keys tensors as OpenFL does;
 //! [`Aggregation`] combines a round's tensors ([`WeightedAverage`]);
 //! `round.rs` is the round state machine, `serve.rs` serves model tensors,
-//! `options.rs` and `metric.rs` hold [`FedAvgConfig`] and [`MetricRecord`];
+//! `options.rs` and `metric.rs` hold [`FedAvgOptions`] and [`FedAvgMetric`];
 //! `persist.rs` and `state_file.rs` keep the state directory.
 //!
 //! [`AggregatorLogic`]: crate::aggregator::AggregatorLogic
@@ -156,6 +156,6 @@ mod tests;
 
 pub use aggregation::{Aggregation, WeightedAverage};
 pub use codec::{F32Values, Model, Tensor};
-pub use metric::{MetricRecord, AGGREGATOR_METRIC_ORIGIN};
-pub use options::{FedAvgConfig, DEFAULT_ROUNDS_TO_TRAIN, DEFAULT_SLEEP_TIME, DEFAULT_TENSOR_WAIT};
+pub use metric::{FedAvgMetric, AGGREGATOR_METRIC_ORIGIN};
+pub use options::{FedAvgOptions, DEFAULT_ROUNDS_TO_TRAIN, DEFAULT_SLEEP_TIME, DEFAULT_TENSOR_WAIT};
 pub use round::FedAvg;

@@ -1,4 +1,4 @@
-//! What a FedAvg is started with ([`FedAvgConfig`]) and its checks.
+//! What a FedAvg is started with ([`FedAvgOptions`]) and its checks.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -20,10 +20,10 @@ pub const DEFAULT_TENSOR_WAIT: Duration = Duration::from_secs(30);
 /// templates).
 pub const DEFAULT_ROUNDS_TO_TRAIN: i32 = 10;
 
-/// Everything [`FedAvg::new`](super::FedAvg::new) needs. Start from `FedAvgConfig::default()`
+/// Everything [`FedAvg::new`](super::FedAvg::new) needs. Start from `FedAvgOptions::default()`
 /// and set at least `collaborators` and `initial_model`.
 #[derive(Clone, Debug)]
-pub struct FedAvgConfig {
+pub struct FedAvgOptions {
     /// The aggregator's uuid (requests must name it as receiver; the origin
     /// of every tensor the aggregator holds).
     pub aggregator_uuid: String,
@@ -38,7 +38,7 @@ pub struct FedAvgConfig {
     /// Rounds to train, at least 1.
     pub rounds_to_train: i32,
     /// The tasks of every round, in the order collaborators run them.
-    /// Non-empty, unique names. Default: [`FedAvgConfig::default_tasks`].
+    /// Non-empty, unique names. Default: [`FedAvgOptions::default_tasks`].
     pub tasks: Vec<Task>,
     /// The round-0 model. Non-empty.
     pub initial_model: Model,
@@ -62,7 +62,7 @@ pub struct FedAvgConfig {
     pub state_dir: Option<PathBuf>,
 }
 
-impl Default for FedAvgConfig {
+impl Default for FedAvgOptions {
     fn default() -> Self {
         Self {
             aggregator_uuid: String::new(),
@@ -80,7 +80,7 @@ impl Default for FedAvgConfig {
     }
 }
 
-impl FedAvgConfig {
+impl FedAvgOptions {
     /// OpenFL's default task list: `aggregated_model_validation`
     /// (`validate_task`, `validate`, global model), `train` (`train_task`,
     /// `train`), `locally_tuned_model_validation` (`validate_task`,

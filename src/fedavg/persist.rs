@@ -1,4 +1,4 @@
-//! FedAvg's state directory ([`FedAvgConfig::state_dir`](super::FedAvgConfig::state_dir)): what a restarted
+//! FedAvg's state directory ([`FedAvgOptions::state_dir`](super::FedAvgOptions::state_dir)): what a restarted
 //! aggregator needs to resume the round it was in.
 //!
 //! # Files
@@ -46,7 +46,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::codec::StoredTensor;
-use super::metric::{metric_value, MetricRecord};
+use super::metric::{metric_value, FedAvgMetric};
 use super::round::{BestModel, DecodedResult, State};
 use super::store::{Snapshot, TensorKey};
 use super::FedAvg;
@@ -193,7 +193,7 @@ fn snapshot(file: &Path, protos: &[TensorProto]) -> Result<Snapshot> {
     protos.iter().map(|p| Ok((p.name.clone(), stored_tensor(file, p)?))).collect()
 }
 
-fn metric_proto(m: &MetricRecord) -> MetricProto {
+fn metric_proto(m: &FedAvgMetric) -> MetricProto {
     MetricProto {
         round: m.round,
         origin: m.origin.clone(),
@@ -204,8 +204,8 @@ fn metric_proto(m: &MetricRecord) -> MetricProto {
     }
 }
 
-fn metric_record(m: MetricProto) -> MetricRecord {
-    MetricRecord { round: m.round, origin: m.origin, aggregated: m.aggregated, task: m.task, name: m.name, value: m.value }
+fn metric_record(m: MetricProto) -> FedAvgMetric {
+    FedAvgMetric { round: m.round, origin: m.origin, aggregated: m.aggregated, task: m.task, name: m.name, value: m.value }
 }
 
 /// What a round-end save writes, taken under the state lock (cheap clones:
@@ -213,7 +213,7 @@ fn metric_record(m: MetricProto) -> MetricRecord {
 pub(super) struct RoundSave {
     round: i32,
     model: Snapshot,
-    metrics: Vec<MetricRecord>,
+    metrics: Vec<FedAvgMetric>,
     best: Option<BestModel>,
 }
 

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use super::aggregation::{Aggregation, WeightedAverage};
 use super::codec::{decode_named_tensor, encode_f32_le, invalid, upload_tags, StoredTensor, TAG_TRAINED};
-use super::metric::{aggregated_metric, first_value, metric_value, MetricRecord};
-use super::options::FedAvgConfig;
+use super::metric::{aggregated_metric, first_value, metric_value, FedAvgMetric};
+use super::options::FedAvgOptions;
 use super::persist::{Persistence, RoundSave};
 use super::store::{snapshot_to_model, Snapshot, TensorKey, TensorStore};
 use crate::aggregator::{Federation, TaskResults, TasksReply};
@@ -45,7 +45,7 @@ pub(super) struct State {
     /// Collaborators that reported every task of the current round.
     pub(super) done: BTreeSet<String>,
     pub(super) quit_sent: BTreeSet<String>,
-    pub(super) metrics: Vec<MetricRecord>,
+    pub(super) metrics: Vec<FedAvgMetric>,
     pub(super) best: Option<BestModel>,
 }
 
@@ -83,11 +83,11 @@ pub struct FedAvg {
 impl FedAvg {
     /// An aggregator at round 0 serving `config.initial_model`, or, with a
     /// `state_dir` that holds a saved federation, at the saved round.
-    /// Errors: `InvalidArgument` from [`FedAvgConfig::validate`]; with a
+    /// Errors: `InvalidArgument` from [`FedAvgOptions::validate`]; with a
     /// state directory, `Io` when it cannot be read or written,
     /// `FailedPrecondition` when another aggregator uses it or it holds
     /// another federation, `DataLoss` when a state file is damaged.
-    pub fn new(config: FedAvgConfig) -> Result<Self> {
+    pub fn new(config: FedAvgOptions) -> Result<Self> {
         config.validate()?;
         let state_dir = config.state_dir.clone();
         let fedavg = Self::fresh(config);
@@ -97,7 +97,7 @@ impl FedAvg {
         }
     }
 
-    fn fresh(config: FedAvgConfig) -> Self {
+    fn fresh(config: FedAvgOptions) -> Self {
         let model: Snapshot = config
             .initial_model
             .iter()
@@ -157,12 +157,12 @@ impl FedAvg {
     /// Every metric so far, in the order recorded: each collaborator's as it
     /// arrived, then the round's averages (origin
     /// [`AGGREGATOR_METRIC_ORIGIN`](super::AGGREGATOR_METRIC_ORIGIN)) when the round ends.
-    pub fn metrics(&self) -> Vec<MetricRecord> {
+    pub fn metrics(&self) -> Vec<FedAvgMetric> {
         self.lock().metrics.clone()
     }
 
     /// The model that scored best in the aggregated-model validation (see
-    /// [`FedAvgConfig::best_model_metric`]); `None` until a round with that
+    /// [`FedAvgOptions::best_model_metric`]); `None` until a round with that
     /// metric has ended.
     pub fn best_model(&self) -> Option<Model> {
         self.lock().best.as_ref().map(|b| snapshot_to_model(&b.model))
@@ -328,7 +328,7 @@ impl FedAvg {
         let mut keys = Vec::with_capacity(decoded.len());
         for item in decoded {
             if let Some(value) = item.metric {
-                state.metrics.push(MetricRecord {
+                state.metrics.push(FedAvgMetric {
                     round: state.round,
                     origin: collaborator.to_string(),
                     aggregated: false,

@@ -15,11 +15,11 @@ const VALIDATE: &str = "aggregated_model_validation";
 const TRAIN: &str = "train";
 const LOCAL: &str = "locally_tuned_model_validation";
 
-fn config(collaborators: &[&str], rounds: i32) -> FedAvgConfig {
+fn config(collaborators: &[&str], rounds: i32) -> FedAvgOptions {
     let mut initial_model = Model::new();
     initial_model.insert("w".into(), Tensor::new(vec![2], vec![0.0, 0.0]).unwrap());
     initial_model.insert("b".into(), Tensor::scalar(7.0));
-    FedAvgConfig {
+    FedAvgOptions {
         aggregator_uuid: AGG.into(),
         federation_uuid: "federation_uuid".into(),
         collaborators: collaborators.iter().map(|c| c.to_string()).collect(),
@@ -331,7 +331,7 @@ fn unauthorized_collaborator_is_refused() {
 }
 
 /// Spoils one field of a valid configuration.
-type Spoil = fn(&mut FedAvgConfig);
+type Spoil = fn(&mut FedAvgOptions);
 
 #[test]
 fn config_validation() {
@@ -346,7 +346,7 @@ fn config_validation() {
         ("empty collaborator", |c| c.collaborators.push(String::new())),
         ("zero rounds", |c| c.rounds_to_train = 0),
         ("no tasks", |c| c.tasks.clear()),
-        ("duplicate task", |c| c.tasks.push(FedAvgConfig::default_tasks()[1].clone())),
+        ("duplicate task", |c| c.tasks.push(FedAvgOptions::default_tasks()[1].clone())),
         ("empty model", |c| c.initial_model.clear()),
         ("length mismatch", |c| c.initial_model.get_mut("w").unwrap().values.push(1.0)),
         ("scalar with two values", |c| c.initial_model.get_mut("b").unwrap().values.push(1.0)),
@@ -363,7 +363,7 @@ fn config_validation() {
 
 #[test]
 fn default_tasks_match_openfl() {
-    let tasks = FedAvgConfig::default_tasks();
+    let tasks = FedAvgOptions::default_tasks();
     let fields: Vec<_> = tasks
         .iter()
         .map(|t| (t.name.as_str(), t.function_name.as_str(), t.task_type.as_str(), t.apply_local))
@@ -376,14 +376,14 @@ fn default_tasks_match_openfl() {
             (LOCAL, "validate_task", "validate", true),
         ]
     );
-    let cfg = FedAvgConfig::default();
+    let cfg = FedAvgOptions::default();
     assert_eq!((cfg.sleep_time, cfg.tensor_wait, cfg.rounds_to_train), (10, Duration::from_secs(30), 10));
 }
 
 // --- state directory ------------------------------------------------------
 
-fn persistent_config(dir: &std::path::Path) -> FedAvgConfig {
-    FedAvgConfig { state_dir: Some(dir.to_path_buf()), ..config(&["a", "b"], 3) }
+fn persistent_config(dir: &std::path::Path) -> FedAvgOptions {
+    FedAvgOptions { state_dir: Some(dir.to_path_buf()), ..config(&["a", "b"], 3) }
 }
 
 /// Round 0 by both, then round 1 by a, and b's validation of round 1.

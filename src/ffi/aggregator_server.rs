@@ -11,7 +11,7 @@ use super::boundary::{arg_mut, arg_ref, arg_opt_str, arg_str, call, check_out, f
 use super::error::ofl_error;
 use super::option_values;
 use super::tls_config::TlsOptions;
-use crate::aggregator::{AggregatorLogic, AggregatorServer, Federation, ServerConfig};
+use crate::aggregator::{AggregatorLogic, AggregatorServer, Federation, AggregatorServerOptions};
 use crate::error::{Error, Result};
 use crate::runtime;
 
@@ -20,7 +20,7 @@ use crate::runtime;
 /// turn TLS off. Not thread-safe: configure from one thread.
 #[allow(non_camel_case_types)]
 pub struct ofl_aggregator_server_options {
-    config: ServerConfig,
+    config: AggregatorServerOptions,
     tls: TlsOptions,
     federation: Federation,
 }
@@ -47,7 +47,7 @@ pub extern "C" fn ofl_aggregator_server_options_new(out: *mut *mut ofl_aggregato
         write_out(
             out,
             ofl_aggregator_server_options {
-                config: ServerConfig::default(),
+                config: AggregatorServerOptions::default(),
                 tls: TlsOptions::default(),
                 federation: Federation::default(),
             },

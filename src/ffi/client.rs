@@ -14,7 +14,7 @@ use super::option_values;
 use super::tasks::ofl_tasks;
 use super::tensor::{named_tensor_from_view, ofl_tensor, ofl_tensor_view, string_list};
 use super::tls_config::TlsOptions;
-use crate::aggregator::{AggregatorClient, ClientConfig, TaskResults, TensorRequest};
+use crate::aggregator::{AggregatorClient, AggregatorClientOptions, TaskResults, TensorRequest};
 use crate::error::Result;
 use crate::proto::NamedTensor;
 use crate::runtime;
@@ -24,7 +24,7 @@ use crate::runtime;
 /// Not thread-safe: configure from one thread, then pass to `ofl_client_new`.
 #[allow(non_camel_case_types)]
 pub struct ofl_client_options {
-    config: ClientConfig,
+    config: AggregatorClientOptions,
     tls: TlsOptions,
 }
 
@@ -46,7 +46,7 @@ pub extern "C" fn ofl_client_options_new(host: *const c_char, port: u16, out: *m
     call("ofl_client_options_new", || {
         check_out(out, "out")?;
         let host = option_values::host(host)?;
-        write_out(out, ofl_client_options { config: ClientConfig::new(host, port), tls: TlsOptions::default() });
+        write_out(out, ofl_client_options { config: AggregatorClientOptions::new(host, port), tls: TlsOptions::default() });
         Ok(())
     })
 }

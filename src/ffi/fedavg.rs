@@ -16,7 +16,7 @@ use super::boundary::{
 };
 use super::error::ofl_error;
 use crate::aggregator::AggregatorLogic;
-use crate::fedavg::{FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};
+use crate::fedavg::{FedAvg, FedAvgOptions, FedAvgMetric, Model, Tensor};
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::Task;
 
@@ -27,7 +27,7 @@ use crate::proto::aggregator::Task;
 /// Not thread-safe: configure from one thread.
 #[allow(non_camel_case_types)]
 pub struct ofl_fedavg_options {
-    config: FedAvgConfig,
+    config: FedAvgOptions,
     /// Whether `ofl_fedavg_options_add_task` was called (the first call
     /// replaces the default tasks).
     custom_tasks: bool,
@@ -46,14 +46,14 @@ pub struct ofl_fedavg {
 }
 
 struct CachedMetric {
-    record: MetricRecord,
+    record: FedAvgMetric,
     origin: CString,
     task: CString,
     name: CString,
 }
 
 impl CachedMetric {
-    fn new(record: MetricRecord) -> Self {
+    fn new(record: FedAvgMetric) -> Self {
         let (origin, task, name) = (c_string(&record.origin), c_string(&record.task), c_string(&record.name));
         Self { record, origin, task, name }
     }
@@ -117,7 +117,7 @@ fn non_empty<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
 pub extern "C" fn ofl_fedavg_options_new(out: *mut *mut ofl_fedavg_options) -> *mut ofl_error {
     call("ofl_fedavg_options_new", || {
         check_out(out, "out")?;
-        write_out(out, ofl_fedavg_options { config: FedAvgConfig::default(), custom_tasks: false });
+        write_out(out, ofl_fedavg_options { config: FedAvgOptions::default(), custom_tasks: false });
         Ok(())
     })
 }

@@ -20,7 +20,7 @@ use rcgen::{
 };
 
 use openfl_transport::aggregator::{
-    AggregatorClient, AggregatorLogic, AggregatorServer, ClientConfig, Federation, ServerConfig, TaskResults,
+    AggregatorClient, AggregatorLogic, AggregatorServer, AggregatorClientOptions, Federation, AggregatorServerOptions, TaskResults,
     TasksReply, TensorRequest,
 };
 use openfl_transport::connect::ConnectConfig;
@@ -381,14 +381,14 @@ pub fn federation() -> Federation {
 
 /// A server configuration on 127.0.0.1:`port` that answers authentication
 /// failures at once.
-pub fn server_config(port: u16, tls: Option<TlsConfig>) -> ServerConfig {
-    ServerConfig {
+pub fn server_config(port: u16, tls: Option<TlsConfig>) -> AggregatorServerOptions {
+    AggregatorServerOptions {
         host: "127.0.0.1".into(),
         port,
         tls,
         auth_failure_max_delay: Duration::ZERO,
         quit_poll_interval: Duration::from_millis(200),
-        ..ServerConfig::default()
+        ..AggregatorServerOptions::default()
     }
 }
 
@@ -397,7 +397,7 @@ pub async fn start_server(tls: Option<TlsConfig>, logic: Arc<TestLogic>) -> Aggr
     start_server_with(server_config(0, tls), logic).await
 }
 
-pub async fn start_server_with(config: ServerConfig, logic: Arc<TestLogic>) -> AggregatorServer {
+pub async fn start_server_with(config: AggregatorServerOptions, logic: Arc<TestLogic>) -> AggregatorServer {
     within(10, AggregatorServer::start(config, logic)).await.expect("starting the aggregator server")
 }
 
@@ -421,8 +421,8 @@ pub fn short_retry() -> RetryPolicy {
 }
 
 /// A client configuration for 127.0.0.1:`port` in the test federation.
-pub fn client_config(port: u16, tls: Option<TlsConfig>) -> ClientConfig {
-    let mut config = ClientConfig::new("127.0.0.1", port);
+pub fn client_config(port: u16, tls: Option<TlsConfig>) -> AggregatorClientOptions {
+    let mut config = AggregatorClientOptions::new("127.0.0.1", port);
     config.connect.tls = tls;
     config.connect.connect_timeout = Duration::from_secs(5);
     config.federation = Federation { authorized_collaborators: vec![], ..federation() };

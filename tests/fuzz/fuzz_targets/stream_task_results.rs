@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use openfl_transport::aggregator::checks::check_request;
 use openfl_transport::aggregator::upload::encode_in_chunks;
 use openfl_transport::aggregator::{AggregatorLogic, TaskResults as Results};
-use openfl_transport::fedavg::{FedAvg, FedAvgConfig, Model, Tensor};
+use openfl_transport::fedavg::{FedAvg, FedAvgOptions, Model, Tensor};
 use openfl_transport::proto::aggregator::TaskResults;
 use openfl_transport::proto::DataStream;
 use openfl_transport::stream::Reassembly;
@@ -71,7 +71,7 @@ fn fedavg() -> FedAvg {
             (name.to_string(), Tensor::new(shape.to_vec(), vec![0.0; len]).unwrap())
         })
         .collect();
-    FedAvg::new(FedAvgConfig {
+    FedAvg::new(FedAvgOptions {
         aggregator_uuid: AGGREGATOR_UUID.into(),
         federation_uuid: FEDERATION_UUID.into(),
         collaborators: COLLABORATORS.iter().map(|c| c.to_string()).collect(),
@@ -89,7 +89,7 @@ fn aggregate(results: &TaskResults) {
     if check_request(fa.federation(), &header).is_err() {
         return;
     }
-    let tasks: Vec<String> = FedAvgConfig::default_tasks().into_iter().map(|t| t.name).collect();
+    let tasks: Vec<String> = FedAvgOptions::default_tasks().into_iter().map(|t| t.name).collect();
     for collaborator in COLLABORATORS {
         for task in &tasks {
             let upload = Results {

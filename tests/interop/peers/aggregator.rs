@@ -40,7 +40,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use openfl_transport::aggregator::{
-    AggregatorLogic, AggregatorServer, Federation, ServerConfig, TaskResults, TasksReply, TensorRequest,
+    AggregatorLogic, AggregatorServer, Federation, AggregatorServerOptions, TaskResults, TasksReply, TensorRequest,
 };
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::Result;
@@ -203,13 +203,13 @@ fn main() {
         serve_forever: args.serve_forever,
         seen: Mutex::default(),
     });
-    let config = ServerConfig {
+    let config = AggregatorServerOptions {
         host: args.peer.host.clone(),
         port: args.peer.port,
         tls: args.peer.server_tls(),
         auth_failure_max_delay: args.auth_delay,
         quit_poll_interval: Duration::from_millis(100),
-        ..ServerConfig::default()
+        ..AggregatorServerOptions::default()
     };
 
     let server_logic: Arc<dyn AggregatorLogic> = logic.clone();

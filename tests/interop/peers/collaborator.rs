@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use openfl_transport::aggregator::{AggregatorClient, ClientConfig, Federation, TaskResults, TensorRequest};
+use openfl_transport::aggregator::{AggregatorClient, AggregatorClientOptions, Federation, TaskResults, TensorRequest};
 use openfl_transport::retry::RetryPolicy;
 use openfl_transport::{ofl_code, Error};
 
@@ -142,8 +142,8 @@ fn code_name(code: ofl_code) -> &'static str {
 // The collaborator
 // ---------------------------------------------------------------------------
 
-fn client_config(args: &Args) -> ClientConfig {
-    let mut config = ClientConfig::new(args.peer.host.clone(), args.peer.port);
+fn client_config(args: &Args) -> AggregatorClientOptions {
+    let mut config = AggregatorClientOptions::new(args.peer.host.clone(), args.peer.port);
     config.connect.tls = args.peer.client_tls(args.cert.as_ref().unwrap_or(&args.collaborator));
     config.federation = Federation {
         aggregator_uuid: args.aggregator_uuid.clone(),

@@ -50,10 +50,10 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use openfl_transport::aggregator::{
-    AggregatorLogic, AggregatorServer, Federation, LogicCall, ServerConfig, TaskResults, TasksReply, TensorPoll,
+    AggregatorLogic, AggregatorServer, Federation, LogicCall, AggregatorServerOptions, TaskResults, TasksReply, TensorPoll,
     TensorRequest,
 };
-use openfl_transport::fedavg::{FedAvg, FedAvgConfig, MetricRecord, Model, Tensor};
+use openfl_transport::fedavg::{FedAvg, FedAvgOptions, FedAvgMetric, Model, Tensor};
 use openfl_transport::proto::NamedTensor;
 use openfl_transport::Result;
 
@@ -156,7 +156,7 @@ fn json_model(model: &Model) -> Value {
     Value::Object(tensors)
 }
 
-fn json_metric(m: &MetricRecord) -> Value {
+fn json_metric(m: &FedAvgMetric) -> Value {
     json!({
         "round": m.round,
         "origin": m.origin,
@@ -281,7 +281,7 @@ fn main() {
     CLI.start_watchdog(args.peer.timeout);
 
     let initial_model = args.model.clone().unwrap_or_else(default_model);
-    let config = FedAvgConfig {
+    let config = FedAvgOptions {
         aggregator_uuid: args.aggregator_uuid.clone(),
         federation_uuid: args.federation_uuid.clone(),
         collaborators: args.collaborators.clone(),
@@ -290,18 +290,18 @@ fn main() {
         best_model_metric: args.best_metric.clone(),
         tensor_wait: args.tensor_wait,
         sleep_time: args.sleep_time,
-        ..FedAvgConfig::default()
+        ..FedAvgOptions::default()
     };
     let fedavg = FedAvg::new(config).unwrap_or_else(|e| CLI.fail(e));
     let logic = Arc::new(RecordingFedAvg { inner: Arc::new(fedavg), record: Mutex::default() });
 
-    let server_config = ServerConfig {
+    let server_config = AggregatorServerOptions {
         host: args.peer.host.clone(),
         port: args.peer.port,
         tls: args.peer.server_tls(),
         auth_failure_max_delay: Duration::ZERO,
         quit_poll_interval: Duration::from_millis(100),
-        ..ServerConfig::default()
+        ..AggregatorServerOptions::default()
     };
     let server_logic: Arc<dyn AggregatorLogic> = logic.clone();
     let outcome = openfl_transport::runtime::block_on(async move {
