@@ -3,8 +3,9 @@
 //! OpenFL 1.6 peers, with a C ABI (see `include/openfl_transport.h`).
 //!
 //! Layers, top uses bottom: [`ffi`] (the C ABI, the only unsafe code) →
-//! [`aggregator`] → [`tls`], [`connect`], [`listen`], [`stream`], [`retry`],
-//! [`runtime`] → [`proto`] (the wire contract).
+//! [`fedavg`] (the built-in aggregation, an [`aggregator::AggregatorLogic`])
+//! → [`aggregator`], [`director`] → [`tls`], [`connect`], [`listen`],
+//! [`stream`], [`retry`], [`runtime`] → [`proto`] (the wire contract).
 
 pub mod aggregator;
 pub mod connect;
