@@ -24,10 +24,10 @@ func fedavgOptions(stateDir string) openfl.FedAvgOptions {
 }
 
 // A metric as OpenFL's collaborator uploads it: one little-endian float32.
-func metricTensor(name string, value float32, tags ...string) openfl.Tensor {
+func metricTensor(name string, value float32, tags ...string) openfl.TensorView {
 	data := make([]byte, 4)
 	binary.LittleEndian.PutUint32(data, math.Float32bits(value))
-	return openfl.Tensor{Name: name, Lossless: true, Report: true, Tags: append([]string{"compressed"}, tags...),
+	return openfl.TensorView{Name: name, Lossless: true, Report: true, Tags: append([]string{"compressed"}, tags...),
 		Metadata: []openfl.Metadata{{}}, Data: data}
 }
 
@@ -54,7 +54,7 @@ func TestFedAvgStateDir(t *testing.T) {
 		t.Fatalf("GetTasks: %+v, %v", tasks, err)
 	}
 	results := openfl.TaskResults{RoundNumber: 0, TaskName: tasks.Tasks[0].Name, DataSize: 8,
-		Tensors: []openfl.Tensor{metricTensor("acc", 0.625, "metric", "validate_agg")}}
+		Tensors: []openfl.TensorView{metricTensor("acc", 0.625, "metric", "validate_agg")}}
 	if err := c.SendLocalTaskResults(ctx, "col1", results); err != nil {
 		t.Fatalf("SendLocalTaskResults: %v", err)
 	}

@@ -57,7 +57,7 @@ func (f *fedAvg) GetTasks(ctx context.Context, col string) (*openfl.Tasks, error
 	return t, nil
 }
 
-func (f *fedAvg) GetAggregatedTensor(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.Tensor, error) {
+func (f *fedAvg) GetAggregatedTensor(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.TensorView, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if req.TensorName != "weights" {
@@ -71,7 +71,7 @@ func (f *fedAvg) GetAggregatedTensor(ctx context.Context, col string, req *openf
 		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(w))
 	}
 	// The library copies the tensor before this returns.
-	return &openfl.Tensor{
+	return &openfl.TensorView{
 		Name: "weights", RoundNumber: f.round, Lossless: true, Tags: []string{"model"},
 		Metadata: []openfl.Metadata{{IntList: []int32{weights}}},
 		Data:     data,

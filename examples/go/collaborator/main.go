@@ -50,7 +50,7 @@ func run(certs, name, host string, port uint16) error {
 	digit := float32(name[len(name)-1] - '0')
 	samples := int32(100 * digit)
 
-	client, err := openfl.NewClient(openfl.ClientOptions{
+	client, err := openfl.NewAggregatorClient(openfl.AggregatorClientOptions{
 		Host: host, Port: port,
 		TLS: openfl.TLS{
 			RootCertificate: filepath.Join(certs, "ca.crt"),
@@ -91,7 +91,7 @@ func run(certs, name, host string, port uint16) error {
 	}
 }
 
-func train(ctx context.Context, client *openfl.Client, name string, round int32, target float32, samples int32) error {
+func train(ctx context.Context, client *openfl.AggregatorClient, name string, round int32, target float32, samples int32) error {
 	model, err := client.GetAggregatedTensor(ctx, name, openfl.TensorRequest{TensorName: "weights", RoundNumber: round, Tags: []string{"model"}})
 	if err != nil {
 		return err
@@ -105,7 +105,7 @@ func train(ctx context.Context, client *openfl.Client, name string, round int32,
 	}
 	err = client.SendLocalTaskResults(ctx, name, openfl.TaskResults{
 		RoundNumber: round, TaskName: "train", DataSize: samples,
-		Tensors: []openfl.Tensor{{Name: "weights", RoundNumber: round, Tags: []string{"trained"}, Metadata: model.Metadata, Data: trained}},
+		Tensors: []openfl.TensorView{{Name: "weights", RoundNumber: round, Tags: []string{"trained"}, Metadata: model.Metadata, Data: trained}},
 	})
 	if err != nil {
 		return err
