@@ -9,7 +9,7 @@
  *    keep call sites short.) Nothing throws across the C boundary: logic
  *    callbacks that throw are answered with an error code (see
  *    AggregatorLogic).
- *  - Handles (ClientOptions, Client, ServerOptions, AggregatorServer, Tensor;
+ *  - Handles (AggregatorClientOptions, AggregatorClient, ServerOptions, AggregatorServer, Tensor;
  *    for the director: DirectorServerOptions, DirectorServer,
  *    DirectorClientOptions, EnvoyClient, FrontendClient, TensorList, Model)
  *    are RAII, move-only; a moved-from handle may only be destroyed or
@@ -340,7 +340,7 @@ private:
     Handle<typename Api::options, Api::destroy> p_;
 };
 
-/** The settings of a client of a server (ClientOptions,
+/** The settings of a client of a server (AggregatorClientOptions,
  *  DirectorClientOptions): certificates whose key pair is optional, server
  *  name, retries, connection timeout. */
 template <class Derived, class Api>
@@ -529,20 +529,20 @@ public:
     ~Tensor() { ofl_tensor_free(const_cast<ofl_tensor *>(t_)); }
 };
 
-/** Settings for Client (setters chain; each throws Error on a bad value).
+/** Settings for AggregatorClient (setters chain; each throws Error on a bad value).
  *  The TLS, server-name and retry setters are ClientOptionsBase's. */
-class ClientOptions : public detail::ClientOptionsBase<ClientOptions, detail::ClientOptionsApi> {
+class AggregatorClientOptions : public detail::ClientOptionsBase<AggregatorClientOptions, detail::ClientOptionsApi> {
 public:
     /** The aggregator's address (OpenFL's agg_addr, agg_port). */
-    ClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
+    AggregatorClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
     /** The identity requests carry and replies must match; an empty
      *  single_col_cert_common_name means none. */
-    ClientOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
+    AggregatorClientOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
                               std::string_view single_col_cert_common_name = {}) {
         return set_federation(ofl_client_options_set_federation, aggregator_uuid, federation_uuid,
                               single_col_cert_common_name);
     }
-    ClientOptions &reconnect_every_call(bool enabled = true) {
+    AggregatorClientOptions &reconnect_every_call(bool enabled = true) {
         return set(ofl_client_options_set_reconnect_every_call, enabled);
     }
 };
@@ -550,9 +550,9 @@ public:
 /** A collaborator's connection to an aggregator (OpenFL's
  *  AggregatorGRPCClient). Thread-safe; move-only. Destroying it cancels
  *  calls in progress on other threads (they throw CANCELLED). */
-class Client {
+class AggregatorClient {
 public:
-    explicit Client(const ClientOptions &options) {
+    explicit AggregatorClient(const AggregatorClientOptions &options) {
         ofl_client *c = nullptr;
         detail::check(ofl_client_new(options.get(), &c));
         p_.reset(c);
@@ -972,7 +972,7 @@ public:
 
 /** One metric of an experiment (OpenFL's metric record): pushed by the
  *  director's host, delivered by a frontend's metric stream. */
-struct Metric {
+struct DirectorMetric {
     std::string origin;       // a collaborator name, or the aggregator
     std::string task_name;    // e.g. "aggregated_model_validation"
     std::string metric_name;  // e.g. "accuracy"
@@ -1082,7 +1082,7 @@ public:
     void stop() const { detail::check(ofl_director_server_stop(s_)); }
 
     /** Queues a metric of `experiment` for the frontends' metric streams. */
-    void push_metric(std::string_view experiment, const Metric &metric) const {
+    void push_metric(std::string_view experiment, const DirectorMetric &metric) const {
         std::string origin = detail::z(metric.origin, "origin"), task = detail::z(metric.task_name, "task_name"),
                     name = detail::z(metric.metric_name, "metric_name");
         ofl_director_metric m{origin.c_str(), task.c_str(), name.c_str(), metric.value, metric.round};
@@ -1373,13 +1373,13 @@ inline std::vector<std::string> strings(const ofl_string_list *list) {
     return out;
 }
 struct MetricSink {
-    std::function<bool(const Metric &)> *fn;
+    std::function<bool(const DirectorMetric &)> *fn;
     std::exception_ptr error;
 };
 inline bool on_metric(void *user_data, const ofl_director_metric *m) noexcept {
     auto *sink = static_cast<MetricSink *>(user_data);
     try {
-        return (*sink->fn)(Metric{std::string(sv(m->origin)), std::string(sv(m->task_name)),
+        return (*sink->fn)(DirectorMetric{std::string(sv(m->origin)), std::string(sv(m->task_name)),
                                   std::string(sv(m->metric_name)), m->value, m->round});
     } catch (...) {
         sink->error = std::current_exception();  // rethrown on the caller's side of the C frames
@@ -1498,7 +1498,7 @@ public:
      *  metric was delivered, or until `fn` returns false. `fn` runs on the
      *  calling thread; an exception it throws ends the stream and is
      *  rethrown here. */
-    void stream_metrics(std::string_view name, std::function<bool(const Metric &)> fn) const {
+    void stream_metrics(std::string_view name, std::function<bool(const DirectorMetric &)> fn) const {
         if (!fn) throw Error(Code::invalid_argument, "fn is empty");
         detail::MetricSink sink{&fn, nullptr};
         ofl_error *error =

@@ -32,11 +32,11 @@ int main(int argc, char **argv) {
     std::int32_t samples = 100 * (name.back() - '0');
 
     try {
-        openfl::ClientOptions options(host, port);
+        openfl::AggregatorClientOptions options(host, port);
         options.tls_files(certs + "/ca.crt", certs + "/" + name + ".crt", certs + "/" + name + ".key")
             .federation("example-aggregator", "example-federation")
             .retry(std::chrono::milliseconds(100), std::chrono::milliseconds(2000), std::chrono::milliseconds(30000));
-        openfl::Client client(options);
+        openfl::AggregatorClient client(options);
 
         for (;;) {
             openfl::Tasks tasks = client.get_tasks(name);

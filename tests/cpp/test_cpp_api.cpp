@@ -79,13 +79,13 @@ std::string g_certs;
 std::string cert(const char *name) { return g_certs + "/" + name; }
 
 // Handles are RAII and move-only.
-static_assert(!std::is_copy_constructible_v<openfl::Client> && std::is_nothrow_move_constructible_v<openfl::Client>);
-static_assert(!std::is_copy_assignable_v<openfl::Client> && std::is_nothrow_move_assignable_v<openfl::Client>);
+static_assert(!std::is_copy_constructible_v<openfl::AggregatorClient> && std::is_nothrow_move_constructible_v<openfl::AggregatorClient>);
+static_assert(!std::is_copy_assignable_v<openfl::AggregatorClient> && std::is_nothrow_move_assignable_v<openfl::AggregatorClient>);
 static_assert(!std::is_copy_constructible_v<openfl::Tensor> && std::is_nothrow_move_constructible_v<openfl::Tensor>);
 static_assert(!std::is_copy_constructible_v<openfl::AggregatorServer> &&
               std::is_nothrow_move_constructible_v<openfl::AggregatorServer>);
-static_assert(!std::is_copy_constructible_v<openfl::ClientOptions> &&
-              std::is_nothrow_move_constructible_v<openfl::ClientOptions>);
+static_assert(!std::is_copy_constructible_v<openfl::AggregatorClientOptions> &&
+              std::is_nothrow_move_constructible_v<openfl::AggregatorClientOptions>);
 static_assert(!std::is_copy_constructible_v<openfl::ServerOptions> &&
               std::is_nothrow_move_constructible_v<openfl::ServerOptions>);
 
@@ -177,8 +177,8 @@ public:
     std::map<std::string, std::string> uploads_;
 };
 
-openfl::ClientOptions client_options(std::uint16_t port, const std::string &col) {
-    openfl::ClientOptions o("127.0.0.1", port);
+openfl::AggregatorClientOptions client_options(std::uint16_t port, const std::string &col) {
+    openfl::AggregatorClientOptions o("127.0.0.1", port);
     o.tls_files(cert("ca.crt"), cert((col + ".crt").c_str()), cert((col + ".key").c_str()))
         .federation(kAgg, kFed)
         .retry(50ms, 500ms, 5000ms)
@@ -197,7 +197,7 @@ openfl::ServerOptions server_options(bool tls) {
 }
 
 void collaborator(std::uint16_t port, const std::string &col, const FedLogic &logic) {
-    openfl::Client client(client_options(port, col));
+    openfl::AggregatorClient client(client_options(port, col));
     openfl::Tasks tasks = client.get_tasks(col);
     CHECK(tasks.round_number == 1 && tasks.sleep_time == 3 && !tasks.quit && tasks.tasks.size() == 3);
     CHECK(tasks.tasks.size() == 3 && tasks.tasks[2].name == "locally_tuned_model_validation" &&
@@ -244,7 +244,7 @@ void collaborator(std::uint16_t port, const std::string &col, const FedLogic &lo
 }
 
 void negative_checks(std::uint16_t port) {
-    openfl::Client client(client_options(port, "col1"));
+    openfl::AggregatorClient client(client_options(port, "col1"));
     openfl::TensorRequest req;
     req.tensor_name = "missing";
     EXPECT_ERROR("logic throws openfl::Error", openfl::Code::not_found, "no tensor named missing",
@@ -259,19 +259,19 @@ void negative_checks(std::uint16_t port) {
     EXPECT_ERROR("NUL in a name", openfl::Code::invalid_argument, "collaborator",
                  [&] { client.get_tasks(std::string_view("co\0l1", 5)); });
 
-    openfl::ClientOptions foreign = client_options(port, "col1");
+    openfl::AggregatorClientOptions foreign = client_options(port, "col1");
     foreign.tls_files(cert("ca.crt"), cert("foreign.crt"), cert("foreign.key"));
-    openfl::Client stranger(foreign);
+    openfl::AggregatorClient stranger(foreign);
     EXPECT_ERROR("client certificate from a foreign CA", openfl::Code::tls, nullptr,
                  [&] { stranger.get_tasks("col1"); });
 
-    EXPECT_ERROR("empty host", openfl::Code::invalid_argument, "host", [] { openfl::ClientOptions("", 1); });
+    EXPECT_ERROR("empty host", openfl::Code::invalid_argument, "host", [] { openfl::AggregatorClientOptions("", 1); });
     EXPECT_ERROR("zero backoff", openfl::Code::invalid_argument, nullptr,
-                 [] { openfl::ClientOptions("localhost", 1).retry(0ms, 10ms, 10ms); });
+                 [] { openfl::AggregatorClientOptions("localhost", 1).retry(0ms, 10ms, 10ms); });
     EXPECT_ERROR("missing CA file", openfl::Code::io, nullptr, [] {
-        openfl::ClientOptions o("localhost", 1);
+        openfl::AggregatorClientOptions o("localhost", 1);
         o.tls_files("/nonexistent/ca.crt", "/nonexistent/c.crt", "/nonexistent/c.key");
-        openfl::Client c(o);
+        openfl::AggregatorClient c(o);
     });
     EXPECT_ERROR("port in use", openfl::Code::io, nullptr, [&] {
         openfl::ServerOptions o = server_options(false);
@@ -324,7 +324,7 @@ void fedavg_state_dir() {
                      [&] { openfl::FedAvg second(fedavg_options(dir)); });
         openfl::AggregatorServer server = openfl::start_fedavg_server(server_options(true), fedavg);
         CHECK(server.port() != 0);
-        openfl::Client c(client_options(server.port(), "col2"));
+        openfl::AggregatorClient c(client_options(server.port(), "col2"));
         openfl::Tasks tasks = c.get_tasks("col2");
         CHECK(tasks.round_number == 0 && tasks.tasks.size() == 3);
         openfl::Model model = fedavg.last_model();
@@ -401,7 +401,7 @@ int main(int argc, char **argv) {
     note("end of the federation");
     logic->quitting_ = true;
     for (const char *col : {"col1", "col2"}) {
-        openfl::Client c(client_options(port, col));
+        openfl::AggregatorClient c(client_options(port, col));
         CHECK(c.get_tasks(col).quit);
     }
     if (serving.wait_for(20s) != std::future_status::ready) {
