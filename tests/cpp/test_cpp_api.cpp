@@ -303,41 +303,6 @@ void negative_checks(std::uint16_t port) {
 
 }  // namespace
 
-openfl::FedAvgOptions fedavg_options(const std::string &state_dir) {
-    openfl::FedAvgOptions o;
-    o.federation(kAgg, kFed).add_collaborator("col1").add_collaborator("col2").rounds_to_train(2);
-    o.add_model_tensor("w", {2}, {0.5f, -1.0f}).sleep_time(1).state_dir(state_dir);
-    return o;
-}
-
-// The built-in FedAvg with a state directory: a second aggregator on the
-// directory is refused while the first lives; a new one resumes after it.
-void fedavg_state_dir() {
-    EXPECT_ERROR("empty state_dir", openfl::Code::invalid_argument, "empty",
-                 [] { openfl::FedAvgOptions().state_dir(""); });
-    char dir[] = "/tmp/ofl_cpp_state_XXXXXX";
-    CHECK(mkdtemp(dir) != nullptr);
-    {
-        openfl::FedAvg fedavg(fedavg_options(dir));
-        CHECK(fedavg.current_round() == 0 && fedavg.rounds_to_train() == 2 && !fedavg.is_finished());
-        EXPECT_ERROR("directory in use", openfl::Code::failed_precondition, "in use",
-                     [&] { openfl::FedAvg second(fedavg_options(dir)); });
-        openfl::AggregatorServer server = openfl::start_fedavg_server(server_options(true), fedavg);
-        CHECK(server.port() != 0);
-        openfl::AggregatorClient c(client_options(server.port(), "col2"));
-        openfl::Tasks tasks = c.get_tasks("col2");
-        CHECK(tasks.round_number == 0 && tasks.tasks.size() == 3);
-        openfl::Model model = fedavg.last_model();
-        CHECK(model.size() == 1 && model.values(0).size() == 2 && model.values(0)[1] == -1.0f);
-    }
-    {
-        openfl::FedAvg resumed(fedavg_options(dir));
-        CHECK(resumed.current_round() == 0 && resumed.metrics_size() == 0);
-    }
-    for (const char *f : {"federation.state", "lock"}) unlink((std::string(dir) + "/" + f).c_str());
-    CHECK(rmdir(dir) == 0);
-}
-
 int main(int argc, char **argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: %s CERT_DIR\n", argv[0]);
@@ -396,7 +361,6 @@ int main(int argc, char **argv) {
     negative_checks(port);
 
     note("FedAvg with a state directory");
-    fedavg_state_dir();
 
     note("end of the federation");
     logic->quitting_ = true;
