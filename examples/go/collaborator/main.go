@@ -1,8 +1,8 @@
 // Command collaborator is a collaborator in Go (package openfl) for the
 // example aggregator (examples/go/aggregator or examples/cpp): it asks for
 // tasks until told to quit; for "train" it fetches the round's "weights",
-// moves them halfway towards its own target and uploads them with its
-// sample count.
+// moves them halfway towards its own target and uploads them and its loss
+// with its sample count.
 //
 //	collaborator CERT_DIR NAME PORT [HOST]
 //
@@ -98,14 +98,23 @@ func train(ctx context.Context, client *openfl.AggregatorClient, name string, ro
 	}
 	defer model.Close() // model.Data is the library's buffer until then
 	trained := make([]byte, len(model.Data))
+	var loss float32 // mean squared distance to the target, before training
+	n := float32(len(model.Data) / 4)
 	for i := 0; i+4 <= len(model.Data); i += 4 {
 		w := math.Float32frombits(binary.LittleEndian.Uint32(model.Data[i:]))
+		loss += (target - w) * (target - w) / n
 		w += 0.5 * (target - w) // "training"
 		binary.LittleEndian.PutUint32(trained[i:], math.Float32bits(w))
 	}
+	lossBytes := binary.LittleEndian.AppendUint32(nil, math.Float32bits(loss))
 	err = client.SendLocalTaskResults(ctx, name, openfl.TaskResults{
 		RoundNumber: round, TaskName: "train", DataSize: samples,
-		Tensors: []openfl.TensorView{{Name: "weights", RoundNumber: round, Tags: []string{"trained"}, Metadata: model.Metadata, Data: trained}},
+		Tensors: []openfl.TensorView{
+			// The trained model, as the FedAvg expects it.
+			{Name: "weights", RoundNumber: round, Lossless: true, Tags: []string{"trained"}, Metadata: model.Metadata, Data: trained},
+			// A metric: one value, Report true, a scalar.
+			{Name: "loss", RoundNumber: round, Lossless: true, Report: true, Tags: []string{"metric"}, Metadata: []openfl.Metadata{{}}, Data: lossBytes},
+		},
 	})
 	if err != nil {
 		return err
