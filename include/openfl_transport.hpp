@@ -9,8 +9,8 @@
  *    keep call sites short.) Nothing throws across the C boundary: logic
  *    callbacks that throw are answered with an error code (see
  *    AggregatorLogic).
- *  - Handles (AggregatorClientOptions, AggregatorClient, ServerOptions, AggregatorServer, Tensor;
- *    for the director: DirectorServerOptions, DirectorServer,
+ *  - Handles (AggregatorClientOptions, AggregatorClient, ServerOptions, AggregatorServer, Tensor,
+ *    FedAvgOptions, FedAvg, Model; for the director: DirectorServerOptions, DirectorServer,
  *    DirectorClientOptions, EnvoyClient, FrontendClient, TensorList, Model)
  *    are RAII, move-only; a moved-from handle may only be destroyed or
  *    assigned to.
