@@ -10,7 +10,7 @@
  *    callbacks that throw are answered with an error code (see
  *    AggregatorLogic).
  *  - Handles (AggregatorClientOptions, AggregatorClient, ServerOptions, AggregatorServer, Tensor,
- *    FedAvgOptions, FedAvg, Model; for the director: DirectorServerOptions, DirectorServer,
+ *    FedAvgOptions, FedAvg; for the director: DirectorServerOptions, DirectorServer,
  *    DirectorClientOptions, EnvoyClient, FrontendClient, TensorList, Model)
  *    are RAII, move-only; a moved-from handle may only be destroyed or
  *    assigned to.
