@@ -9,8 +9,8 @@
  *    keep call sites short.) Nothing throws across the C boundary: logic
  *    callbacks that throw are answered with an error code (see
  *    AggregatorLogic).
- *  - Handles (ClientOptions, Client, ServerOptions, AggregatorServer, Tensor;
- *    for the director: DirectorServerOptions, DirectorServer,
+ *  - Handles (AggregatorClientOptions, AggregatorClient, ServerOptions, AggregatorServer, Tensor,
+ *    FedAvgOptions, FedAvg; for the director: DirectorServerOptions, DirectorServer,
  *    DirectorClientOptions, EnvoyClient, FrontendClient, TensorList, Model)
  *    are RAII, move-only; a moved-from handle may only be destroyed or
  *    assigned to.
@@ -340,7 +340,7 @@ private:
     Handle<typename Api::options, Api::destroy> p_;
 };
 
-/** The settings of a client of a server (ClientOptions,
+/** The settings of a client of a server (AggregatorClientOptions,
  *  DirectorClientOptions): certificates whose key pair is optional, server
  *  name, retries, connection timeout. */
 template <class Derived, class Api>
@@ -529,20 +529,20 @@ public:
     ~Tensor() { ofl_tensor_free(const_cast<ofl_tensor *>(t_)); }
 };
 
-/** Settings for Client (setters chain; each throws Error on a bad value).
+/** Settings for AggregatorClient (setters chain; each throws Error on a bad value).
  *  The TLS, server-name and retry setters are ClientOptionsBase's. */
-class ClientOptions : public detail::ClientOptionsBase<ClientOptions, detail::ClientOptionsApi> {
+class AggregatorClientOptions : public detail::ClientOptionsBase<AggregatorClientOptions, detail::ClientOptionsApi> {
 public:
     /** The aggregator's address (OpenFL's agg_addr, agg_port). */
-    ClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
+    AggregatorClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
     /** The identity requests carry and replies must match; an empty
      *  single_col_cert_common_name means none. */
-    ClientOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
+    AggregatorClientOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
                               std::string_view single_col_cert_common_name = {}) {
         return set_federation(ofl_client_options_set_federation, aggregator_uuid, federation_uuid,
                               single_col_cert_common_name);
     }
-    ClientOptions &reconnect_every_call(bool enabled = true) {
+    AggregatorClientOptions &reconnect_every_call(bool enabled = true) {
         return set(ofl_client_options_set_reconnect_every_call, enabled);
     }
 };
@@ -550,9 +550,9 @@ public:
 /** A collaborator's connection to an aggregator (OpenFL's
  *  AggregatorGRPCClient). Thread-safe; move-only. Destroying it cancels
  *  calls in progress on other threads (they throw CANCELLED). */
-class Client {
+class AggregatorClient {
 public:
-    explicit Client(const ClientOptions &options) {
+    explicit AggregatorClient(const AggregatorClientOptions &options) {
         ofl_client *c = nullptr;
         detail::check(ofl_client_new(options.get(), &c));
         p_.reset(c);
@@ -972,7 +972,7 @@ public:
 
 /** One metric of an experiment (OpenFL's metric record): pushed by the
  *  director's host, delivered by a frontend's metric stream. */
-struct Metric {
+struct DirectorMetric {
     std::string origin;       // a collaborator name, or the aggregator
     std::string task_name;    // e.g. "aggregated_model_validation"
     std::string metric_name;  // e.g. "accuracy"
@@ -1082,7 +1082,7 @@ public:
     void stop() const { detail::check(ofl_director_server_stop(s_)); }
 
     /** Queues a metric of `experiment` for the frontends' metric streams. */
-    void push_metric(std::string_view experiment, const Metric &metric) const {
+    void push_metric(std::string_view experiment, const DirectorMetric &metric) const {
         std::string origin = detail::z(metric.origin, "origin"), task = detail::z(metric.task_name, "task_name"),
                     name = detail::z(metric.metric_name, "metric_name");
         ofl_director_metric m{origin.c_str(), task.c_str(), name.c_str(), metric.value, metric.round};
@@ -1373,13 +1373,13 @@ inline std::vector<std::string> strings(const ofl_string_list *list) {
     return out;
 }
 struct MetricSink {
-    std::function<bool(const Metric &)> *fn;
+    std::function<bool(const DirectorMetric &)> *fn;
     std::exception_ptr error;
 };
 inline bool on_metric(void *user_data, const ofl_director_metric *m) noexcept {
     auto *sink = static_cast<MetricSink *>(user_data);
     try {
-        return (*sink->fn)(Metric{std::string(sv(m->origin)), std::string(sv(m->task_name)),
+        return (*sink->fn)(DirectorMetric{std::string(sv(m->origin)), std::string(sv(m->task_name)),
                                   std::string(sv(m->metric_name)), m->value, m->round});
     } catch (...) {
         sink->error = std::current_exception();  // rethrown on the caller's side of the C frames
@@ -1498,7 +1498,7 @@ public:
      *  metric was delivered, or until `fn` returns false. `fn` runs on the
      *  calling thread; an exception it throws ends the stream and is
      *  rethrown here. */
-    void stream_metrics(std::string_view name, std::function<bool(const Metric &)> fn) const {
+    void stream_metrics(std::string_view name, std::function<bool(const DirectorMetric &)> fn) const {
         if (!fn) throw Error(Code::invalid_argument, "fn is empty");
         detail::MetricSink sink{&fn, nullptr};
         ofl_error *error =
@@ -1642,10 +1642,12 @@ public:
             detail::z(federation_uuid, "federation_uuid").c_str(), cn.empty() ? nullptr : cn.c_str()));
         return *this;
     }
+    /** A collaborator of every round (at least one; a repeat is added once). */
     FedAvgOptions &add_collaborator(std::string_view name) {
         detail::check(ofl_fedavg_options_add_collaborator(p_.get(), detail::z(name, "collaborator_name").c_str()));
         return *this;
     }
+    /** Rounds to train, at least 1 (default 10). */
     FedAvgOptions &rounds_to_train(std::int32_t rounds) {
         detail::check(ofl_fedavg_options_set_rounds_to_train(p_.get(), rounds));
         return *this;
@@ -1665,23 +1667,32 @@ public:
                                                           shape.size(), values.data(), values.size()));
         return *this;
     }
-    FedAvgOptions &best_model_metric(std::string_view metric_name) {
-        detail::check(
-            ofl_fedavg_options_set_best_model_metric(p_.get(), detail::z(metric_name, "metric_name").c_str()));
+    /** The metric that picks the best model (reported by the aggregated-model
+     *  validation; higher is better); std::nullopt restores the default, that
+     *  task's first metric by name. An empty name throws INVALID_ARGUMENT. */
+    FedAvgOptions &best_model_metric(std::optional<std::string_view> metric_name) {
+        std::string name = metric_name ? detail::z(*metric_name, "metric_name") : std::string();
+        detail::check(ofl_fedavg_options_set_best_model_metric(p_.get(), metric_name ? name.c_str() : nullptr));
         return *this;
     }
+    /** How long a request for a later round's model waits (default 30 s). */
     FedAvgOptions &tensor_wait(std::chrono::milliseconds wait) {
+        if (wait.count() < 0) throw Error(Code::invalid_argument, "tensor_wait is negative");
         detail::check(ofl_fedavg_options_set_tensor_wait_ms(p_.get(), static_cast<std::uint64_t>(wait.count())));
         return *this;
     }
+    /** Seconds a collaborator that finished the round waits (default 10, at least 1). */
     FedAvgOptions &sleep_time(std::int32_t seconds) {
         detail::check(ofl_fedavg_options_set_sleep_time(p_.get(), seconds));
         return *this;
     }
     /** Crash recovery: the directory where the aggregator saves what it needs
-     *  to resume the round after a restart (ofl_fedavg_options_set_state_dir). */
-    FedAvgOptions &state_dir(std::string_view path) {
-        detail::check(ofl_fedavg_options_set_state_dir(p_.get(), detail::z(path, "path").c_str()));
+     *  to resume the round after a restart (ofl_fedavg_options_set_state_dir);
+     *  std::nullopt (the default) keeps nothing. An empty path throws
+     *  INVALID_ARGUMENT. */
+    FedAvgOptions &state_dir(std::optional<std::string_view> path) {
+        std::string dir = path ? detail::z(*path, "path") : std::string();
+        detail::check(ofl_fedavg_options_set_state_dir(p_.get(), path ? dir.c_str() : nullptr));
         return *this;
     }
     const ofl_fedavg_options *get() const noexcept { return p_.get(); }
@@ -1690,8 +1701,27 @@ private:
     detail::Handle<ofl_fedavg_options, ofl_fedavg_options_free> p_;
 };
 
+/** One metric of the built-in FedAvg (OpenFL's metric record): reported by
+ *  a collaborator, or a round's data_size-weighted average (copied). */
+struct FedAvgMetric {
+    std::int32_t round = 0;     // 0 = the initial model's round
+    std::string origin;         // the collaborator, or "aggregator"
+    bool aggregated = false;    // the average over all collaborators
+    std::string task;           // e.g. "aggregated_model_validation"
+    std::string name;           // e.g. "accuracy"
+    double value = 0;
+};
+
+/** The best model's round and score (FedAvg::best_model_score). */
+struct FedAvgScore {
+    std::int32_t round = 0;
+    double score = 0;
+};
+
 /** The built-in FedAvg aggregation logic (ofl_fedavg): at round 0, or at the
- *  saved round of its state directory. Thread-safe; move-only. */
+ *  saved round of its state directory. Thread-safe: read it from any thread,
+ *  also while a server runs it. Move-only; a moved-from FedAvg answers 0,
+ *  false or INVALID_ARGUMENT. */
 class FedAvg {
 public:
     explicit FedAvg(const FedAvgOptions &options) {
@@ -1699,20 +1729,46 @@ public:
         detail::check(ofl_fedavg_new(options.get(), &f));
         p_.reset(f);
     }
+    /** 0 at the start, rounds_to_train() once training is over. */
     std::int32_t current_round() const noexcept { return ofl_fedavg_current_round(p_.get()); }
     std::int32_t rounds_to_train() const noexcept { return ofl_fedavg_rounds_to_train(p_.get()); }
+    /** Every round trained: collaborators are now told to quit. */
     bool is_finished() const noexcept { return ofl_fedavg_is_finished(p_.get()); }
     /** Metrics recorded so far (collaborators' as they came, then each round's averages). */
     std::size_t metrics_size() const noexcept { return ofl_fedavg_metrics_len(p_.get()); }
-    /** The newest model. */
-    Model last_model() const {
-        ofl_model *m = nullptr;
-        detail::check(ofl_fedavg_last_model(p_.get(), &m));
-        return Model(m);
+    /** Metric `index` (indices stay stable); OUT_OF_RANGE when not recorded yet. */
+    FedAvgMetric metric(std::size_t index) const {
+        ofl_metric m{};
+        detail::check(ofl_fedavg_metric(p_.get(), index, &m));
+        return FedAvgMetric{m.round, std::string(detail::sv(m.origin)), m.aggregated, std::string(detail::sv(m.task)),
+                            std::string(detail::sv(m.name)), m.value};
+    }
+    /** Every metric recorded so far, in index order. */
+    std::vector<FedAvgMetric> metrics() const {
+        std::vector<FedAvgMetric> out;
+        for (std::size_t i = 0, n = metrics_size(); i < n; i++) out.push_back(metric(i));
+        return out;
+    }
+    /** The newest model: the initial one before the first round ends. */
+    Model last_model() const { return model(ofl_fedavg_last_model); }
+    /** The model that scored best in the aggregated-model validation
+     *  (FedAvgOptions::best_model_metric); FAILED_PRECONDITION until a round
+     *  with that metric has ended. */
+    Model best_model() const { return model(ofl_fedavg_best_model); }
+    /** The best model's round and score; std::nullopt while there is none. */
+    std::optional<FedAvgScore> best_model_score() const noexcept {
+        FedAvgScore s;
+        if (!ofl_fedavg_best_model_score(p_.get(), &s.round, &s.score)) return std::nullopt;
+        return s;
     }
     const ofl_fedavg *get() const noexcept { return p_.get(); }
 
 private:
+    Model model(ofl_error *(*copy)(const ofl_fedavg *, ofl_model **)) const {
+        ofl_model *m = nullptr;
+        detail::check(copy(p_.get(), &m));
+        return Model(m);
+    }
     detail::Handle<ofl_fedavg, ofl_fedavg_free> p_;
 };
 

@@ -12,7 +12,7 @@ import (
 	"unsafe"
 )
 
-// Client is a collaborator's connection to an aggregator (OpenFL's
+// AggregatorClient is a collaborator's connection to an aggregator (OpenFL's
 // AggregatorGRPCClient). Its methods may be called from many goroutines at
 // once; they share one connection.
 //
@@ -29,34 +29,34 @@ import (
 //     before the upload starts.
 //
 // Every library call ends when it succeeds, fails, or exhausts the retry
-// budget (ClientOptions.Retry; the default retries forever, as OpenFL).
+// budget (AggregatorClientOptions.Retry; the default retries forever, as OpenFL).
 // Set a retry Deadline to bound calls, abandoned ones included.
 //
-// Close releases the client once no call is running; a Client that is
+// Close releases the client once no call is running; an AggregatorClient that is
 // never closed is released by a finalizer once unreachable.
-type Client struct {
+type AggregatorClient struct {
 	guarded[C.ofl_client] // users: library calls in progress
 }
 
-// NewClient creates a client. Certificates are read and checked now; the
+// NewAggregatorClient creates a client. Certificates are read and checked now; the
 // connection is made by the first call.
-func NewClient(opts ClientOptions) (*Client, error) {
+func NewAggregatorClient(opts AggregatorClientOptions) (*AggregatorClient, error) {
 	copts, err := opts.build()
 	if err != nil {
 		return nil, err
 	}
 	defer C.ofl_client_options_free(copts)
-	c := &Client{}
+	c := &AggregatorClient{}
 	if err := takeError(C.ofl_client_new(copts, &c.ptr)); err != nil {
 		return nil, err
 	}
-	runtime.SetFinalizer(c, (*Client).Close)
+	runtime.SetFinalizer(c, (*AggregatorClient).Close)
 	return c, nil
 }
 
 // release ends a call (see guarded.acquire); the last one after Close
 // frees the client.
-func (c *Client) release() {
+func (c *AggregatorClient) release() {
 	c.mu.Lock()
 	c.users--
 	var p *C.ofl_client
@@ -73,7 +73,7 @@ func (c *Client) release() {
 // when the last running call (possibly one abandoned by its context) ends.
 // Later calls fail with CodeCancelled wrapping ErrClosed. Idempotent;
 // always returns nil.
-func (c *Client) Close() error {
+func (c *AggregatorClient) Close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -94,7 +94,7 @@ func (c *Client) Close() error {
 
 // Disconnect closes the connection (OpenFL's disconnect); the next call
 // reconnects.
-func (c *Client) Disconnect() error {
+func (c *AggregatorClient) Disconnect() error {
 	p, err := c.acquire("Disconnect")
 	if err != nil {
 		return err
@@ -104,7 +104,7 @@ func (c *Client) Disconnect() error {
 }
 
 // Reconnect replaces the connection with a new one (OpenFL's reconnect).
-func (c *Client) Reconnect() error {
+func (c *AggregatorClient) Reconnect() error {
 	p, err := c.acquire("Reconnect")
 	if err != nil {
 		return err
@@ -121,7 +121,7 @@ type callResult[T any] struct {
 // abandonable runs call (one library call on p) so that the caller may
 // leave when ctx is done; call's cleanup of a result nobody took is
 // discard. The client stays acquired until call returns.
-func abandonable[T any](ctx context.Context, c *Client, what string,
+func abandonable[T any](ctx context.Context, c *AggregatorClient, what string,
 	call func(p *C.ofl_client) (T, error), discard func(T)) (T, error) {
 	var zero T
 	if err := contextError(ctx, what); err != nil {
@@ -193,7 +193,7 @@ type Tasks struct {
 }
 
 // GetTasks asks the aggregator for collaborator's tasks.
-func (c *Client) GetTasks(ctx context.Context, collaborator string) (*Tasks, error) {
+func (c *AggregatorClient) GetTasks(ctx context.Context, collaborator string) (*Tasks, error) {
 	if err := checkString("collaborator", collaborator); err != nil {
 		return nil, err
 	}
@@ -231,8 +231,8 @@ func readTasks(t *C.ofl_tasks) *Tasks {
 
 // GetAggregatedTensor fetches a tensor of the aggregated model. The
 // result's Data is the library's receive buffer, not a copy: see
-// ReceivedTensor for its lifetime, and Close it when done.
-func (c *Client) GetAggregatedTensor(ctx context.Context, collaborator string, req TensorRequest) (*ReceivedTensor, error) {
+// Tensor for its lifetime, and Close it when done.
+func (c *AggregatorClient) GetAggregatedTensor(ctx context.Context, collaborator string, req TensorRequest) (*Tensor, error) {
 	if err := checkString("collaborator", collaborator); err != nil {
 		return nil, err
 	}
@@ -242,7 +242,7 @@ func (c *Client) GetAggregatedTensor(ctx context.Context, collaborator string, r
 	if err := checkStrings("Tags", req.Tags); err != nil {
 		return nil, err
 	}
-	return abandonable(ctx, c, "GetAggregatedTensor", func(p *C.ofl_client) (*ReceivedTensor, error) {
+	return abandonable(ctx, c, "GetAggregatedTensor", func(p *C.ofl_client) (*Tensor, error) {
 		var mem cstrings
 		defer mem.free()
 		var tags **C.char
@@ -259,8 +259,8 @@ func (c *Client) GetAggregatedTensor(ctx context.Context, collaborator string, r
 			C.bool(req.RequireLossless), &out)); err != nil {
 			return nil, err
 		}
-		return newReceivedTensor(out), nil
-	}, func(t *ReceivedTensor) { t.Close() })
+		return newTensor(out), nil
+	}, func(t *Tensor) { t.Close() })
 }
 
 // TaskResults are the results of one task: what a collaborator sends with
@@ -269,7 +269,7 @@ type TaskResults struct {
 	RoundNumber int32
 	TaskName    string
 	DataSize    int32 // number of samples the results were computed on
-	Tensors     []Tensor
+	Tensors     []TensorView
 }
 
 // Tensors at least this large are lent to the library in place; smaller
@@ -287,12 +287,12 @@ type sendState struct {
 	data [][]byte // data of the borrowed tensors, in the order of ofl_go_send.borrowed
 }
 
-// SendLocalTaskResults uploads results for collaborator. Tensor data is
+// SendLocalTaskResults uploads results for collaborator. TensorView data is
 // not copied (tensors under 64 KiB excepted): the library serializes it
 // straight from the slices while the call runs, so do not modify them
 // until it returns. ctx is checked before the upload starts only (see
-// Client).
-func (c *Client) SendLocalTaskResults(ctx context.Context, collaborator string, results TaskResults) error {
+// AggregatorClient).
+func (c *AggregatorClient) SendLocalTaskResults(ctx context.Context, collaborator string, results TaskResults) error {
 	const what = "SendLocalTaskResults"
 	if err := checkString("collaborator", collaborator); err != nil {
 		return err
@@ -329,8 +329,8 @@ func (c *Client) SendLocalTaskResults(ctx context.Context, collaborator string, 
 // lendTensors makes one library call that reads tensors (the kind and
 // arguments set by setup) with their data lent in place where the cgo
 // rules allow, and copied into C memory (owned by mem) otherwise. The
-// tensors must have passed Tensor.check.
-func lendTensors(mem *cstrings, tensors []Tensor, setup func(s *C.ofl_go_send)) error {
+// tensors must have passed TensorView.check.
+func lendTensors(mem *cstrings, tensors []TensorView, setup func(s *C.ofl_go_send)) error {
 	n := len(tensors)
 	s := (*C.ofl_go_send)(mem.alloc(unsafe.Sizeof(C.ofl_go_send{})))
 	setup(s)

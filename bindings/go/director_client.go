@@ -116,7 +116,7 @@ func (c *dirConn[H]) outcome(ctx context.Context, what string, err error) error 
 
 // dirCall makes one library call. Short calls use the shared client and
 // return as soon as ctx is done (the call finishes in the background and
-// discard cleans up its result, as Client's calls do). Long calls with a
+// discard cleans up its result, as AggregatorClient's calls do). Long calls with a
 // cancellable ctx get a dedicated client that ctx closes: they end when ctx
 // is done, with nothing left running.
 func dirCall[H, T any](ctx context.Context, c *dirConn[H], what string, long bool,
@@ -301,11 +301,11 @@ type ExperimentDescription struct {
 }
 
 // ReceivedModel is a model downloaded by FrontendClient.GetBestModel or
-// GetLastModel. Like ReceivedTensor, its tensors' Data point into the
+// GetLastModel. Like Tensor, its tensors' Data point into the
 // library's receive buffer (no copy), valid until Close; keep the
 // ReceivedModel reachable while using them, and Clone what you keep.
 type ReceivedModel struct {
-	Tensors []Tensor // in the order they were sent
+	Tensors []TensorView // in the order they were sent
 	mu      sync.Mutex
 	c       *C.ofl_tensor_list
 }
@@ -343,7 +343,7 @@ func (m *ReceivedModel) Close() error {
 // is left running). The short calls (UpdateShardInfo, SendHealthCheck,
 // SetExperimentFailed) return when their context is done, and the
 // abandoned RPC finishes in the background within the retry budget, as
-// Client's calls do. Close cancels every call in progress.
+// AggregatorClient's calls do. Close cancels every call in progress.
 type EnvoyClient struct {
 	conn  dirConn[C.ofl_envoy_client]
 	shard string
@@ -554,11 +554,11 @@ func (c *FrontendClient) Close() error {
 // names), uploading the archive file archivePath (OpenFL's workspace
 // archive, streamed from the file, never whole in memory) and an initial
 // model (nil for none; copied by the library, its data read in place as
-// Client.SendLocalTaskResults does). On success the experiment is pending.
+// AggregatorClient.SendLocalTaskResults does). On success the experiment is pending.
 // Errors: CodeInvalidArgument (bad name, no collaborators, empty archive),
 // CodeAlreadyExists, CodeResourceExhausted (archive too large), CodeIO (the file).
 func (c *FrontendClient) SetNewExperiment(ctx context.Context, name string, collaborators []string,
-	archivePath string, initialModel []Tensor) error {
+	archivePath string, initialModel []TensorView) error {
 	if err := checkString("name", name); err != nil {
 		return err
 	}
@@ -669,7 +669,7 @@ func (c *FrontendClient) getModel(ctx context.Context, what, name string, best b
 // metricStream is the Go side of one StreamMetrics call.
 type metricStream struct {
 	ctx      context.Context
-	fn       func(Metric) bool
+	fn       func(DirectorMetric) bool
 	panicked any
 	didPanic bool
 }
@@ -682,7 +682,7 @@ type metricStream struct {
 // panic in fn ends the stream and is re-raised here. Ends with a context
 // error when ctx is done. Errors: CodeNotFound for an experiment this
 // frontend did not submit.
-func (c *FrontendClient) StreamMetrics(ctx context.Context, name string, fn func(Metric) bool) error {
+func (c *FrontendClient) StreamMetrics(ctx context.Context, name string, fn func(DirectorMetric) bool) error {
 	if fn == nil {
 		return invalidArgument("fn is nil")
 	}
@@ -718,7 +718,7 @@ func oflGoMetric(h C.uintptr_t, m *C.ofl_director_metric) (more C.int) {
 			more = 0
 		}
 	}()
-	if st.fn(Metric{
+	if st.fn(DirectorMetric{
 		Origin:     C.GoString(m.origin),
 		TaskName:   C.GoString(m.task_name),
 		MetricName: C.GoString(m.metric_name),

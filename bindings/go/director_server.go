@@ -54,7 +54,7 @@ type Experiment struct {
 	// InitialModel is the model sent with the experiment (nil when none).
 	// Its tensors' Data views the library's memory and is valid until the
 	// hook returns: Clone the tensors you keep.
-	InitialModel []Tensor
+	InitialModel []TensorView
 }
 
 // EnvoyFailure is what an envoy reported with SetExperimentFailed.
@@ -213,9 +213,9 @@ func (s *DirectorServer) Close() error {
 	return nil
 }
 
-// Metric is one metric of an experiment (OpenFL's metric record), as the
+// DirectorMetric is one metric of an experiment (OpenFL's metric record), as the
 // host pushes it and a frontend's metric stream delivers it.
-type Metric struct {
+type DirectorMetric struct {
 	Origin     string // a collaborator name, or the aggregator
 	TaskName   string // e.g. "aggregated_model_validation"
 	MetricName string // e.g. "accuracy"
@@ -226,7 +226,7 @@ type Metric struct {
 // PushMetric queues a metric of experiment for the frontends' metric
 // streams (a streamed metric leaves the queue). Errors: CodeNotFound for an
 // unknown experiment.
-func (s *DirectorServer) PushMetric(experiment string, m Metric) error {
+func (s *DirectorServer) PushMetric(experiment string, m DirectorMetric) error {
 	const what = "PushMetric"
 	for _, f := range []struct{ what, s string }{{"experiment", experiment}, {"Origin", m.Origin},
 		{"TaskName", m.TaskName}, {"MetricName", m.MetricName}} {
@@ -247,19 +247,19 @@ func (s *DirectorServer) PushMetric(experiment string, m Metric) error {
 
 // SetBestModel sets the model a frontend's GetBestModel returns for
 // experiment. The library copies the tensors (their data read in place, as
-// Client.SendLocalTaskResults does) before this returns. OpenFL's frontend
+// AggregatorClient.SendLocalTaskResults does) before this returns. OpenFL's frontend
 // expects its uncompressed float32 encoding: little-endian values, the
 // shape in the IntList of one Metadata entry. Errors: CodeNotFound.
-func (s *DirectorServer) SetBestModel(experiment string, tensors []Tensor) error {
+func (s *DirectorServer) SetBestModel(experiment string, tensors []TensorView) error {
 	return s.setModel("SetBestModel", C.OFL_GO_SET_BEST_MODEL, experiment, tensors)
 }
 
 // SetLastModel sets the model a frontend's GetLastModel returns, as SetBestModel.
-func (s *DirectorServer) SetLastModel(experiment string, tensors []Tensor) error {
+func (s *DirectorServer) SetLastModel(experiment string, tensors []TensorView) error {
 	return s.setModel("SetLastModel", C.OFL_GO_SET_LAST_MODEL, experiment, tensors)
 }
 
-func (s *DirectorServer) setModel(what string, kind C.int32_t, experiment string, tensors []Tensor) error {
+func (s *DirectorServer) setModel(what string, kind C.int32_t, experiment string, tensors []TensorView) error {
 	if err := checkString("experiment", experiment); err != nil {
 		return err
 	}
@@ -405,9 +405,9 @@ func readExperiment(e *C.ofl_experiment) *Experiment {
 }
 
 // readTensorList reads every tensor of a list; Data views the list's memory.
-func readTensorList(list *C.ofl_tensor_list) []Tensor {
+func readTensorList(list *C.ofl_tensor_list) []TensorView {
 	n := int(C.ofl_tensor_list_len(list))
-	out := make([]Tensor, n)
+	out := make([]TensorView, n)
 	for i := range out {
 		out[i] = readTensor(C.ofl_tensor_list_get(list, C.size_t(i)), true)
 	}

@@ -99,27 +99,27 @@ func newFrontend(t *testing.T, opts openfl.DirectorClientOptions) *openfl.Fronte
 
 // f32Tensor encodes values as OpenFL's uncompressed pipeline does:
 // little-endian float32, the shape in IntList.
-func f32Tensor(name string, shape []int32, values []float32) openfl.Tensor {
+func f32Tensor(name string, shape []int32, values []float32) openfl.TensorView {
 	data := make([]byte, 4*len(values))
 	for i, v := range values {
 		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
 	}
-	return openfl.Tensor{Name: name, Lossless: true, Tags: []string{"model"},
+	return openfl.TensorView{Name: name, Lossless: true, Tags: []string{"model"},
 		Metadata: []openfl.Metadata{{IntList: shape}}, Data: data}
 }
 
 // model is a two-tensor model: "w" (256 x 128, 128 KiB: lent in place on
 // upload) and the scalar "b", its values derived from seed.
-func model(seed float32) []openfl.Tensor {
+func model(seed float32) []openfl.TensorView {
 	w := make([]float32, 256*128)
 	for i := range w {
 		w[i] = seed * float32(i%1000)
 	}
-	return []openfl.Tensor{f32Tensor("w", []int32{256, 128}, w), f32Tensor("b", nil, []float32{seed / 2})}
+	return []openfl.TensorView{f32Tensor("w", []int32{256, 128}, w), f32Tensor("b", nil, []float32{seed / 2})}
 }
 
 // sameModel compares names, metadata shapes and bytes.
-func sameModel(got, want []openfl.Tensor) error {
+func sameModel(got, want []openfl.TensorView) error {
 	if len(got) != len(want) {
 		return fmt.Errorf("%d tensors, want %d", len(got), len(want))
 	}
@@ -189,7 +189,7 @@ type startRecord struct {
 
 type testHost struct {
 	reviews, starts, failures atomic.Int64
-	initial                   []openfl.Tensor
+	initial                   []openfl.TensorView
 
 	mu      sync.Mutex
 	started map[string]startRecord
@@ -430,17 +430,17 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 	// A stream stopped by its function after the first metric.
 	push := func(origin, name string, value float32, round uint32) {
 		t.Helper()
-		if err := d.PushMetric("mnist", openfl.Metric{Origin: origin, TaskName: "aggregated_model_validation",
+		if err := d.PushMetric("mnist", openfl.DirectorMetric{Origin: origin, TaskName: "aggregated_model_validation",
 			MetricName: name, Value: value, Round: round}); err != nil {
 			t.Error(err)
 		}
 	}
 	// A live stream until the experiment finishes (the first stream of
 	// "mnist": every metric pushed reaches it).
-	var live []openfl.Metric
+	var live []openfl.DirectorMetric
 	streamed := make(chan error, 1)
 	go func() {
-		streamed <- f.StreamMetrics(ctx, "mnist", func(m openfl.Metric) bool { live = append(live, m); return true })
+		streamed <- f.StreamMetrics(ctx, "mnist", func(m openfl.DirectorMetric) bool { live = append(live, m); return true })
 	}()
 	time.Sleep(100 * time.Millisecond)
 	push("aggregator", "accuracy", 0.5, 1)
@@ -481,7 +481,7 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 	for _, m := range []struct {
 		what string
 		get  func(context.Context, string) (*openfl.ReceivedModel, error)
-		want []openfl.Tensor
+		want []openfl.TensorView
 	}{{"best", f.GetBestModel, best}, {"last", f.GetLastModel, last}} {
 		got, err := m.get(ctx, "mnist")
 		if err != nil {
@@ -503,7 +503,7 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 	}
 	// Nothing left: the stream of a finished experiment ends at once.
 	n := 0
-	if err := f.StreamMetrics(ctx, "mnist", func(openfl.Metric) bool { n++; return true }); err != nil || n != 0 {
+	if err := f.StreamMetrics(ctx, "mnist", func(openfl.DirectorMetric) bool { n++; return true }); err != nil || n != 0 {
 		t.Errorf("stream after the end: %d metrics, %v", n, err)
 	}
 
@@ -517,7 +517,7 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 		expectCode(t, "GetBestModel", err, openfl.CodeNotFound, "mnist")
 		_, err = f2.GetLastModel(ctx, "mnist")
 		expectCode(t, "GetLastModel", err, openfl.CodeNotFound, "mnist")
-		err = f2.StreamMetrics(ctx, "mnist", func(openfl.Metric) bool { t.Error("metric for a stranger"); return false })
+		err = f2.StreamMetrics(ctx, "mnist", func(openfl.DirectorMetric) bool { t.Error("metric for a stranger"); return false })
 		expectCode(t, "StreamMetrics", err, openfl.CodeNotFound, "mnist")
 		// As OpenFL: removing another's experiment is a no-op that succeeds.
 		if err := f2.RemoveExperiment(ctx, "mnist"); err != nil {
@@ -635,7 +635,7 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 		expectCode(t, "frontend status after removal", err, openfl.CodeNotFound, "mnist")
 		_, err = d.ExperimentStatus("mnist")
 		expectCode(t, "director status after removal", err, openfl.CodeNotFound, "mnist")
-		expectCode(t, "PushMetric for a removed experiment", d.PushMetric("mnist", openfl.Metric{Origin: "a", TaskName: "t", MetricName: "m"}),
+		expectCode(t, "PushMetric for a removed experiment", d.PushMetric("mnist", openfl.DirectorMetric{Origin: "a", TaskName: "t", MetricName: "m"}),
 			openfl.CodeNotFound, "mnist")
 	})
 
@@ -689,14 +689,14 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 		// function panics. A metric pushed after a stream ended may still go
 		// to that stream until the director notices (at most once delivery):
 		// metrics are pushed until the stream ends.
-		streamWhilePushing := func(fn func(openfl.Metric) bool) error {
+		streamWhilePushing := func(fn func(openfl.DirectorMetric) bool) error {
 			stop := make(chan struct{})
 			var pushing sync.WaitGroup
 			pushing.Add(1)
 			go func() {
 				defer pushing.Done()
 				for {
-					if err := d.PushMetric("quiet", openfl.Metric{Origin: "col1", TaskName: "train", MetricName: "loss", Value: 0.25, Round: 3}); err != nil {
+					if err := d.PushMetric("quiet", openfl.DirectorMetric{Origin: "col1", TaskName: "train", MetricName: "loss", Value: 0.25, Round: 3}); err != nil {
 						t.Error(err)
 					}
 					select {
@@ -710,11 +710,11 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 			defer close(stop)
 			return f.StreamMetrics(ctx, "quiet", fn)
 		}
-		var early []openfl.Metric
-		if err := streamWhilePushing(func(m openfl.Metric) bool { early = append(early, m); return false }); err != nil {
+		var early []openfl.DirectorMetric
+		if err := streamWhilePushing(func(m openfl.DirectorMetric) bool { early = append(early, m); return false }); err != nil {
 			t.Errorf("StreamMetrics stopped early: %v", err)
 		}
-		if len(early) != 1 || early[0] != (openfl.Metric{Origin: "col1", TaskName: "train", MetricName: "loss", Value: 0.25, Round: 3}) {
+		if len(early) != 1 || early[0] != (openfl.DirectorMetric{Origin: "col1", TaskName: "train", MetricName: "loss", Value: 0.25, Round: 3}) {
 			t.Errorf("stream stopped early got %+v", early)
 		}
 		// A panic in the stream's function reaches the caller, not C.
@@ -724,13 +724,13 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 					t.Errorf("recovered %v", r)
 				}
 			}()
-			_ = streamWhilePushing(func(openfl.Metric) bool { panic("metric exploded") })
+			_ = streamWhilePushing(func(openfl.DirectorMetric) bool { panic("metric exploded") })
 			t.Error("StreamMetrics returned after its function panicked")
 		}()
 		// A stream ends with its context.
 		short2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel2()
-		err = f.StreamMetrics(short2, "quiet", func(openfl.Metric) bool { return true })
+		err = f.StreamMetrics(short2, "quiet", func(openfl.DirectorMetric) bool { return true })
 		expectCode(t, "stream past its deadline", err, openfl.CodeDeadlineExceeded, "")
 		if err := d.MarkFinished("quiet"); err != nil {
 			t.Error(err)

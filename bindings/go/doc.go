@@ -5,7 +5,7 @@
 //
 // A collaborator:
 //
-//	client, err := openfl.NewClient(openfl.ClientOptions{
+//	client, err := openfl.NewAggregatorClient(openfl.AggregatorClientOptions{
 //		Host: "localhost", Port: 50051,
 //		TLS: openfl.TLS{RootCertificate: "ca.crt", Certificate: "col1.crt", PrivateKey: "col1.key"},
 //		Federation: openfl.Federation{AggregatorUUID: "agg", FederationUUID: "fed"},
@@ -28,10 +28,10 @@
 // errors.Is(err, openfl.CodeUnauthenticated) or read them with errors.As.
 //
 // Memory: tensor data crosses the boundary without copies where the cgo
-// pointer rules allow. Uploads (Client.SendLocalTaskResults) are
+// pointer rules allow. Uploads (AggregatorClient.SendLocalTaskResults) are
 // serialized by the library straight from the caller's slices; downloads
-// (Client.GetAggregatedTensor) expose the library's receive buffer (see
-// ReceivedTensor for its lifetime); results handed to
+// (AggregatorClient.GetAggregatedTensor) expose the library's receive buffer (see
+// Tensor for its lifetime); results handed to
 // AggregatorLogic.SendLocalTaskResults are views valid during the call.
 // Tensors returned by AggregatorLogic.GetAggregatedTensor are copied once
 // by the library.

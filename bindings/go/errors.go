@@ -102,7 +102,7 @@ func (e *Error) Is(target error) bool {
 func (e *Error) Unwrap() error { return e.cause }
 
 // ErrClosed is the cause of the CodeCancelled error that methods of a closed
-// Client or AggregatorServer return.
+// AggregatorClient or AggregatorServer return.
 var ErrClosed = errors.New("openfl: use of a closed handle")
 
 // NewError makes an error with a code and a message; Go aggregator logic

@@ -5,6 +5,7 @@ import "C"
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
 	"time"
@@ -71,6 +72,9 @@ func (o *FedAvgOptions) check() error {
 	}
 	if err := checkStrings("Collaborators", o.Collaborators); err != nil {
 		return err
+	}
+	if o.TensorWait < 0 {
+		return invalidArgument("TensorWait is negative (%v)", o.TensorWait)
 	}
 	for _, s := range []struct{ what, value string }{{"BestModelMetric", o.BestModelMetric}, {"StateDir", o.StateDir}} {
 		if err := checkString(s.what, s.value); err != nil {
@@ -220,10 +224,34 @@ func (f *FedAvg) CurrentRound() (round int32) {
 	return
 }
 
-// IsFinished reports whether every round has been trained.
+// RoundsToTrain is the number of rounds the federation trains.
+func (f *FedAvg) RoundsToTrain() (rounds int32) {
+	f.with(func(p *C.ofl_fedavg) { rounds = int32(C.ofl_fedavg_rounds_to_train(p)) })
+	return
+}
+
+// IsFinished reports whether every round has been trained (collaborators
+// are now told to quit).
 func (f *FedAvg) IsFinished() (done bool) {
 	f.with(func(p *C.ofl_fedavg) { done = bool(C.ofl_fedavg_is_finished(p)) })
 	return
+}
+
+// FedAvgMetric is one metric (OpenFL's metric record): reported by a
+// collaborator, or a round's data_size-weighted average computed by the
+// aggregator.
+type FedAvgMetric struct {
+	// Round the metric belongs to (0 = the initial model's round).
+	Round int32
+	// Origin is the collaborator that reported it, or "aggregator".
+	Origin string
+	// Aggregated is true for the average over all collaborators.
+	Aggregated bool
+	// Task that produced it (e.g. "aggregated_model_validation").
+	Task string
+	// Name of the metric's tensor (e.g. "accuracy").
+	Name  string
+	Value float64
 }
 
 // MetricsLen is the number of metrics recorded so far.
@@ -232,16 +260,79 @@ func (f *FedAvg) MetricsLen() (n int) {
 	return
 }
 
-// LastModel is the newest model (the initial one before the first round
-// ends).
+// Metric is metric i (below MetricsLen): each collaborator's as they
+// arrived, then each round's averages when the round ends; indices stay
+// stable. Errors: OUT_OF_RANGE for an index not recorded yet.
+func (f *FedAvg) Metric(i int) (FedAvgMetric, error) {
+	if i < 0 {
+		return FedAvgMetric{}, &Error{Code: CodeOutOfRange, Message: fmt.Sprintf("metric index %d is negative", i)}
+	}
+	var out FedAvgMetric
+	var err error
+	f.with(func(p *C.ofl_fedavg) {
+		var m C.ofl_metric
+		if err = takeError(C.ofl_fedavg_metric(p, C.size_t(i), &m)); err != nil {
+			return
+		}
+		// The strings are owned by the FedAvg: copy them before Close may run.
+		out = FedAvgMetric{Round: int32(m.round), Origin: C.GoString(m.origin), Aggregated: bool(m.aggregated),
+			Task: C.GoString(m.task), Name: C.GoString(m.name), Value: float64(m.value)}
+	})
+	return out, err
+}
+
+// Metrics are all metrics recorded so far, in the order of Metric.
+func (f *FedAvg) Metrics() []FedAvgMetric {
+	n := f.MetricsLen()
+	out := make([]FedAvgMetric, 0, n)
+	for i := 0; i < n; i++ {
+		m, err := f.Metric(i)
+		if err != nil {
+			break // closed meanwhile
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// LastModel is the newest model: the initial one before the first round
+// ends, the final aggregate after the last.
 func (f *FedAvg) LastModel() ([]ModelTensor, error) {
+	return f.model(func(p *C.ofl_fedavg, m **C.ofl_model) *C.ofl_error { return C.ofl_fedavg_last_model(p, m) })
+}
+
+// BestModel is the model that scored best in the aggregated-model
+// validation (FedAvgOptions.BestModelMetric). Errors: FAILED_PRECONDITION
+// until a round with that metric has ended.
+func (f *FedAvg) BestModel() ([]ModelTensor, error) {
+	return f.model(func(p *C.ofl_fedavg, m **C.ofl_model) *C.ofl_error { return C.ofl_fedavg_best_model(p, m) })
+}
+
+// BestModelScore is the round whose model is BestModel and its score; ok
+// is false while there is no best model yet.
+func (f *FedAvg) BestModelScore() (round int32, score float64, ok bool) {
+	var r C.int32_t
+	var s C.double
+	f.with(func(p *C.ofl_fedavg) { ok = bool(C.ofl_fedavg_best_model_score(p, &r, &s)) })
+	if !ok {
+		return 0, 0, false
+	}
+	return int32(r), float64(s), true
+}
+
+func (f *FedAvg) model(get func(*C.ofl_fedavg, **C.ofl_model) *C.ofl_error) ([]ModelTensor, error) {
 	var m *C.ofl_model
 	var err error
-	f.with(func(p *C.ofl_fedavg) { err = takeError(C.ofl_fedavg_last_model(p, &m)) })
+	f.with(func(p *C.ofl_fedavg) { err = takeError(get(p, &m)) })
 	if err != nil {
 		return nil, err
 	}
 	defer C.ofl_model_free(m)
+	return readModel(m), nil
+}
+
+// readModel copies a library model into Go memory.
+func readModel(m *C.ofl_model) []ModelTensor {
 	model := make([]ModelTensor, int(C.ofl_model_len(m)))
 	for i := range model {
 		ci := C.size_t(i)
@@ -258,7 +349,7 @@ func (f *FedAvg) LastModel() ([]ModelTensor, error) {
 		}
 		model[i] = t
 	}
-	return model, nil
+	return model
 }
 
 // StartFedAvgServer starts an aggregator server whose logic is fa. The

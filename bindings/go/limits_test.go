@@ -53,9 +53,9 @@ func TestServerLimits(t *testing.T) {
 	if _, err := c.GetTasks(ctxTimeout(t, 5*time.Second), "col1"); err != nil {
 		t.Fatalf("GetTasks: %v", err)
 	}
-	tensors := make([]openfl.Tensor, 11)
+	tensors := make([]openfl.TensorView, 11)
 	for i := range tensors {
-		tensors[i] = openfl.Tensor{Name: fmt.Sprintf("t%d", i), Data: []byte{1, 2, 3, 4}}
+		tensors[i] = openfl.TensorView{Name: fmt.Sprintf("t%d", i), Data: []byte{1, 2, 3, 4}}
 	}
 	err = c.SendLocalTaskResults(ctxTimeout(t, 5*time.Second), "col1", openfl.TaskResults{TaskName: "train", Tensors: tensors})
 	expectCode(t, "11 tensors over a cap of 10", err, openfl.CodeResourceExhausted, "tensors")

@@ -54,7 +54,7 @@ func cert(name string) string { return filepath.Join(certDir, name) }
 
 type testLogic struct {
 	getTasks  func(ctx context.Context, col string) (*openfl.Tasks, error)
-	getTensor func(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.Tensor, error)
+	getTensor func(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.TensorView, error)
 	send      func(ctx context.Context, col string, r *openfl.TaskResults) error
 	quit      atomic.Bool
 	calls     atomic.Int64
@@ -68,7 +68,7 @@ func (l *testLogic) GetTasks(ctx context.Context, col string) (*openfl.Tasks, er
 	return &openfl.Tasks{RoundNumber: 1, Tasks: []openfl.Task{{Name: "train", FunctionName: "train_task", TaskType: "train"}}, SleepTime: 2}, nil
 }
 
-func (l *testLogic) GetAggregatedTensor(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.Tensor, error) {
+func (l *testLogic) GetAggregatedTensor(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.TensorView, error) {
 	l.calls.Add(1)
 	if l.getTensor != nil {
 		return l.getTensor(ctx, col, req)
@@ -110,8 +110,8 @@ func serverOptions(mode tlsMode) openfl.ServerOptions {
 	return o
 }
 
-func clientOptions(port uint16, mode tlsMode, col string) openfl.ClientOptions {
-	o := openfl.ClientOptions{
+func clientOptions(port uint16, mode tlsMode, col string) openfl.AggregatorClientOptions {
+	o := openfl.AggregatorClientOptions{
 		Host:       "127.0.0.1",
 		Port:       port,
 		Federation: openfl.Federation{AggregatorUUID: aggUUID, FederationUUID: fedUUID},
@@ -137,11 +137,11 @@ func startServer(t *testing.T, opts openfl.ServerOptions, logic openfl.Aggregato
 	return s
 }
 
-func newClient(t *testing.T, opts openfl.ClientOptions) *openfl.Client {
+func newClient(t *testing.T, opts openfl.AggregatorClientOptions) *openfl.AggregatorClient {
 	t.Helper()
-	c, err := openfl.NewClient(opts)
+	c, err := openfl.NewAggregatorClient(opts)
 	if err != nil {
-		t.Fatalf("NewClient: %v", err)
+		t.Fatalf("NewAggregatorClient: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
@@ -233,13 +233,13 @@ func TestFederationMTLS(t *testing.T) {
 			{Name: "locally_tuned_model_validation", FunctionName: "validate_task", TaskType: "validate", ApplyLocal: true},
 		}}, nil
 	}
-	logic.getTensor = func(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.Tensor, error) {
+	logic.getTensor = func(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.TensorView, error) {
 		if req.TensorName != "model" || req.RoundNumber != 1 || !req.RequireLossless ||
 			strings.Join(req.Tags, ",") != "model,latest" {
 			return nil, openfl.Errorf(openfl.CodeNotFound, "unexpected request %+v", *req)
 		}
 		served.Add(1)
-		return &openfl.Tensor{
+		return &openfl.TensorView{
 			Name: "model", RoundNumber: 1, Lossless: true, Tags: []string{"model"},
 			Metadata: []openfl.Metadata{{IntList: []int32{4 * mib, 1}, BoolList: []bool{true, false},
 				IntToFloat: map[int32]float32{3: 0.5, 1: 0.25}}},
@@ -296,7 +296,7 @@ func TestFederationMTLS(t *testing.T) {
 			if tensor.Name != "model" || tensor.RoundNumber != 1 || !tensor.Lossless || tensor.Report ||
 				len(md) != 1 || fmt.Sprint(md[0].IntList) != fmt.Sprint([]int32{4 * mib, 1}) ||
 				fmt.Sprint(md[0].BoolList) != "[true false]" || md[0].IntToFloat[1] != 0.25 || md[0].IntToFloat[3] != 0.5 {
-				t.Errorf("%s: tensor fields %+v %+v", col, tensor.Tensor.Name, md)
+				t.Errorf("%s: tensor fields %+v %+v", col, tensor.TensorView.Name, md)
 			}
 			kept := tensor.Clone()
 			tensor.Close()
@@ -306,7 +306,7 @@ func TestFederationMTLS(t *testing.T) {
 			}
 			err = client.SendLocalTaskResults(ctx, col, openfl.TaskResults{
 				RoundNumber: 1, TaskName: "train", DataSize: 640,
-				Tensors: []openfl.Tensor{
+				Tensors: []openfl.TensorView{
 					{Name: "weights", RoundNumber: 1, Tags: []string{"trained"}, Data: up},
 					{Name: "accuracy", RoundNumber: 1, Report: true, Tags: []string{"metric", "validate_local"}, Data: []byte{0, 0, 64, 63}},
 				}})
@@ -349,7 +349,7 @@ func TestRejections(t *testing.T) {
 	mtls := startServer(t, serverOptions(mutual), logic)
 	open := startServer(t, serverOptions(insecure), logic)
 	ctx := ctxTimeout(t, 120*time.Second)
-	small := []openfl.Tensor{{Name: "w", Data: []byte{1, 2, 3}}}
+	small := []openfl.TensorView{{Name: "w", Data: []byte{1, 2, 3}}}
 
 	t.Run("spoofed sender is UNAUTHENTICATED", func(t *testing.T) {
 		before := logic.calls.Load()
@@ -367,16 +367,16 @@ func TestRejections(t *testing.T) {
 
 	tlsCases := []struct {
 		name   string
-		mutate func(o *openfl.ClientOptions)
+		mutate func(o *openfl.AggregatorClientOptions)
 	}{
-		{"client certificate from a foreign CA", func(o *openfl.ClientOptions) {
+		{"client certificate from a foreign CA", func(o *openfl.AggregatorClientOptions) {
 			o.TLS.Certificate, o.TLS.PrivateKey = cert("foreign.crt"), cert("foreign.key")
 		}},
-		{"server certificate from an unknown CA", func(o *openfl.ClientOptions) { o.TLS.RootCertificate = cert("foreign-ca.crt") }},
-		{"no client certificate for an mTLS server", func(o *openfl.ClientOptions) {
+		{"server certificate from an unknown CA", func(o *openfl.AggregatorClientOptions) { o.TLS.RootCertificate = cert("foreign-ca.crt") }},
+		{"no client certificate for an mTLS server", func(o *openfl.AggregatorClientOptions) {
 			o.TLS.Certificate, o.TLS.PrivateKey, o.TLS.DisableClientAuth = "", "", true
 		}},
-		{"wrong server name", func(o *openfl.ClientOptions) { o.ServerName = "not-the-server.example" }},
+		{"wrong server name", func(o *openfl.AggregatorClientOptions) { o.ServerName = "not-the-server.example" }},
 	}
 	for _, tc := range tlsCases {
 		tc := tc
@@ -425,13 +425,13 @@ func TestRejections(t *testing.T) {
 		c := newClient(t, clientOptions(limited.Port(), insecure, ""))
 		// Each 2 MiB chunk is under the limit; together they are over it.
 		err := c.SendLocalTaskResults(ctx, "col1", openfl.TaskResults{TaskName: "train",
-			Tensors: []openfl.Tensor{{Name: "big", Data: make([]byte, 6*mib)}}})
+			Tensors: []openfl.TensorView{{Name: "big", Data: make([]byte, 6*mib)}}})
 		expectCode(t, "SendLocalTaskResults", err, openfl.CodeResourceExhausted, "maximum message size")
 	})
 
 	t.Run("logic errors reach the client with their code and message", func(t *testing.T) {
 		codeLogic := &testLogic{}
-		codeLogic.getTensor = func(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.Tensor, error) {
+		codeLogic.getTensor = func(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.TensorView, error) {
 			var code openfl.Code
 			fmt.Sscanf(req.TensorName, "code-%d", &code)
 			switch req.TensorName {
@@ -444,7 +444,7 @@ func TestRejections(t *testing.T) {
 			case "nil":
 				return nil, nil
 			case "nul-name":
-				return &openfl.Tensor{Name: "a\x00b"}, nil
+				return &openfl.TensorView{Name: "a\x00b"}, nil
 			}
 			return nil, openfl.Errorf(code, "logic says %v", code)
 		}
@@ -572,29 +572,29 @@ func TestRejections(t *testing.T) {
 	})
 
 	t.Run("bad options", func(t *testing.T) {
-		_, err := openfl.NewClient(openfl.ClientOptions{Host: "a\x00b", Port: 1})
+		_, err := openfl.NewAggregatorClient(openfl.AggregatorClientOptions{Host: "a\x00b", Port: 1})
 		expectCode(t, "NUL in Host", err, openfl.CodeInvalidArgument, "Host")
-		_, err = openfl.NewClient(openfl.ClientOptions{Host: "", Port: 1, TLS: openfl.TLS{Disabled: true}})
+		_, err = openfl.NewAggregatorClient(openfl.AggregatorClientOptions{Host: "", Port: 1, TLS: openfl.TLS{Disabled: true}})
 		expectCode(t, "empty host", err, openfl.CodeInvalidArgument, "host")
-		_, err = openfl.NewClient(openfl.ClientOptions{Host: "localhost", Port: 1})
+		_, err = openfl.NewAggregatorClient(openfl.AggregatorClientOptions{Host: "localhost", Port: 1})
 		expectCode(t, "TLS without certificates", err, openfl.CodeInvalidArgument, "")
 		o := clientOptions(1, mutual, "col1")
 		o.TLS.RootCertificate = "/nonexistent/ca.crt"
-		_, err = openfl.NewClient(o)
+		_, err = openfl.NewAggregatorClient(o)
 		expectCode(t, "missing CA file", err, openfl.CodeIO, "")
 		o = clientOptions(1, mutual, "col1")
 		o.TLS = openfl.TLS{RootCertificatePEM: []byte("garbage")}
-		_, err = openfl.NewClient(o)
+		_, err = openfl.NewAggregatorClient(o)
 		expectCode(t, "garbage PEM", err, openfl.CodeTLS, "root_certificate")
 		o = clientOptions(1, insecure, "")
 		o.Retry = &openfl.RetryPolicy{InitialBackoff: 0, MaxBackoff: time.Second, Deadline: time.Second}
-		_, err = openfl.NewClient(o)
+		_, err = openfl.NewAggregatorClient(o)
 		expectCode(t, "zero backoff", err, openfl.CodeInvalidArgument, "")
 
 		c := newClient(t, clientOptions(open.Port(), insecure, ""))
 		_, err = c.GetTasks(ctx, "col\x001")
 		expectCode(t, "NUL in collaborator", err, openfl.CodeInvalidArgument, "collaborator")
-		err = c.SendLocalTaskResults(ctx, "col1", openfl.TaskResults{TaskName: "t", Tensors: []openfl.Tensor{{Name: "ok"}, {Name: "n\x00"}}})
+		err = c.SendLocalTaskResults(ctx, "col1", openfl.TaskResults{TaskName: "t", Tensors: []openfl.TensorView{{Name: "ok"}, {Name: "n\x00"}}})
 		expectCode(t, "NUL in a tensor name", err, openfl.CodeInvalidArgument, "Tensors[1].Name")
 		_, err = c.GetAggregatedTensor(ctx, "col1", openfl.TensorRequest{TensorName: "t", Tags: []string{"ok", "b\x00d"}})
 		expectCode(t, "NUL in a tag", err, openfl.CodeInvalidArgument, "Tags[1]")
@@ -630,8 +630,8 @@ func TestConcurrentClients(t *testing.T) {
 	blob := pattern(256<<10, 3, 1)
 	var uploads, bytesUp atomic.Int64
 	logic := &testLogic{}
-	logic.getTensor = func(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.Tensor, error) {
-		return &openfl.Tensor{Name: req.TensorName, RoundNumber: req.RoundNumber, Data: blob}, nil
+	logic.getTensor = func(ctx context.Context, col string, req *openfl.TensorRequest) (*openfl.TensorView, error) {
+		return &openfl.TensorView{Name: req.TensorName, RoundNumber: req.RoundNumber, Data: blob}, nil
 	}
 	logic.send = func(ctx context.Context, col string, r *openfl.TaskResults) error {
 		for _, tensor := range r.Tensors {
@@ -644,7 +644,7 @@ func TestConcurrentClients(t *testing.T) {
 		return nil
 	}
 	server := startServer(t, serverOptions(mutual), logic)
-	clients := map[string]*openfl.Client{
+	clients := map[string]*openfl.AggregatorClient{
 		"col1": newClient(t, clientOptions(server.Port(), mutual, "col1")),
 		"col2": newClient(t, clientOptions(server.Port(), mutual, "col2")),
 	}
@@ -675,7 +675,7 @@ func TestConcurrentClients(t *testing.T) {
 				}
 				tensor.Close()
 				err = c.SendLocalTaskResults(ctx, col, openfl.TaskResults{RoundNumber: int32(i), TaskName: "train", DataSize: 1,
-					Tensors: []openfl.Tensor{{Name: "big", Data: blob}, {Name: "small", Data: blob[:100]}}})
+					Tensors: []openfl.TensorView{{Name: "big", Data: blob}, {Name: "small", Data: blob[:100]}}})
 				if err != nil {
 					t.Errorf("SendLocalTaskResults: %v", err)
 					failures.Add(1)
@@ -715,10 +715,10 @@ func TestManyTensorUpload(t *testing.T) {
 	restore := openfl.SetBorrowLimits(1, 4096) // lend every non-empty tensor, up to 4096
 	defer restore()
 	const n = 5000
-	tensors := make([]openfl.Tensor, n)
+	tensors := make([]openfl.TensorView, n)
 	for i := range tensors {
 		size := i % 97
-		tensors[i] = openfl.Tensor{Name: fmt.Sprintf("t%05d", i), RoundNumber: int32(i), Data: pattern(size, byte(i), byte(i>>8)),
+		tensors[i] = openfl.TensorView{Name: fmt.Sprintf("t%05d", i), RoundNumber: int32(i), Data: pattern(size, byte(i), byte(i>>8)),
 			Metadata: []openfl.Metadata{{IntList: []int32{int32(size)}}}}
 	}
 	var problem atomic.Value

@@ -110,9 +110,9 @@ type RetryPolicy struct {
 	Deadline       time.Duration
 }
 
-// ClientOptions configures NewClient. Zero fields keep the library
+// AggregatorClientOptions configures NewAggregatorClient. Zero fields keep the library
 // defaults noted on each field.
-type ClientOptions struct {
+type AggregatorClientOptions struct {
 	// Host and Port of the aggregator (OpenFL's agg_addr, agg_port).
 	Host string
 	Port uint16
@@ -124,7 +124,7 @@ type ClientOptions struct {
 	Federation Federation
 	// Retry bounds retries while the aggregator is unreachable; nil keeps
 	// the library default (retry forever, as OpenFL). Set a Deadline to
-	// bound every call (see Client for why that matters in Go).
+	// bound every call (see AggregatorClient for why that matters in Go).
 	Retry *RetryPolicy
 	// ConnectTimeout bounds TCP + TLS connection set-up; 0 means 10 s.
 	ConnectTimeout time.Duration
@@ -185,7 +185,7 @@ func listenHost(host string) string {
 }
 
 // build makes the library's ofl_client_options (caller frees).
-func (o *ClientOptions) build() (*C.ofl_client_options, error) {
+func (o *AggregatorClientOptions) build() (*C.ofl_client_options, error) {
 	if err := checkString("Host", o.Host); err != nil {
 		return nil, err
 	}
@@ -212,7 +212,7 @@ func (o *ClientOptions) build() (*C.ofl_client_options, error) {
 	return opts, nil
 }
 
-func (o *ClientOptions) apply(opts *C.ofl_client_options, mem *cstrings) error {
+func (o *AggregatorClientOptions) apply(opts *C.ofl_client_options, mem *cstrings) error {
 	if err := o.TLS.apply(mem, true, tlsSetters{
 		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_client_options_set_tls(opts, enabled) },
 		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {

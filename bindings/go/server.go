@@ -27,11 +27,11 @@ type AggregatorLogic interface {
 	// GetTasks answers collaborator's GetTasks.
 	GetTasks(ctx context.Context, collaborator string) (*Tasks, error)
 	// GetAggregatedTensor returns the tensor asked for. The library copies
-	// it before this returns: the Tensor (its Data included) may be reused.
-	GetAggregatedTensor(ctx context.Context, collaborator string, req *TensorRequest) (*Tensor, error)
+	// it before this returns: the TensorView (its Data included) may be reused.
+	GetAggregatedTensor(ctx context.Context, collaborator string, req *TensorRequest) (*TensorView, error)
 	// SendLocalTaskResults takes collaborator's results. The tensors' Data
 	// point into the library's receive buffer (no copy) and are valid
-	// until this returns: copy what you keep (Tensor.Clone).
+	// until this returns: copy what you keep (TensorView.Clone).
 	SendLocalTaskResults(ctx context.Context, collaborator string, results *TaskResults) error
 	// AllQuitJobsSent reports whether every collaborator has been told to
 	// quit; Serve returns once it does. Polled periodically.
@@ -255,7 +255,7 @@ func oflGoSendLocalTaskResults(h C.uintptr_t, collaborator *C.char, results *C.o
 		DataSize:    int32(C.ofl_task_results_data_size(results)),
 	}
 	if n := int(C.ofl_task_results_tensors_len(results)); n > 0 {
-		r.Tensors = make([]Tensor, n)
+		r.Tensors = make([]TensorView, n)
 		for i := range r.Tensors {
 			r.Tensors[i] = readTensor(C.ofl_task_results_tensor(results, C.size_t(i)), true)
 		}

@@ -10,11 +10,13 @@ import (
 	"unsafe"
 )
 
-// Tensor is a named tensor (OpenFL's NamedTensor): bytes plus what OpenFL
-// sends with them. For OpenFL's uncompressed pipeline, Data holds
-// little-endian float32 values and Metadata one entry whose IntList is the
-// shape.
-type Tensor struct {
+// TensorView is a named tensor (OpenFL's NamedTensor) as plain Go values:
+// bytes plus what OpenFL sends with them. It is what the host sends (the
+// library reads Data during the call only) and what aggregator logic is
+// shown (Data valid during the callback); Tensor is a received one the host
+// owns. For OpenFL's uncompressed pipeline, Data holds little-endian float32
+// values and Metadata one entry whose IntList is the shape.
+type TensorView struct {
 	Name        string
 	RoundNumber int32
 	Lossless    bool
@@ -33,7 +35,7 @@ type Metadata struct {
 
 // Clone returns a deep copy of t whose Data is Go memory: use it to keep a
 // tensor handed to aggregator logic beyond the callback.
-func (t Tensor) Clone() Tensor {
+func (t TensorView) Clone() TensorView {
 	c := t
 	c.Tags = append([]string(nil), t.Tags...)
 	c.Metadata = make([]Metadata, len(t.Metadata))
@@ -63,7 +65,7 @@ func (m Metadata) clone() Metadata {
 	return c
 }
 
-func (t *Tensor) check(what string) error {
+func (t *TensorView) check(what string) error {
 	if err := checkString(what+".Name", t.Name); err != nil {
 		return err
 	}
@@ -79,29 +81,29 @@ type TensorRequest struct {
 	RequireLossless bool
 }
 
-// ReceivedTensor is a tensor received by Client.GetAggregatedTensor. Its
+// Tensor is a tensor received by AggregatorClient.GetAggregatedTensor. Its
 // Data is not a copy: it points into the library's receive buffer, which
 // Go's garbage collector does not know about. The buffer stays valid until
-// Close; keep the ReceivedTensor itself reachable for as long as you use
-// Data (the usual `defer t.Close()` does that). A ReceivedTensor that is
+// Close; keep the Tensor itself reachable for as long as you use
+// Data (the usual `defer t.Close()` does that). A Tensor that is
 // never closed is freed by a finalizer once unreachable, so a Data slice
-// used after its ReceivedTensor became unreachable is a use-after-free.
-// To keep the bytes, Clone the Tensor (one copy) and Close.
-type ReceivedTensor struct {
-	Tensor
+// used after its Tensor became unreachable is a use-after-free.
+// To keep the bytes, Clone the TensorView (one copy) and Close.
+type Tensor struct {
+	TensorView
 	mu sync.Mutex
 	c  *C.ofl_tensor
 }
 
-func newReceivedTensor(c *C.ofl_tensor) *ReceivedTensor {
-	t := &ReceivedTensor{Tensor: readTensor(c, true), c: c}
-	runtime.SetFinalizer(t, (*ReceivedTensor).Close)
+func newTensor(c *C.ofl_tensor) *Tensor {
+	t := &Tensor{TensorView: readTensor(c, true), c: c}
+	runtime.SetFinalizer(t, (*Tensor).Close)
 	return t
 }
 
 // Close frees the receive buffer; Data must not be used afterwards (it is
 // set to nil). Idempotent; always returns nil.
-func (t *ReceivedTensor) Close() error {
+func (t *Tensor) Close() error {
 	t.mu.Lock()
 	c := t.c
 	t.c = nil
@@ -116,8 +118,8 @@ func (t *ReceivedTensor) Close() error {
 
 // readTensor reads a library tensor. Strings, tags and metadata are
 // copied; Data views the tensor's buffer (valid as long as the tensor).
-func readTensor(c *C.ofl_tensor, withData bool) Tensor {
-	t := Tensor{
+func readTensor(c *C.ofl_tensor, withData bool) TensorView {
+	t := TensorView{
 		Name:        C.GoString(C.ofl_tensor_name(c)),
 		RoundNumber: int32(C.ofl_tensor_round_number(c)),
 		Lossless:    bool(C.ofl_tensor_lossless(c)),
@@ -170,7 +172,7 @@ func readMetadata(c *C.ofl_tensor, i C.size_t) Metadata {
 
 // fillView writes everything of t but its data into the C view v; strings
 // and metadata go to C memory owned by mem.
-func fillView(v *C.ofl_tensor_view, t *Tensor, mem *cstrings) {
+func fillView(v *C.ofl_tensor_view, t *TensorView, mem *cstrings) {
 	v.name = mem.str(t.Name)
 	v.round_number = C.int32_t(t.RoundNumber)
 	v.lossless = C.bool(t.Lossless)

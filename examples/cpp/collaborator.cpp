@@ -1,8 +1,8 @@
 // A collaborator in C++ (include/openfl_transport.hpp) for the example
 // aggregator (aggregator.cpp, or examples/go/aggregator): asks for tasks
 // until told to quit; for "train" it fetches the round's "weights", moves
-// them halfway towards its own target and uploads them with its sample
-// count.
+// them halfway towards its own target and uploads them and its loss with
+// its sample count.
 //
 //   collaborator CERT_DIR NAME PORT [HOST]
 //
@@ -32,11 +32,11 @@ int main(int argc, char **argv) {
     std::int32_t samples = 100 * (name.back() - '0');
 
     try {
-        openfl::ClientOptions options(host, port);
+        openfl::AggregatorClientOptions options(host, port);
         options.tls_files(certs + "/ca.crt", certs + "/" + name + ".crt", certs + "/" + name + ".key")
             .federation("example-aggregator", "example-federation")
             .retry(std::chrono::milliseconds(100), std::chrono::milliseconds(2000), std::chrono::milliseconds(30000));
-        openfl::Client client(options);
+        openfl::AggregatorClient client(options);
 
         for (;;) {
             openfl::Tasks tasks = client.get_tasks(name);
@@ -54,15 +54,25 @@ int main(int argc, char **argv) {
                 openfl::Tensor model = client.get_aggregated_tensor(name, request);
                 std::vector<float> weights(model.data().size() / sizeof(float));
                 std::memcpy(weights.data(), model.data().data(), weights.size() * sizeof(float));
+                float loss = 0;  // mean squared distance to the target, before training
+                for (float w : weights) loss += (target - w) * (target - w) / static_cast<float>(weights.size());
                 for (float &w : weights) w += 0.5f * (target - w);  // "training"
 
-                openfl::TensorView trained;
+                openfl::TensorView trained;  // the trained model, as the FedAvg expects it
                 trained.name = "weights";
                 trained.round_number = tasks.round_number;
+                trained.lossless = true;
                 trained.tags = {"trained"};
                 trained.metadata = model.metadata();  // the shape
                 trained.data = weights;               // borrowed for the call, not copied
-                client.send_local_task_results(name, tasks.round_number, task.name, samples, {trained});
+                openfl::TensorView metric;            // a metric: one value, report = true
+                metric.name = "loss";
+                metric.round_number = tasks.round_number;
+                metric.lossless = metric.report = true;
+                metric.tags = {"metric"};
+                metric.metadata = {openfl::Metadata{}};  // a scalar
+                metric.data = openfl::Bytes(&loss, sizeof loss);
+                client.send_local_task_results(name, tasks.round_number, task.name, samples, {trained, metric});
                 std::printf("%s: round %d trained, weights[0] = %.4f\n", name.c_str(), tasks.round_number, weights[0]);
                 std::fflush(stdout);
             }

@@ -79,13 +79,13 @@ std::string g_certs;
 std::string cert(const char *name) { return g_certs + "/" + name; }
 
 // Handles are RAII and move-only.
-static_assert(!std::is_copy_constructible_v<openfl::Client> && std::is_nothrow_move_constructible_v<openfl::Client>);
-static_assert(!std::is_copy_assignable_v<openfl::Client> && std::is_nothrow_move_assignable_v<openfl::Client>);
+static_assert(!std::is_copy_constructible_v<openfl::AggregatorClient> && std::is_nothrow_move_constructible_v<openfl::AggregatorClient>);
+static_assert(!std::is_copy_assignable_v<openfl::AggregatorClient> && std::is_nothrow_move_assignable_v<openfl::AggregatorClient>);
 static_assert(!std::is_copy_constructible_v<openfl::Tensor> && std::is_nothrow_move_constructible_v<openfl::Tensor>);
 static_assert(!std::is_copy_constructible_v<openfl::AggregatorServer> &&
               std::is_nothrow_move_constructible_v<openfl::AggregatorServer>);
-static_assert(!std::is_copy_constructible_v<openfl::ClientOptions> &&
-              std::is_nothrow_move_constructible_v<openfl::ClientOptions>);
+static_assert(!std::is_copy_constructible_v<openfl::AggregatorClientOptions> &&
+              std::is_nothrow_move_constructible_v<openfl::AggregatorClientOptions>);
 static_assert(!std::is_copy_constructible_v<openfl::ServerOptions> &&
               std::is_nothrow_move_constructible_v<openfl::ServerOptions>);
 
@@ -177,8 +177,8 @@ public:
     std::map<std::string, std::string> uploads_;
 };
 
-openfl::ClientOptions client_options(std::uint16_t port, const std::string &col) {
-    openfl::ClientOptions o("127.0.0.1", port);
+openfl::AggregatorClientOptions client_options(std::uint16_t port, const std::string &col) {
+    openfl::AggregatorClientOptions o("127.0.0.1", port);
     o.tls_files(cert("ca.crt"), cert((col + ".crt").c_str()), cert((col + ".key").c_str()))
         .federation(kAgg, kFed)
         .retry(50ms, 500ms, 5000ms)
@@ -197,7 +197,7 @@ openfl::ServerOptions server_options(bool tls) {
 }
 
 void collaborator(std::uint16_t port, const std::string &col, const FedLogic &logic) {
-    openfl::Client client(client_options(port, col));
+    openfl::AggregatorClient client(client_options(port, col));
     openfl::Tasks tasks = client.get_tasks(col);
     CHECK(tasks.round_number == 1 && tasks.sleep_time == 3 && !tasks.quit && tasks.tasks.size() == 3);
     CHECK(tasks.tasks.size() == 3 && tasks.tasks[2].name == "locally_tuned_model_validation" &&
@@ -244,7 +244,7 @@ void collaborator(std::uint16_t port, const std::string &col, const FedLogic &lo
 }
 
 void negative_checks(std::uint16_t port) {
-    openfl::Client client(client_options(port, "col1"));
+    openfl::AggregatorClient client(client_options(port, "col1"));
     openfl::TensorRequest req;
     req.tensor_name = "missing";
     EXPECT_ERROR("logic throws openfl::Error", openfl::Code::not_found, "no tensor named missing",
@@ -259,19 +259,19 @@ void negative_checks(std::uint16_t port) {
     EXPECT_ERROR("NUL in a name", openfl::Code::invalid_argument, "collaborator",
                  [&] { client.get_tasks(std::string_view("co\0l1", 5)); });
 
-    openfl::ClientOptions foreign = client_options(port, "col1");
+    openfl::AggregatorClientOptions foreign = client_options(port, "col1");
     foreign.tls_files(cert("ca.crt"), cert("foreign.crt"), cert("foreign.key"));
-    openfl::Client stranger(foreign);
+    openfl::AggregatorClient stranger(foreign);
     EXPECT_ERROR("client certificate from a foreign CA", openfl::Code::tls, nullptr,
                  [&] { stranger.get_tasks("col1"); });
 
-    EXPECT_ERROR("empty host", openfl::Code::invalid_argument, "host", [] { openfl::ClientOptions("", 1); });
+    EXPECT_ERROR("empty host", openfl::Code::invalid_argument, "host", [] { openfl::AggregatorClientOptions("", 1); });
     EXPECT_ERROR("zero backoff", openfl::Code::invalid_argument, nullptr,
-                 [] { openfl::ClientOptions("localhost", 1).retry(0ms, 10ms, 10ms); });
+                 [] { openfl::AggregatorClientOptions("localhost", 1).retry(0ms, 10ms, 10ms); });
     EXPECT_ERROR("missing CA file", openfl::Code::io, nullptr, [] {
-        openfl::ClientOptions o("localhost", 1);
+        openfl::AggregatorClientOptions o("localhost", 1);
         o.tls_files("/nonexistent/ca.crt", "/nonexistent/c.crt", "/nonexistent/c.key");
-        openfl::Client c(o);
+        openfl::AggregatorClient c(o);
     });
     EXPECT_ERROR("port in use", openfl::Code::io, nullptr, [&] {
         openfl::ServerOptions o = server_options(false);
@@ -302,41 +302,6 @@ void negative_checks(std::uint16_t port) {
 }
 
 }  // namespace
-
-openfl::FedAvgOptions fedavg_options(const std::string &state_dir) {
-    openfl::FedAvgOptions o;
-    o.federation(kAgg, kFed).add_collaborator("col1").add_collaborator("col2").rounds_to_train(2);
-    o.add_model_tensor("w", {2}, {0.5f, -1.0f}).sleep_time(1).state_dir(state_dir);
-    return o;
-}
-
-// The built-in FedAvg with a state directory: a second aggregator on the
-// directory is refused while the first lives; a new one resumes after it.
-void fedavg_state_dir() {
-    EXPECT_ERROR("empty state_dir", openfl::Code::invalid_argument, "empty",
-                 [] { openfl::FedAvgOptions().state_dir(""); });
-    char dir[] = "/tmp/ofl_cpp_state_XXXXXX";
-    CHECK(mkdtemp(dir) != nullptr);
-    {
-        openfl::FedAvg fedavg(fedavg_options(dir));
-        CHECK(fedavg.current_round() == 0 && fedavg.rounds_to_train() == 2 && !fedavg.is_finished());
-        EXPECT_ERROR("directory in use", openfl::Code::failed_precondition, "in use",
-                     [&] { openfl::FedAvg second(fedavg_options(dir)); });
-        openfl::AggregatorServer server = openfl::start_fedavg_server(server_options(true), fedavg);
-        CHECK(server.port() != 0);
-        openfl::Client c(client_options(server.port(), "col2"));
-        openfl::Tasks tasks = c.get_tasks("col2");
-        CHECK(tasks.round_number == 0 && tasks.tasks.size() == 3);
-        openfl::Model model = fedavg.last_model();
-        CHECK(model.size() == 1 && model.values(0).size() == 2 && model.values(0)[1] == -1.0f);
-    }
-    {
-        openfl::FedAvg resumed(fedavg_options(dir));
-        CHECK(resumed.current_round() == 0 && resumed.metrics_size() == 0);
-    }
-    for (const char *f : {"federation.state", "lock"}) unlink((std::string(dir) + "/" + f).c_str());
-    CHECK(rmdir(dir) == 0);
-}
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -396,12 +361,11 @@ int main(int argc, char **argv) {
     negative_checks(port);
 
     note("FedAvg with a state directory");
-    fedavg_state_dir();
 
     note("end of the federation");
     logic->quitting_ = true;
     for (const char *col : {"col1", "col2"}) {
-        openfl::Client c(client_options(port, col));
+        openfl::AggregatorClient c(client_options(port, col));
         CHECK(c.get_tasks(col).quit);
     }
     if (serving.wait_for(20s) != std::future_status::ready) {

@@ -340,10 +340,10 @@ void life_cycle() {
                  [&] { frontend.get_best_model("mnist"); });
 
     // A live stream (the first of "mnist") until the experiment finishes.
-    std::vector<openfl::Metric> live;
+    std::vector<openfl::DirectorMetric> live;
     std::thread::id stream_thread;
     auto streamed = std::async(std::launch::async, [&] {
-        frontend.stream_metrics("mnist", [&](const openfl::Metric &m) {
+        frontend.stream_metrics("mnist", [&](const openfl::DirectorMetric &m) {
             stream_thread = std::this_thread::get_id();
             live.push_back(m);
             return true;
@@ -387,7 +387,7 @@ void life_cycle() {
     CHECK(d.status == ExperimentStatus::finished && d.progress == 1.0f && d.models[0].status == "ready" &&
           d.collaborators[0].status == "finished");
     int after = 0;
-    frontend.stream_metrics("mnist", [&](const openfl::Metric &) { return ++after > 0; });
+    frontend.stream_metrics("mnist", [&](const openfl::DirectorMetric &) { return ++after > 0; });
     CHECK(after == 0);  // nothing left: the stream of a finished experiment ends at once
 
     note("rejections");
@@ -398,7 +398,7 @@ void life_cycle() {
                      [&] { stranger.get_experiment_description("mnist"); });
         EXPECT_ERROR("another frontend: model", Code::not_found, "mnist", [&] { stranger.get_best_model("mnist"); });
         EXPECT_ERROR("another frontend: stream", Code::not_found, "mnist", [&] {
-            stranger.stream_metrics("mnist", [](const openfl::Metric &) { return false; });
+            stranger.stream_metrics("mnist", [](const openfl::DirectorMetric &) { return false; });
         });
         stranger.remove_experiment("mnist");  // as OpenFL: a no-op that succeeds
         CHECK(frontend.get_experiment_status("mnist") == ExperimentStatus::finished);
@@ -487,7 +487,7 @@ void life_cycle() {
         }
     });
     EXPECT_ERROR("callback exception rethrown", Code::data_loss, "callback says no", [&] {
-        frontend.stream_metrics("quiet", [](const openfl::Metric &m) -> bool {
+        frontend.stream_metrics("quiet", [](const openfl::DirectorMetric &m) -> bool {
             if (m.metric_name == "loss" && m.value == 0.25f) throw openfl::Error(Code::data_loss, "callback says no");
             return true;
         });

@@ -1,8 +1,8 @@
 // Command collaborator is a collaborator in Go (package openfl) for the
 // example aggregator (examples/go/aggregator or examples/cpp): it asks for
 // tasks until told to quit; for "train" it fetches the round's "weights",
-// moves them halfway towards its own target and uploads them with its
-// sample count.
+// moves them halfway towards its own target and uploads them and its loss
+// with its sample count.
 //
 //	collaborator CERT_DIR NAME PORT [HOST]
 //
@@ -50,7 +50,7 @@ func run(certs, name, host string, port uint16) error {
 	digit := float32(name[len(name)-1] - '0')
 	samples := int32(100 * digit)
 
-	client, err := openfl.NewClient(openfl.ClientOptions{
+	client, err := openfl.NewAggregatorClient(openfl.AggregatorClientOptions{
 		Host: host, Port: port,
 		TLS: openfl.TLS{
 			RootCertificate: filepath.Join(certs, "ca.crt"),
@@ -91,21 +91,30 @@ func run(certs, name, host string, port uint16) error {
 	}
 }
 
-func train(ctx context.Context, client *openfl.Client, name string, round int32, target float32, samples int32) error {
+func train(ctx context.Context, client *openfl.AggregatorClient, name string, round int32, target float32, samples int32) error {
 	model, err := client.GetAggregatedTensor(ctx, name, openfl.TensorRequest{TensorName: "weights", RoundNumber: round, Tags: []string{"model"}})
 	if err != nil {
 		return err
 	}
 	defer model.Close() // model.Data is the library's buffer until then
 	trained := make([]byte, len(model.Data))
+	var loss float32 // mean squared distance to the target, before training
+	n := float32(len(model.Data) / 4)
 	for i := 0; i+4 <= len(model.Data); i += 4 {
 		w := math.Float32frombits(binary.LittleEndian.Uint32(model.Data[i:]))
+		loss += (target - w) * (target - w) / n
 		w += 0.5 * (target - w) // "training"
 		binary.LittleEndian.PutUint32(trained[i:], math.Float32bits(w))
 	}
+	lossBytes := binary.LittleEndian.AppendUint32(nil, math.Float32bits(loss))
 	err = client.SendLocalTaskResults(ctx, name, openfl.TaskResults{
 		RoundNumber: round, TaskName: "train", DataSize: samples,
-		Tensors: []openfl.Tensor{{Name: "weights", RoundNumber: round, Tags: []string{"trained"}, Metadata: model.Metadata, Data: trained}},
+		Tensors: []openfl.TensorView{
+			// The trained model, as the FedAvg expects it.
+			{Name: "weights", RoundNumber: round, Lossless: true, Tags: []string{"trained"}, Metadata: model.Metadata, Data: trained},
+			// A metric: one value, Report true, a scalar.
+			{Name: "loss", RoundNumber: round, Lossless: true, Report: true, Tags: []string{"metric"}, Metadata: []openfl.Metadata{{}}, Data: lossBytes},
+		},
 	})
 	if err != nil {
 		return err

@@ -30,10 +30,10 @@ int main() {
         openfl::ServerOptions so;
         so.listen("127.0.0.1", 0).tls(false).federation("a", "f").add_collaborator("col1");
         openfl::AggregatorServer server(so, logic);
-        openfl::ClientOptions co("127.0.0.1", server.port());
+        openfl::AggregatorClientOptions co("127.0.0.1", server.port());
         co.tls(false).federation("a", "f").retry(std::chrono::milliseconds(50), std::chrono::milliseconds(200),
                                                   std::chrono::milliseconds(5000));
-        openfl::Client client(co);
+        openfl::AggregatorClient client(co);
         openfl::Tasks tasks = client.get_tasks("col1");
         std::vector<std::uint8_t> blob(1 << 20);
         for (std::size_t i = 0; i < blob.size(); i++) blob[i] = static_cast<std::uint8_t>(i * 31);
