@@ -1,11 +1,12 @@
 //! What every client of this crate does to reach a server: build the URI,
-//! TLS settings, TCP_NODELAY and HTTP/2 settings, and a lazily connecting
+//! TLS connector (src/connector.rs), TCP_NODELAY and HTTP/2 settings, and a lazily connecting
 //! channel that is reused across calls and reconnects by itself.
 
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::connector::TlsConnector;
 use crate::error::{Error, Result};
 use crate::tls::TlsConfig;
 
@@ -58,7 +59,6 @@ impl ConnectConfig {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let endpoint = Endpoint::from_shared(format!("{scheme}://{}", self.uri()))
             .map_err(|e| Error::invalid_argument(format!("bad server address {:?}: {e}", self.uri())))?
-            .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             // Frames the server may send us (downloads): 1 MiB instead of 16 KiB.
             .max_frame_size(1 << 20)
@@ -66,15 +66,13 @@ impl ConnectConfig {
             .initial_connection_window_size(32 << 20)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(false);
-        let endpoint = match &self.tls {
-            None => endpoint,
-            Some(tls) => {
-                let name = self.server_name.as_deref().unwrap_or(self.bare_host());
-                endpoint
-                    .tls_config(tls.client_config(name)?)
-                    .map_err(|e| Error::tls(format!("client TLS configuration: {e}")))?
-            }
+        let Some(tls) = &self.tls else {
+            return Ok(endpoint.connect_timeout(self.connect_timeout).connect_lazy());
         };
-        Ok(endpoint.connect_lazy())
+        // TLS is ours (src/connector.rs): tonic keeps the `https` scheme on
+        // the wire and runs HTTP/2 over the stream the connector hands it.
+        let name = self.server_name.as_deref().unwrap_or(self.bare_host());
+        let connector = TlsConnector::new(self.uri(), name, tls.rustls_client_config()?, self.connect_timeout)?;
+        Ok(endpoint.connect_with_connector_lazy(connector))
     }
 }

@@ -26,10 +26,11 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tonic::body::Body;
 use tonic::codegen::{http, Service};
-use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::limits::ServerLimits;
 use crate::request_limits::{oversize_as_resource_exhausted, RequestRules};
+use crate::tls::PeerCertificates;
 
 /// The HTTP/2 connection preface a client sends first.
 const PREFACE_LEN: usize = 24;
@@ -47,7 +48,8 @@ pub(crate) struct Shared<S> {
 #[derive(Clone)]
 enum ConnInfo {
     Tcp(TcpConnectInfo),
-    Tls(TlsConnectInfo<TcpConnectInfo>),
+    /// The TCP peer and the certificate chain it presented, if any.
+    Tls(TcpConnectInfo, Option<PeerCertificates>),
 }
 
 impl ConnInfo {
@@ -56,8 +58,11 @@ impl ConnInfo {
             ConnInfo::Tcp(info) => {
                 extensions.insert(info.clone());
             }
-            ConnInfo::Tls(info) => {
+            ConnInfo::Tls(info, certs) => {
                 extensions.insert(info.clone());
+                if let Some(certs) = certs {
+                    extensions.insert(certs.clone());
+                }
             }
         }
     }
@@ -130,7 +135,9 @@ pub(crate) async fn serve<S>(
             Err(_) => return log::debug!("TLS handshake not done within {:?}: closed", shared.limits.handshake_timeout),
         },
     };
-    let info = ConnInfo::Tls(tls.connect_info());
+    let (tcp, session) = tls.get_ref();
+    let certs = session.peer_certificates().map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
+    let info = ConnInfo::Tls(tcp.connect_info(), certs);
     run(tls, info, deadline, &shared, stop).await
 }
 

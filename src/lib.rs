@@ -9,6 +9,8 @@
 
 pub mod aggregator;
 pub mod connect;
+mod connector;
+mod crl;
 mod connection;
 pub mod director;
 pub mod error;

@@ -1,12 +1,13 @@
 //! Certificates and keys: loading PEM (from a file, as OpenFL, or from memory),
-//! checking them early with a specific error, building tonic/rustls TLS
-//! configurations, and reading the Common Name of a peer certificate.
+//! checking them early with a specific error, building the rustls server and
+//! client configurations (with the CRLs of src/crl.rs), and reading the Common
+//! Name of a peer certificate.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
 
@@ -20,7 +21,7 @@ pub enum PemSource {
 }
 
 impl PemSource {
-    fn load(&self, what: &str) -> Result<Vec<u8>> {
+    pub(crate) fn load(&self, what: &str) -> Result<Vec<u8>> {
         match self {
             PemSource::Pem(bytes) => Ok(bytes.clone()),
             PemSource::File(path) => std::fs::read(path)
@@ -28,7 +29,7 @@ impl PemSource {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             PemSource::File(path) => path.display().to_string(),
             PemSource::Pem(_) => "in-memory PEM".to_string(),
@@ -52,24 +53,32 @@ pub struct TlsConfig {
     pub private_key: Option<PemSource>,
     /// Server: client certificates optional. Client: send none.
     pub disable_client_auth: bool,
-    /// Certificate revocation lists (PEM `X509 CRL` blocks): a peer
-    /// certificate revoked by one of them is refused at the handshake.
+    /// Certificate revocation lists (PEM `X509 CRL` blocks, several per
+    /// document allowed), each signed by a CA of `root_certificate` (or an
+    /// intermediate CA of `certificate`'s chain): a peer certificate revoked
+    /// by one of them is refused at the handshake. Certificates whose issuer
+    /// has no CRL here are not checked; a CRL past its nextUpdate is still
+    /// used.
+    ///
+    /// Like every document here, CRLs are read once: when a server starts,
+    /// and when a client builds its connection (at creation, on `reconnect`,
+    /// and on the first call after `disconnect`). To apply an updated CRL,
+    /// restart the server or reconnect the client; nothing is reloaded while
+    /// running.
     pub crls: Vec<PemSource>,
 }
 
-/// Own certificate chain and key: the PEM text for tonic, parsed for rustls.
+/// Own certificate chain and key, parsed.
 struct LoadedIdentity {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
 
 /// The PEM documents of a [`TlsConfig`], read and checked.
 struct LoadedTls {
-    root_pem: Vec<u8>,
-    roots: rustls::RootCertStore,
+    roots: Arc<rustls::RootCertStore>,
     identity: Option<LoadedIdentity>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 fn required<'a>(source: &'a Option<PemSource>, what: &str) -> Result<&'a PemSource> {
@@ -79,7 +88,7 @@ fn required<'a>(source: &'a Option<PemSource>, what: &str) -> Result<&'a PemSour
 }
 
 fn parse_certs(pem: &[u8], what: &str, source: &PemSource) -> Result<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::tls(format!("{what} ({}): unreadable PEM: {e}", source.describe())))?;
     if certs.is_empty() {
@@ -92,48 +101,54 @@ fn parse_certs(pem: &[u8], what: &str, source: &PemSource) -> Result<Vec<Certifi
 }
 
 fn parse_key(pem: &[u8], source: &PemSource) -> Result<PrivateKeyDer<'static>> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| Error::tls(format!("private_key ({}): unreadable PEM: {e}", source.describe())))?
-        .ok_or_else(|| {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
             Error::tls(format!("private_key ({}): no PRIVATE KEY block found", source.describe()))
-        })
+        }
+        e => Error::tls(format!("private_key ({}): unreadable PEM: {e}", source.describe())),
+    })
 }
 
 impl TlsConfig {
     fn load(&self, need_identity: bool) -> Result<LoadedTls> {
         let root_source = required(&self.root_certificate, "root_certificate")?;
         let root_pem = root_source.load("root_certificate")?;
+        let root_certs = parse_certs(&root_pem, "root_certificate", root_source)?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in parse_certs(&root_pem, "root_certificate", root_source)? {
-            roots.add(cert).map_err(|e| {
+        for cert in &root_certs {
+            roots.add(cert.clone()).map_err(|e| {
                 Error::tls(format!("root_certificate ({}): not a usable CA: {e}", root_source.describe()))
             })?;
         }
         let identity = if need_identity {
             let cert_source = required(&self.certificate, "certificate")?;
             let key_source = required(&self.private_key, "private_key")?;
-            let cert_pem = cert_source.load("certificate")?;
-            let key_pem = key_source.load("private_key")?;
-            let chain = parse_certs(&cert_pem, "certificate", cert_source)?;
-            let key = parse_key(&key_pem, key_source)?;
-            Some(LoadedIdentity { cert_pem, key_pem, chain, key })
+            let chain = parse_certs(&cert_source.load("certificate")?, "certificate", cert_source)?;
+            let key = parse_key(&key_source.load("private_key")?, key_source)?;
+            Some(LoadedIdentity { chain, key })
         } else {
             None
         };
-        Ok(LoadedTls { root_pem, roots, identity })
+        // A CRL may come from a root or from an intermediate CA of our own chain.
+        let issuers: Vec<_> =
+            root_certs.iter().chain(identity.iter().flat_map(|id| id.chain.iter().skip(1))).collect();
+        let crls = crate::crl::load_all(&self.crls, &issuers)?;
+        Ok(LoadedTls { roots: Arc::new(roots), identity, crls })
     }
 
     /// The server's rustls configuration (HTTP/2 by ALPN), after checking
     /// every document and that the private key belongs to the certificate.
     /// With `disable_client_auth`, a client certificate is optional (checked
-    /// when presented).
+    /// when presented). A client certificate revoked by one of `crls` is
+    /// refused at the handshake.
     pub fn rustls_server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
         crate::runtime::install_crypto_provider();
         let loaded = self.load(true)?;
-        let LoadedIdentity { chain, key, .. } = loaded.identity.expect("identity loaded");
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(loaded.roots));
+        let LoadedIdentity { chain, key } = loaded.identity.expect("identity loaded");
+        let verifier = rustls::server::WebPkiClientVerifier::builder(loaded.roots);
+        let verifier = crate::crl::client_verifier_policy(verifier, loaded.crls);
         let verifier = if self.disable_client_auth { verifier.allow_unauthenticated() } else { verifier };
-        let verifier = verifier.build().map_err(|e| Error::tls(format!("root_certificate: {e}")))?;
+        let verifier = verifier.build().map_err(|e| Error::tls(format!("root_certificate/crls: {e}")))?;
         let mut config = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
@@ -142,22 +157,35 @@ impl TlsConfig {
         Ok(Arc::new(config))
     }
 
-    /// A tonic client TLS configuration for a server named `domain`.
-    pub fn client_config(&self, domain: &str) -> Result<ClientTlsConfig> {
+    /// The client's rustls configuration (HTTP/2 by ALPN): trusts
+    /// `root_certificate`, refuses a server certificate revoked by one of
+    /// `crls`, and presents `certificate` unless `disable_client_auth`.
+    pub fn rustls_client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
         crate::runtime::install_crypto_provider();
         let loaded = self.load(!self.disable_client_auth)?;
-        let mut config = ClientTlsConfig::new()
-            .domain_name(domain)
-            .ca_certificate(Certificate::from_pem(loaded.root_pem));
-        if let Some(LoadedIdentity { cert_pem, key_pem, chain, key }) = loaded.identity {
-            rustls::ClientConfig::builder()
-                .with_root_certificates(loaded.roots)
+        let verifier = rustls::client::WebPkiServerVerifier::builder(loaded.roots);
+        let verifier = crate::crl::server_verifier_policy(verifier, loaded.crls);
+        let verifier = verifier.build().map_err(|e| Error::tls(format!("root_certificate/crls: {e}")))?;
+        let builder = rustls::ClientConfig::builder().with_webpki_verifier(verifier);
+        let mut config = match loaded.identity {
+            Some(LoadedIdentity { chain, key }) => builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::tls(format!("certificate/private_key: {e}")))?;
-            config = config.identity(Identity::from_pem(cert_pem, key_pem));
-        }
-        Ok(config)
+                .map_err(|e| Error::tls(format!("certificate/private_key: {e}")))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
     }
+}
+
+/// The certificate chain a TLS client presented, stored by the servers'
+/// connection layer (src/connection.rs) in each request's extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// The certificate chain the client of a request presented, if any.
+pub(crate) fn peer_certs(extensions: &tonic::codegen::http::Extensions) -> Option<Arc<Vec<CertificateDer<'static>>>> {
+    extensions.get::<PeerCertificates>().map(|certs| certs.0.clone())
 }
 
 /// The subject Common Name of the first (leaf) certificate, if any.

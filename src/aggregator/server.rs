@@ -266,7 +266,7 @@ impl Aggregator for Service {
         &self,
         request: Request<GetTasksRequest>,
     ) -> Result<Response<GetTasksResponse>, Status> {
-        let peer_certs = request.peer_certs();
+        let peer_certs = crate::tls::peer_certs(request.extensions());
         let header = self.authorize(peer_certs, request.get_ref().header.as_ref()).await?;
         let sender = header.sender.clone();
         let reply = self.call_logic(LogicCall::GetTasks, Some(&header.sender), move |l| l.get_tasks(&sender)).await?;
@@ -286,7 +286,7 @@ impl Aggregator for Service {
         &self,
         request: Request<GetAggregatedTensorRequest>,
     ) -> Result<Response<GetAggregatedTensorResponse>, Status> {
-        let peer_certs = request.peer_certs();
+        let peer_certs = crate::tls::peer_certs(request.extensions());
         self.aggregated_tensor(peer_certs, request.into_inner()).await.map(Response::new)
     }
 
@@ -294,7 +294,7 @@ impl Aggregator for Service {
         &self,
         request: Request<Streaming<DataStream>>,
     ) -> Result<Response<SendLocalTaskResultsResponse>, Status> {
-        let peer_certs = request.peer_certs();
+        let peer_certs = crate::tls::peer_certs(request.extensions());
         self.precheck_certificate(&peer_certs).await?;
         let mut stream = request.into_inner();
         let mut reassembly = Reassembly::new(self.max_message_size);

@@ -238,7 +238,7 @@ pub(super) struct Service {
 impl Service {
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         if self.tls {
-            if let Some(certs) = request.peer_certs() {
+            if let Some(certs) = crate::tls::peer_certs(request.extensions()) {
                 let name = peer_common_name(&certs)
                     .ok_or_else(|| Status::unauthenticated("the client certificate has no Common Name"))?;
                 return Ok(Caller { name, certified: true });

@@ -9,14 +9,15 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    date_time_ymd, BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SerialNumber,
 };
 
 use openfl_transport::aggregator::{
@@ -42,6 +43,44 @@ pub const FEDERATION_UUID: &str = "federation-uuid-91c2";
 pub struct PemPair {
     pub cert: String,
     pub key: String,
+    /// The certificate's serial number (what a CRL names).
+    pub serial: u64,
+}
+
+/// A CA certificate with its key, able to sign CRLs.
+pub struct Issuer {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer").finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    /// A PEM CRL signed by this CA revoking the certificates `revoked`.
+    pub fn crl(&self, revoked: &[&PemPair]) -> String {
+        let revoked_certs = revoked
+            .iter()
+            .map(|pair| RevokedCertParams {
+                serial_number: SerialNumber::from(pair.serial),
+                revocation_time: date_time_ymd(2025, 1, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2025, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.cert, &self.key).expect("signing a CRL").pem().expect("CRL PEM")
+    }
 }
 
 /// The test PKI: one CA, a server certificate, collaborator (or envoy)
@@ -71,7 +110,17 @@ pub struct Pki {
     pub foreign_alice: PemPair,
     /// CN=localhost like `server`, issued by the foreign CA.
     pub foreign_server: PemPair,
+    /// The test CA, to sign CRLs.
+    pub ca_issuer: Issuer,
+    /// The foreign CA, to sign CRLs.
+    pub foreign_issuer: Issuer,
+    /// A CA with the test CA's name but another key (its CRLs must not be
+    /// taken for the test CA's).
+    pub impostor_issuer: Issuer,
 }
+
+/// Serial numbers of the leaves, unique in this test binary.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1000);
 
 fn ca(cn: &str) -> (Certificate, KeyPair) {
     let key = KeyPair::generate().expect("CA key");
@@ -93,8 +142,10 @@ fn leaf(cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose, issuer: &(Certi
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
+    let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
+    params.serial_number = Some(SerialNumber::from(serial));
     let cert = params.signed_by(&key, &issuer.0, &issuer.1).expect("signing a leaf");
-    PemPair { cert: cert.pem(), key: key.serialize_pem() }
+    PemPair { cert: cert.pem(), key: key.serialize_pem(), serial }
 }
 
 fn generate_pki() -> Pki {
@@ -114,6 +165,12 @@ fn generate_pki() -> Pki {
         foreign_col1: client("col1", &foreign),
         foreign_alice: client("alice", &foreign),
         foreign_server: leaf("localhost", &server_sans, ExtendedKeyUsagePurpose::ServerAuth, &foreign),
+        ca_issuer: Issuer { cert: ca_pair.0, key: ca_pair.1 },
+        foreign_issuer: Issuer { cert: foreign.0, key: foreign.1 },
+        impostor_issuer: {
+            let (cert, key) = ca("openfl-test-ca");
+            Issuer { cert, key }
+        },
     }
 }
 
