@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::{client_config, client_tls, free_port, pki};
 use openfl_transport::aggregator::AggregatorClient;
-use openfl_transport::director::{EnvoyClient, EnvoyClientConfig};
+use openfl_transport::director::{EnvoyClient, EnvoyClientOptions};
 use openfl_transport::ofl_code;
 use openfl_transport::retry::RetryPolicy;
 use tokio::net::{TcpListener, TcpStream};
@@ -129,7 +129,7 @@ async fn aggregator_client_error(port: u16) -> openfl_transport::Error {
 
 /// The same for an envoy's health check.
 async fn envoy_client_error(port: u16) -> openfl_transport::Error {
-    let mut config = EnvoyClientConfig::new("127.0.0.1", port, "col1");
+    let mut config = EnvoyClientOptions::new("127.0.0.1", port, "col1");
     config.connect.tls = Some(client_tls(&pki().col1));
     config.connect.server_name = Some("localhost".into());
     config.retry = quick_retry();

@@ -74,7 +74,7 @@ async fn download_ok(d: &Director, secs: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_downloads_hold_bounded_memory_and_others_proceed() {
     // Part 1: the default budget. 100 stalled downloads of a 32 MiB archive.
-    let d = director_serving_archive(openfl_transport::director::DirectorConfig::default().max_download_buffer).await;
+    let d = director_serving_archive(openfl_transport::director::DirectorServerOptions::default().max_download_buffer).await;
     download_ok(&d, 60).await; // warms up every path once
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss();

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use common::{assert_error, short_retry, within};
 use director_common::*;
-use openfl_transport::director::{default_caller, ExperimentStatus, FrontendClient, FrontendClientConfig};
+use openfl_transport::director::{default_caller, ExperimentStatus, FrontendClient, FrontendClientOptions};
 use openfl_transport::ofl_code;
 
 fn anonymous_frontend(d: &Director) -> FrontendClient {
-    let mut config = FrontendClientConfig::new("127.0.0.1", d.port());
+    let mut config = FrontendClientOptions::new("127.0.0.1", d.port());
     config.retry = short_retry();
     FrontendClient::new(config).unwrap()
 }

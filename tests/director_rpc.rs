@@ -13,15 +13,15 @@ use tonic::Code;
 
 use common::{assert_bytes_eq, assert_error, assert_status, client_tls, pattern, pki, patient_retry, within};
 use director_common::*;
-use openfl_transport::director::{state, ExperimentStatus, Metric};
+use openfl_transport::director::{DirectorMetric, ExperimentStatus, MAX_COLLABORATORS, MAX_COLLABORATOR_NAME_LEN};
 use openfl_transport::ofl_code;
 use openfl_transport::proto::director::{
     ExperimentData, ExperimentInfo, GetDatasetInfoRequest, GetExperimentDataRequest, GetExperimentStatusRequest,
     GetTrainedModelRequest, RemoveExperimentRequest, SetExperimentFailedRequest, WaitExperimentRequest,
 };
 
-fn metric(name: &str, value: f32, round: u32) -> Metric {
-    Metric { origin: "aggregator".into(), task_name: "validate".into(), metric_name: name.into(), value, round }
+fn metric(name: &str, value: f32, round: u32) -> DirectorMetric {
+    DirectorMetric { origin: "aggregator".into(), task_name: "validate".into(), metric_name: name.into(), value, round }
 }
 
 async fn register(d: &Director, envoy: &str) {
@@ -456,7 +456,7 @@ async fn bad_submissions_get_exact_codes_and_leave_no_file() {
         ofl_code::InvalidArgument,
         "empty name",
     );
-    let long_name = "c".repeat(state::MAX_COLLABORATOR_NAME_LEN + 1);
+    let long_name = "c".repeat(MAX_COLLABORATOR_NAME_LEN + 1);
     assert_error(
         within(10, alice.set_new_experiment("longcol", &[long_name], &archive, None)).await,
         ofl_code::InvalidArgument,
@@ -552,7 +552,7 @@ async fn bad_envoy_requests_get_exact_codes() {
     assert!(!dest.exists());
 
     // A certificate from another CA is refused at the handshake, not retried.
-    let mut config = openfl_transport::director::FrontendClientConfig::new("127.0.0.1", d.port());
+    let mut config = openfl_transport::director::FrontendClientOptions::new("127.0.0.1", d.port());
     let p = pki();
     config.connect.tls = Some(openfl_transport::tls::TlsConfig {
         certificate: Some(openfl_transport::tls::PemSource::Pem(p.foreign_alice.cert.clone().into_bytes())),
@@ -635,13 +635,13 @@ fn huge_collaborator_lists_neither_stall_the_director_nor_pass() {
 
         // At the bound (with duplicates beyond it refused by count): accepted,
         // deduplicated in order.
-        let mut at_bound: Vec<String> = (0..state::MAX_COLLABORATORS - 2).map(|i| format!("envoy-{i:05}")).collect();
+        let mut at_bound: Vec<String> = (0..MAX_COLLABORATORS - 2).map(|i| format!("envoy-{i:05}")).collect();
         at_bound.push("envoy-00000".into());
         at_bound.push("envoy-00001".into());
         let accepted = within(20, submit("bound", at_bound)).await.unwrap();
         assert!(accepted.expect("a list at the bound is accepted").into_inner().accepted);
         let info = d.handle().experiment("bound").expect("registered").info;
-        assert_eq!(info.collaborators.len(), state::MAX_COLLABORATORS - 2);
+        assert_eq!(info.collaborators.len(), MAX_COLLABORATORS - 2);
         assert_eq!(info.collaborators[..2], ["envoy-00000".to_string(), "envoy-00001".to_string()]);
     });
     d.server.stop();

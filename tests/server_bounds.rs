@@ -432,10 +432,10 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_director_refuses_an_oversize_unary_body_and_stream_floods_too() {
-    use openfl_transport::director::{ApproveAll, DirectorConfig, DirectorServer};
+    use openfl_transport::director::{ApproveAll, DirectorServerOptions, DirectorServer};
     let archives = tempfile::tempdir().unwrap();
     let mut config =
-        DirectorConfig { host: "127.0.0.1".into(), archive_dir: archives.path().to_path_buf(), ..DirectorConfig::default() };
+        DirectorServerOptions { host: "127.0.0.1".into(), archive_dir: archives.path().to_path_buf(), ..DirectorServerOptions::default() };
     config.limits.max_concurrent_streams = 5;
     let server = within(10, DirectorServer::start(config, Arc::new(ApproveAll))).await.expect("director start");
     let port = server.local_addr().port();

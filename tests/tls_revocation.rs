@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use openfl_transport::aggregator::{AggregatorClient, AggregatorServer};
-use openfl_transport::director::{FrontendClient, FrontendClientConfig};
+use openfl_transport::director::{FrontendClient, FrontendClientOptions};
 use openfl_transport::ofl_code;
 use openfl_transport::tls::{PemSource, TlsConfig};
 
@@ -105,7 +105,7 @@ async fn director_refuses_a_revoked_frontend_certificate() {
 
     within(20, d.frontend("alice").get_experiments_list()).await.expect("an unrevoked frontend");
 
-    let mut config = FrontendClientConfig::new("127.0.0.1", d.port());
+    let mut config = FrontendClientOptions::new("127.0.0.1", d.port());
     config.connect.tls = Some(client_tls(&p.bob));
     config.connect.server_name = Some("localhost".into());
     config.retry = patient_retry();

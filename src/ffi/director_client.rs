@@ -30,7 +30,7 @@ use super::option_values;
 use super::tensor::{ofl_tensor_view, string_list};
 use super::tls_config::TlsOptions;
 use crate::connect::ConnectConfig;
-use crate::director::{EnvoyClient, EnvoyClientConfig, FrontendClient, FrontendClientConfig, Metric};
+use crate::director::{EnvoyClient, EnvoyClientOptions, FrontendClient, FrontendClientOptions, DirectorMetric};
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::director::{EnvoyInfo, ExperimentListItem, NodeInfo, ShardInfo};
 use crate::proto::{ExperimentDescription, ModelProto};
@@ -320,7 +320,7 @@ pub extern "C" fn ofl_envoy_client_new(
         }
         super::logging::init_default();
         let _ = runtime::handle();
-        let config = EnvoyClientConfig {
+        let config = EnvoyClientOptions {
             connect: options.connect(),
             shard_name: shard_name.to_owned(),
             retry: options.retry.clone(),
@@ -501,7 +501,7 @@ pub extern "C" fn ofl_frontend_client_new(
         let options = arg_ref(options, "options")?;
         super::logging::init_default();
         let _ = runtime::handle();
-        let mut config = FrontendClientConfig::new(options.connect.host.clone(), options.connect.port);
+        let mut config = FrontendClientOptions::new(options.connect.host.clone(), options.connect.port);
         config.connect = options.connect();
         config.client_id = options.client_id.clone();
         config.retry = options.retry.clone();
@@ -669,7 +669,7 @@ pub type ofl_director_metric_fn =
 
 /// What the stream task tells the calling thread.
 enum StreamEvent {
-    Metric(Metric),
+    Metric(DirectorMetric),
     Done(Result<()>),
 }
 

@@ -22,7 +22,7 @@ use super::error::ofl_error;
 use super::option_values;
 use super::tensor::{ofl_tensor_view, string_list};
 use super::tls_config::TlsOptions;
-use crate::director::{DirectorConfig, DirectorHandle, DirectorServer};
+use crate::director::{DirectorHandle, DirectorServer, DirectorServerOptions};
 use crate::error::{ofl_code, Error, Result};
 use crate::runtime;
 
@@ -31,7 +31,7 @@ use crate::runtime;
 /// Not thread-safe: configure from one thread.
 #[allow(non_camel_case_types)]
 pub struct ofl_director_server_options {
-    config: DirectorConfig,
+    config: DirectorServerOptions,
     tls: TlsOptions,
 }
 
@@ -60,7 +60,7 @@ fn options_mut<'a>(options: *mut ofl_director_server_options) -> Result<&'a mut 
 pub extern "C" fn ofl_director_server_options_new(out: *mut *mut ofl_director_server_options) -> *mut ofl_error {
     call("ofl_director_server_options_new", || {
         check_out(out, "out")?;
-        write_out(out, ofl_director_server_options { config: DirectorConfig::default(), tls: TlsOptions::default() });
+        write_out(out, ofl_director_server_options { config: DirectorServerOptions::default(), tls: TlsOptions::default() });
         Ok(())
     })
 }

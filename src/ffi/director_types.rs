@@ -9,7 +9,7 @@ use super::error::ofl_error;
 use super::fedavg::ofl_model;
 use super::tensor::{copied_data, named_tensor_from_view, ofl_tensor, ofl_tensor_view};
 use crate::fedavg::codec::{Model, Tensor};
-use crate::director::{ExperimentStatus, Metric};
+use crate::director::{DirectorMetric, ExperimentStatus};
 use crate::error::{Error, Result};
 use crate::proto::director::CudaDeviceInfo;
 use crate::proto::ModelProto;
@@ -268,9 +268,9 @@ pub struct ofl_director_metric {
 }
 
 /// The metric described by a C view (strings required).
-pub(crate) fn metric_from_c(metric: &ofl_director_metric) -> Result<Metric> {
+pub(crate) fn metric_from_c(metric: &ofl_director_metric) -> Result<DirectorMetric> {
     use super::boundary::arg_str;
-    Ok(Metric {
+    Ok(DirectorMetric {
         origin: arg_str(metric.origin, "metric.origin")?.to_owned(),
         task_name: arg_str(metric.task_name, "metric.task_name")?.to_owned(),
         metric_name: arg_str(metric.metric_name, "metric.metric_name")?.to_owned(),

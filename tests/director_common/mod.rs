@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openfl_transport::director::state::ExperimentFailure;
+use openfl_transport::director::ExperimentFailure;
 use openfl_transport::director::{
-    DirectorConfig, DirectorHooks, DirectorServer, EnvoyClient, EnvoyClientConfig, ExperimentDetails, FrontendClient,
-    FrontendClientConfig,
+    DirectorServerOptions, DirectorHooks, DirectorServer, EnvoyClient, EnvoyClientOptions, ExperimentDetails, FrontendClient,
+    FrontendClientOptions,
 };
 use openfl_transport::proto::director::director_client::DirectorClient as GrpcClient;
 use openfl_transport::proto::director::{CudaDeviceInfo, NodeInfo, ShardInfo};
@@ -69,8 +69,8 @@ pub fn target_shape() -> Vec<String> {
 }
 
 /// A director on 127.0.0.1, a free port, archives in `archive_dir`.
-pub fn config(tls: Option<TlsConfig>, archive_dir: &Path) -> DirectorConfig {
-    DirectorConfig {
+pub fn config(tls: Option<TlsConfig>, archive_dir: &Path) -> DirectorServerOptions {
+    DirectorServerOptions {
         host: "127.0.0.1".into(),
         port: 0,
         tls,
@@ -78,7 +78,7 @@ pub fn config(tls: Option<TlsConfig>, archive_dir: &Path) -> DirectorConfig {
         target_shape: target_shape(),
         envoy_health_check_period: Duration::from_secs(60),
         archive_dir: archive_dir.to_path_buf(),
-        ..DirectorConfig::default()
+        ..DirectorServerOptions::default()
     }
 }
 
@@ -109,7 +109,7 @@ impl Director {
 
     /// The envoy `shard` presenting the certificate of `cert_name`.
     pub fn envoy_as(&self, shard: &str, cert_name: &str) -> EnvoyClient {
-        let mut config = EnvoyClientConfig::new("127.0.0.1", self.port(), shard);
+        let mut config = EnvoyClientOptions::new("127.0.0.1", self.port(), shard);
         config.connect.tls = self.connect_tls(cert_name);
         config.connect.server_name = Some("localhost".into());
         config.retry = short_retry();
@@ -118,7 +118,7 @@ impl Director {
 
     /// The frontend `name`: its certificate under TLS, its client_id without.
     pub fn frontend(&self, name: &str) -> FrontendClient {
-        let mut config = FrontendClientConfig::new("127.0.0.1", self.port());
+        let mut config = FrontendClientOptions::new("127.0.0.1", self.port());
         config.connect.tls = self.connect_tls(name);
         config.connect.server_name = Some("localhost".into());
         config.client_id = (!self.tls).then(|| name.to_string());
@@ -148,7 +148,7 @@ impl Director {
     }
 }
 
-pub async fn start_with(tls: bool, tweak: impl FnOnce(&mut DirectorConfig)) -> Director {
+pub async fn start_with(tls: bool, tweak: impl FnOnce(&mut DirectorServerOptions)) -> Director {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(tls.then(server_tls), &dir.path().join("archives"));
     tweak(&mut config);

@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use openfl_transport::director::{
-    DirectorConfig, DirectorHandle, DirectorHooks, DirectorServer, ExperimentDetails, ExperimentFailure,
-    ExperimentStatus, Metric,
+    DirectorServerOptions, DirectorHandle, DirectorHooks, DirectorServer, ExperimentDetails, ExperimentFailure,
+    ExperimentStatus, DirectorMetric,
 };
 use openfl_transport::proto::ModelProto;
 use openfl_transport::Result;
@@ -170,7 +170,7 @@ async fn run_experiment(handle: DirectorHandle, experiment: ExperimentDetails) -
         handle.set_round(&name, round, 3)?;
         handle.push_metric(
             &name,
-            Metric {
+            DirectorMetric {
                 origin: "aggregator".into(),
                 task_name: "aggregated_model_validation".into(),
                 metric_name: "accuracy".into(),
@@ -180,7 +180,7 @@ async fn run_experiment(handle: DirectorHandle, experiment: ExperimentDetails) -
         )?;
         handle.push_metric(
             &name,
-            Metric {
+            DirectorMetric {
                 origin: first.clone(),
                 task_name: "train".into(),
                 metric_name: "loss".into(),
@@ -201,7 +201,7 @@ fn summary(handle: &DirectorHandle, hooks: &Hooks) -> Value {
     let envoys: Vec<String> = handle
         .envoys()
         .into_iter()
-        .map(|e| e.shard_info.node_info.as_ref().map(|n| n.name.clone()).unwrap_or_default())
+        .map(|e| e.shard_info.name)
         .collect();
     let calls = hooks.calls();
     json!({
@@ -246,7 +246,7 @@ fn main() {
         None => Some(tempfile_dir()),
     };
     let archive_dir = args.archive_dir.clone().unwrap_or_else(|| archive_tmp.clone().expect("made above"));
-    let config = DirectorConfig {
+    let config = DirectorServerOptions {
         host: args.peer.host.clone(),
         port: args.peer.port,
         tls: args.peer.server_tls(),
@@ -254,7 +254,7 @@ fn main() {
         target_shape: args.target_shape.clone(),
         envoy_health_check_period: args.health_period,
         archive_dir,
-        ..DirectorConfig::default()
+        ..DirectorServerOptions::default()
     };
     let (started_tx, started_rx) = mpsc::channel::<ExperimentDetails>();
     let hooks = Arc::new(Hooks { calls: Mutex::default(), started: Mutex::new(started_tx) });
