@@ -262,7 +262,7 @@ async fn main() {
     let size_mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
     let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let size = size_mib << 20;
-    openfl_transport::runtime::install_crypto_provider();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let pki = pki();
     let federation = Federation {
         aggregator_uuid: "agg".into(),

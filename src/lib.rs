@@ -2,28 +2,46 @@
 //! collaborator client, director server) in Rust, wire-compatible with
 //! OpenFL 1.6 peers, with a C ABI (see `include/openfl_transport.h`).
 //!
-//! Layers, top uses bottom: [`ffi`] (the C ABI, the only unsafe code) →
-//! [`fedavg`] (the built-in aggregation, an [`aggregator::AggregatorLogic`])
-//! → [`aggregator`], [`director`] → [`tls`], [`connect`], [`listen`],
-//! [`stream`], [`retry`], [`runtime`] → [`proto`] (the wire contract).
+//! Layers, top uses bottom: [`ffi`] (the C ABI) → [`fedavg`] (the built-in
+//! aggregation, an [`aggregator::AggregatorLogic`]) → [`aggregator`],
+//! [`director`] → [`tls`] and the private plumbing (connect, listen, stream,
+//! retry, runtime) → [`proto`] (the wire contract).
+//!
+//! Unsafe code is denied crate-wide. Allowed only in [`ffi`] (the C ABI),
+//! in the runtime's SIGPIPE mask (`runtime.rs`) and in the FedAvg state
+//! directory's `flock` (`fedavg/state_file.rs`), each with a `// SAFETY:` comment.
+#![deny(unsafe_code)]
 
 pub mod aggregator;
-pub mod connect;
+mod connect;
 mod connector;
 mod crl;
 mod connection;
 pub mod director;
 pub mod error;
 pub mod fedavg;
+#[allow(unsafe_code)]
 pub mod ffi;
-pub mod limits;
-pub mod listen;
+mod limits;
+mod listen;
 mod method_route;
 pub mod proto;
-pub mod request_limits;
-pub mod retry;
-pub mod runtime;
-pub mod stream;
+mod request_limits;
+mod retry;
+mod runtime;
+mod stream;
 pub mod tls;
 
+pub use connect::ConnectConfig;
 pub use error::{ofl_code, Error, Result};
+pub use limits::ServerLimits;
+pub use retry::RetryPolicy;
+pub use runtime::block_on;
+pub use stream::{CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// Internals the fuzz targets (`tests/fuzz`, their own workspace) drive
+/// directly. Not API: may change without notice.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::stream::Reassembly;
+}

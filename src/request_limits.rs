@@ -63,6 +63,7 @@ impl UploadBudget {
     }
 
     /// Bytes not reserved by any upload.
+    #[cfg(test)]
     pub fn available(&self) -> usize {
         self.bytes.available_permits()
     }

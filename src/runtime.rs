@@ -35,6 +35,8 @@ pub fn install_crypto_provider() {
 }
 
 /// Blocks SIGPIPE on the calling thread (inherited by threads it spawns).
+/// One of the crate's few unsafe exceptions: std has no signal-mask call.
+#[allow(unsafe_code)]
 fn block_sigpipe() {
     // SAFETY: `set` is a local, zero-initialised sigset_t that sigemptyset and
     // sigaddset initialise fully before pthread_sigmask reads it; the old-mask

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use openfl_transport::aggregator::{AggregatorClient, TasksReply};
 use openfl_transport::ofl_code;
-use openfl_transport::retry::RetryPolicy;
+use openfl_transport::RetryPolicy;
 
 fn col1_tls() -> Option<openfl_transport::tls::TlsConfig> {
     Some(client_tls(&pki().col1))

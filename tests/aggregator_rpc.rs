@@ -318,7 +318,7 @@ fn chunk(bytes: Bytes) -> DataStream {
 }
 
 fn chunks_of(payload: &Bytes, size: usize) -> Vec<DataStream> {
-    openfl_transport::stream::slice_chunks(payload, size).into_iter().map(chunk).collect()
+    (0..payload.len()).step_by(size).map(|start| chunk(payload.slice(start..(start + size).min(payload.len())))).collect()
 }
 
 async fn send_raw(

@@ -21,7 +21,7 @@ use common::{client_config, client_tls, free_port, pki};
 use openfl_transport::aggregator::AggregatorClient;
 use openfl_transport::director::{EnvoyClient, EnvoyClientOptions};
 use openfl_transport::ofl_code;
-use openfl_transport::retry::RetryPolicy;
+use openfl_transport::RetryPolicy;
 use tokio::net::{TcpListener, TcpStream};
 
 const HINT: &str = "certificate";

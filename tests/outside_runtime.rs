@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use openfl_transport::runtime;
+use openfl_transport::block_on;
 
 #[test]
 fn client_made_and_used_on_a_plain_thread() {
@@ -17,18 +17,18 @@ fn client_made_and_used_on_a_plain_thread() {
         sleep_time: 7,
         ..Default::default()
     });
-    let server = runtime::block_on(start_server(Some(server_tls()), logic))
+    let server = block_on(start_server(Some(server_tls()), logic))
         .expect("the runtime ran the start");
     let port = server.local_addr().port();
 
     let client = Arc::new(client(port, Some(client_tls(&pki().col1))));
     let tasks = {
         let client = Arc::clone(&client);
-        runtime::block_on(async move { client.get_tasks("col1").await }).expect("the runtime ran the call")
+        block_on(async move { client.get_tasks("col1").await }).expect("the runtime ran the call")
     };
     let tasks = tasks.expect("GetTasks succeeds");
     assert_eq!((tasks.round_number, tasks.sleep_time), (3, 7));
 
     client.reconnect().expect("reconnect outside a runtime");
-    runtime::block_on(async move { server.shutdown().await }).unwrap().unwrap();
+    block_on(async move { server.shutdown().await }).unwrap().unwrap();
 }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use openfl_transport::connect::ConnectConfig;
+use openfl_transport::ConnectConfig;
 use openfl_transport::proto::aggregator::aggregator_client::AggregatorClient as GrpcClient;
 use openfl_transport::proto::aggregator::GetTasksRequest;
 use tokio::net::TcpListener;

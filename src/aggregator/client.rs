@@ -2,7 +2,7 @@
 //!
 //! One channel is reused across calls (OpenFL reconnects around every call;
 //! `reconnect_every_call` restores that). Calls retry while the aggregator is
-//! unreachable (see [`crate::retry`]), resending a whole upload after a
+//! unreachable (see [`RetryPolicy`]), resending a whole upload after a
 //! reconnect; every reply header is validated.
 
 use std::future::Future;

@@ -135,6 +135,8 @@ impl DirLock {
             .open(&path)
             .map_err(|e| io_error("opening", &path, e))?;
         // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        // (One of the crate's few unsafe exceptions: std has no flock.)
+        #[allow(unsafe_code)]
         let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         if !locked {
             let e = std::io::Error::last_os_error();

@@ -24,10 +24,10 @@ use openfl_transport::aggregator::{
     AggregatorClient, AggregatorLogic, AggregatorServer, AggregatorClientOptions, Federation, AggregatorServerOptions, TaskResults,
     TasksReply, TensorRequest,
 };
-use openfl_transport::connect::ConnectConfig;
+use openfl_transport::ConnectConfig;
 use openfl_transport::proto::aggregator::aggregator_client::AggregatorClient as GrpcClient;
 use openfl_transport::proto::NamedTensor;
-use openfl_transport::retry::RetryPolicy;
+use openfl_transport::RetryPolicy;
 use openfl_transport::tls::{PemSource, TlsConfig};
 use openfl_transport::{ofl_code, Error};
 

@@ -128,7 +128,7 @@ impl Director {
 
     /// The generated tonic client presenting `name`'s certificate (under TLS).
     pub fn raw(&self, name: &str) -> GrpcClient<tonic::transport::Channel> {
-        let mut connect = openfl_transport::connect::ConnectConfig::new("127.0.0.1", self.port());
+        let mut connect = openfl_transport::ConnectConfig::new("127.0.0.1", self.port());
         connect.tls = self.connect_tls(name);
         connect.server_name = Some("localhost".into());
         GrpcClient::new(connect.channel().expect("raw channel"))

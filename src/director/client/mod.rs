@@ -3,7 +3,7 @@
 //! [`FrontendClient`]).
 //!
 //! Both reuse one channel across calls and retry while the director is
-//! unreachable (see [`crate::retry`]): a call is repeated whole, an upload or
+//! unreachable (see [`RetryPolicy`](crate::RetryPolicy)): a call is repeated whole, an upload or
 //! a download restarts from its first byte. Archives move between files and
 //! the network in chunks of at most 2 MiB, never whole in memory.
 //!

@@ -20,7 +20,7 @@ use openfl_transport::aggregator::{AggregatorLogic, TaskResults as Results};
 use openfl_transport::fedavg::{FedAvg, FedAvgOptions, Model, Tensor};
 use openfl_transport::proto::aggregator::TaskResults;
 use openfl_transport::proto::DataStream;
-use openfl_transport::stream::Reassembly;
+use openfl_transport::fuzzing::Reassembly;
 use openfl_transport_fuzz::federation::{AGGREGATOR_UUID, COLLABORATORS, FEDERATION_UUID, MODEL};
 use openfl_transport_fuzz::{grpc_frames, same_f32};
 use prost::Message;

@@ -214,7 +214,7 @@ fn main() {
 
     let server_logic: Arc<dyn AggregatorLogic> = logic.clone();
     let serve_forever = args.serve_forever;
-    let outcome = openfl_transport::runtime::block_on(async move {
+    let outcome = openfl_transport::block_on(async move {
         let server = Arc::new(AggregatorServer::start(config, server_logic).await?);
         emit_listening(server.local_addr().port());
         if serve_forever {

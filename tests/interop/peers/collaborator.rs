@@ -36,7 +36,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use openfl_transport::aggregator::{AggregatorClient, AggregatorClientOptions, Federation, TaskResults, TensorRequest};
-use openfl_transport::retry::RetryPolicy;
+use openfl_transport::RetryPolicy;
 use openfl_transport::{ofl_code, Error};
 
 mod support;
@@ -226,7 +226,7 @@ fn main() {
     let config = client_config(&args);
     let mode = args.peer.mode.clone();
     let (spoof_name, name, size) = (args.spoof.clone(), args.collaborator.clone(), args.size);
-    let outcome = openfl_transport::runtime::block_on(async move {
+    let outcome = openfl_transport::block_on(async move {
         let client = AggregatorClient::new(config).map_err(|e| format!("client: {e}"))?;
         match spoof_name {
             Some(spoofed) => Ok(spoof(client, spoofed).await),

@@ -260,7 +260,7 @@ fn main() {
     let hooks = Arc::new(Hooks { calls: Mutex::default(), started: Mutex::new(started_tx) });
 
     let server_hooks: Arc<dyn DirectorHooks> = hooks.clone();
-    let outcome = openfl_transport::runtime::block_on(async move {
+    let outcome = openfl_transport::block_on(async move {
         let server = DirectorServer::start(config, server_hooks).await?;
         emit_listening(server.local_addr().port());
         let handle = server.handle();

@@ -304,7 +304,7 @@ fn main() {
         ..AggregatorServerOptions::default()
     };
     let server_logic: Arc<dyn AggregatorLogic> = logic.clone();
-    let outcome = openfl_transport::runtime::block_on(async move {
+    let outcome = openfl_transport::block_on(async move {
         let server = AggregatorServer::start(server_config, server_logic).await?;
         emit_listening(server.local_addr().port());
         server.serve().await
