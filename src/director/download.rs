@@ -34,7 +34,7 @@ use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use super::server::DirectorService as Service;
+use super::server::Service;
 use super::state::DirectorState;
 use crate::method_route::{read_unary_request, MethodHandler, PREFIX_LEN};
 use crate::proto::director::director_server::SERVICE_NAME;

@@ -85,11 +85,10 @@ use crate::listen::{Listen, Serving};
 use crate::method_route::MethodRoute;
 use crate::proto::director::director_server::DirectorServer as DirectorGrpc;
 use execution::execution_loop;
-use service::Service;
 
 pub use handle::DirectorHandle;
 pub use options::DirectorServerOptions;
-pub(super) use service::{shutting_down, Service as DirectorService};
+pub(super) use service::{shutting_down, Service};
 
 /// What the host decides and hears about. Every method runs on a blocking
 /// thread (it may take long: a human reviewing a plan) and may be called
