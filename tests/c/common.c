@@ -136,6 +136,9 @@ void cert_paths_init(cert_paths *p, const char *dir) {
     join_path(p->foreign_ca, sizeof p->foreign_ca, dir, "foreign-ca.crt");
     join_path(p->foreign_crt, sizeof p->foreign_crt, dir, "foreign.crt");
     join_path(p->foreign_key, sizeof p->foreign_key, dir, "foreign.key");
+    join_path(p->revoked_crt, sizeof p->revoked_crt, dir, "revoked.crt");
+    join_path(p->revoked_key, sizeof p->revoked_key, dir, "revoked.key");
+    join_path(p->crl, sizeof p->crl, dir, "crl.pem");
 }
 
 uint8_t *read_file(const char *path, size_t *len) {

@@ -100,6 +100,9 @@ typedef struct cert_paths {
     char foreign_ca[1024];
     char foreign_crt[1024];
     char foreign_key[1024];
+    char revoked_crt[1024]; /* CN=col2, issued by ca.crt, revoked by crl.pem */
+    char revoked_key[1024];
+    char crl[1024];         /* CRL of ca.crt revoking revoked.crt only */
 } cert_paths;
 
 /* Fills `paths` for the directory make_certs.sh wrote; exits when a file is
