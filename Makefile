@@ -23,8 +23,8 @@ all: build
 # (tests/interop/peers, [[example]] targets in Cargo.toml).
 build:
 	$(CARGO) build --release --lib --examples
-	@# The SONAME is libopenfl_transport.so.<major>; let consumers of the build tree load it.
-	ln -sf libopenfl_transport.so target/release/libopenfl_transport.so.0
+	@# The SONAME is libopenfl_transport.so.$(OFL_SOVERSION); let consumers of the build tree load it.
+	ln -sf libopenfl_transport.so target/release/libopenfl_transport.so.$(OFL_SOVERSION)
 
 deps:
 	./tests/deps.sh
@@ -71,12 +71,14 @@ test-demo: demo
 OFL_VERSION := $(shell sed -n 's/^version = "\([^"]*\)"/\1/p' Cargo.toml | head -n1)
 OFL_MAJOR := $(word 1,$(subst ., ,$(OFL_VERSION)))
 OFL_MINOR := $(word 2,$(subst ., ,$(OFL_VERSION)))
+# The ABI version in the SONAME (build.rs): the major, or major.minor for 0.x.
+OFL_SOVERSION := $(if $(filter 0,$(OFL_MAJOR)),$(OFL_MAJOR).$(OFL_MINOR),$(OFL_MAJOR))
 OFL_SO := target/release/libopenfl_transport.so
 
 .PHONY: lib test-go test-cpp install uninstall
 lib:
 	$(CARGO) build --release --lib
-	ln -sf libopenfl_transport.so target/release/libopenfl_transport.so.$(OFL_MAJOR)
+	ln -sf libopenfl_transport.so target/release/libopenfl_transport.so.$(OFL_SOVERSION)
 
 # Go 1.19 (Debian golang-go). Caches stay under target/ (also when HOME is
 # unset, as in CI); the module has no dependencies, so nothing is fetched.
@@ -98,7 +100,7 @@ test-cpp: lib
 	./tests/cpp/run.sh
 
 # make install [PREFIX=/usr/local] [LIBDIR=...] [INCLUDEDIR=...] [DESTDIR=...]
-# Installs libopenfl_transport.so.$(OFL_VERSION) with the SONAME link .so.$(OFL_MAJOR)
+# Installs libopenfl_transport.so.$(OFL_VERSION) with the SONAME link .so.$(OFL_SOVERSION)
 # and the development link .so, the static .a, both headers, a pkg-config
 # file (openfl_transport.pc) and a CMake package (find_package(openfl_transport)).
 # Builds the library first only when target/release has none (run `make` to refresh).
@@ -118,8 +120,8 @@ $(OFL_SO):
 install: $(OFL_SO)
 	install -d $(DESTDIR)$(OFL_ABS_LIBDIR) $(DESTDIR)$(OFL_ABS_INCLUDEDIR) $(DESTDIR)$(abspath $(PKGCONFIGDIR)) $(DESTDIR)$(OFL_ABS_CMAKEDIR)
 	install -m 0755 $(OFL_SO) $(DESTDIR)$(OFL_ABS_LIBDIR)/libopenfl_transport.so.$(OFL_VERSION)
-	ln -sfn libopenfl_transport.so.$(OFL_VERSION) $(DESTDIR)$(OFL_ABS_LIBDIR)/libopenfl_transport.so.$(OFL_MAJOR)
-	ln -sfn libopenfl_transport.so.$(OFL_MAJOR) $(DESTDIR)$(OFL_ABS_LIBDIR)/libopenfl_transport.so
+	ln -sfn libopenfl_transport.so.$(OFL_VERSION) $(DESTDIR)$(OFL_ABS_LIBDIR)/libopenfl_transport.so.$(OFL_SOVERSION)
+	ln -sfn libopenfl_transport.so.$(OFL_SOVERSION) $(DESTDIR)$(OFL_ABS_LIBDIR)/libopenfl_transport.so
 	install -m 0644 target/release/libopenfl_transport.a $(DESTDIR)$(OFL_ABS_LIBDIR)/libopenfl_transport.a
 	install -m 0644 include/openfl_transport.h include/openfl_transport.hpp $(DESTDIR)$(OFL_ABS_INCLUDEDIR)/
 	sed -e 's|@PREFIX@|$(OFL_ABS_PREFIX)|' -e 's|@LIBDIR@|$(OFL_ABS_LIBDIR)|' \
@@ -128,14 +130,14 @@ install: $(OFL_SO)
 	sed -e "s|@CMAKEDIR_TO_PREFIX@|$$(realpath -m --relative-to=$(OFL_ABS_CMAKEDIR) $(OFL_ABS_PREFIX))|" \
 	    -e "s|@PREFIX_TO_LIBDIR@|$$(realpath -m --relative-to=$(OFL_ABS_PREFIX) $(OFL_ABS_LIBDIR))|" \
 	    -e "s|@PREFIX_TO_INCLUDEDIR@|$$(realpath -m --relative-to=$(OFL_ABS_PREFIX) $(OFL_ABS_INCLUDEDIR))|" \
-	    -e 's|@VERSION@|$(OFL_VERSION)|g' -e 's|@MAJOR@|$(OFL_MAJOR)|g' \
+	    -e 's|@VERSION@|$(OFL_VERSION)|g' -e 's|@SOVERSION@|$(OFL_SOVERSION)|g' \
 	    cmake/openfl_transport-config.cmake.in > $(DESTDIR)$(OFL_ABS_CMAKEDIR)/openfl_transport-config.cmake
 	sed -e 's|@VERSION@|$(OFL_VERSION)|g' -e 's|@MAJOR@|$(OFL_MAJOR)|g' -e 's|@MINOR@|$(OFL_MINOR)|g' \
 	    cmake/openfl_transport-config-version.cmake.in > $(DESTDIR)$(OFL_ABS_CMAKEDIR)/openfl_transport-config-version.cmake
 	@echo "installed openfl_transport $(OFL_VERSION) into $(DESTDIR)$(OFL_ABS_PREFIX)"
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(OFL_ABS_LIBDIR)/,libopenfl_transport.so.$(OFL_VERSION) libopenfl_transport.so.$(OFL_MAJOR) libopenfl_transport.so libopenfl_transport.a)
+	rm -f $(addprefix $(DESTDIR)$(OFL_ABS_LIBDIR)/,libopenfl_transport.so.$(OFL_VERSION) libopenfl_transport.so.$(OFL_SOVERSION) libopenfl_transport.so libopenfl_transport.a)
 	rm -f $(addprefix $(DESTDIR)$(OFL_ABS_INCLUDEDIR)/,openfl_transport.h openfl_transport.hpp)
 	rm -f $(DESTDIR)$(abspath $(PKGCONFIGDIR))/openfl_transport.pc
 	rm -rf $(DESTDIR)$(OFL_ABS_CMAKEDIR)

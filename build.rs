@@ -66,12 +66,17 @@ fn generate_header(out_dir: &Path) {
 }
 
 /// Without a SONAME, CMake consumers record the absolute build path of the
-/// library; with it they record `libopenfl_transport.so.<major>`.
+/// library; with it they record `libopenfl_transport.so.<ABI version>`: the
+/// major version, or for 0.x (where a minor release may break the ABI)
+/// major.minor, e.g. `libopenfl_transport.so.0.2`. The Makefile, the CMake
+/// package and tests/cpp/install_consumer.sh compute the same name.
 fn set_soname() {
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if target_os == "linux" {
         let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libopenfl_transport.so.{major}");
+        let minor = env::var("CARGO_PKG_VERSION_MINOR").unwrap();
+        let abi = if major == "0" { format!("{major}.{minor}") } else { major };
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libopenfl_transport.so.{abi}");
     }
 }
 

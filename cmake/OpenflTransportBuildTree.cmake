@@ -20,7 +20,8 @@ if(NOT EXISTS "${OFL_INCLUDE_DIR}/openfl_transport.h")
   message(FATAL_ERROR "${OFL_INCLUDE_DIR}/openfl_transport.h not found (pass -DOFL_INCLUDE_DIR=<dir>)")
 endif()
 
-# The library's SONAME is libopenfl_transport.so.<major>, but cargo writes
+# The library's SONAME is libopenfl_transport.so.<major> (.so.0.<minor> for
+# 0.x), but cargo writes
 # only libopenfl_transport.so (`make` adds the link; a bare `cargo build`
 # does not): executables record the SONAME, so the loader needs a file of
 # that name. Make one in the build tree (a symlink) and put it on the rpath.

@@ -191,6 +191,39 @@ typedef enum ofl_client_auth {
 } ofl_client_auth;
 
 /**
+ * The aggregation logic of a server, in C: made with
+ * `ofl_aggregator_callbacks_new`, filled with the `_set_*` functions, given
+ * to `ofl_aggregator_server_start` (which copies the function pointers and
+ * shares the user data), then freed with `ofl_aggregator_callbacks_free`
+ * (also right after the start). Not thread-safe: configure from one thread.
+ *
+ * Callbacks run on library threads, possibly several at once (one per
+ * concurrent call): make them thread-safe. They may block (e.g. until a
+ * tensor is ready): each blocked callback holds a thread of the library's
+ * blocking pool, so the server lets at most 8 calls of one collaborator and
+ * one RPC, and 256 in all, run callbacks at once; further calls wait their
+ * turn without holding a thread (never refused), so one collaborator cannot
+ * starve the others. They must not call `ofl_aggregator_server_free` (use
+ * `ofl_aggregator_server_stop`).
+ */
+typedef struct ofl_aggregator_callbacks ofl_aggregator_callbacks;
+
+/**
+ * A collaborator's connection to an aggregator. Thread-safe: calls may be
+ * made from several threads at once over the one shared connection.
+ */
+typedef struct ofl_aggregator_client ofl_aggregator_client;
+
+/**
+ * Settings for `ofl_aggregator_client_new`. TLS is on by default, as in
+ * OpenFL: attach an `ofl_tls_config` with
+ * `ofl_aggregator_client_options_set_tls`, or pass NULL there for plain
+ * text. Not thread-safe: configure from one thread, then pass to
+ * `ofl_aggregator_client_new`.
+ */
+typedef struct ofl_aggregator_client_options ofl_aggregator_client_options;
+
+/**
  * A running aggregator server. Thread-safe: `ofl_aggregator_server_stop`
  * may be called from any thread (or a callback) while another thread is in
  * `ofl_aggregator_server_serve`.
@@ -198,24 +231,12 @@ typedef enum ofl_client_auth {
 typedef struct ofl_aggregator_server ofl_aggregator_server;
 
 /**
- * Settings for `ofl_aggregator_server_start`. TLS with client
- * authentication (mTLS) is on by default, as in OpenFL: set certificates, or
- * turn TLS off. Not thread-safe: configure from one thread.
+ * Settings for `ofl_aggregator_server_start`. TLS is on by default, as in
+ * OpenFL: attach an `ofl_tls_config` with
+ * `ofl_aggregator_server_options_set_tls`, or pass NULL there to serve
+ * without TLS. Not thread-safe: configure from one thread.
  */
 typedef struct ofl_aggregator_server_options ofl_aggregator_server_options;
-
-/**
- * A collaborator's connection to an aggregator. Thread-safe: calls may be
- * made from several threads at once over the one shared connection.
- */
-typedef struct ofl_client ofl_client;
-
-/**
- * Settings for `ofl_client_new`. TLS with client authentication (mTLS) is
- * on by default, as in OpenFL: set certificates, or turn TLS off.
- * Not thread-safe: configure from one thread, then pass to `ofl_client_new`.
- */
-typedef struct ofl_client_options ofl_client_options;
 
 /**
  * Connection settings of a client; what is not set keeps the client's
@@ -318,9 +339,8 @@ typedef struct ofl_frontend_client ofl_frontend_client;
 typedef struct ofl_model ofl_model;
 
 /**
- * What a callback answers: tasks (get_tasks), a tensor
- * (get_aggregated_tensor), and for any callback an error message to go with
- * a non-OK return code. Owned by the library; valid during the callback.
+ * What a callback answers: tasks (get_tasks) or a tensor
+ * (get_aggregated_tensor). Owned by the library; valid during the callback.
  */
 typedef struct ofl_reply ofl_reply;
 
@@ -344,9 +364,9 @@ typedef struct ofl_string ofl_string;
 typedef struct ofl_string_list ofl_string_list;
 
 /**
- * One upload of task results, as the send_local_task_results callback
- * reads it: valid during the callback only; tensors are `ofl_tensor`s
- * (read them with the `ofl_tensor_*` accessors; do not free them).
+ * One upload of task results: valid during the callback only; tensors are
+ * `ofl_tensor`s (read them with the `ofl_tensor_*` accessors; do not free
+ * them).
  */
 typedef struct ofl_task_results ofl_task_results;
 
@@ -386,6 +406,82 @@ typedef void (*ofl_log_fn)(void *user_data,
                            enum ofl_log_level level,
                            const char *target,
                            const char *message);
+
+/**
+ * A destructor for host data: `free_user_data`, a borrowed tensor's
+ * `release`. May be NULL (nothing to free).
+ */
+typedef void (*ofl_free_fn)(void *user_data);
+
+/**
+ * GetTasks: fill `reply` with `ofl_reply_add_task`,
+ * `ofl_reply_set_round_number`, `ofl_reply_set_sleep_time`,
+ * `ofl_reply_set_quit`, and return NULL; or return an error made with
+ * `ofl_error_new` (the library takes it): the collaborator gets its code
+ * and message as the gRPC status.
+ */
+typedef struct ofl_error *(*ofl_get_tasks_fn)(void *user_data,
+                                              const char *collaborator_name,
+                                              struct ofl_reply *reply);
+
+/**
+ * What GetAggregatedTensor asks for; valid during the callback only.
+ */
+typedef struct ofl_tensor_request {
+  /**
+   * Tensor name.
+   */
+  const char *tensor_name;
+  /**
+   * Round the tensor belongs to.
+   */
+  int32_t round_number;
+  /**
+   * Whether a report (metric) tensor is asked for.
+   */
+  bool report;
+  /**
+   * `tags_len` tags.
+   */
+  const char *const *tags;
+  /**
+   * Number of tags.
+   */
+  size_t tags_len;
+  /**
+   * Whether the collaborator requires a lossless encoding.
+   */
+  bool require_lossless;
+} ofl_tensor_request;
+
+/**
+ * GetAggregatedTensor: set the tensor with `ofl_reply_set_tensor` (or
+ * `ofl_reply_set_tensor_borrowed`) and return NULL, or return an error.
+ */
+typedef struct ofl_error *(*ofl_get_aggregated_tensor_fn)(void *user_data,
+                                                          const char *collaborator_name,
+                                                          const struct ofl_tensor_request *request,
+                                                          struct ofl_reply *reply);
+
+/**
+ * SendLocalTaskResults: read the results (valid during the call only; copy
+ * what you keep) and return NULL, or return an error.
+ */
+typedef struct ofl_error *(*ofl_send_local_task_results_fn)(void *user_data,
+                                                            const char *collaborator_name,
+                                                            const struct ofl_task_results *results);
+
+/**
+ * Answers whether every collaborator has been told to quit.
+ */
+typedef bool (*ofl_all_quit_jobs_sent_fn)(void *user_data);
+
+/**
+ * Answers whether a certificate CN may speak for a header sender.
+ */
+typedef bool (*ofl_valid_collaborator_fn)(void *user_data,
+                                          const char *cert_common_name,
+                                          const char *sender);
 
 /**
  * One transformer-metadata entry (OpenFL's `MetadataProto`) the caller
@@ -468,125 +564,6 @@ typedef struct ofl_tensor_view {
    */
   size_t data_len;
 } ofl_tensor_view;
-
-/**
- * Called with `context` when the library no longer reads borrowed data.
- */
-typedef void (*ofl_release_fn)(void *context);
-
-/**
- * A callback returns `OFL_CODE_OK` (0) on success, or another `ofl_code`
- * value: the peer then gets that gRPC error with the reply's error message.
- */
-typedef int32_t (*ofl_get_tasks_fn)(void *user_data,
-                                    const char *collaborator_name,
-                                    struct ofl_reply *reply);
-
-/**
- * What GetAggregatedTensor asks for; valid during the callback only.
- */
-typedef struct ofl_tensor_request {
-  /**
-   * Tensor name.
-   */
-  const char *tensor_name;
-  /**
-   * Round the tensor belongs to.
-   */
-  int32_t round_number;
-  /**
-   * Whether a report (metric) tensor is asked for.
-   */
-  bool report;
-  /**
-   * `tags_len` tags.
-   */
-  const char *const *tags;
-  /**
-   * Number of tags.
-   */
-  size_t tags_len;
-  /**
-   * Whether the collaborator requires a lossless encoding.
-   */
-  bool require_lossless;
-} ofl_tensor_request;
-
-/**
- * Serves an aggregated tensor: set it with `ofl_reply_set_tensor` (or
- * `ofl_reply_set_tensor_borrowed`) and return `OFL_CODE_OK`.
- */
-typedef int32_t (*ofl_get_aggregated_tensor_fn)(void *user_data,
-                                                const char *collaborator_name,
-                                                const struct ofl_tensor_request *request,
-                                                struct ofl_reply *reply);
-
-/**
- * Takes task results; tensor data is valid during the call only (copy what
- * you keep).
- */
-typedef int32_t (*ofl_send_local_task_results_fn)(void *user_data,
-                                                  const char *collaborator_name,
-                                                  const struct ofl_task_results *results,
-                                                  struct ofl_reply *reply);
-
-/**
- * Returns true once every collaborator has been told to quit.
- */
-typedef bool (*ofl_all_quit_jobs_sent_fn)(void *user_data);
-
-/**
- * Decides whether a certificate CN may speak for a header sender.
- */
-typedef bool (*ofl_valid_collaborator_fn)(void *user_data,
-                                          const char *cert_common_name,
-                                          const char *sender);
-
-/**
- * The aggregation logic of a server, in C. Callbacks run on library
- * threads, possibly several at once (one per concurrent call): make them
- * thread-safe. They may block (e.g. until a tensor is ready): each blocked
- * callback holds a thread of the library's blocking pool, so the server lets
- * at most 8 calls of one collaborator and one RPC, and 256 in all, run
- * callbacks at once; further calls wait their turn without holding a
- * thread (never refused), so one collaborator cannot starve the others.
- * They must not call `ofl_aggregator_server_free` (use
- * `ofl_aggregator_server_stop`).
- */
-typedef struct ofl_aggregator_callbacks {
-  /**
-   * Passed to every callback.
-   */
-  void *user_data;
-  /**
-   * Called exactly once with `user_data` when the server no longer needs
-   * it (after `ofl_aggregator_server_free`, or when the start fails). May be NULL.
-   */
-  void (*free_user_data)(void *user_data);
-  /**
-   * GetTasks (required): fill the reply with `ofl_reply_add_task`,
-   * `ofl_reply_set_round_number`, `ofl_reply_set_sleep_time`, `ofl_reply_set_quit`.
-   */
-  ofl_get_tasks_fn get_tasks;
-  /**
-   * GetAggregatedTensor (required).
-   */
-  ofl_get_aggregated_tensor_fn get_aggregated_tensor;
-  /**
-   * SendLocalTaskResults (required).
-   */
-  ofl_send_local_task_results_fn send_local_task_results;
-  /**
-   * Asked periodically by `ofl_aggregator_server_serve`, which returns
-   * once it answers true. NULL: serve until stopped.
-   */
-  ofl_all_quit_jobs_sent_fn all_quit_jobs_sent;
-  /**
-   * OpenFL's `valid_collaborator_cn_and_id`. NULL: OpenFL 1.6's rule (CN
-   * equals sender, or the single certificate CN; sender authorized).
-   */
-  ofl_valid_collaborator_fn valid_collaborator_cn_and_id;
-} ofl_aggregator_callbacks;
 
 /**
  * One metric (OpenFL's metric record): reported by a collaborator, or the
@@ -841,11 +818,13 @@ void ofl_error_free(struct ofl_error *error);
 const char *ofl_code_name(int32_t code);
 
 /**
- * Sends the library's log records up to `max_level` (an `ofl_log_level`) to `callback` with
- * `user_data`; a NULL `callback` writes them to stderr. Without a call,
- * warnings and errors go to stderr. Process-wide; may be called again to
- * change the level or the callback. The previous `user_data` is no longer
- * used once this returns.
+ * Sends the library's log records up to `max_level` (an `ofl_log_level`)
+ * to `callback` with `user_data`; a NULL `callback` writes them to
+ * stderr. Without a call, warnings and errors go to stderr.
+ * Process-wide; may be called again to change the level or the
+ * callback. The previous `user_data` is no longer used once this
+ * returns. `user_data` stays the host's (it is never freed by the
+ * library).
  */
 struct ofl_error *ofl_set_log_callback(int32_t max_level, ofl_log_fn callback, void *user_data);
 
@@ -1091,8 +1070,153 @@ bool ofl_tensor_metadata_int_to_float_entry(const struct ofl_tensor *tensor,
 void ofl_tensor_free(struct ofl_tensor *tensor);
 
 /**
- * Adds a task to a get_tasks reply (OpenFL's `Task`: name, function name,
- * type, apply_local). `function_name` and `task_type` may be NULL for "".
+ * New server options (listen on `[::]`, port 0 = any free port, TLS on
+ * with nothing attached yet, random delay up to 5 s before
+ * UNAUTHENTICATED, 1 GiB messages, default `ofl_server_limits`),
+ * written to `*out`.
+ */
+struct ofl_error *ofl_aggregator_server_options_new(struct ofl_aggregator_server_options **out);
+
+/**
+ * Frees server options. NULL is a no-op.
+ */
+void ofl_aggregator_server_options_free(struct ofl_aggregator_server_options *options);
+
+/**
+ * Address and port to listen on: `host` is a name or an IPv4/IPv6
+ * address (`"[::]"` = every interface, IPv4 and IPv6); port 0 picks a
+ * free port, reported by `ofl_aggregator_server_port`.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_listen(struct ofl_aggregator_server_options *options,
+                                                           const char *host,
+                                                           uint16_t port);
+
+/**
+ * TLS settings (copied; `tls` may be freed after): root CA, the
+ * server's certificate and key (required), client-auth mode, CRLs.
+ * NULL serves without TLS (OpenFL's `tls=False`): anyone can then claim
+ * to be any collaborator; a warning is logged at start. Without a call
+ * the start fails with INVALID_ARGUMENT naming this function.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_tls(struct ofl_aggregator_server_options *options,
+                                                        const struct ofl_tls_config *tls);
+
+/**
+ * Connection and request bounds (copied; `limits` may be freed after).
+ */
+struct ofl_error *ofl_aggregator_server_options_set_limits(struct ofl_aggregator_server_options *options,
+                                                           const struct ofl_server_limits *limits);
+
+/**
+ * The aggregator's identity (OpenFL's `Aggregator.uuid`,
+ * `federation_uuid`, `single_col_cert_common_name`; the last may be
+ * NULL for none).
+ */
+struct ofl_error *ofl_aggregator_server_options_set_federation(struct ofl_aggregator_server_options *options,
+                                                               const char *aggregator_uuid,
+                                                               const char *federation_uuid,
+                                                               const char *single_col_cert_common_name);
+
+/**
+ * Authorizes a collaborator name (OpenFL's `authorized_cols`).
+ */
+struct ofl_error *ofl_aggregator_server_options_add_collaborator(struct ofl_aggregator_server_options *options,
+                                                                 const char *collaborator_name);
+
+/**
+ * Upper bound of the random delay before an UNAUTHENTICATED answer
+ * (default 5000 ms, as OpenFL; 0 answers at once). The delay holds no
+ * thread.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_auth_failure_max_delay_ms(struct ofl_aggregator_server_options *options,
+                                                                              uint64_t delay_ms);
+
+/**
+ * Largest message accepted or sent, streamed uploads included (default
+ * 1 GiB = 2^30, as OpenFL). INVALID_ARGUMENT below 1024.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_max_message_size(struct ofl_aggregator_server_options *options,
+                                                                     uint64_t bytes);
+
+/**
+ * Bytes of SendLocalTaskResults uploads held in memory at once across
+ * the server; an upload that would go over gets RESOURCE_EXHAUSTED
+ * (default 2 GiB). INVALID_ARGUMENT below 1 MiB.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_upload_memory_budget(struct ofl_aggregator_server_options *options,
+                                                                         uint64_t bytes);
+
+/**
+ * Most tensors in one uploaded TaskResults; more get RESOURCE_EXHAUSTED
+ * before they are decoded (default 100000). INVALID_ARGUMENT when 0.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_max_tensors_per_upload(struct ofl_aggregator_server_options *options,
+                                                                           uint64_t max);
+
+/**
+ * A new, empty callback set (no user data, no callbacks), written to
+ * `*out`.
+ */
+struct ofl_error *ofl_aggregator_callbacks_new(struct ofl_aggregator_callbacks **out);
+
+/**
+ * Frees the callback set. Servers started with it keep what they use;
+ * the user data is freed when the last of them and this set are gone.
+ * NULL is a no-op.
+ */
+void ofl_aggregator_callbacks_free(struct ofl_aggregator_callbacks *callbacks);
+
+/**
+ * The pointer passed to every callback, and its destructor (may be
+ * NULL). From this call the library owns it: `free_user_data(user_data)`
+ * runs exactly once, when neither this set nor any server started with
+ * it uses it any more (after `ofl_aggregator_server_free` and
+ * `ofl_aggregator_callbacks_free`; a failed start keeps nothing), on
+ * whichever thread that happens; also at once when `callbacks` is NULL
+ * (the error is INVALID_ARGUMENT). Setting it again releases the
+ * previous one the same way.
+ */
+struct ofl_error *ofl_aggregator_callbacks_set_user_data(struct ofl_aggregator_callbacks *callbacks,
+                                                         void *user_data,
+                                                         ofl_free_fn free_user_data);
+
+/**
+ * GetTasks (required; NULL unsets it).
+ */
+struct ofl_error *ofl_aggregator_callbacks_set_get_tasks(struct ofl_aggregator_callbacks *callbacks,
+                                                         ofl_get_tasks_fn get_tasks);
+
+/**
+ * GetAggregatedTensor (required; NULL unsets it).
+ */
+struct ofl_error *ofl_aggregator_callbacks_set_get_aggregated_tensor(struct ofl_aggregator_callbacks *callbacks,
+                                                                     ofl_get_aggregated_tensor_fn get_aggregated_tensor);
+
+/**
+ * SendLocalTaskResults (required; NULL unsets it).
+ */
+struct ofl_error *ofl_aggregator_callbacks_set_send_local_task_results(struct ofl_aggregator_callbacks *callbacks,
+                                                                       ofl_send_local_task_results_fn send_local_task_results);
+
+/**
+ * Asked periodically by `ofl_aggregator_server_serve`, which returns
+ * once it answers true. Not set (or NULL): serve until stopped.
+ */
+struct ofl_error *ofl_aggregator_callbacks_set_all_quit_jobs_sent(struct ofl_aggregator_callbacks *callbacks,
+                                                                  ofl_all_quit_jobs_sent_fn all_quit_jobs_sent);
+
+/**
+ * OpenFL's `valid_collaborator_cn_and_id`. Not set (or NULL): OpenFL
+ * 1.6's rule (CN equals sender, or the single certificate CN; sender
+ * authorized).
+ */
+struct ofl_error *ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(struct ofl_aggregator_callbacks *callbacks,
+                                                                            ofl_valid_collaborator_fn valid_collaborator_cn_and_id);
+
+/**
+ * Adds a task to a get_tasks reply (OpenFL's `Task`: name, function
+ * name, type, apply_local). `function_name` and `task_type` may be NULL
+ * for "".
  */
 struct ofl_error *ofl_reply_add_task(struct ofl_reply *reply,
                                      const char *name,
@@ -1116,25 +1240,28 @@ struct ofl_error *ofl_reply_set_sleep_time(struct ofl_reply *reply, int32_t seco
 struct ofl_error *ofl_reply_set_quit(struct ofl_reply *reply, bool quit);
 
 /**
- * Sets the tensor of a get_aggregated_tensor reply, copying `tensor` (its
- * data included) so the caller may free it after this returns.
+ * Sets the tensor of a get_aggregated_tensor reply, copying `tensor`
+ * (its data included) so the caller may free it after this returns.
  */
 struct ofl_error *ofl_reply_set_tensor(struct ofl_reply *reply,
                                        const struct ofl_tensor_view *tensor);
 
 /**
  * Sets the tensor of a get_aggregated_tensor reply without copying its
- * data: the library reads `tensor->data` until it has sent the reply, then
- * calls `release(release_context)` exactly once, from any thread (also when
- * this function fails). Other fields are copied now.
+ * data: the library reads `tensor->data` until it has sent the reply,
+ * then calls `release(release_context)` exactly once, from any thread
+ * (also when this function fails; `release` may be NULL). Other fields
+ * are copied now.
  */
 struct ofl_error *ofl_reply_set_tensor_borrowed(struct ofl_reply *reply,
                                                 const struct ofl_tensor_view *tensor,
-                                                ofl_release_fn release,
+                                                ofl_free_fn release,
                                                 void *release_context);
 
 /**
- * Sets the message that goes with a non-OK return code (copied).
+ * For the director's start_experiment hook only: the message that goes
+ * with its non-OK return code (copied). Aggregator callbacks return an
+ * `ofl_error *` instead.
  */
 struct ofl_error *ofl_reply_set_error_message(struct ofl_reply *reply, const char *message);
 
@@ -1144,7 +1271,7 @@ struct ofl_error *ofl_reply_set_error_message(struct ofl_reply *reply, const cha
 int32_t ofl_task_results_round_number(const struct ofl_task_results *results);
 
 /**
- * Name of the task that produced the results.
+ * Name of the task that produced the results. NULL gives "".
  */
 const char *ofl_task_results_task_name(const struct ofl_task_results *results);
 
@@ -1159,172 +1286,34 @@ int32_t ofl_task_results_data_size(const struct ofl_task_results *results);
 size_t ofl_task_results_tensors_len(const struct ofl_task_results *results);
 
 /**
- * Tensor `index` (borrowed: valid during the callback; do not free); NULL
- * when out of range.
+ * Tensor `index` (borrowed: valid during the callback; do not free);
+ * NULL when out of range.
  */
 const struct ofl_tensor *ofl_task_results_tensor(const struct ofl_task_results *results,
                                                  size_t index);
 
 /**
- * New server options (listen on `[::]`, port 0 = any free port, mTLS,
- * random delay up to 5 s before UNAUTHENTICATED, 1 GiB messages), written
- * to `*out`.
- */
-struct ofl_error *ofl_aggregator_server_options_new(struct ofl_aggregator_server_options **out);
-
-/**
- * Frees server options. NULL is a no-op.
- */
-void ofl_aggregator_server_options_free(struct ofl_aggregator_server_options *options);
-
-/**
- * Address and port to listen on: `host` is a name or an IPv4/IPv6 address
- * (`"[::]"` = every interface, IPv4 and IPv6); port 0 picks a free port,
- * reported by `ofl_aggregator_server_port`.
- */
-struct ofl_error *ofl_aggregator_server_options_set_listen(struct ofl_aggregator_server_options *options,
-                                                           const char *host,
-                                                           uint16_t port);
-
-/**
- * Turns TLS on (default) or off (OpenFL's `tls`). Without TLS anyone can
- * claim to be any collaborator; a warning is logged at start.
- */
-struct ofl_error *ofl_aggregator_server_options_set_tls(struct ofl_aggregator_server_options *options,
-                                                        bool enabled);
-
-/**
- * Certificate files (OpenFL's `root_certificate`, `certificate`,
- * `private_key`), all required for a TLS server; read at start.
- */
-struct ofl_error *ofl_aggregator_server_options_set_tls_files(struct ofl_aggregator_server_options *options,
-                                                              const char *root_certificate,
-                                                              const char *certificate,
-                                                              const char *private_key);
-
-/**
- * Certificates as PEM bytes in memory (copied).
- */
-struct ofl_error *ofl_aggregator_server_options_set_tls_pem(struct ofl_aggregator_server_options *options,
-                                                            const uint8_t *root_certificate,
-                                                            size_t root_certificate_len,
-                                                            const uint8_t *certificate,
-                                                            size_t certificate_len,
-                                                            const uint8_t *private_key,
-                                                            size_t private_key_len);
-
-/**
- * One-way TLS (OpenFL's `disable_client_auth`): client certificates become
- * optional. A client that presents one is checked by its CN as under mTLS;
- * one that presents none is identified by its header sender only.
- */
-struct ofl_error *ofl_aggregator_server_options_set_disable_client_auth(struct ofl_aggregator_server_options *options,
-                                                                        bool disable);
-
-/**
- * The aggregator's identity (OpenFL's `Aggregator.uuid`, `federation_uuid`,
- * `single_col_cert_common_name`; the last may be NULL for none).
- */
-struct ofl_error *ofl_aggregator_server_options_set_federation(struct ofl_aggregator_server_options *options,
-                                                               const char *aggregator_uuid,
-                                                               const char *federation_uuid,
-                                                               const char *single_col_cert_common_name);
-
-/**
- * Authorizes a collaborator name (OpenFL's `authorized_cols`).
- */
-struct ofl_error *ofl_aggregator_server_options_add_collaborator(struct ofl_aggregator_server_options *options,
-                                                                 const char *collaborator_name);
-
-/**
- * Upper bound of the random delay before an UNAUTHENTICATED answer
- * (default 5000 ms, as OpenFL; 0 answers at once). The delay holds no thread.
- */
-struct ofl_error *ofl_aggregator_server_options_set_auth_failure_max_delay_ms(struct ofl_aggregator_server_options *options,
-                                                                              uint64_t delay_ms);
-
-/**
- * Largest message accepted or sent, streamed uploads included (default
- * 1 GiB = 2^30, as OpenFL).
- */
-struct ofl_error *ofl_aggregator_server_options_set_max_message_size(struct ofl_aggregator_server_options *options,
-                                                                     uint64_t bytes);
-
-/**
- * Concurrent calls (HTTP/2 streams) per connection; more are refused with
- * REFUSED_STREAM (default 100). INVALID_ARGUMENT when 0.
- */
-struct ofl_error *ofl_aggregator_server_options_set_max_concurrent_streams(struct ofl_aggregator_server_options *options,
-                                                                           uint32_t max);
-
-/**
- * Connections served at once; further connections wait in the listen
- * backlog (default 1000, below the common 1024 file-descriptor limit).
- * INVALID_ARGUMENT when 0.
- */
-struct ofl_error *ofl_aggregator_server_options_set_max_connections(struct ofl_aggregator_server_options *options,
-                                                                    uint32_t max);
-
-/**
- * Time a new connection has to finish its TLS handshake and send the HTTP/2
- * preface before it is closed (default 10000 ms). INVALID_ARGUMENT when 0
- * or over a year.
- */
-struct ofl_error *ofl_aggregator_server_options_set_handshake_timeout_ms(struct ofl_aggregator_server_options *options,
-                                                                         uint64_t timeout_ms);
-
-/**
- * A connection with no call in flight for this long is closed; clients
- * reconnect on their next call (default 60000 ms). INVALID_ARGUMENT when 0
- * or over a year.
- */
-struct ofl_error *ofl_aggregator_server_options_set_idle_timeout_ms(struct ofl_aggregator_server_options *options,
-                                                                    uint64_t timeout_ms);
-
-/**
- * Largest request body of a call that is not a streamed upload (unary and
- * server-streaming calls), gRPC framing included; larger gets
- * RESOURCE_EXHAUSTED before it is buffered (default 4 MiB).
- * INVALID_ARGUMENT below 1024.
- */
-struct ofl_error *ofl_aggregator_server_options_set_max_unary_request_size(struct ofl_aggregator_server_options *options,
-                                                                           uint64_t bytes);
-
-/**
- * Bytes of SendLocalTaskResults uploads held in memory at once across the
- * server; an upload that would go over gets RESOURCE_EXHAUSTED (default
- * 2 GiB). INVALID_ARGUMENT below 1 MiB.
- */
-struct ofl_error *ofl_aggregator_server_options_set_upload_memory_budget(struct ofl_aggregator_server_options *options,
-                                                                         uint64_t bytes);
-
-/**
- * Most tensors in one uploaded TaskResults; more get RESOURCE_EXHAUSTED
- * before they are decoded (default 100000). INVALID_ARGUMENT when 0.
- */
-struct ofl_error *ofl_aggregator_server_options_set_max_tensors_per_upload(struct ofl_aggregator_server_options *options,
-                                                                           uint64_t max);
-
-/**
- * Starts an aggregator server whose logic is `callbacks` (copied; its
- * `user_data` is released with `free_user_data` exactly once, also when the
- * start fails). Binds and begins serving in the background before it
- * returns; call `ofl_aggregator_server_serve` to wait for the federation's
- * end. Writes the server to `*out`.
+ * Starts an aggregator server whose logic is `callbacks` (the function
+ * pointers are copied and the user data shared: `callbacks` may be
+ * freed after). A required callback not set is INVALID_ARGUMENT naming
+ * its setter. Binds and begins serving in the background before it
+ * returns; call `ofl_aggregator_server_serve` to wait for the
+ * federation's end. Writes the server to `*out`.
  */
 struct ofl_error *ofl_aggregator_server_start(const struct ofl_aggregator_server_options *options,
                                               const struct ofl_aggregator_callbacks *callbacks,
                                               struct ofl_aggregator_server **out);
 
 /**
- * The port the server listens on (the chosen one when 0 was asked); 0 for NULL.
+ * The port the server listens on (the chosen one when 0 was asked); 0
+ * for NULL.
  */
 uint16_t ofl_aggregator_server_port(const struct ofl_aggregator_server *server);
 
 /**
- * Blocks until the logic reports all quit jobs sent (OpenFL's `serve`), or
- * until `ofl_aggregator_server_stop`; then stops the server gracefully
- * (calls in flight finish).
+ * Blocks until the logic reports all quit jobs sent (OpenFL's
+ * `serve`), or until `ofl_aggregator_server_stop`; then stops the
+ * server gracefully (calls in flight finish).
  */
 struct ofl_error *ofl_aggregator_server_serve(const struct ofl_aggregator_server *server);
 
@@ -1336,172 +1325,133 @@ struct ofl_error *ofl_aggregator_server_stop(const struct ofl_aggregator_server 
 
 /**
  * Stops the server, waits until it no longer listens, and frees it; the
- * callbacks' `free_user_data` runs once the last call in flight finished.
- * Do not call from a callback. NULL is a no-op.
+ * server's share of the callbacks' user data is released once the last
+ * call in flight finished. Do not call from a callback. NULL is a no-op.
  */
 void ofl_aggregator_server_free(struct ofl_aggregator_server *server);
 
 /**
  * New client options for the aggregator at `host`:`port` (OpenFL's
- * `agg_addr`, `agg_port`), written to `*out`.
+ * `agg_addr`, `agg_port`), TLS on with nothing attached yet, written
+ * to `*out`.
  */
-struct ofl_error *ofl_client_options_new(const char *host,
-                                         uint16_t port,
-                                         struct ofl_client_options **out);
+struct ofl_error *ofl_aggregator_client_options_new(const char *host,
+                                                    uint16_t port,
+                                                    struct ofl_aggregator_client_options **out);
 
 /**
  * Frees client options. NULL is a no-op.
  */
-void ofl_client_options_free(struct ofl_client_options *options);
+void ofl_aggregator_client_options_free(struct ofl_aggregator_client_options *options);
 
 /**
- * Turns TLS on (default) or off (OpenFL's `tls`). Without TLS the connection
- * is plain text and the aggregator cannot authenticate this collaborator.
+ * TLS settings (copied; `tls` may be freed after): root CA, and under
+ * mutual TLS the collaborator's certificate and key. NULL connects in
+ * plain text (OpenFL's `tls=False`): the aggregator cannot authenticate
+ * this collaborator. Without a call `ofl_aggregator_client_new` fails
+ * with INVALID_ARGUMENT naming this function.
  */
-struct ofl_error *ofl_client_options_set_tls(struct ofl_client_options *options, bool enabled);
+struct ofl_error *ofl_aggregator_client_options_set_tls(struct ofl_aggregator_client_options *options,
+                                                        const struct ofl_tls_config *tls);
 
 /**
- * Certificate files (OpenFL's `root_certificate`, `certificate`,
- * `private_key`): `root_certificate` is required; the other two may be NULL
- * when client authentication is disabled. Files are read by `ofl_client_new`.
+ * Connection settings: server name, connect timeout, retry policy,
+ * largest message (copied; `connect` may be freed after). What it
+ * leaves unset keeps the default; a second call replaces the first.
  */
-struct ofl_error *ofl_client_options_set_tls_files(struct ofl_client_options *options,
-                                                   const char *root_certificate,
-                                                   const char *certificate,
-                                                   const char *private_key);
-
-/**
- * Certificates as PEM bytes in memory (copied): `root_certificate` is
- * required; the other two may be NULL with length 0.
- */
-struct ofl_error *ofl_client_options_set_tls_pem(struct ofl_client_options *options,
-                                                 const uint8_t *root_certificate,
-                                                 size_t root_certificate_len,
-                                                 const uint8_t *certificate,
-                                                 size_t certificate_len,
-                                                 const uint8_t *private_key,
-                                                 size_t private_key_len);
-
-/**
- * One-way TLS (OpenFL's `disable_client_auth`): present no client certificate.
- */
-struct ofl_error *ofl_client_options_set_disable_client_auth(struct ofl_client_options *options,
-                                                             bool disable);
-
-/**
- * The name the server certificate must carry (default: the host).
- */
-struct ofl_error *ofl_client_options_set_server_name(struct ofl_client_options *options,
-                                                     const char *server_name);
+struct ofl_error *ofl_aggregator_client_options_set_connect(struct ofl_aggregator_client_options *options,
+                                                            const struct ofl_connect_options *connect);
 
 /**
  * The identity requests carry and replies must match (OpenFL's
- * `aggregator_uuid`, `federation_uuid`, `single_col_cert_common_name`; the
- * last may be NULL for none).
+ * `aggregator_uuid`, `federation_uuid`, `single_col_cert_common_name`;
+ * the last may be NULL for none).
  */
-struct ofl_error *ofl_client_options_set_federation(struct ofl_client_options *options,
-                                                    const char *aggregator_uuid,
-                                                    const char *federation_uuid,
-                                                    const char *single_col_cert_common_name);
+struct ofl_error *ofl_aggregator_client_options_set_federation(struct ofl_aggregator_client_options *options,
+                                                               const char *aggregator_uuid,
+                                                               const char *federation_uuid,
+                                                               const char *single_col_cert_common_name);
 
 /**
- * Retry while the aggregator is unreachable: exponential backoff from
- * `initial_backoff_ms` up to `max_backoff_ms` with jitter; give up after
- * `deadline_ms` (error `OFL_CODE_RETRIES_EXHAUSTED`), or never when
- * `deadline_ms` is negative (the default, like OpenFL; each attempt is
- * logged at info level). UNAUTHENTICATED and TLS failures are never retried.
+ * Open a new connection for every call, as OpenFL 1.6 does (default
+ * off: one connection is reused).
  */
-struct ofl_error *ofl_client_options_set_retry(struct ofl_client_options *options,
-                                               uint64_t initial_backoff_ms,
-                                               uint64_t max_backoff_ms,
-                                               int64_t deadline_ms);
+struct ofl_error *ofl_aggregator_client_options_set_reconnect_every_call(struct ofl_aggregator_client_options *options,
+                                                                         bool enabled);
 
 /**
- * Time allowed to set up a connection (TCP + TLS), default 10 000 ms.
+ * A new client, written to `*out`. Certificates are read and checked
+ * now; the connection is made on the first call. `options` may be
+ * freed after.
  */
-struct ofl_error *ofl_client_options_set_connect_timeout_ms(struct ofl_client_options *options,
-                                                            uint64_t timeout_ms);
-
-/**
- * Largest message sent or received, default 1 GiB (2^30, as OpenFL).
- */
-struct ofl_error *ofl_client_options_set_max_message_size(struct ofl_client_options *options,
-                                                          uint64_t bytes);
-
-/**
- * Open a new connection for every call, as OpenFL 1.6 does (default off:
- * one connection is reused).
- */
-struct ofl_error *ofl_client_options_set_reconnect_every_call(struct ofl_client_options *options,
-                                                              bool enabled);
-
-/**
- * A new client, written to `*out`. Certificates are read and checked now;
- * the connection is made on the first call. `options` may be freed after.
- */
-struct ofl_error *ofl_client_new(const struct ofl_client_options *options, struct ofl_client **out);
+struct ofl_error *ofl_aggregator_client_new(const struct ofl_aggregator_client_options *options,
+                                            struct ofl_aggregator_client **out);
 
 /**
  * Frees the client, cancelling calls in progress on other threads (they
  * return `OFL_CODE_CANCELLED`). NULL is a no-op.
  */
-void ofl_client_free(struct ofl_client *client);
+void ofl_aggregator_client_free(struct ofl_aggregator_client *client);
 
 /**
- * Closes the client without freeing it: calls in progress on other threads
- * return `OFL_CODE_CANCELLED` at once, later calls fail the same way. Safe
- * to call while other threads use the handle (unlike `ofl_client_free`,
- * which must not race with a call that is just starting). Idempotent.
+ * Closes the client without freeing it: calls in progress on other
+ * threads return `OFL_CODE_CANCELLED` at once, later calls fail the
+ * same way. Safe to call while other threads use the handle (unlike
+ * `ofl_aggregator_client_free`, which must not race with a call that is
+ * just starting). Idempotent.
  */
-struct ofl_error *ofl_client_close(const struct ofl_client *client);
+struct ofl_error *ofl_aggregator_client_close(const struct ofl_aggregator_client *client);
 
 /**
- * Closes the connection (OpenFL's `disconnect`); the next call reconnects.
+ * Closes the connection (OpenFL's `disconnect`); the next call
+ * reconnects.
  */
-struct ofl_error *ofl_client_disconnect(const struct ofl_client *client);
+struct ofl_error *ofl_aggregator_client_disconnect(const struct ofl_aggregator_client *client);
 
 /**
  * Replaces the connection with a new one (OpenFL's `reconnect`).
  */
-struct ofl_error *ofl_client_reconnect(const struct ofl_client *client);
+struct ofl_error *ofl_aggregator_client_reconnect(const struct ofl_aggregator_client *client);
 
 /**
- * GetTasks for `collaborator_name`: writes the answer to `*out` (free it
- * with `ofl_tasks_free`).
+ * GetTasks for `collaborator_name`: writes the answer to `*out` (free
+ * it with `ofl_tasks_free`).
  */
-struct ofl_error *ofl_client_get_tasks(const struct ofl_client *client,
-                                       const char *collaborator_name,
-                                       struct ofl_tasks **out);
+struct ofl_error *ofl_aggregator_client_get_tasks(const struct ofl_aggregator_client *client,
+                                                  const char *collaborator_name,
+                                                  struct ofl_tasks **out);
 
 /**
- * GetAggregatedTensor: the tensor `tensor_name` of `round_number` with the
- * given `report` flag and `tags_len` tags, written to `*out` (free it with
- * `ofl_tensor_free`; its data points into the received buffer, no copy).
+ * GetAggregatedTensor: the tensor `tensor_name` of `round_number` with
+ * the given `report` flag and `tags_len` tags, written to `*out` (free
+ * it with `ofl_tensor_free`; its data points into the received buffer,
+ * no copy).
  */
-struct ofl_error *ofl_client_get_aggregated_tensor(const struct ofl_client *client,
-                                                   const char *collaborator_name,
-                                                   const char *tensor_name,
-                                                   int32_t round_number,
-                                                   bool report,
-                                                   const char *const *tags,
-                                                   size_t tags_len,
-                                                   bool require_lossless,
-                                                   struct ofl_tensor **out);
+struct ofl_error *ofl_aggregator_client_get_aggregated_tensor(const struct ofl_aggregator_client *client,
+                                                              const char *collaborator_name,
+                                                              const char *tensor_name,
+                                                              int32_t round_number,
+                                                              bool report,
+                                                              const char *const *tags,
+                                                              size_t tags_len,
+                                                              bool require_lossless,
+                                                              struct ofl_tensor **out);
 
 /**
  * SendLocalTaskResults: sends `tensors_len` tensors as the results of
  * `task_name` in `round_number`, computed on `data_size` samples. The
- * tensors are borrowed for the call only: their data is streamed straight
- * from the caller's memory (no copy) in chunks of at most 2 MiB, resent
- * whole after a reconnect, and no longer referenced when this returns.
+ * tensors are borrowed for the call only: their data is streamed
+ * straight from the caller's memory (no copy) in chunks of at most
+ * 2 MiB, resent whole after a reconnect, and no longer referenced when
+ * this returns.
  */
-struct ofl_error *ofl_client_send_local_task_results(const struct ofl_client *client,
-                                                     const char *collaborator_name,
-                                                     int32_t round_number,
-                                                     const char *task_name,
-                                                     int32_t data_size,
-                                                     const struct ofl_tensor_view *tensors,
-                                                     size_t tensors_len);
+struct ofl_error *ofl_aggregator_client_send_local_task_results(const struct ofl_aggregator_client *client,
+                                                                const char *collaborator_name,
+                                                                int32_t round_number,
+                                                                const char *task_name,
+                                                                int32_t data_size,
+                                                                const struct ofl_tensor_view *tensors,
+                                                                size_t tensors_len);
 
 /**
  * The round the tasks belong to.

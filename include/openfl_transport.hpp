@@ -9,7 +9,8 @@
  *    keep call sites short.) Nothing throws across the C boundary: logic
  *    callbacks that throw are answered with an error code (see
  *    AggregatorLogic).
- *  - Handles (AggregatorClientOptions, AggregatorClient, ServerOptions, AggregatorServer, Tensor,
+ *  - Handles (AggregatorClientOptions, AggregatorClient, AggregatorServerOptions, AggregatorServer,
+ *    TlsConfig, ConnectOptions, ServerLimits, Tensor,
  *    FedAvgOptions, FedAvg; for the director: DirectorServerOptions, DirectorServer,
  *    DirectorClientOptions, EnvoyClient, FrontendClient, TensorList, Model)
  *    are RAII, move-only; a moved-from handle may only be destroyed or
@@ -29,6 +30,7 @@
 #ifndef OPENFL_TRANSPORT_HPP
 #define OPENFL_TRANSPORT_HPP
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -291,6 +293,229 @@ private:
     std::size_t i_;
 };
 
+}  // namespace detail
+
+/** TLS settings (ofl_tls_config): root CA(s), own identity, client-auth
+ *  mode, CRLs; attached (copied) to any options object with tls(). Setters
+ *  chain and throw Error on a bad value; files are read when a server
+ *  starts or a client is created. Move-only. */
+class TlsConfig {
+public:
+    TlsConfig() {
+        ofl_tls_config *t = nullptr;
+        detail::check(ofl_tls_config_new(&t));
+        p_.reset(t);
+    }
+    /** The CA certificate(s) peers must chain to, as a PEM file. */
+    TlsConfig &root_certificate_file(std::string_view path) {
+        return set(ofl_tls_config_set_root_certificate_file, detail::z(path, "path").c_str());
+    }
+    /** The CA certificate(s) as PEM bytes (copied). */
+    TlsConfig &root_certificate_pem(Bytes pem) { return set(ofl_tls_config_set_root_certificate_pem, pem.data(), pem.size()); }
+    /** Own certificate chain and private key, as PEM files. */
+    TlsConfig &identity_files(std::string_view certificate, std::string_view private_key) {
+        return set(ofl_tls_config_set_identity_files, detail::z(certificate, "certificate").c_str(),
+                   detail::z(private_key, "private_key").c_str());
+    }
+    /** Own certificate chain and private key as PEM bytes (copied). */
+    TlsConfig &identity_pem(Bytes certificate, Bytes private_key) {
+        return set(ofl_tls_config_set_identity_pem, certificate.data(), certificate.size(), private_key.data(),
+                   private_key.size());
+    }
+    /** Mutual TLS (default) or one-way (OpenFL's disable_client_auth): a
+     *  client presents no certificate; a server makes them optional. */
+    TlsConfig &client_auth(bool mutual) {
+        return set(ofl_tls_config_set_client_auth, mutual ? OFL_CLIENT_AUTH_MUTUAL : OFL_CLIENT_AUTH_NONE);
+    }
+    /** Adds a certificate revocation list (PEM file): a peer certificate it
+     *  revokes is refused at the handshake. */
+    TlsConfig &crl_file(std::string_view path) { return set(ofl_tls_config_add_crl_file, detail::z(path, "path").c_str()); }
+    /** Adds a certificate revocation list as PEM bytes (copied). */
+    TlsConfig &crl_pem(Bytes pem) { return set(ofl_tls_config_add_crl_pem, pem.data(), pem.size()); }
+    const ofl_tls_config *get() const noexcept { return p_.get(); }
+
+private:
+    template <class Setter, class... Args>
+    TlsConfig &set(Setter setter, Args... args) {
+        detail::check(setter(p_.get(), args...));
+        return *this;
+    }
+    detail::Handle<ofl_tls_config, ofl_tls_config_free> p_;
+};
+
+/** How a client reaches its server (ofl_connect_options); what is not set
+ *  keeps the client's default. Attached (copied) with connect(). */
+class ConnectOptions {
+public:
+    ConnectOptions() {
+        ofl_connect_options *c = nullptr;
+        detail::check(ofl_connect_options_new(&c));
+        p_.reset(c);
+    }
+    /** The name the server certificate must carry (default: the host). */
+    ConnectOptions &server_name(std::string_view name) {
+        return set(ofl_connect_options_set_server_name, detail::z(name, "server_name").c_str());
+    }
+    /** Time allowed for TCP + TLS set-up (default 10 s). */
+    ConnectOptions &connect_timeout(std::chrono::milliseconds timeout) {
+        return set(ofl_connect_options_set_connect_timeout_ms, static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())));
+    }
+    /** Retries while the server is unreachable: backoff from `initial` up to
+     *  `max` with jitter, giving up after `deadline` (RETRIES_EXHAUSTED); a
+     *  negative deadline retries forever (the default). */
+    ConnectOptions &retry(std::chrono::milliseconds initial, std::chrono::milliseconds max,
+                          std::chrono::milliseconds deadline) {
+        return set(ofl_connect_options_set_retry, static_cast<std::uint64_t>(std::max<std::int64_t>(0, initial.count())),
+                   static_cast<std::uint64_t>(std::max<std::int64_t>(0, max.count())),
+                   static_cast<std::int64_t>(deadline.count() < 0 ? -1 : deadline.count()));
+    }
+    /** The largest message sent or received (default 1 GiB, as OpenFL). */
+    ConnectOptions &max_message_size(std::uint64_t bytes) { return set(ofl_connect_options_set_max_message_size, bytes); }
+    const ofl_connect_options *get() const noexcept { return p_.get(); }
+
+private:
+    template <class Setter, class... Args>
+    ConnectOptions &set(Setter setter, Args... args) {
+        detail::check(setter(p_.get(), args...));
+        return *this;
+    }
+    detail::Handle<ofl_connect_options, ofl_connect_options_free> p_;
+};
+
+/** The bounds a server puts on its peers (ofl_server_limits); attached
+ *  (copied) with limits(). */
+class ServerLimits {
+public:
+    ServerLimits() {
+        ofl_server_limits *l = nullptr;
+        detail::check(ofl_server_limits_new(&l));
+        p_.reset(l);
+    }
+    /** Calls served at once on one connection; more are refused with
+     *  REFUSED_STREAM (default 100; 0 is an error). */
+    ServerLimits &max_concurrent_streams(std::uint32_t max) { return set(ofl_server_limits_set_max_concurrent_streams, max); }
+    /** Connections served at once; more wait in the listen backlog
+     *  (default 1000; 0 is an error). */
+    ServerLimits &max_connections(std::uint32_t max) { return set(ofl_server_limits_set_max_connections, max); }
+    /** Time a new connection has to finish its TLS handshake and HTTP/2
+     *  preface (default 10 s; 1 ms to a year). */
+    ServerLimits &handshake_timeout(std::chrono::milliseconds timeout) {
+        return set(ofl_server_limits_set_handshake_timeout_ms, millis(timeout));
+    }
+    /** A connection with no call in flight this long is closed (default
+     *  60 s; 1 ms to a year). */
+    ServerLimits &idle_timeout(std::chrono::milliseconds timeout) {
+        return set(ofl_server_limits_set_idle_timeout_ms, millis(timeout));
+    }
+    /** Largest request of a call that is not a streamed upload, framing
+     *  included; larger gets RESOURCE_EXHAUSTED (default 4 MiB, at least 1024). */
+    ServerLimits &max_unary_request_size(std::uint64_t bytes) {
+        return set(ofl_server_limits_set_max_unary_request_size, bytes);
+    }
+    const ofl_server_limits *get() const noexcept { return p_.get(); }
+
+private:
+    static std::uint64_t millis(std::chrono::milliseconds d) {
+        return d.count() < 0 ? 0 : static_cast<std::uint64_t>(d.count());
+    }
+    template <class Setter, class... Args>
+    ServerLimits &set(Setter setter, Args... args) {
+        detail::check(setter(p_.get(), args...));
+        return *this;
+    }
+    detail::Handle<ofl_server_limits, ofl_server_limits_free> p_;
+};
+
+namespace detail {
+
+/** The 0.2 options shape: the owned ofl_*_options (Api::create/destroy),
+ *  one tls() taking a TlsConfig (or no_tls()), and a chaining set(). Api
+ *  names the C functions of one options type; Derived is the options class. */
+template <class Derived, class Api>
+class Options {
+public:
+    /** TLS settings (copied; `tls` may go after). */
+    Derived &tls(const TlsConfig &tls) { return set(Api::set_tls, tls.get()); }
+    /** No TLS (OpenFL's tls=False). Without tls() or no_tls(), start or
+     *  connect fails naming the setter. */
+    Derived &no_tls() { return set(Api::set_tls, static_cast<const ofl_tls_config *>(nullptr)); }
+    const typename Api::options *get() const noexcept { return p_.get(); }
+
+protected:
+    Options() {
+        typename Api::options *o = nullptr;
+        check(Api::create(&o));
+        p_.reset(o);
+    }
+    Options(std::string_view host, std::uint16_t port) {
+        typename Api::options *o = nullptr;
+        check(Api::create(z(host, "host").c_str(), port, &o));
+        p_.reset(o);
+    }
+    template <class Setter, class... Args>
+    Derived &set(Setter setter, Args... args) {
+        check(setter(p_.get(), args...));
+        return static_cast<Derived &>(*this);
+    }
+    template <class Setter>
+    Derived &set_federation(Setter setter, std::string_view aggregator_uuid, std::string_view federation_uuid,
+                            std::string_view single_col_cert_common_name) {
+        std::string scn = z(single_col_cert_common_name, "single_col_cert_common_name");
+        return set(setter, z(aggregator_uuid, "aggregator_uuid").c_str(), z(federation_uuid, "federation_uuid").c_str(),
+                   scn.empty() ? nullptr : scn.c_str());
+    }
+
+private:
+    Handle<typename Api::options, Api::destroy> p_;
+};
+
+/** A client's options: Options plus connect(). */
+template <class Derived, class Api>
+class ClientOptions : public Options<Derived, Api> {
+public:
+    /** Connection settings (copied); a later call replaces them. */
+    Derived &connect(const ConnectOptions &connect) { return this->set(Api::set_connect, connect.get()); }
+
+protected:
+    ClientOptions(std::string_view host, std::uint16_t port) : Options<Derived, Api>(host, port) {}
+};
+
+/** A server's options: Options plus listen() and limits(). */
+template <class Derived, class Api>
+class ServerOptions : public Options<Derived, Api> {
+public:
+    /** Address and port (default "[::]", 0 = any free port). */
+    Derived &listen(std::string_view host, std::uint16_t port) {
+        return this->set(Api::set_listen, z(host, "host").c_str(), port);
+    }
+    /** Connection and request bounds (copied). */
+    Derived &limits(const ServerLimits &limits) { return this->set(Api::set_limits, limits.get()); }
+
+protected:
+    ServerOptions() = default;
+};
+
+#define OFL_DETAIL_OPTIONS_0_2_API(type)           \
+    using options = type;                          \
+    static constexpr auto create = type##_new;     \
+    static constexpr auto destroy = type##_free;   \
+    static constexpr auto set_tls = type##_set_tls;
+struct AggregatorClientOptionsApi {
+    OFL_DETAIL_OPTIONS_0_2_API(ofl_aggregator_client_options)
+    static constexpr auto set_connect = ofl_aggregator_client_options_set_connect;
+};
+struct AggregatorServerOptionsApi {
+    OFL_DETAIL_OPTIONS_0_2_API(ofl_aggregator_server_options)
+    static constexpr auto set_listen = ofl_aggregator_server_options_set_listen;
+    static constexpr auto set_limits = ofl_aggregator_server_options_set_limits;
+};
+#undef OFL_DETAIL_OPTIONS_0_2_API
+
+// The director's options still use the 0.1 bases below (per-type TLS and
+// bound setters) until the director's C options take ofl_tls_config,
+// ofl_connect_options and ofl_server_limits too; then they move to
+// Options/ClientOptions/ServerOptions above and these go.
+
 /** What every options class has: the owned ofl_*_options (made by
  *  Api::create), tls(), disable_client_auth() and max_message_size(). Api
  *  names the C functions of one options type; Derived is the options class
@@ -452,12 +677,6 @@ private:
     static constexpr auto set_idle_timeout_ms = type##_set_idle_timeout_ms;       \
     static constexpr auto set_max_unary_request_size = type##_set_max_unary_request_size;
 
-struct ClientOptionsApi {
-    OFL_DETAIL_CLIENT_OPTIONS_API(ofl_client_options)
-};
-struct ServerOptionsApi {
-    OFL_DETAIL_SERVER_OPTIONS_API(ofl_aggregator_server_options)
-};
 struct DirectorServerOptionsApi {
     OFL_DETAIL_SERVER_OPTIONS_API(ofl_director_server_options)
 };
@@ -530,20 +749,21 @@ public:
 };
 
 /** Settings for AggregatorClient (setters chain; each throws Error on a bad value).
- *  The TLS, server-name and retry setters are ClientOptionsBase's. */
-class AggregatorClientOptions : public detail::ClientOptionsBase<AggregatorClientOptions, detail::ClientOptionsApi> {
+ *  tls()/no_tls() and connect() are the shared ones (TlsConfig, ConnectOptions). */
+class AggregatorClientOptions
+    : public detail::ClientOptions<AggregatorClientOptions, detail::AggregatorClientOptionsApi> {
 public:
     /** The aggregator's address (OpenFL's agg_addr, agg_port). */
-    AggregatorClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
+    AggregatorClientOptions(std::string_view host, std::uint16_t port) : ClientOptions(host, port) {}
     /** The identity requests carry and replies must match; an empty
      *  single_col_cert_common_name means none. */
     AggregatorClientOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
                               std::string_view single_col_cert_common_name = {}) {
-        return set_federation(ofl_client_options_set_federation, aggregator_uuid, federation_uuid,
+        return set_federation(ofl_aggregator_client_options_set_federation, aggregator_uuid, federation_uuid,
                               single_col_cert_common_name);
     }
     AggregatorClientOptions &reconnect_every_call(bool enabled = true) {
-        return set(ofl_client_options_set_reconnect_every_call, enabled);
+        return set(ofl_aggregator_client_options_set_reconnect_every_call, enabled);
     }
 };
 
@@ -553,14 +773,14 @@ public:
 class AggregatorClient {
 public:
     explicit AggregatorClient(const AggregatorClientOptions &options) {
-        ofl_client *c = nullptr;
-        detail::check(ofl_client_new(options.get(), &c));
+        ofl_aggregator_client *c = nullptr;
+        detail::check(ofl_aggregator_client_new(options.get(), &c));
         p_.reset(c);
     }
 
     Tasks get_tasks(std::string_view collaborator) const {
         ofl_tasks *raw = nullptr;
-        detail::check(ofl_client_get_tasks(p_.get(), detail::z(collaborator, "collaborator").c_str(), &raw));
+        detail::check(ofl_aggregator_client_get_tasks(p_.get(), detail::z(collaborator, "collaborator").c_str(), &raw));
         detail::Handle<ofl_tasks, ofl_tasks_free> t(raw);
         Tasks out;
         out.round_number = ofl_tasks_round_number(raw);
@@ -585,7 +805,7 @@ public:
         tags.reserve(request.tags.size());
         for (const std::string &t : request.tags) tag_ptrs.push_back(tags.emplace_back(detail::z(t, "tags")).c_str());
         ofl_tensor *out = nullptr;
-        detail::check(ofl_client_get_aggregated_tensor(p_.get(), col.c_str(), name.c_str(), request.round_number,
+        detail::check(ofl_aggregator_client_get_aggregated_tensor(p_.get(), col.c_str(), name.c_str(), request.round_number,
                                                        request.report, tag_ptrs.empty() ? nullptr : tag_ptrs.data(),
                                                        tag_ptrs.size(), request.require_lossless, &out));
         return Tensor(out);
@@ -595,7 +815,7 @@ public:
     void send_local_task_results(std::string_view collaborator, std::int32_t round_number, std::string_view task_name,
                                  std::int32_t data_size, const TensorView *tensors, std::size_t count) const {
         detail::Views views(tensors, count);
-        detail::check(ofl_client_send_local_task_results(p_.get(), detail::z(collaborator, "collaborator").c_str(),
+        detail::check(ofl_aggregator_client_send_local_task_results(p_.get(), detail::z(collaborator, "collaborator").c_str(),
                                                          round_number, detail::z(task_name, "task_name").c_str(),
                                                          data_size, views.data(), views.size()));
     }
@@ -605,42 +825,48 @@ public:
     }
 
     /** Closes the connection (OpenFL's disconnect); the next call reconnects. */
-    void disconnect() const { detail::check(ofl_client_disconnect(p_.get())); }
+    void disconnect() const { detail::check(ofl_aggregator_client_disconnect(p_.get())); }
     /** Replaces the connection with a new one (OpenFL's reconnect). */
-    void reconnect() const { detail::check(ofl_client_reconnect(p_.get())); }
+    void reconnect() const { detail::check(ofl_aggregator_client_reconnect(p_.get())); }
 
-    ofl_client *get() const noexcept { return p_.get(); }
+    ofl_aggregator_client *get() const noexcept { return p_.get(); }
 
 private:
-    detail::Handle<ofl_client, ofl_client_free> p_;
+    detail::Handle<ofl_aggregator_client, ofl_aggregator_client_free> p_;
 };
 
-/** Settings for AggregatorServer (setters chain; each throws Error). The
- *  address and TLS setters are ServerOptionsBase's. */
-class ServerOptions : public detail::ServerOptionsBase<ServerOptions, detail::ServerOptionsApi> {
+/** Settings for AggregatorServer (setters chain; each throws Error).
+ *  listen(), tls()/no_tls() and limits() are the shared ones (TlsConfig,
+ *  ServerLimits). */
+class AggregatorServerOptions
+    : public detail::ServerOptions<AggregatorServerOptions, detail::AggregatorServerOptionsApi> {
 public:
-    ServerOptions() {}  // user-provided: not an aggregate (ServerOptions{} must construct)
-    ServerOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
+    AggregatorServerOptions() {}  // user-provided: not an aggregate (AggregatorServerOptions{} must construct)
+    AggregatorServerOptions &federation(std::string_view aggregator_uuid, std::string_view federation_uuid,
                               std::string_view single_col_cert_common_name = {}) {
         return set_federation(ofl_aggregator_server_options_set_federation, aggregator_uuid, federation_uuid,
                               single_col_cert_common_name);
     }
     /** Authorizes a collaborator (OpenFL's authorized_cols). */
-    ServerOptions &add_collaborator(std::string_view name) {
+    AggregatorServerOptions &add_collaborator(std::string_view name) {
         return set(ofl_aggregator_server_options_add_collaborator, detail::z(name, "collaborator_name").c_str());
     }
     /** Upper bound of the random delay before UNAUTHENTICATED (default 5 s; 0 = none). */
-    ServerOptions &auth_failure_max_delay(std::chrono::milliseconds delay) {
+    AggregatorServerOptions &auth_failure_max_delay(std::chrono::milliseconds delay) {
         return set(ofl_aggregator_server_options_set_auth_failure_max_delay_ms,
                    static_cast<std::uint64_t>(delay.count()));
     }
     /** Bytes of uploads held in memory at once across the server; over it an
      *  upload gets RESOURCE_EXHAUSTED (default 2 GiB, at least 1 MiB). */
-    ServerOptions &upload_memory_budget(std::uint64_t bytes) {
+    AggregatorServerOptions &upload_memory_budget(std::uint64_t bytes) {
         return set(ofl_aggregator_server_options_set_upload_memory_budget, bytes);
     }
+    /** Largest message accepted or sent, uploads included (default 1 GiB). */
+    AggregatorServerOptions &max_message_size(std::uint64_t bytes) {
+        return set(ofl_aggregator_server_options_set_max_message_size, bytes);
+    }
     /** Most tensors in one upload; more get RESOURCE_EXHAUSTED (default 100000). */
-    ServerOptions &max_tensors_per_upload(std::uint64_t max) {
+    AggregatorServerOptions &max_tensors_per_upload(std::uint64_t max) {
         return set(ofl_aggregator_server_options_set_max_tensors_per_upload, max);
     }
 };
@@ -691,8 +917,9 @@ private:
 
 /** An aggregator's logic. Methods run on library threads, concurrently
  *  (make them thread-safe) and may block. Throwing openfl::Error answers
- *  the call with its code and message; any other std::exception answers
- *  UNKNOWN with what(); anything else INTERNAL. */
+ *  the call with its code and message (the callback returns it as an
+ *  ofl_error_new); any other std::exception answers UNKNOWN with what();
+ *  anything else INTERNAL. */
 class AggregatorLogic {
 public:
     virtual ~AggregatorLogic() = default;
@@ -720,7 +947,10 @@ struct LogicHolder {
     CollaboratorValidator *validator;
 };
 
-inline int32_t answer_exception(ofl_reply *reply, const char *where = "aggregator logic") noexcept {
+/** The current exception as the ofl_error a callback returns: an
+ *  openfl::Error keeps its code and message, a std::exception is UNKNOWN
+ *  with what(), anything else INTERNAL. */
+inline ofl_error *exception_to_error(const char *where = "aggregator logic") noexcept {
     Code code = Code::internal;
     std::string message = std::string("unknown exception in ") + where;
     try {
@@ -733,13 +963,22 @@ inline int32_t answer_exception(ofl_reply *reply, const char *where = "aggregato
         message = e.what();
     } catch (...) {
     }
-    ofl_error_free(ofl_reply_set_error_message(reply, message.c_str()));
-    return static_cast<int32_t>(code);
+    return ofl_error_new(static_cast<int32_t>(code), message.c_str());
+}
+
+/** For the director's start hook, which still answers with a code and
+ *  the reply's error message (until it returns an ofl_error too). */
+inline int32_t answer_exception(ofl_reply *reply, const char *where) noexcept {
+    ofl_error *e = exception_to_error(where);
+    int32_t code = static_cast<int32_t>(ofl_error_code(e));
+    ofl_error_free(ofl_reply_set_error_message(reply, ofl_error_message(e)));
+    ofl_error_free(e);
+    return code;
 }
 
 inline LogicHolder &holder(void *user_data) noexcept { return *static_cast<LogicHolder *>(user_data); }
 
-inline int32_t get_tasks(void *user_data, const char *collaborator, ofl_reply *reply) noexcept {
+inline ofl_error *get_tasks(void *user_data, const char *collaborator, ofl_reply *reply) noexcept {
     try {
         Tasks t = holder(user_data).logic->get_tasks(sv(collaborator));
         check(ofl_reply_set_round_number(reply, t.round_number));
@@ -749,14 +988,14 @@ inline int32_t get_tasks(void *user_data, const char *collaborator, ofl_reply *r
             check(ofl_reply_add_task(reply, z(task.name, "task.name").c_str(),
                                      z(task.function_name, "task.function_name").c_str(),
                                      z(task.task_type, "task.task_type").c_str(), task.apply_local));
-        return OFL_CODE_OK;
+        return nullptr;
     } catch (...) {
-        return answer_exception(reply);
+        return exception_to_error();
     }
 }
 
-inline int32_t get_aggregated_tensor(void *user_data, const char *collaborator, const ofl_tensor_request *request,
-                                     ofl_reply *reply) noexcept {
+inline ofl_error *get_aggregated_tensor(void *user_data, const char *collaborator,
+                                        const ofl_tensor_request *request, ofl_reply *reply) noexcept {
     try {
         TensorRequest r;
         r.tensor_name = sv(request->tensor_name);
@@ -766,19 +1005,19 @@ inline int32_t get_aggregated_tensor(void *user_data, const char *collaborator, 
         for (std::size_t i = 0; i < request->tags_len; i++) r.tags.emplace_back(sv(request->tags[i]));
         TensorReply tensor_reply(reply);
         holder(user_data).logic->get_aggregated_tensor(sv(collaborator), r, tensor_reply);
-        return OFL_CODE_OK;
+        return nullptr;
     } catch (...) {
-        return answer_exception(reply);
+        return exception_to_error();
     }
 }
 
-inline int32_t send_local_task_results(void *user_data, const char *collaborator, const ofl_task_results *results,
-                                       ofl_reply *reply) noexcept {
+inline ofl_error *send_local_task_results(void *user_data, const char *collaborator,
+                                          const ofl_task_results *results) noexcept {
     try {
         holder(user_data).logic->send_local_task_results(sv(collaborator), TaskResults(results));
-        return OFL_CODE_OK;
+        return nullptr;
     } catch (...) {
-        return answer_exception(reply);
+        return exception_to_error();
     }
 }
 
@@ -808,19 +1047,23 @@ inline void free_holder(void *user_data) noexcept { delete static_cast<LogicHold
  *  in flight have finished. Do not destroy it from a logic callback. */
 class AggregatorServer {
 public:
-    AggregatorServer(const ServerOptions &options, std::shared_ptr<AggregatorLogic> logic) {
+    AggregatorServer(const AggregatorServerOptions &options, std::shared_ptr<AggregatorLogic> logic) {
         if (!logic) throw Error(Code::invalid_argument, "logic is null");
+        ofl_aggregator_callbacks *raw = nullptr;
+        detail::check(ofl_aggregator_callbacks_new(&raw));
+        detail::Handle<ofl_aggregator_callbacks, ofl_aggregator_callbacks_free> cb(raw);
         auto *h = new detail::LogicHolder{logic, dynamic_cast<CollaboratorValidator *>(logic.get())};
-        ofl_aggregator_callbacks cb{};
-        cb.user_data = h;
-        cb.free_user_data = detail::free_holder;  // called exactly once, also on failure
-        cb.get_tasks = detail::get_tasks;
-        cb.get_aggregated_tensor = detail::get_aggregated_tensor;
-        cb.send_local_task_results = detail::send_local_task_results;
-        cb.all_quit_jobs_sent = detail::all_quit_jobs_sent;
-        cb.valid_collaborator_cn_and_id = h->validator ? detail::valid_collaborator : nullptr;
+        // From here the library owns h: free_holder runs exactly once, when
+        // the callbacks object and the server (if started) are both gone.
+        detail::check(ofl_aggregator_callbacks_set_user_data(raw, h, detail::free_holder));
+        detail::check(ofl_aggregator_callbacks_set_get_tasks(raw, detail::get_tasks));
+        detail::check(ofl_aggregator_callbacks_set_get_aggregated_tensor(raw, detail::get_aggregated_tensor));
+        detail::check(ofl_aggregator_callbacks_set_send_local_task_results(raw, detail::send_local_task_results));
+        detail::check(ofl_aggregator_callbacks_set_all_quit_jobs_sent(raw, detail::all_quit_jobs_sent));
+        if (h->validator)
+            detail::check(ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(raw, detail::valid_collaborator));
         ofl_aggregator_server *s = nullptr;
-        detail::check(ofl_aggregator_server_start(options.get(), &cb, &s));
+        detail::check(ofl_aggregator_server_start(options.get(), raw, &s));
         p_.reset(s);
     }
     /** Takes ownership of a started server (e.g. from start_fedavg_server). */
@@ -1774,7 +2017,7 @@ private:
 
 /** Starts an aggregator server whose logic is `fedavg` (shared: the server
  *  keeps its own reference). Identity and collaborators come from the FedAvg. */
-inline AggregatorServer start_fedavg_server(const ServerOptions &options, const FedAvg &fedavg) {
+inline AggregatorServer start_fedavg_server(const AggregatorServerOptions &options, const FedAvg &fedavg) {
     ofl_aggregator_server *s = nullptr;
     detail::check(ofl_aggregator_server_start_fedavg(options.get(), fedavg.get(), &s));
     return AggregatorServer(s);

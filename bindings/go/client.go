@@ -35,7 +35,7 @@ import (
 // Close releases the client once no call is running; an AggregatorClient that is
 // never closed is released by a finalizer once unreachable.
 type AggregatorClient struct {
-	guarded[C.ofl_client] // users: library calls in progress
+	guarded[C.ofl_aggregator_client] // users: library calls in progress
 }
 
 // NewAggregatorClient creates a client. Certificates are read and checked now; the
@@ -45,9 +45,9 @@ func NewAggregatorClient(opts AggregatorClientOptions) (*AggregatorClient, error
 	if err != nil {
 		return nil, err
 	}
-	defer C.ofl_client_options_free(copts)
+	defer C.ofl_aggregator_client_options_free(copts)
 	c := &AggregatorClient{}
-	if err := takeError(C.ofl_client_new(copts, &c.ptr)); err != nil {
+	if err := takeError(C.ofl_aggregator_client_new(copts, &c.ptr)); err != nil {
 		return nil, err
 	}
 	runtime.SetFinalizer(c, (*AggregatorClient).Close)
@@ -59,13 +59,13 @@ func NewAggregatorClient(opts AggregatorClientOptions) (*AggregatorClient, error
 func (c *AggregatorClient) release() {
 	c.mu.Lock()
 	c.users--
-	var p *C.ofl_client
+	var p *C.ofl_aggregator_client
 	if c.closed && c.users == 0 {
 		p, c.ptr = c.ptr, nil
 	}
 	c.mu.Unlock()
 	if p != nil {
-		C.ofl_client_free(p)
+		C.ofl_aggregator_client_free(p)
 	}
 }
 
@@ -80,14 +80,14 @@ func (c *AggregatorClient) Close() error {
 		return nil
 	}
 	c.closed = true
-	var p *C.ofl_client
+	var p *C.ofl_aggregator_client
 	if c.users == 0 {
 		p, c.ptr = c.ptr, nil
 	}
 	c.mu.Unlock()
 	runtime.SetFinalizer(c, nil)
 	if p != nil {
-		C.ofl_client_free(p)
+		C.ofl_aggregator_client_free(p)
 	}
 	return nil
 }
@@ -100,7 +100,7 @@ func (c *AggregatorClient) Disconnect() error {
 		return err
 	}
 	defer c.release()
-	return takeError(C.ofl_client_disconnect(p))
+	return takeError(C.ofl_aggregator_client_disconnect(p))
 }
 
 // Reconnect replaces the connection with a new one (OpenFL's reconnect).
@@ -110,7 +110,7 @@ func (c *AggregatorClient) Reconnect() error {
 		return err
 	}
 	defer c.release()
-	return takeError(C.ofl_client_reconnect(p))
+	return takeError(C.ofl_aggregator_client_reconnect(p))
 }
 
 type callResult[T any] struct {
@@ -122,7 +122,7 @@ type callResult[T any] struct {
 // leave when ctx is done; call's cleanup of a result nobody took is
 // discard. The client stays acquired until call returns.
 func abandonable[T any](ctx context.Context, c *AggregatorClient, what string,
-	call func(p *C.ofl_client) (T, error), discard func(T)) (T, error) {
+	call func(p *C.ofl_aggregator_client) (T, error), discard func(T)) (T, error) {
 	var zero T
 	if err := contextError(ctx, what); err != nil {
 		return zero, err
@@ -197,11 +197,11 @@ func (c *AggregatorClient) GetTasks(ctx context.Context, collaborator string) (*
 	if err := checkString("collaborator", collaborator); err != nil {
 		return nil, err
 	}
-	return abandonable(ctx, c, "GetTasks", func(p *C.ofl_client) (*Tasks, error) {
+	return abandonable(ctx, c, "GetTasks", func(p *C.ofl_aggregator_client) (*Tasks, error) {
 		name := C.CString(collaborator)
 		defer C.free(unsafe.Pointer(name))
 		var out *C.ofl_tasks
-		if err := takeError(C.ofl_client_get_tasks(p, name, &out)); err != nil {
+		if err := takeError(C.ofl_aggregator_client_get_tasks(p, name, &out)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_tasks_free(out)
@@ -242,7 +242,7 @@ func (c *AggregatorClient) GetAggregatedTensor(ctx context.Context, collaborator
 	if err := checkStrings("Tags", req.Tags); err != nil {
 		return nil, err
 	}
-	return abandonable(ctx, c, "GetAggregatedTensor", func(p *C.ofl_client) (*Tensor, error) {
+	return abandonable(ctx, c, "GetAggregatedTensor", func(p *C.ofl_aggregator_client) (*Tensor, error) {
 		var mem cstrings
 		defer mem.free()
 		var tags **C.char
@@ -254,7 +254,7 @@ func (c *AggregatorClient) GetAggregatedTensor(ctx context.Context, collaborator
 			tags = &arr[0]
 		}
 		var out *C.ofl_tensor
-		if err := takeError(C.ofl_client_get_aggregated_tensor(p, mem.str(collaborator), mem.str(req.TensorName),
+		if err := takeError(C.ofl_aggregator_client_get_aggregated_tensor(p, mem.str(collaborator), mem.str(req.TensorName),
 			C.int32_t(req.RoundNumber), C.bool(req.Report), tags, C.size_t(len(req.Tags)),
 			C.bool(req.RequireLossless), &out)); err != nil {
 			return nil, err

@@ -18,7 +18,7 @@ type DirectorServerOptions struct {
 	// TLS settings; default mTLS (certificates required). Without TLS, or
 	// for a caller that presents no certificate under DisableClientAuth,
 	// callers are named by their client_id metadata, which any peer can set.
-	TLS TLS
+	TLS TLSConfig
 	// SampleShape and TargetShape are the shapes every shard must report
 	// to be accepted (UpdateShardInfo), as OpenFL writes them: "28", "28".
 	SampleShape, TargetShape []string
@@ -149,7 +149,7 @@ type DirectorClientOptions struct {
 	// TLS settings; default mTLS. An envoy's certificate CN must be its
 	// shard name; a frontend's names it to the director (it sees only the
 	// experiments submitted under that name).
-	TLS TLS
+	TLS TLSConfig
 	// ServerName is the name the director's certificate must carry; default Host.
 	ServerName string
 	// Retry bounds retries while the director is unreachable; nil keeps

@@ -43,7 +43,7 @@ func directorOptions(t *testing.T, mode tlsMode) openfl.DirectorServerOptions {
 	if mode == insecure {
 		o.TLS.Disabled = true
 	} else {
-		o.TLS = openfl.TLS{RootCertificate: cert("ca.crt"), Certificate: cert("server.crt"), PrivateKey: cert("server.key")}
+		o.TLS = openfl.TLSConfig{RootCertificate: cert("ca.crt"), Certificate: cert("server.crt"), PrivateKey: cert("server.key")}
 	}
 	return o
 }
@@ -61,7 +61,7 @@ func dirClientOptions(port uint16, identity string) openfl.DirectorClientOptions
 	if identity == "" {
 		o.TLS.Disabled = true
 	} else {
-		o.TLS = openfl.TLS{RootCertificate: cert("ca.crt"), Certificate: cert(identity + ".crt"), PrivateKey: cert(identity + ".key")}
+		o.TLS = openfl.TLSConfig{RootCertificate: cert("ca.crt"), Certificate: cert(identity + ".crt"), PrivateKey: cert(identity + ".key")}
 		o.ServerName = "localhost"
 	}
 	return o
@@ -872,7 +872,7 @@ func TestDirectorHooksAndOptions(t *testing.T) {
 		_, err := openfl.StartDirectorServer(o, nil)
 		expectCode(t, "NUL in Host", err, openfl.CodeInvalidArgument, "Host")
 		o = directorOptions(t, mutual)
-		o.TLS = openfl.TLS{}
+		o.TLS = openfl.TLSConfig{}
 		_, err = openfl.StartDirectorServer(o, nil)
 		expectCode(t, "TLS without certificates", err, openfl.CodeInvalidArgument, "")
 		o = directorOptions(t, mutual)

@@ -7,7 +7,7 @@
 //
 //	client, err := openfl.NewAggregatorClient(openfl.AggregatorClientOptions{
 //		Host: "localhost", Port: 50051,
-//		TLS: openfl.TLS{RootCertificate: "ca.crt", Certificate: "col1.crt", PrivateKey: "col1.key"},
+//		TLS: openfl.TLSConfig{RootCertificate: "ca.crt", Certificate: "col1.crt", PrivateKey: "col1.key"},
 //		Federation: openfl.Federation{AggregatorUUID: "agg", FederationUUID: "fed"},
 //	})
 //	if err != nil { ... }

@@ -356,7 +356,7 @@ func readModel(m *C.ofl_model) []ModelTensor {
 // identity and collaborators come from fa's options (those in opts are not
 // used); listen address, TLS and limits from opts. Serve returns once every
 // collaborator was told to quit after the last round.
-func StartFedAvgServer(opts ServerOptions, fa *FedAvg) (*AggregatorServer, error) {
+func StartFedAvgServer(opts AggregatorServerOptions, fa *FedAvg) (*AggregatorServer, error) {
 	if fa == nil {
 		return nil, invalidArgument("fa is nil")
 	}

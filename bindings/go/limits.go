@@ -31,7 +31,8 @@ type ServerLimits struct {
 	MaxUnaryRequestSize uint64
 }
 
-// limitSetters are one options type's C setters for ServerLimits.
+// limitSetters are the C setters for ServerLimits' fields (of an
+// ofl_server_limits, or of the director's options until they take one).
 type limitSetters struct {
 	streams, connections func(C.uint32_t) *C.ofl_error
 	handshake, idle      func(C.uint64_t) *C.ofl_error
@@ -82,24 +83,28 @@ func (l *ServerLimits) apply(set limitSetters) error {
 	return nil
 }
 
-func aggregatorLimitSetters(opts *C.ofl_aggregator_server_options) limitSetters {
-	return limitSetters{
-		streams: func(v C.uint32_t) *C.ofl_error {
-			return C.ofl_aggregator_server_options_set_max_concurrent_streams(opts, v)
-		},
-		connections: func(v C.uint32_t) *C.ofl_error {
-			return C.ofl_aggregator_server_options_set_max_connections(opts, v)
-		},
-		handshake: func(v C.uint64_t) *C.ofl_error {
-			return C.ofl_aggregator_server_options_set_handshake_timeout_ms(opts, v)
-		},
-		idle: func(v C.uint64_t) *C.ofl_error { return C.ofl_aggregator_server_options_set_idle_timeout_ms(opts, v) },
-		unary: func(v C.uint64_t) *C.ofl_error {
-			return C.ofl_aggregator_server_options_set_max_unary_request_size(opts, v)
-		},
+// attach gives l to one server options type's _set_limits (set), as an
+// ofl_server_limits with the non-zero fields set.
+func (l *ServerLimits) attach(set func(*C.ofl_server_limits) *C.ofl_error) error {
+	var limits *C.ofl_server_limits
+	if err := takeError(C.ofl_server_limits_new(&limits)); err != nil {
+		return err
 	}
+	defer C.ofl_server_limits_free(limits)
+	if err := l.apply(limitSetters{
+		streams:     func(v C.uint32_t) *C.ofl_error { return C.ofl_server_limits_set_max_concurrent_streams(limits, v) },
+		connections: func(v C.uint32_t) *C.ofl_error { return C.ofl_server_limits_set_max_connections(limits, v) },
+		handshake:   func(v C.uint64_t) *C.ofl_error { return C.ofl_server_limits_set_handshake_timeout_ms(limits, v) },
+		idle:        func(v C.uint64_t) *C.ofl_error { return C.ofl_server_limits_set_idle_timeout_ms(limits, v) },
+		unary:       func(v C.uint64_t) *C.ofl_error { return C.ofl_server_limits_set_max_unary_request_size(limits, v) },
+	}); err != nil {
+		return err
+	}
+	return takeError(set(limits))
 }
 
+// directorLimitSetters: the director's 0.1 per-field setters, until its
+// options take an ofl_server_limits too (then attach replaces them).
 func directorLimitSetters(opts *C.ofl_director_server_options) limitSetters {
 	return limitSetters{
 		streams: func(v C.uint32_t) *C.ofl_error {

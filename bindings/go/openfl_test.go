@@ -95,8 +95,8 @@ const (
 	insecure
 )
 
-func serverOptions(mode tlsMode) openfl.ServerOptions {
-	o := openfl.ServerOptions{
+func serverOptions(mode tlsMode) openfl.AggregatorServerOptions {
+	o := openfl.AggregatorServerOptions{
 		Host:                    "127.0.0.1",
 		Federation:              openfl.Federation{AggregatorUUID: aggUUID, FederationUUID: fedUUID},
 		AuthorizedCollaborators: []string{"col1", "col2"},
@@ -105,7 +105,7 @@ func serverOptions(mode tlsMode) openfl.ServerOptions {
 	if mode == insecure {
 		o.TLS.Disabled = true
 	} else {
-		o.TLS = openfl.TLS{RootCertificate: cert("ca.crt"), Certificate: cert("server.crt"), PrivateKey: cert("server.key")}
+		o.TLS = openfl.TLSConfig{RootCertificate: cert("ca.crt"), Certificate: cert("server.crt"), PrivateKey: cert("server.key")}
 	}
 	return o
 }
@@ -116,18 +116,20 @@ func clientOptions(port uint16, mode tlsMode, col string) openfl.AggregatorClien
 		Port:       port,
 		Federation: openfl.Federation{AggregatorUUID: aggUUID, FederationUUID: fedUUID},
 		// Bounded: a test that goes wrong fails instead of hanging.
-		Retry:          &openfl.RetryPolicy{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Deadline: 5 * time.Second},
-		ConnectTimeout: 5 * time.Second,
+		Connect: openfl.ConnectOptions{
+			Retry:          &openfl.RetryPolicy{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Deadline: 5 * time.Second},
+			ConnectTimeout: 5 * time.Second,
+		},
 	}
 	if mode == insecure {
 		o.TLS.Disabled = true
 	} else {
-		o.TLS = openfl.TLS{RootCertificate: cert("ca.crt"), Certificate: cert(col + ".crt"), PrivateKey: cert(col + ".key")}
+		o.TLS = openfl.TLSConfig{RootCertificate: cert("ca.crt"), Certificate: cert(col + ".crt"), PrivateKey: cert(col + ".key")}
 	}
 	return o
 }
 
-func startServer(t *testing.T, opts openfl.ServerOptions, logic openfl.AggregatorLogic) *openfl.AggregatorServer {
+func startServer(t *testing.T, opts openfl.AggregatorServerOptions, logic openfl.AggregatorLogic) *openfl.AggregatorServer {
 	t.Helper()
 	s, err := openfl.StartAggregatorServer(opts, logic)
 	if err != nil {
@@ -376,7 +378,7 @@ func TestRejections(t *testing.T) {
 		{"no client certificate for an mTLS server", func(o *openfl.AggregatorClientOptions) {
 			o.TLS.Certificate, o.TLS.PrivateKey, o.TLS.DisableClientAuth = "", "", true
 		}},
-		{"wrong server name", func(o *openfl.AggregatorClientOptions) { o.ServerName = "not-the-server.example" }},
+		{"wrong server name", func(o *openfl.AggregatorClientOptions) { o.Connect.ServerName = "not-the-server.example" }},
 	}
 	for _, tc := range tlsCases {
 		tc := tc
@@ -483,7 +485,7 @@ func TestRejections(t *testing.T) {
 
 		// UNAVAILABLE from the logic is retried until the budget is spent.
 		o := clientOptions(s.Port(), insecure, "")
-		o.Retry = &openfl.RetryPolicy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Deadline: 300 * time.Millisecond}
+		o.Connect.Retry = &openfl.RetryPolicy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Deadline: 300 * time.Millisecond}
 		quick := newClient(t, o)
 		_, err = quick.GetAggregatedTensor(ctx, "col1", openfl.TensorRequest{TensorName: fmt.Sprintf("code-%d", openfl.CodeUnavailable)})
 		expectCode(t, "UNAVAILABLE", err, openfl.CodeRetriesExhausted, "")
@@ -494,7 +496,7 @@ func TestRejections(t *testing.T) {
 		port := gone.Port()
 		gone.Close()
 		o := clientOptions(port, insecure, "")
-		o.Retry = &openfl.RetryPolicy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Deadline: 400 * time.Millisecond}
+		o.Connect.Retry = &openfl.RetryPolicy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Deadline: 400 * time.Millisecond}
 		c := newClient(t, o)
 		start := time.Now()
 		_, err := c.GetTasks(ctx, "col1")
@@ -574,7 +576,7 @@ func TestRejections(t *testing.T) {
 	t.Run("bad options", func(t *testing.T) {
 		_, err := openfl.NewAggregatorClient(openfl.AggregatorClientOptions{Host: "a\x00b", Port: 1})
 		expectCode(t, "NUL in Host", err, openfl.CodeInvalidArgument, "Host")
-		_, err = openfl.NewAggregatorClient(openfl.AggregatorClientOptions{Host: "", Port: 1, TLS: openfl.TLS{Disabled: true}})
+		_, err = openfl.NewAggregatorClient(openfl.AggregatorClientOptions{Host: "", Port: 1, TLS: openfl.TLSConfig{Disabled: true}})
 		expectCode(t, "empty host", err, openfl.CodeInvalidArgument, "host")
 		_, err = openfl.NewAggregatorClient(openfl.AggregatorClientOptions{Host: "localhost", Port: 1})
 		expectCode(t, "TLS without certificates", err, openfl.CodeInvalidArgument, "")
@@ -583,11 +585,11 @@ func TestRejections(t *testing.T) {
 		_, err = openfl.NewAggregatorClient(o)
 		expectCode(t, "missing CA file", err, openfl.CodeIO, "")
 		o = clientOptions(1, mutual, "col1")
-		o.TLS = openfl.TLS{RootCertificatePEM: []byte("garbage")}
+		o.TLS = openfl.TLSConfig{RootCertificatePEM: []byte("garbage")}
 		_, err = openfl.NewAggregatorClient(o)
 		expectCode(t, "garbage PEM", err, openfl.CodeTLS, "root_certificate")
 		o = clientOptions(1, insecure, "")
-		o.Retry = &openfl.RetryPolicy{InitialBackoff: 0, MaxBackoff: time.Second, Deadline: time.Second}
+		o.Connect.Retry = &openfl.RetryPolicy{InitialBackoff: 0, MaxBackoff: time.Second, Deadline: time.Second}
 		_, err = openfl.NewAggregatorClient(o)
 		expectCode(t, "zero backoff", err, openfl.CodeInvalidArgument, "")
 
@@ -610,7 +612,7 @@ func TestRejections(t *testing.T) {
 		_, err = openfl.StartAggregatorServer(so, &testLogic{})
 		expectCode(t, "missing server certificate", err, openfl.CodeIO, "")
 		so = serverOptions(mutual)
-		so.TLS = openfl.TLS{}
+		so.TLS = openfl.TLSConfig{}
 		_, err = openfl.StartAggregatorServer(so, &testLogic{})
 		expectCode(t, "TLS without certificates", err, openfl.CodeInvalidArgument, "")
 		so = serverOptions(insecure)

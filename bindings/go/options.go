@@ -7,10 +7,11 @@ import (
 	"time"
 )
 
-// TLS holds the TLS settings shared by clients and servers. The zero value
-// is OpenFL's default: TLS with client authentication (mTLS), which needs
-// certificates (as files or as PEM bytes).
-type TLS struct {
+// TLSConfig holds the TLS settings shared by clients and servers (the C
+// API's ofl_tls_config). The zero value is OpenFL's default: TLS with
+// client authentication (mTLS), which needs certificates (as files or as
+// PEM bytes).
+type TLSConfig struct {
 	// Disabled turns TLS off (OpenFL's tls=False): plain TCP, and the
 	// server trusts the header sender (anyone can claim any collaborator).
 	Disabled bool
@@ -24,9 +25,14 @@ type TLS struct {
 	// a client presents no certificate; a server makes client certificates
 	// optional (a presented one is still checked by its CN).
 	DisableClientAuth bool
+	// CRLFiles and CRLPEM are certificate revocation lists (PEM, signed by
+	// a trusted CA): a peer certificate they revoke is refused at the
+	// handshake. Read once, when the server starts or the client is made.
+	CRLFiles []string
+	CRLPEM   [][]byte
 }
 
-func (t *TLS) check() error {
+func (t *TLSConfig) check() error {
 	for _, f := range []struct{ what, s string }{
 		{"TLS.RootCertificate", t.RootCertificate},
 		{"TLS.Certificate", t.Certificate},
@@ -39,12 +45,71 @@ func (t *TLS) check() error {
 	return nil
 }
 
-func (t *TLS) usePEM() bool { return len(t.RootCertificatePEM) > 0 }
+func (t *TLSConfig) usePEM() bool { return len(t.RootCertificatePEM) > 0 }
 
-func (t *TLS) configured() bool { return t.usePEM() || t.RootCertificate != "" }
+func (t *TLSConfig) configured() bool { return t.usePEM() || t.RootCertificate != "" }
 
-// tlsSetters are the TLS setters of one library options type (closures
-// over its ofl_*_options).
+// attach gives t to one options type's _set_tls (set): a built
+// ofl_tls_config, or NULL when Disabled.
+func (t *TLSConfig) attach(set func(*C.ofl_tls_config) *C.ofl_error) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	if err := checkStrings("TLS.CRLFiles", t.CRLFiles); err != nil {
+		return err
+	}
+	if t.Disabled {
+		return takeError(set(nil))
+	}
+	var cfg *C.ofl_tls_config
+	if err := takeError(C.ofl_tls_config_new(&cfg)); err != nil {
+		return err
+	}
+	defer C.ofl_tls_config_free(cfg)
+	var mem cstrings
+	defer mem.free()
+	steps := []func() *C.ofl_error{}
+	switch {
+	case t.usePEM():
+		steps = append(steps, func() *C.ofl_error {
+			return C.ofl_tls_config_set_root_certificate_pem(cfg, mem.bytes(t.RootCertificatePEM), C.size_t(len(t.RootCertificatePEM)))
+		})
+	case t.RootCertificate != "":
+		steps = append(steps, func() *C.ofl_error { return C.ofl_tls_config_set_root_certificate_file(cfg, mem.str(t.RootCertificate)) })
+	}
+	switch {
+	case len(t.CertificatePEM) > 0 || len(t.PrivateKeyPEM) > 0:
+		steps = append(steps, func() *C.ofl_error {
+			return C.ofl_tls_config_set_identity_pem(cfg, mem.bytes(t.CertificatePEM), C.size_t(len(t.CertificatePEM)),
+				mem.bytes(t.PrivateKeyPEM), C.size_t(len(t.PrivateKeyPEM)))
+		})
+	case t.Certificate != "" || t.PrivateKey != "":
+		steps = append(steps, func() *C.ofl_error {
+			return C.ofl_tls_config_set_identity_files(cfg, mem.str(t.Certificate), mem.str(t.PrivateKey))
+		})
+	}
+	if t.DisableClientAuth {
+		steps = append(steps, func() *C.ofl_error { return C.ofl_tls_config_set_client_auth(cfg, C.OFL_CLIENT_AUTH_NONE) })
+	}
+	for _, f := range t.CRLFiles {
+		f := f
+		steps = append(steps, func() *C.ofl_error { return C.ofl_tls_config_add_crl_file(cfg, mem.str(f)) })
+	}
+	for _, pem := range t.CRLPEM {
+		pem := pem
+		steps = append(steps, func() *C.ofl_error { return C.ofl_tls_config_add_crl_pem(cfg, mem.bytes(pem), C.size_t(len(pem))) })
+	}
+	for _, step := range steps {
+		if err := takeError(step()); err != nil {
+			return err
+		}
+	}
+	return takeError(set(cfg))
+}
+
+// tlsSetters are the 0.1 TLS setters of one library options type (closures
+// over its ofl_*_options); only the director's options still use them,
+// until they take an ofl_tls_config too (then attach replaces apply).
 type tlsSetters struct {
 	enable            func(enabled C.bool) *C.ofl_error
 	pem               func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error
@@ -54,7 +119,7 @@ type tlsSetters struct {
 
 // apply sets t through set. optionalKeyPair (clients): an empty
 // Certificate or PrivateKey file is passed as NULL, not "".
-func (t *TLS) apply(mem *cstrings, optionalKeyPair bool, set tlsSetters) error {
+func (t *TLSConfig) apply(mem *cstrings, optionalKeyPair bool, set tlsSetters) error {
 	if t.Disabled {
 		if err := takeError(set.enable(false)); err != nil {
 			return err
@@ -110,6 +175,53 @@ type RetryPolicy struct {
 	Deadline       time.Duration
 }
 
+// ConnectOptions says how a client reaches its server (the C API's
+// ofl_connect_options, shared by every client). Zero fields keep the
+// client's defaults noted on each field.
+type ConnectOptions struct {
+	// ServerName is the name the server certificate must carry; default
+	// the host.
+	ServerName string
+	// Retry bounds retries while the server is unreachable; nil keeps the
+	// library default (retry forever, as OpenFL). Set a Deadline to bound
+	// every call.
+	Retry *RetryPolicy
+	// ConnectTimeout bounds TCP + TLS connection set-up; 0 means 10 s.
+	ConnectTimeout time.Duration
+	// MaxMessageSize is the largest message sent or received; 0 means
+	// 1 GiB (2^30, as OpenFL).
+	MaxMessageSize uint64
+}
+
+// attach gives c to one client options type's _set_connect (set).
+func (c *ConnectOptions) attach(set func(*C.ofl_connect_options) *C.ofl_error) error {
+	if err := checkString("Connect.ServerName", c.ServerName); err != nil {
+		return err
+	}
+	var opts *C.ofl_connect_options
+	if err := takeError(C.ofl_connect_options_new(&opts)); err != nil {
+		return err
+	}
+	defer C.ofl_connect_options_free(opts)
+	if c.ServerName != "" {
+		var mem cstrings
+		defer mem.free()
+		if err := takeError(C.ofl_connect_options_set_server_name(opts, mem.str(c.ServerName))); err != nil {
+			return err
+		}
+	}
+	if err := applyConnection(c.Retry, c.ConnectTimeout, c.MaxMessageSize, connectionSetters{
+		retry: func(initialMs, maxMs C.uint64_t, deadlineMs C.int64_t) *C.ofl_error {
+			return C.ofl_connect_options_set_retry(opts, initialMs, maxMs, deadlineMs)
+		},
+		connectTimeout: func(ms C.uint64_t) *C.ofl_error { return C.ofl_connect_options_set_connect_timeout_ms(opts, ms) },
+		maxMessageSize: func(bytes C.uint64_t) *C.ofl_error { return C.ofl_connect_options_set_max_message_size(opts, bytes) },
+	}); err != nil {
+		return err
+	}
+	return takeError(set(opts))
+}
+
 // AggregatorClientOptions configures NewAggregatorClient. Zero fields keep the library
 // defaults noted on each field.
 type AggregatorClientOptions struct {
@@ -117,20 +229,13 @@ type AggregatorClientOptions struct {
 	Host string
 	Port uint16
 	// TLS settings; default mTLS.
-	TLS TLS
-	// ServerName is the name the server certificate must carry; default Host.
-	ServerName string
+	TLS TLSConfig
+	// Connect: server name, retries, connect timeout, message size. Set a
+	// Connect.Retry Deadline to bound every call (see AggregatorClient for
+	// why that matters in Go).
+	Connect ConnectOptions
 	// Federation is the identity requests carry and replies must match.
 	Federation Federation
-	// Retry bounds retries while the aggregator is unreachable; nil keeps
-	// the library default (retry forever, as OpenFL). Set a Deadline to
-	// bound every call (see AggregatorClient for why that matters in Go).
-	Retry *RetryPolicy
-	// ConnectTimeout bounds TCP + TLS connection set-up; 0 means 10 s.
-	ConnectTimeout time.Duration
-	// MaxMessageSize is the largest message sent or received; 0 means
-	// 1 GiB (2^30, as OpenFL).
-	MaxMessageSize uint64
 	// ReconnectEveryCall opens a new connection for every call, as
 	// OpenFL 1.6 does (default: one connection is reused).
 	ReconnectEveryCall bool
@@ -143,8 +248,9 @@ func millis(d time.Duration) int64 {
 	return d.Milliseconds()
 }
 
-// connectionSetters are the connection setters both client options types
-// have (closures over their ofl_*_options).
+// connectionSetters are the connection setters of ofl_connect_options and,
+// until it takes an ofl_connect_options too, of the director's client
+// options (closures over the C object).
 type connectionSetters struct {
 	retry          func(initialMs, maxMs C.uint64_t, deadlineMs C.int64_t) *C.ofl_error
 	connectTimeout func(ms C.uint64_t) *C.ofl_error
@@ -184,15 +290,9 @@ func listenHost(host string) string {
 	return host
 }
 
-// build makes the library's ofl_client_options (caller frees).
-func (o *AggregatorClientOptions) build() (*C.ofl_client_options, error) {
+// build makes the library's ofl_aggregator_client_options (caller frees).
+func (o *AggregatorClientOptions) build() (*C.ofl_aggregator_client_options, error) {
 	if err := checkString("Host", o.Host); err != nil {
-		return nil, err
-	}
-	if err := checkString("ServerName", o.ServerName); err != nil {
-		return nil, err
-	}
-	if err := o.TLS.check(); err != nil {
 		return nil, err
 	}
 	if err := o.Federation.check(); err != nil {
@@ -200,67 +300,51 @@ func (o *AggregatorClientOptions) build() (*C.ofl_client_options, error) {
 	}
 	var mem cstrings
 	defer mem.free()
-	var opts *C.ofl_client_options
-	if err := takeError(C.ofl_client_options_new(mem.str(o.Host), C.uint16_t(o.Port), &opts)); err != nil {
+	var opts *C.ofl_aggregator_client_options
+	if err := takeError(C.ofl_aggregator_client_options_new(mem.str(o.Host), C.uint16_t(o.Port), &opts)); err != nil {
 		return nil, err
 	}
 	err := o.apply(opts, &mem)
 	if err != nil {
-		C.ofl_client_options_free(opts)
+		C.ofl_aggregator_client_options_free(opts)
 		return nil, err
 	}
 	return opts, nil
 }
 
-func (o *AggregatorClientOptions) apply(opts *C.ofl_client_options, mem *cstrings) error {
-	if err := o.TLS.apply(mem, true, tlsSetters{
-		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_client_options_set_tls(opts, enabled) },
-		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
-			return C.ofl_client_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
-		},
-		files: func(root, cert, key *C.char) *C.ofl_error {
-			return C.ofl_client_options_set_tls_files(opts, root, cert, key)
-		},
-		disableClientAuth: func() *C.ofl_error { return C.ofl_client_options_set_disable_client_auth(opts, true) },
+func (o *AggregatorClientOptions) apply(opts *C.ofl_aggregator_client_options, mem *cstrings) error {
+	if err := o.TLS.attach(func(t *C.ofl_tls_config) *C.ofl_error {
+		return C.ofl_aggregator_client_options_set_tls(opts, t)
 	}); err != nil {
 		return err
 	}
-	if o.ServerName != "" {
-		if err := takeError(C.ofl_client_options_set_server_name(opts, mem.str(o.ServerName))); err != nil {
-			return err
-		}
+	if err := o.Connect.attach(func(c *C.ofl_connect_options) *C.ofl_error {
+		return C.ofl_aggregator_client_options_set_connect(opts, c)
+	}); err != nil {
+		return err
 	}
 	f := &o.Federation
-	if err := takeError(C.ofl_client_options_set_federation(opts, mem.str(f.AggregatorUUID),
+	if err := takeError(C.ofl_aggregator_client_options_set_federation(opts, mem.str(f.AggregatorUUID),
 		mem.str(f.FederationUUID), mem.optStr(f.SingleColCertCommonName))); err != nil {
 		return err
 	}
-	if err := applyConnection(o.Retry, o.ConnectTimeout, o.MaxMessageSize, connectionSetters{
-		retry: func(initialMs, maxMs C.uint64_t, deadlineMs C.int64_t) *C.ofl_error {
-			return C.ofl_client_options_set_retry(opts, initialMs, maxMs, deadlineMs)
-		},
-		connectTimeout: func(ms C.uint64_t) *C.ofl_error { return C.ofl_client_options_set_connect_timeout_ms(opts, ms) },
-		maxMessageSize: func(bytes C.uint64_t) *C.ofl_error { return C.ofl_client_options_set_max_message_size(opts, bytes) },
-	}); err != nil {
-		return err
-	}
 	if o.ReconnectEveryCall {
-		if err := takeError(C.ofl_client_options_set_reconnect_every_call(opts, true)); err != nil {
+		if err := takeError(C.ofl_aggregator_client_options_set_reconnect_every_call(opts, true)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// ServerOptions configures StartAggregatorServer. Zero fields keep the
+// AggregatorServerOptions configures StartAggregatorServer. Zero fields keep the
 // library defaults noted on each field.
-type ServerOptions struct {
+type AggregatorServerOptions struct {
 	// Host and Port to listen on: default "[::]" (every interface, IPv4
 	// and IPv6); port 0 picks a free port (see AggregatorServer.Port).
 	Host string
 	Port uint16
 	// TLS settings; default mTLS (certificates required).
-	TLS TLS
+	TLS TLSConfig
 	// Federation is the aggregator's identity, checked on every request.
 	Federation Federation
 	// AuthorizedCollaborators are the collaborator names allowed to call
@@ -285,11 +369,8 @@ type ServerOptions struct {
 	MaxTensorsPerUpload uint64
 }
 
-func (o *ServerOptions) build() (*C.ofl_aggregator_server_options, error) {
+func (o *AggregatorServerOptions) build() (*C.ofl_aggregator_server_options, error) {
 	if err := checkString("Host", o.Host); err != nil {
-		return nil, err
-	}
-	if err := o.TLS.check(); err != nil {
 		return nil, err
 	}
 	if err := o.Federation.check(); err != nil {
@@ -311,19 +392,12 @@ func (o *ServerOptions) build() (*C.ofl_aggregator_server_options, error) {
 	return opts, nil
 }
 
-func (o *ServerOptions) apply(opts *C.ofl_aggregator_server_options, mem *cstrings) error {
+func (o *AggregatorServerOptions) apply(opts *C.ofl_aggregator_server_options, mem *cstrings) error {
 	if err := takeError(C.ofl_aggregator_server_options_set_listen(opts, mem.str(listenHost(o.Host)), C.uint16_t(o.Port))); err != nil {
 		return err
 	}
-	if err := o.TLS.apply(mem, false, tlsSetters{
-		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_aggregator_server_options_set_tls(opts, enabled) },
-		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
-			return C.ofl_aggregator_server_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
-		},
-		files: func(root, cert, key *C.char) *C.ofl_error {
-			return C.ofl_aggregator_server_options_set_tls_files(opts, root, cert, key)
-		},
-		disableClientAuth: func() *C.ofl_error { return C.ofl_aggregator_server_options_set_disable_client_auth(opts, true) },
+	if err := o.TLS.attach(func(t *C.ofl_tls_config) *C.ofl_error {
+		return C.ofl_aggregator_server_options_set_tls(opts, t)
 	}); err != nil {
 		return err
 	}
@@ -365,5 +439,7 @@ func (o *ServerOptions) apply(opts *C.ofl_aggregator_server_options, mem *cstrin
 			return err
 		}
 	}
-	return o.Limits.apply(aggregatorLimitSetters(opts))
+	return o.Limits.attach(func(l *C.ofl_server_limits) *C.ofl_error {
+		return C.ofl_aggregator_server_options_set_limits(opts, l)
+	})
 }

@@ -78,7 +78,7 @@ var aggregatorServerOps = serverOps[C.ofl_aggregator_server]{
 
 // StartAggregatorServer checks the certificates, binds the port and starts
 // serving with logic behind it.
-func StartAggregatorServer(opts ServerOptions, logic AggregatorLogic) (*AggregatorServer, error) {
+func StartAggregatorServer(opts AggregatorServerOptions, logic AggregatorLogic) (*AggregatorServer, error) {
 	if logic == nil {
 		return nil, invalidArgument("logic is nil")
 	}
@@ -135,15 +135,13 @@ func stateOf(h C.uintptr_t) *serverState {
 	return cgo.Handle(h).Value().(*serverState)
 }
 
-// replyError answers a call with err's code and message.
-func replyError(reply *C.ofl_reply, err error) C.int32_t {
+// callbackError is what a callback returns for err: an ofl_error with
+// err's code (UNKNOWN for an error that has none) and message, which the
+// library takes and sends to the peer as the gRPC status.
+func callbackError(err error) *C.ofl_error {
 	code := CodeOf(err)
 	msg := err.Error()
-	var e *Error
-	if ae, ok := err.(*Error); ok {
-		e = ae
-	}
-	if e != nil && e.Message != "" {
+	if e, ok := err.(*Error); ok && e.Message != "" {
 		msg = e.Message
 	}
 	if code == CodeOK {
@@ -151,13 +149,28 @@ func replyError(reply *C.ofl_reply, err error) C.int32_t {
 	}
 	cmsg := C.CString(strings.ReplaceAll(msg, "\x00", "\\0"))
 	defer C.free(unsafe.Pointer(cmsg))
-	// The message is best effort: the code goes back either way.
-	_ = takeError(C.ofl_reply_set_error_message(reply, cmsg))
+	return C.ofl_error_new(C.int32_t(code), cmsg)
+}
+
+// recoverToError turns a panic in logic into an INTERNAL answer: a Go
+// panic must never unwind into the library's C frames.
+func recoverToError(method string, out **C.ofl_error) {
+	if r := recover(); r != nil {
+		*out = callbackError(Errorf(CodeInternal, "%s panicked: %v", method, r))
+	}
+}
+
+// replyError and recoverCallback answer the director's start hook, which
+// still returns a code with the reply's error message (until it returns an
+// ofl_error too; then callbackError and recoverToError replace them).
+func replyError(reply *C.ofl_reply, err error) C.int32_t {
+	e := callbackError(err)
+	code := C.ofl_error_code(e)
+	_ = takeError(C.ofl_reply_set_error_message(reply, C.ofl_error_message(e)))
+	C.ofl_error_free(e)
 	return C.int32_t(code)
 }
 
-// recoverCallback turns a panic in logic into an INTERNAL answer: a Go
-// panic must never unwind into the library's C frames.
 func recoverCallback(method string, reply *C.ofl_reply, code *C.int32_t) {
 	if r := recover(); r != nil {
 		*code = replyError(reply, Errorf(CodeInternal, "%s panicked: %v", method, r))
@@ -165,44 +178,44 @@ func recoverCallback(method string, reply *C.ofl_reply, code *C.int32_t) {
 }
 
 //export oflGoGetTasks
-func oflGoGetTasks(h C.uintptr_t, collaborator *C.char, reply *C.ofl_reply) (code C.int32_t) {
-	defer recoverCallback("GetTasks", reply, &code)
+func oflGoGetTasks(h C.uintptr_t, collaborator *C.char, reply *C.ofl_reply) (out *C.ofl_error) {
+	defer recoverToError("GetTasks", &out)
 	st := stateOf(h)
 	tasks, err := st.logic.GetTasks(st.ctx, C.GoString(collaborator))
 	if err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
 	if tasks == nil {
-		return replyError(reply, NewError(CodeInternal, "GetTasks returned neither tasks nor an error"))
+		return callbackError(NewError(CodeInternal, "GetTasks returned neither tasks nor an error"))
 	}
 	if err := takeError(C.ofl_reply_set_round_number(reply, C.int32_t(tasks.RoundNumber))); err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
 	if err := takeError(C.ofl_reply_set_sleep_time(reply, C.int32_t(tasks.SleepTime))); err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
 	if err := takeError(C.ofl_reply_set_quit(reply, C.bool(tasks.Quit))); err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
 	var mem cstrings
 	defer mem.free()
 	for i, t := range tasks.Tasks {
 		for _, f := range []struct{ what, s string }{{"Name", t.Name}, {"FunctionName", t.FunctionName}, {"TaskType", t.TaskType}} {
 			if err := checkString(fmt.Sprintf("Tasks[%d].%s", i, f.what), f.s); err != nil {
-				return replyError(reply, Errorf(CodeInternal, "GetTasks: %v", err))
+				return callbackError(Errorf(CodeInternal, "GetTasks: %v", err))
 			}
 		}
 		if err := takeError(C.ofl_reply_add_task(reply, mem.str(t.Name), mem.str(t.FunctionName),
 			mem.str(t.TaskType), C.bool(t.ApplyLocal))); err != nil {
-			return replyError(reply, err)
+			return callbackError(err)
 		}
 	}
-	return C.int32_t(CodeOK)
+	return nil
 }
 
 //export oflGoGetAggregatedTensor
-func oflGoGetAggregatedTensor(h C.uintptr_t, collaborator *C.char, req *C.ofl_tensor_request, reply *C.ofl_reply) (code C.int32_t) {
-	defer recoverCallback("GetAggregatedTensor", reply, &code)
+func oflGoGetAggregatedTensor(h C.uintptr_t, collaborator *C.char, req *C.ofl_tensor_request, reply *C.ofl_reply) (out *C.ofl_error) {
+	defer recoverToError("GetAggregatedTensor", &out)
 	st := stateOf(h)
 	r := &TensorRequest{
 		TensorName:      C.GoString(req.tensor_name),
@@ -219,13 +232,13 @@ func oflGoGetAggregatedTensor(h C.uintptr_t, collaborator *C.char, req *C.ofl_te
 	}
 	t, err := st.logic.GetAggregatedTensor(st.ctx, C.GoString(collaborator), r)
 	if err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
 	if t == nil {
-		return replyError(reply, NewError(CodeInternal, "GetAggregatedTensor returned neither a tensor nor an error"))
+		return callbackError(NewError(CodeInternal, "GetAggregatedTensor returned neither a tensor nor an error"))
 	}
 	if err := t.check("GetAggregatedTensor: tensor"); err != nil {
-		return replyError(reply, Errorf(CodeInternal, "%v", err))
+		return callbackError(Errorf(CodeInternal, "%v", err))
 	}
 	var mem cstrings
 	defer mem.free()
@@ -240,14 +253,14 @@ func oflGoGetAggregatedTensor(h C.uintptr_t, collaborator *C.char, req *C.ofl_te
 	err = takeError(C.ofl_go_reply_set_tensor(reply, view, data, C.size_t(len(t.Data))))
 	runtime.KeepAlive(t)
 	if err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
-	return C.int32_t(CodeOK)
+	return nil
 }
 
 //export oflGoSendLocalTaskResults
-func oflGoSendLocalTaskResults(h C.uintptr_t, collaborator *C.char, results *C.ofl_task_results, reply *C.ofl_reply) (code C.int32_t) {
-	defer recoverCallback("SendLocalTaskResults", reply, &code)
+func oflGoSendLocalTaskResults(h C.uintptr_t, collaborator *C.char, results *C.ofl_task_results) (out *C.ofl_error) {
+	defer recoverToError("SendLocalTaskResults", &out)
 	st := stateOf(h)
 	r := &TaskResults{
 		RoundNumber: int32(C.ofl_task_results_round_number(results)),
@@ -261,9 +274,9 @@ func oflGoSendLocalTaskResults(h C.uintptr_t, collaborator *C.char, results *C.o
 		}
 	}
 	if err := st.logic.SendLocalTaskResults(st.ctx, C.GoString(collaborator), r); err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
-	return C.int32_t(CodeOK)
+	return nil
 }
 
 //export oflGoAllQuitJobsSent

@@ -7,20 +7,20 @@
 
 static uintptr_t handle_of(void *user_data) { return (uintptr_t)user_data; }
 
-static int32_t tramp_get_tasks(void *user_data, const char *collaborator, ofl_reply *reply) {
+static ofl_error *tramp_get_tasks(void *user_data, const char *collaborator, ofl_reply *reply) {
     return oflGoGetTasks(handle_of(user_data), (char *)collaborator, reply);
 }
 
-static int32_t tramp_get_aggregated_tensor(void *user_data, const char *collaborator,
-                                           const ofl_tensor_request *request, ofl_reply *reply) {
+static ofl_error *tramp_get_aggregated_tensor(void *user_data, const char *collaborator,
+                                              const ofl_tensor_request *request, ofl_reply *reply) {
     return oflGoGetAggregatedTensor(handle_of(user_data), (char *)collaborator,
                                     (ofl_tensor_request *)request, reply);
 }
 
-static int32_t tramp_send_local_task_results(void *user_data, const char *collaborator,
-                                             const ofl_task_results *results, ofl_reply *reply) {
+static ofl_error *tramp_send_local_task_results(void *user_data, const char *collaborator,
+                                                const ofl_task_results *results) {
     return oflGoSendLocalTaskResults(handle_of(user_data), (char *)collaborator,
-                                     (ofl_task_results *)results, reply);
+                                     (ofl_task_results *)results);
 }
 
 static bool tramp_all_quit_jobs_sent(void *user_data) {
@@ -72,16 +72,24 @@ ofl_error *ofl_go_frontend_stream_metrics(const ofl_frontend_client *client, con
 
 ofl_error *ofl_go_server_start(const ofl_aggregator_server_options *options, uintptr_t handle,
                                bool validator, ofl_aggregator_server **out) {
-    ofl_aggregator_callbacks callbacks = {
-        .user_data = (void *)handle,
-        .free_user_data = tramp_free_user_data,
-        .get_tasks = tramp_get_tasks,
-        .get_aggregated_tensor = tramp_get_aggregated_tensor,
-        .send_local_task_results = tramp_send_local_task_results,
-        .all_quit_jobs_sent = tramp_all_quit_jobs_sent,
-        .valid_collaborator_cn_and_id = validator ? tramp_valid_collaborator : NULL,
-    };
-    return ofl_aggregator_server_start(options, &callbacks, out);
+    ofl_aggregator_callbacks *cb = NULL;
+    ofl_error *err = ofl_aggregator_callbacks_new(&cb);
+    if (err != NULL) {
+        oflGoReleaseHandle(handle); /* nobody else will */
+        return err;
+    }
+    /* From here the library owns the handle: released exactly once, when
+     * the callbacks object and the server (if started) are both gone. */
+    err = ofl_aggregator_callbacks_set_user_data(cb, (void *)handle, tramp_free_user_data);
+    if (!err) err = ofl_aggregator_callbacks_set_get_tasks(cb, tramp_get_tasks);
+    if (!err) err = ofl_aggregator_callbacks_set_get_aggregated_tensor(cb, tramp_get_aggregated_tensor);
+    if (!err) err = ofl_aggregator_callbacks_set_send_local_task_results(cb, tramp_send_local_task_results);
+    if (!err) err = ofl_aggregator_callbacks_set_all_quit_jobs_sent(cb, tramp_all_quit_jobs_sent);
+    if (!err && validator)
+        err = ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(cb, tramp_valid_collaborator);
+    if (!err) err = ofl_aggregator_server_start(options, cb, out);
+    ofl_aggregator_callbacks_free(cb);
+    return err;
 }
 
 static void tramp_log(void *user_data, ofl_log_level level, const char *target,
@@ -121,7 +129,7 @@ void ofl_go_send_step(ofl_go_send *s, size_t first, size_t count, const void *p0
     } else {
         switch (s->kind) {
         case OFL_GO_SEND_TASK_RESULTS:
-            s->error = ofl_client_send_local_task_results(s->client, s->collaborator,
+            s->error = ofl_aggregator_client_send_local_task_results(s->client, s->collaborator,
                                                           s->round_number, s->task_name,
                                                           s->data_size, s->views, s->len);
             break;

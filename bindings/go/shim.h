@@ -39,7 +39,7 @@ ofl_error *ofl_go_frontend_stream_metrics(const ofl_frontend_client *client, con
 
 /* The library call an ofl_go_send chain ends with. */
 enum {
-    OFL_GO_SEND_TASK_RESULTS = 0, /* ofl_client_send_local_task_results */
+    OFL_GO_SEND_TASK_RESULTS = 0, /* ofl_aggregator_client_send_local_task_results */
     OFL_GO_SET_BEST_MODEL = 1,    /* ofl_director_server_set_best_model */
     OFL_GO_SET_LAST_MODEL = 2,    /* ofl_director_server_set_last_model */
     OFL_GO_SET_NEW_EXPERIMENT = 3 /* ofl_frontend_client_set_new_experiment */
@@ -48,7 +48,7 @@ enum {
 /* One call that lends Go tensor data in progress (C memory). */
 typedef struct ofl_go_send {
     int32_t kind; /* OFL_GO_SEND_TASK_RESULTS (0) and so on */
-    const ofl_client *client;
+    const ofl_aggregator_client *client;
     const ofl_director_server *director;
     const ofl_frontend_client *frontend;
     const char *collaborator; /* the collaborator; the experiment for the other kinds */

@@ -7,7 +7,7 @@
  * The aggregator is the library's built-in FedAvg (ofl_fedavg_new +
  * ofl_aggregator_server_start_fedavg), listening on 127.0.0.1 with mutual
  * TLS. Three collaborator threads (col1, col2, col3), each with its own
- * client certificate and ofl_client, do what OpenFL 1.6's Collaborator does
+ * client certificate and ofl_aggregator_client, do what OpenFL 1.6's Collaborator does
  * with the default task list: every round they fetch the global model,
  * validate it on their validation shard, train it for a few epochs on their
  * training shard, upload the trained weights, and validate the locally
@@ -127,7 +127,7 @@ static const char *const TAGS_VALIDATE_LOCAL[] = {"compressed", "metric", "valid
 #define NTAGS(tags) (sizeof(tags) / sizeof((tags)[0]))
 
 /* The tensors of one upload, in memory the caller owns (the library borrows
- * it for the duration of ofl_client_send_local_task_results). */
+ * it for the duration of ofl_aggregator_client_send_local_task_results). */
 #define MAX_UPLOAD 4
 typedef struct upload {
     size_t n;
@@ -165,7 +165,7 @@ static void upload_add(upload *u, int32_t round, const char *name, bool report,
 typedef struct collaborator {
     int index;
     const char *name;
-    ofl_client *client;
+    ofl_aggregator_client *client;
     model global;         /* the aggregated model of `global_round` */
     int32_t global_round; /* -1: none fetched yet */
     model local;          /* the model trained this round */
@@ -177,7 +177,7 @@ typedef struct collaborator {
 static void fetch_tensor(collaborator *c, const char *name, int32_t round, float *out, size_t len,
                          bool vector) {
     ofl_tensor *t = NULL;
-    TRY(ofl_client_get_aggregated_tensor(c->client, c->name, name, round, false, TAGS_MODEL,
+    TRY(ofl_aggregator_client_get_aggregated_tensor(c->client, c->name, name, round, false, TAGS_MODEL,
                                          NTAGS(TAGS_MODEL), true, &t));
     uintptr_t ndim = 0;
     const int32_t *shape = ofl_tensor_metadata_len(t) == 1 ? ofl_tensor_metadata_int_list(t, 0, &ndim) : NULL;
@@ -236,7 +236,7 @@ static void run_task(collaborator *c, const ofl_tasks *tasks, uintptr_t i) {
     } else {
         fail(c->name, "the aggregator asked for an unknown task function");
     }
-    TRY(ofl_client_send_local_task_results(c->client, c->name, round, task, data_size, u.views, u.n));
+    TRY(ofl_aggregator_client_send_local_task_results(c->client, c->name, round, task, data_size, u.views, u.n));
 }
 
 static void *collaborator_main(void *arg) {
@@ -248,17 +248,26 @@ static void *collaborator_main(void *arg) {
     snprintf(file, sizeof file, "%s.key", c->name);
     cert_path(key, sizeof key, file);
 
-    ofl_client_options *options = NULL;
-    TRY(ofl_client_options_new("127.0.0.1", g_port, &options));
-    TRY(ofl_client_options_set_tls_files(options, ca, crt, key));
-    TRY(ofl_client_options_set_federation(options, AGGREGATOR_UUID, FEDERATION_UUID, NULL));
-    TRY(ofl_client_options_set_retry(options, 100, 1000, 10000));
-    TRY(ofl_client_new(options, &c->client));
-    ofl_client_options_free(options);
+    ofl_aggregator_client_options *options = NULL;
+    TRY(ofl_aggregator_client_options_new("127.0.0.1", g_port, &options));
+    ofl_tls_config *tls = NULL; /* mutual TLS: the CA, and this collaborator's identity */
+    TRY(ofl_tls_config_new(&tls));
+    TRY(ofl_tls_config_set_root_certificate_file(tls, ca));
+    TRY(ofl_tls_config_set_identity_files(tls, crt, key));
+    TRY(ofl_aggregator_client_options_set_tls(options, tls));
+    ofl_tls_config_free(tls); /* copied */
+    TRY(ofl_aggregator_client_options_set_federation(options, AGGREGATOR_UUID, FEDERATION_UUID, NULL));
+    ofl_connect_options *connect = NULL; /* give up after 10 s without the aggregator */
+    TRY(ofl_connect_options_new(&connect));
+    TRY(ofl_connect_options_set_retry(connect, 100, 1000, 10000));
+    TRY(ofl_aggregator_client_options_set_connect(options, connect));
+    ofl_connect_options_free(connect);
+    TRY(ofl_aggregator_client_new(options, &c->client));
+    ofl_aggregator_client_options_free(options);
 
     for (;;) {
         ofl_tasks *tasks = NULL;
-        TRY(ofl_client_get_tasks(c->client, c->name, &tasks));
+        TRY(ofl_aggregator_client_get_tasks(c->client, c->name, &tasks));
         if (ofl_tasks_quit(tasks)) {
             ofl_tasks_free(tasks);
             break;
@@ -270,7 +279,7 @@ static void *collaborator_main(void *arg) {
         for (uintptr_t i = 0; i < n; i++) run_task(c, tasks, i);
         ofl_tasks_free(tasks);
     }
-    ofl_client_free(c->client);
+    ofl_aggregator_client_free(c->client);
     c->client = NULL;
     return NULL;
 }
@@ -386,7 +395,12 @@ int main(int argc, char **argv) {
     ofl_aggregator_server_options *so = NULL;
     TRY(ofl_aggregator_server_options_new(&so));
     TRY(ofl_aggregator_server_options_set_listen(so, "127.0.0.1", 0));
-    TRY(ofl_aggregator_server_options_set_tls_files(so, ca, server_crt, server_key));
+    ofl_tls_config *tls = NULL;
+    TRY(ofl_tls_config_new(&tls));
+    TRY(ofl_tls_config_set_root_certificate_file(tls, ca));
+    TRY(ofl_tls_config_set_identity_files(tls, server_crt, server_key));
+    TRY(ofl_aggregator_server_options_set_tls(so, tls));
+    ofl_tls_config_free(tls);
     ofl_aggregator_server *server = NULL;
     TRY(ofl_aggregator_server_start_fedavg(so, fedavg, &server));
     ofl_aggregator_server_options_free(so);

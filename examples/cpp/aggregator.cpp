@@ -39,8 +39,11 @@ int main(int argc, char **argv) {
         for (const std::string &c : collaborators) plan.add_collaborator(c);
         openfl::FedAvg fedavg(plan);
 
-        openfl::ServerOptions options;
-        options.listen("127.0.0.1", port).tls_files(certs + "/ca.crt", certs + "/server.crt", certs + "/server.key");
+        openfl::AggregatorServerOptions options;
+        options.listen("127.0.0.1", port)
+            .tls(openfl::TlsConfig()
+                     .root_certificate_file(certs + "/ca.crt")
+                     .identity_files(certs + "/server.crt", certs + "/server.key"));
         openfl::AggregatorServer server = openfl::start_fedavg_server(options, fedavg);
         std::printf("aggregator listening on port %u\n", static_cast<unsigned>(server.port()));
         std::fflush(stdout);

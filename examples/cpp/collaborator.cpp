@@ -33,9 +33,13 @@ int main(int argc, char **argv) {
 
     try {
         openfl::AggregatorClientOptions options(host, port);
-        options.tls_files(certs + "/ca.crt", certs + "/" + name + ".crt", certs + "/" + name + ".key")
+        options
+            .tls(openfl::TlsConfig()
+                     .root_certificate_file(certs + "/ca.crt")
+                     .identity_files(certs + "/" + name + ".crt", certs + "/" + name + ".key"))
             .federation("example-aggregator", "example-federation")
-            .retry(std::chrono::milliseconds(100), std::chrono::milliseconds(2000), std::chrono::milliseconds(30000));
+            .connect(openfl::ConnectOptions().retry(std::chrono::milliseconds(100), std::chrono::milliseconds(2000),
+                                                    std::chrono::milliseconds(30000)));
         openfl::AggregatorClient client(options);
 
         for (;;) {

@@ -5,8 +5,9 @@
 use std::ffi::c_char;
 use std::time::Duration;
 
-use super::boundary::{arg_mut, arg_str, check_out, ffi_fn, free_boxed, write_out};
+use super::boundary::{arg_mut, arg_ref, arg_str, check_out, ffi_fn, free_boxed, write_out};
 use super::option_values;
+use crate::connect::ConnectConfig;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
@@ -24,6 +25,31 @@ pub struct ofl_connect_options {
     pub retry: Option<RetryPolicy>,
     /// Largest message sent or received.
     pub max_message_size: Option<usize>,
+}
+
+impl ofl_connect_options {
+    /// A copy of `*connect`, as a `_set_connect` export stores it
+    /// (INVALID_ARGUMENT for NULL).
+    pub fn copied(connect: *const ofl_connect_options) -> Result<Self> {
+        Ok(arg_ref(connect, "connect")?.clone())
+    }
+
+    /// Applies what is set to a client's settings; the rest keeps the
+    /// client's default.
+    pub fn apply(&self, connect: &mut ConnectConfig, retry: &mut RetryPolicy, max_message_size: &mut usize) {
+        if let Some(name) = &self.server_name {
+            connect.server_name = Some(name.clone());
+        }
+        if let Some(timeout) = self.connect_timeout {
+            connect.connect_timeout = timeout;
+        }
+        if let Some(policy) = &self.retry {
+            *retry = policy.clone();
+        }
+        if let Some(size) = self.max_message_size {
+            *max_message_size = size;
+        }
+    }
 }
 
 fn connect_mut<'a>(connect: *mut ofl_connect_options) -> Result<&'a mut ofl_connect_options> {

@@ -11,7 +11,7 @@
 use std::ffi::{c_char, c_void, CString};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use super::aggregator_logic::{ofl_reply, outcome};
+use super::aggregator::reply::{ofl_reply, outcome};
 use super::boundary::c_string;
 use super::director_types::{item_ptr, ofl_tensor_list, with_obj};
 use crate::director::{DirectorHooks, ExperimentDetails, ExperimentFailure};

@@ -10,7 +10,7 @@ use std::ffi::{c_char, CString};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::aggregator_server::{ofl_aggregator_server, ofl_aggregator_server_options, start_with_logic};
+use super::aggregator::{server::{ofl_aggregator_server, start_with_logic}, server_options::ofl_aggregator_server_options};
 use super::boundary::{
     arg_mut, arg_opt_str, arg_ref, arg_slice, arg_str, c_string, call, check_out, free_boxed, value, write_out,
 };
@@ -600,9 +600,10 @@ pub extern "C" fn ofl_model_free(model: *mut ofl_model) {
 mod tests {
     use super::*;
     use crate::aggregator::TaskResults;
-    use crate::ffi::aggregator_server::{
-        ofl_aggregator_server_free, ofl_aggregator_server_options_free, ofl_aggregator_server_options_new,
-        ofl_aggregator_server_options_set_listen, ofl_aggregator_server_options_set_tls, ofl_aggregator_server_port,
+    use crate::ffi::aggregator::server::{ofl_aggregator_server_free, ofl_aggregator_server_port};
+    use crate::ffi::aggregator::server_options::{
+        ofl_aggregator_server_options_free, ofl_aggregator_server_options_new,
+        ofl_aggregator_server_options_set_listen, ofl_aggregator_server_options_set_tls,
     };
     use crate::ffi::error::{ofl_error_code, ofl_error_free, ofl_error_message};
     use std::ffi::CStr;
@@ -847,7 +848,7 @@ mod tests {
         let mut so = null_mut();
         ok(ofl_aggregator_server_options_new(&mut so));
         ok(ofl_aggregator_server_options_set_listen(so, c"127.0.0.1".as_ptr(), 0));
-        ok(ofl_aggregator_server_options_set_tls(so, false));
+        ok(ofl_aggregator_server_options_set_tls(so, null()));
         let mut server = null_mut();
         assert_eq!(code(ofl_aggregator_server_start_fedavg(null(), fedavg, &mut server)), ofl_code::InvalidArgument);
         assert_eq!(code(ofl_aggregator_server_start_fedavg(so, null(), &mut server)), ofl_code::InvalidArgument);

@@ -5,8 +5,7 @@ use std::ffi::{c_char, c_void};
 use std::io::Write;
 use std::sync::RwLock;
 
-use super::boundary::{c_string, call};
-use super::error::ofl_error;
+use super::boundary::{c_string, ffi_fn};
 use crate::error::{Error, Result};
 
 /// Severity of a log record.
@@ -109,16 +108,15 @@ fn set_sink(max_level: i32, callback: ofl_log_fn, user_data: *mut c_void) -> Res
     Ok(())
 }
 
-/// Sends the library's log records up to `max_level` (an `ofl_log_level`) to `callback` with
-/// `user_data`; a NULL `callback` writes them to stderr. Without a call,
-/// warnings and errors go to stderr. Process-wide; may be called again to
-/// change the level or the callback. The previous `user_data` is no longer
-/// used once this returns.
-#[no_mangle]
-pub extern "C" fn ofl_set_log_callback(
-    max_level: i32,
-    callback: ofl_log_fn,
-    user_data: *mut c_void,
-) -> *mut ofl_error {
-    call("ofl_set_log_callback", || set_sink(max_level, callback, user_data))
+ffi_fn! {
+    /// Sends the library's log records up to `max_level` (an `ofl_log_level`)
+    /// to `callback` with `user_data`; a NULL `callback` writes them to
+    /// stderr. Without a call, warnings and errors go to stderr.
+    /// Process-wide; may be called again to change the level or the
+    /// callback. The previous `user_data` is no longer used once this
+    /// returns. `user_data` stays the host's (it is never freed by the
+    /// library).
+    fn ofl_set_log_callback(max_level: i32, callback: ofl_log_fn, user_data: *mut c_void) -> *mut ofl_error {
+        set_sink(max_level, callback, user_data)
+    }
 }

@@ -2,7 +2,7 @@
 //! for the aggregator and the director servers, attached with
 //! `ofl_<x>_server_options_set_limits` (which copies it).
 
-use super::boundary::{arg_mut, check_out, ffi_fn, free_boxed, write_out};
+use super::boundary::{arg_mut, arg_ref, check_out, ffi_fn, free_boxed, write_out};
 use super::option_values;
 use crate::error::Result;
 use crate::limits::ServerLimits;
@@ -14,6 +14,14 @@ use crate::limits::ServerLimits;
 pub struct ofl_server_limits {
     /// The bounds as the servers take them.
     pub limits: ServerLimits,
+}
+
+impl ofl_server_limits {
+    /// A copy of the limits behind `limits`, as a `_set_limits` export
+    /// stores it (INVALID_ARGUMENT for NULL).
+    pub fn copied(limits: *const ofl_server_limits) -> Result<ServerLimits> {
+        Ok(arg_ref(limits, "limits")?.limits.clone())
+    }
 }
 
 fn limits_mut<'a>(limits: *mut ofl_server_limits) -> Result<&'a mut ServerLimits> {

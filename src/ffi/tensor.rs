@@ -6,7 +6,7 @@ use std::ffi::{c_char, CString};
 
 use bytes::Bytes;
 
-use super::boundary::{arg_slice, arg_str, c_string, free_boxed, value};
+use super::boundary::{arg_slice, arg_str, c_string, ffi_fn, free_boxed, with_ref};
 use crate::error::Result;
 use crate::proto::{MetadataProto, NamedTensor};
 
@@ -135,127 +135,127 @@ impl ofl_tensor {
     }
 }
 
-fn with_tensor<T>(tensor: *const ofl_tensor, default: T, f: impl FnOnce(&ofl_tensor) -> T) -> T
-where
-    T: Copy,
-{
-    value(default, || {
-        // SAFETY: NULL or a live tensor handed out by this library (documented).
-        match unsafe { tensor.as_ref() } {
-            Some(t) => f(t),
-            None => default,
-        }
-    })
+ffi_fn! {
+    /// The tensor's name (valid as long as the tensor). NULL gives "".
+    fn ofl_tensor_name(tensor: *const ofl_tensor) -> *const c_char {
+        with_ref(tensor, c"".as_ptr(), |t| t.name.as_ptr())
+    } ?= c"".as_ptr()
 }
 
-/// The tensor's name (valid as long as the tensor). NULL gives "".
-#[no_mangle]
-pub extern "C" fn ofl_tensor_name(tensor: *const ofl_tensor) -> *const c_char {
-    with_tensor(tensor, c"".as_ptr(), |t| t.name.as_ptr())
+ffi_fn! {
+    /// The tensor's round number.
+    fn ofl_tensor_round_number(tensor: *const ofl_tensor) -> i32 {
+        with_ref(tensor, 0, |t| t.tensor.round_number)
+    } ?= 0
 }
 
-/// The tensor's round number.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_round_number(tensor: *const ofl_tensor) -> i32 {
-    with_tensor(tensor, 0, |t| t.tensor.round_number)
+ffi_fn! {
+    /// Whether the tensor's encoding is lossless.
+    fn ofl_tensor_lossless(tensor: *const ofl_tensor) -> bool {
+        with_ref(tensor, false, |t| t.tensor.lossless)
+    } ?= false
 }
 
-/// Whether the tensor's encoding is lossless.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_lossless(tensor: *const ofl_tensor) -> bool {
-    with_tensor(tensor, false, |t| t.tensor.lossless)
+ffi_fn! {
+    /// Whether the tensor is a report (metric) tensor.
+    fn ofl_tensor_report(tensor: *const ofl_tensor) -> bool {
+        with_ref(tensor, false, |t| t.tensor.report)
+    } ?= false
 }
 
-/// Whether the tensor is a report (metric) tensor.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_report(tensor: *const ofl_tensor) -> bool {
-    with_tensor(tensor, false, |t| t.tensor.report)
+ffi_fn! {
+    /// Number of tags.
+    fn ofl_tensor_tags_len(tensor: *const ofl_tensor) -> usize {
+        with_ref(tensor, 0, |t| t.tags.len())
+    } ?= 0
 }
 
-/// Number of tags.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_tags_len(tensor: *const ofl_tensor) -> usize {
-    with_tensor(tensor, 0, |t| t.tags.len())
+ffi_fn! {
+    /// Tag `index` (valid as long as the tensor); NULL when out of range.
+    fn ofl_tensor_tag(tensor: *const ofl_tensor, index: usize) -> *const c_char {
+        with_ref(tensor, std::ptr::null(), |t| t.tags.get(index).map_or(std::ptr::null(), |s| s.as_ptr()))
+    } ?= std::ptr::null()
 }
 
-/// Tag `index` (valid as long as the tensor); NULL when out of range.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_tag(tensor: *const ofl_tensor, index: usize) -> *const c_char {
-    with_tensor(tensor, std::ptr::null(), |t| t.tags.get(index).map_or(std::ptr::null(), |s| s.as_ptr()))
+ffi_fn! {
+    /// The tensor's bytes (valid as long as the tensor; no copy was made).
+    /// May be NULL when the length is 0.
+    fn ofl_tensor_data(tensor: *const ofl_tensor) -> *const u8 {
+        with_ref(tensor, std::ptr::null(), |t| t.tensor.data_bytes.as_ptr())
+    } ?= std::ptr::null()
 }
 
-/// The tensor's bytes (valid as long as the tensor; no copy was made).
-/// May be NULL when the length is 0.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_data(tensor: *const ofl_tensor) -> *const u8 {
-    with_tensor(tensor, std::ptr::null(), |t| t.tensor.data_bytes.as_ptr())
+ffi_fn! {
+    /// Number of bytes at `ofl_tensor_data`.
+    fn ofl_tensor_data_len(tensor: *const ofl_tensor) -> usize {
+        with_ref(tensor, 0, |t| t.tensor.data_bytes.len())
+    } ?= 0
 }
 
-/// Number of bytes at `ofl_tensor_data`.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_data_len(tensor: *const ofl_tensor) -> usize {
-    with_tensor(tensor, 0, |t| t.tensor.data_bytes.len())
+ffi_fn! {
+    /// Number of transformer-metadata entries.
+    fn ofl_tensor_metadata_len(tensor: *const ofl_tensor) -> usize {
+        with_ref(tensor, 0, |t| t.tensor.transformer_metadata.len())
+    } ?= 0
 }
 
-/// Number of transformer-metadata entries.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_metadata_len(tensor: *const ofl_tensor) -> usize {
-    with_tensor(tensor, 0, |t| t.tensor.transformer_metadata.len())
+ffi_fn! {
+    /// The `int_list` of metadata entry `index` (for OpenFL's uncompressed
+    /// pipeline, the shape): writes its length to `*len` (when `len` is not
+    /// NULL) and returns the integers, valid as long as the tensor. Out of range:
+    /// NULL and length 0.
+    fn ofl_tensor_metadata_int_list(tensor: *const ofl_tensor, index: usize, len: *mut usize) -> *const i32 {
+        let (ptr, n) = with_ref(tensor, (std::ptr::null(), 0), |t| {
+            t.tensor.transformer_metadata.get(index).map_or((std::ptr::null(), 0), |m| (m.int_list.as_ptr(), m.int_list.len()))
+        });
+        write_len(len, n);
+        ptr
+    } ?= std::ptr::null()
 }
 
-/// The `int_list` of metadata entry `index` (for OpenFL's uncompressed
-/// pipeline, the shape): writes its length to `*len` (when `len` is not
-/// NULL) and returns the integers, valid as long as the tensor. Out of range:
-/// NULL and length 0.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_metadata_int_list(tensor: *const ofl_tensor, index: usize, len: *mut usize) -> *const i32 {
-    let (ptr, n) = with_tensor(tensor, (std::ptr::null(), 0), |t| {
-        t.tensor.transformer_metadata.get(index).map_or((std::ptr::null(), 0), |m| (m.int_list.as_ptr(), m.int_list.len()))
-    });
-    write_len(len, n);
-    ptr
+ffi_fn! {
+    /// The `bool_list` of metadata entry `index`, as `ofl_tensor_metadata_int_list`.
+    fn ofl_tensor_metadata_bool_list(tensor: *const ofl_tensor, index: usize, len: *mut usize) -> *const bool {
+        let (ptr, n) = with_ref(tensor, (std::ptr::null(), 0), |t| {
+            t.tensor.transformer_metadata.get(index).map_or((std::ptr::null(), 0), |m| (m.bool_list.as_ptr(), m.bool_list.len()))
+        });
+        write_len(len, n);
+        ptr
+    } ?= std::ptr::null()
 }
 
-/// The `bool_list` of metadata entry `index`, as `ofl_tensor_metadata_int_list`.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_metadata_bool_list(tensor: *const ofl_tensor, index: usize, len: *mut usize) -> *const bool {
-    let (ptr, n) = with_tensor(tensor, (std::ptr::null(), 0), |t| {
-        t.tensor.transformer_metadata.get(index).map_or((std::ptr::null(), 0), |m| (m.bool_list.as_ptr(), m.bool_list.len()))
-    });
-    write_len(len, n);
-    ptr
+ffi_fn! {
+    /// Number of `int_to_float` entries of metadata entry `index` (0 when out of range).
+    fn ofl_tensor_metadata_int_to_float_len(tensor: *const ofl_tensor, index: usize) -> usize {
+        with_ref(tensor, 0, |t| t.int_to_float.get(index).map_or(0, Vec::len))
+    } ?= 0
 }
 
-/// Number of `int_to_float` entries of metadata entry `index` (0 when out of range).
-#[no_mangle]
-pub extern "C" fn ofl_tensor_metadata_int_to_float_len(tensor: *const ofl_tensor, index: usize) -> usize {
-    with_tensor(tensor, 0, |t| t.int_to_float.get(index).map_or(0, Vec::len))
-}
-
-/// Entry `entry` (in increasing key order) of the `int_to_float` map of
-/// metadata entry `index`: writes the key and value and returns true, or
-/// returns false when out of range.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_metadata_int_to_float_entry(
-    tensor: *const ofl_tensor,
-    index: usize,
-    entry: usize,
-    key: *mut i32,
-    value_out: *mut f32,
-) -> bool {
-    let found = with_tensor(tensor, None, |t| t.int_to_float.get(index).and_then(|m| m.get(entry).copied()));
-    match found {
-        Some((k, v)) if !key.is_null() && !value_out.is_null() => {
-            // SAFETY: both pointers were checked non-NULL and point to
-            // writable storage of their type (documented).
-            unsafe {
-                *key = k;
-                *value_out = v;
+ffi_fn! {
+    /// Entry `entry` (in increasing key order) of the `int_to_float` map of
+    /// metadata entry `index`: writes the key and value and returns true, or
+    /// returns false when out of range.
+    fn ofl_tensor_metadata_int_to_float_entry(
+        tensor: *const ofl_tensor,
+        index: usize,
+        entry: usize,
+        key: *mut i32,
+        value_out: *mut f32,
+    ) -> bool {
+        let found = with_ref(tensor, None, |t| t.int_to_float.get(index).and_then(|m| m.get(entry).copied()));
+        match found {
+            Some((k, v)) if !key.is_null() && !value_out.is_null() => {
+                // SAFETY: both pointers were checked non-NULL and point to
+                // writable storage of their type (documented).
+                unsafe {
+                    *key = k;
+                    *value_out = v;
+                }
+                true
             }
-            true
+            _ => false,
         }
-        _ => false,
-    }
+    } ?= false
 }
 
 fn write_len(len: *mut usize, n: usize) {
@@ -265,8 +265,9 @@ fn write_len(len: *mut usize, n: usize) {
     }
 }
 
-/// Frees a tensor. NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_free(tensor: *mut ofl_tensor) {
-    value((), || free_boxed(tensor))
+ffi_fn! {
+    /// Frees a tensor. NULL is a no-op.
+    fn ofl_tensor_free(tensor: *mut ofl_tensor) {
+        free_boxed(tensor)
+    }
 }

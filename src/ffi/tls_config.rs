@@ -41,11 +41,13 @@ pub struct TlsOptions {
     pub enabled: bool,
     /// Certificates and client-auth setting.
     pub config: TlsConfig,
+    /// Whether certificates were given (an `ofl_tls_config` attached).
+    attached: bool,
 }
 
 impl Default for TlsOptions {
     fn default() -> Self {
-        Self { enabled: true, config: TlsConfig::default() }
+        Self { enabled: true, config: TlsConfig::default(), attached: false }
     }
 }
 
@@ -55,18 +57,32 @@ impl TlsOptions {
         // SAFETY: NULL or a live `ofl_tls_config` (documented on every
         // `_set_tls`); only read during this call.
         match unsafe { tls.as_ref() } {
-            None => *self = Self { enabled: false, config: TlsConfig::default() },
-            Some(tls) => *self = Self { enabled: true, config: tls.config.clone() },
+            None => *self = Self { enabled: false, config: TlsConfig::default(), attached: true },
+            Some(tls) => *self = Self { enabled: true, config: tls.config.clone(), attached: true },
         }
         Ok(())
     }
 
-    /// The configuration to use: `None` without TLS.
+    /// The configuration to use at start/connect: `None` without TLS.
+    /// TLS on with nothing attached is INVALID_ARGUMENT naming `setter`
+    /// (the options type's `_set_tls`), so a forgotten call is not a
+    /// certificate error later.
+    pub fn resolve(&self, setter: &str) -> Result<Option<TlsConfig>> {
+        if self.enabled && !self.attached {
+            return Err(Error::invalid_argument(format!(
+                "TLS is on but no ofl_tls_config is attached: call {setter} (NULL for no TLS)"
+            )));
+        }
+        Ok(self.resolved())
+    }
+
+    /// The configuration to use, unchecked: `None` without TLS.
     pub fn resolved(&self) -> Option<TlsConfig> {
         self.enabled.then(|| self.config.clone())
     }
 
-    // --- 0.1 per-options TLS setters, removed by the 0.2 reshape ---
+    // --- 0.1 per-options TLS setters, still used by the director exports;
+    // removed once those take an `ofl_tls_config` too ---
 
     /// Sets certificate paths; `root` is required, `certificate` and
     /// `private_key` may be NULL (then they are left unset).
@@ -78,6 +94,7 @@ impl TlsOptions {
         self.config.root_certificate = Some(file(root));
         self.config.certificate = certificate.map(file);
         self.config.private_key = private_key.map(file);
+        self.attached = true;
         Ok(())
     }
 
@@ -106,6 +123,7 @@ impl TlsOptions {
         self.config.root_certificate = root;
         self.config.certificate = pem(certificate, certificate_len, "certificate")?;
         self.config.private_key = pem(private_key, private_key_len, "private_key")?;
+        self.attached = true;
         Ok(())
     }
 }

@@ -136,6 +136,9 @@ void cert_paths_init(cert_paths *p, const char *dir) {
     join_path(p->foreign_ca, sizeof p->foreign_ca, dir, "foreign-ca.crt");
     join_path(p->foreign_crt, sizeof p->foreign_crt, dir, "foreign.crt");
     join_path(p->foreign_key, sizeof p->foreign_key, dir, "foreign.key");
+    join_path(p->revoked_crt, sizeof p->revoked_crt, dir, "revoked.crt");
+    join_path(p->revoked_key, sizeof p->revoked_key, dir, "revoked.key");
+    join_path(p->crl, sizeof p->crl, dir, "crl.pem");
 }
 
 uint8_t *read_file(const char *path, size_t *len) {
@@ -164,6 +167,17 @@ uint8_t *read_file(const char *path, size_t *len) {
     return buf;
 }
 
+ofl_tls_config *make_tls_config(const cert_paths *certs, tls_mode mode, const char *root,
+                                const char *crt, const char *key) {
+    if (mode == TLS_INSECURE) return NULL;
+    ofl_tls_config *tls = NULL;
+    REQUIRE_OK(ofl_tls_config_new(&tls));
+    REQUIRE_OK(ofl_tls_config_set_root_certificate_file(tls, root ? root : certs->ca));
+    if (crt != NULL && key != NULL) REQUIRE_OK(ofl_tls_config_set_identity_files(tls, crt, key));
+    if (mode == TLS_ONE_WAY) REQUIRE_OK(ofl_tls_config_set_client_auth(tls, OFL_CLIENT_AUTH_NONE));
+    return tls;
+}
+
 ofl_aggregator_server_options *make_server_options(const cert_paths *certs, tls_mode mode) {
     ofl_aggregator_server_options *o = NULL;
     REQUIRE_OK(ofl_aggregator_server_options_new(&o));
@@ -173,47 +187,61 @@ ofl_aggregator_server_options *make_server_options(const cert_paths *certs, tls_
     REQUIRE_OK(ofl_aggregator_server_options_add_collaborator(o, "col1"));
     REQUIRE_OK(ofl_aggregator_server_options_add_collaborator(o, "col2"));
     REQUIRE_OK(ofl_aggregator_server_options_set_auth_failure_max_delay_ms(o, 0));
-    if (mode == TLS_INSECURE) {
-        REQUIRE_OK(ofl_aggregator_server_options_set_tls(o, false));
-    } else {
-        REQUIRE_OK(ofl_aggregator_server_options_set_tls_files(o, certs->ca, certs->server_crt,
-                                                               certs->server_key));
-        REQUIRE_OK(ofl_aggregator_server_options_set_disable_client_auth(o, mode == TLS_ONE_WAY));
-    }
+    ofl_tls_config *tls = make_tls_config(certs, mode, NULL, certs->server_crt, certs->server_key);
+    REQUIRE_OK(ofl_aggregator_server_options_set_tls(o, tls));
+    ofl_tls_config_free(tls);
     return o;
 }
 
-ofl_client_options *make_client_options(const cert_paths *certs, uint16_t port, tls_mode mode,
-                                        const char *root, const char *crt, const char *key) {
-    ofl_client_options *o = NULL;
-    REQUIRE_OK(ofl_client_options_new("127.0.0.1", port, &o));
-    REQUIRE_OK(ofl_client_options_set_federation(o, TEST_AGGREGATOR_UUID, TEST_FEDERATION_UUID,
-                                                 NULL));
+ofl_aggregator_client_options *make_client_options(const cert_paths *certs, uint16_t port,
+                                                   tls_mode mode, const char *root,
+                                                   const char *crt, const char *key) {
+    ofl_aggregator_client_options *o = NULL;
+    REQUIRE_OK(ofl_aggregator_client_options_new("127.0.0.1", port, &o));
+    REQUIRE_OK(ofl_aggregator_client_options_set_federation(o, TEST_AGGREGATOR_UUID,
+                                                            TEST_FEDERATION_UUID, NULL));
     /* Bounded retries: a test that goes wrong fails instead of hanging. */
-    REQUIRE_OK(ofl_client_options_set_retry(o, 50, 500, 5000));
-    REQUIRE_OK(ofl_client_options_set_connect_timeout_ms(o, 5000));
-    switch (mode) {
-    case TLS_INSECURE:
-        REQUIRE_OK(ofl_client_options_set_tls(o, false));
-        break;
-    case TLS_ONE_WAY:
-        REQUIRE_OK(ofl_client_options_set_tls_files(o, root ? root : certs->ca, NULL, NULL));
-        REQUIRE_OK(ofl_client_options_set_disable_client_auth(o, true));
-        break;
-    case TLS_MUTUAL:
-        REQUIRE_OK(ofl_client_options_set_tls_files(o, root ? root : certs->ca, crt, key));
-        break;
-    }
+    ofl_connect_options *connect = NULL;
+    REQUIRE_OK(ofl_connect_options_new(&connect));
+    REQUIRE_OK(ofl_connect_options_set_retry(connect, 50, 500, 5000));
+    REQUIRE_OK(ofl_connect_options_set_connect_timeout_ms(connect, 5000));
+    REQUIRE_OK(ofl_aggregator_client_options_set_connect(o, connect));
+    ofl_connect_options_free(connect);
+    ofl_tls_config *tls = make_tls_config(certs, mode, root, mode == TLS_MUTUAL ? crt : NULL,
+                                          mode == TLS_MUTUAL ? key : NULL);
+    REQUIRE_OK(ofl_aggregator_client_options_set_tls(o, tls));
+    ofl_tls_config_free(tls);
     return o;
 }
 
-ofl_client *make_client(const cert_paths *certs, uint16_t port, tls_mode mode, const char *crt,
-                        const char *key) {
-    ofl_client_options *o = make_client_options(certs, port, mode, NULL, crt, key);
-    ofl_client *c = NULL;
-    REQUIRE_OK(ofl_client_new(o, &c));
-    ofl_client_options_free(o);
+ofl_aggregator_client *make_client(const cert_paths *certs, uint16_t port, tls_mode mode,
+                                   const char *crt, const char *key) {
+    ofl_aggregator_client_options *o = make_client_options(certs, port, mode, NULL, crt, key);
+    ofl_aggregator_client *c = NULL;
+    REQUIRE_OK(ofl_aggregator_client_new(o, &c));
+    ofl_aggregator_client_options_free(o);
     return c;
+}
+
+ofl_aggregator_callbacks *make_callbacks(const callback_fns *fns) {
+    ofl_aggregator_callbacks *cb = NULL;
+    REQUIRE_OK(ofl_aggregator_callbacks_new(&cb));
+    REQUIRE_OK(ofl_aggregator_callbacks_set_user_data(cb, fns->user_data, fns->free_user_data));
+    REQUIRE_OK(ofl_aggregator_callbacks_set_get_tasks(cb, fns->get_tasks));
+    REQUIRE_OK(ofl_aggregator_callbacks_set_get_aggregated_tensor(cb, fns->get_aggregated_tensor));
+    REQUIRE_OK(ofl_aggregator_callbacks_set_send_local_task_results(cb, fns->send_local_task_results));
+    REQUIRE_OK(ofl_aggregator_callbacks_set_all_quit_jobs_sent(cb, fns->all_quit_jobs_sent));
+    REQUIRE_OK(ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(
+        cb, fns->valid_collaborator_cn_and_id));
+    return cb;
+}
+
+ofl_error *start_with_callbacks(const ofl_aggregator_server_options *options,
+                                const callback_fns *fns, ofl_aggregator_server **out) {
+    ofl_aggregator_callbacks *cb = make_callbacks(fns);
+    ofl_error *err = ofl_aggregator_server_start(options, cb, out);
+    ofl_aggregator_callbacks_free(cb);
+    return err;
 }
 
 void fill_pattern(uint8_t *buf, size_t len, unsigned mul, unsigned add) {

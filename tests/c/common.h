@@ -100,6 +100,9 @@ typedef struct cert_paths {
     char foreign_ca[1024];
     char foreign_crt[1024];
     char foreign_key[1024];
+    char revoked_crt[1024]; /* CN=col2, issued by ca.crt, revoked by crl.pem */
+    char revoked_key[1024];
+    char crl[1024];         /* CRL of ca.crt revoking revoked.crt only */
 } cert_paths;
 
 /* Fills `paths` for the directory make_certs.sh wrote; exits when a file is
@@ -118,6 +121,12 @@ typedef enum tls_mode {
 #define TEST_AGGREGATOR_UUID "agg-uuid-1"
 #define TEST_FEDERATION_UUID "fed-uuid-1"
 
+/* TLS settings for `mode`: NULL for TLS_INSECURE; else root `root` (NULL
+ * means ca.crt), the identity `crt`/`key` when both are non-NULL, and
+ * one-way client auth for TLS_ONE_WAY. Exits on error. Caller frees. */
+ofl_tls_config *make_tls_config(const cert_paths *certs, tls_mode mode, const char *root,
+                                const char *crt, const char *key);
+
 /* Server options: 127.0.0.1, port 0, federation TEST_*_UUID, collaborators
  * col1 and col2, no authentication-failure delay, the given TLS mode with
  * server.crt/key. Exits on error. Caller frees. */
@@ -127,12 +136,37 @@ ofl_aggregator_server_options *make_server_options(const cert_paths *certs, tls_
  * deadline (nothing can hang), and the given TLS mode: mTLS presents
  * `crt`/`key`; one-way presents nothing; `root` NULL means ca.crt. Exits on
  * error. Caller frees. */
-ofl_client_options *make_client_options(const cert_paths *certs, uint16_t port, tls_mode mode,
-                                        const char *root, const char *crt, const char *key);
+ofl_aggregator_client_options *make_client_options(const cert_paths *certs, uint16_t port,
+                                                   tls_mode mode, const char *root,
+                                                   const char *crt, const char *key);
 
-/* make_client_options + ofl_client_new. Exits on error. */
-ofl_client *make_client(const cert_paths *certs, uint16_t port, tls_mode mode,
-                        const char *crt, const char *key);
+/* make_client_options + ofl_aggregator_client_new. Exits on error. */
+ofl_aggregator_client *make_client(const cert_paths *certs, uint16_t port, tls_mode mode,
+                                   const char *crt, const char *key);
+
+/* ---- callbacks ------------------------------------------------------------ */
+
+/* The callbacks of a server as one struct literal (the C API registers
+ * them one setter at a time on an opaque ofl_aggregator_callbacks). */
+typedef struct callback_fns {
+    void *user_data;
+    ofl_free_fn free_user_data;
+    ofl_get_tasks_fn get_tasks;
+    ofl_get_aggregated_tensor_fn get_aggregated_tensor;
+    ofl_send_local_task_results_fn send_local_task_results;
+    ofl_all_quit_jobs_sent_fn all_quit_jobs_sent;
+    ofl_valid_collaborator_fn valid_collaborator_cn_and_id;
+} callback_fns;
+
+/* An ofl_aggregator_callbacks with every field of `fns` set (NULL ones
+ * unset); it owns fns->user_data from here. Exits on error. Caller frees. */
+ofl_aggregator_callbacks *make_callbacks(const callback_fns *fns);
+
+/* make_callbacks + ofl_aggregator_server_start + ofl_aggregator_callbacks_free:
+ * the server alone holds the user data afterwards (or nobody, when the
+ * start failed: free_user_data has then run). */
+ofl_error *start_with_callbacks(const ofl_aggregator_server_options *options,
+                                const callback_fns *fns, ofl_aggregator_server **out);
 
 /* ---- test data ---------------------------------------------------------- */
 

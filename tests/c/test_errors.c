@@ -8,8 +8,9 @@
  *  - ofl_code_name, ofl_set_log_callback level checks;
  *  - server start: unreadable certificate file -> IO, garbage PEM -> TLS,
  *    TLS without certificates -> INVALID_ARGUMENT, port in use -> IO,
- *    incomplete callbacks -> INVALID_ARGUMENT; free_user_data runs exactly
- *    once on every failed start;
+ *    incomplete callbacks -> INVALID_ARGUMENT naming the setter;
+ *    free_user_data runs exactly once on every failed start (once the
+ *    callbacks object is freed too);
  *  - client creation: the same certificate checks;
  *  - inside callbacks: ofl_reply_* argument checks, the borrowed-data release
  *    running exactly once (also on failure and on replacement), callback
@@ -41,25 +42,25 @@ static void count_free(void *user_data) {
     atomic_fetch_add(&c->free_calls, 1);
 }
 
-static int32_t noop_get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
+static ofl_error *noop_get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
     (void)ud, (void)collaborator, (void)reply;
-    return OFL_CODE_OK;
+    return NULL;
 }
 
-static int32_t noop_get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req,
+static ofl_error *noop_get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req,
                                ofl_reply *reply) {
     (void)ud, (void)collaborator, (void)req, (void)reply;
-    return OFL_CODE_UNIMPLEMENTED;
+    return ofl_error_new(OFL_CODE_UNIMPLEMENTED, NULL);
 }
 
-static int32_t noop_send_results(void *ud, const char *collaborator,
-                                 const ofl_task_results *results, ofl_reply *reply) {
-    (void)ud, (void)collaborator, (void)results, (void)reply;
-    return OFL_CODE_OK;
+static ofl_error *noop_send_results(void *ud, const char *collaborator,
+                                 const ofl_task_results *results) {
+    (void)ud, (void)collaborator, (void)results;
+    return NULL;
 }
 
-static ofl_aggregator_callbacks noop_callbacks(counters *c) {
-    ofl_aggregator_callbacks cb = {
+static callback_fns noop_callbacks(counters *c) {
+    callback_fns cb = {
         .user_data = c,
         .free_user_data = count_free,
         .get_tasks = noop_get_tasks,
@@ -75,9 +76,9 @@ static void expect_start_fails_at(const char *file, int line, const char *what,
                                   const ofl_aggregator_server_options *options, ofl_code code,
                                   const char *needle) {
     counters c = {0};
-    ofl_aggregator_callbacks cb = noop_callbacks(&c);
+    callback_fns cb = noop_callbacks(&c);
     ofl_aggregator_server *server = NULL;
-    if (expect_code_at(file, line, what, ofl_aggregator_server_start(options, &cb, &server), code,
+    if (expect_code_at(file, line, what, start_with_callbacks(options, &cb, &server), code,
                        needle)) {
         if (server != NULL) test_fail_at(file, line, "%s: *out written on failure", what);
     }
@@ -200,8 +201,8 @@ static void test_null_accessors(void) {
     CHECK(ofl_aggregator_server_port(NULL) == 0);
     ofl_aggregator_server_free(NULL);
     ofl_aggregator_server_options_free(NULL);
-    ofl_client_free(NULL);
-    ofl_client_options_free(NULL);
+    ofl_aggregator_client_free(NULL);
+    ofl_aggregator_client_options_free(NULL);
 }
 
 /* ---- ofl_reply_* with a NULL reply (outside callbacks) ---------------- */
@@ -223,7 +224,6 @@ static void test_reply_null(void) {
     EXPECT_CODE(ofl_reply_set_sleep_time(NULL, 1), OFL_CODE_INVALID_ARGUMENT, "reply");
     EXPECT_CODE(ofl_reply_set_quit(NULL, true), OFL_CODE_INVALID_ARGUMENT, "reply");
     EXPECT_CODE(ofl_reply_set_tensor(NULL, &view), OFL_CODE_INVALID_ARGUMENT, "reply");
-    EXPECT_CODE(ofl_reply_set_error_message(NULL, "x"), OFL_CODE_INVALID_ARGUMENT, "reply");
 
     /* Borrowed data is released exactly once, also when the call fails. */
     atomic_store(&g_release_calls, 0);
@@ -261,34 +261,10 @@ static void test_server_options_null(void) {
     EXPECT_CODE(ofl_aggregator_server_options_set_listen(o, BAD_UTF8, 0),
                 OFL_CODE_INVALID_ARGUMENT, "host");
 
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls(NULL, true), OFL_CODE_INVALID_ARGUMENT,
+    EXPECT_CODE(ofl_aggregator_server_options_set_tls(NULL, NULL), OFL_CODE_INVALID_ARGUMENT,
                 "options");
-
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_files(NULL, "a", "b", "c"),
-                OFL_CODE_INVALID_ARGUMENT, "options");
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_files(o, NULL, "b", "c"),
-                OFL_CODE_INVALID_ARGUMENT, "root_certificate");
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_files(o, BAD_UTF8, "b", "c"),
-                OFL_CODE_INVALID_ARGUMENT, "root_certificate");
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_files(o, "a", BAD_UTF8, "c"),
-                OFL_CODE_INVALID_ARGUMENT, "certificate");
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_files(o, "a", "b", BAD_UTF8),
-                OFL_CODE_INVALID_ARGUMENT, "private_key");
-
-    static const uint8_t pem[] = "x";
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_pem(NULL, pem, 1, pem, 1, pem, 1),
-                OFL_CODE_INVALID_ARGUMENT, "options");
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_pem(o, NULL, 0, pem, 1, pem, 1),
-                OFL_CODE_INVALID_ARGUMENT, "root_certificate");
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_pem(o, NULL, 5, pem, 1, pem, 1),
-                OFL_CODE_INVALID_ARGUMENT, "root_certificate");
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_pem(o, pem, 1, NULL, 5, pem, 1),
-                OFL_CODE_INVALID_ARGUMENT, "certificate");
-    EXPECT_CODE(ofl_aggregator_server_options_set_tls_pem(o, pem, 1, pem, 1, NULL, 5),
-                OFL_CODE_INVALID_ARGUMENT, "private_key");
-
-    EXPECT_CODE(ofl_aggregator_server_options_set_disable_client_auth(NULL, true),
-                OFL_CODE_INVALID_ARGUMENT, "options");
+    EXPECT_CODE(ofl_aggregator_server_options_set_limits(NULL, NULL), OFL_CODE_INVALID_ARGUMENT,
+                "limits");
 
     EXPECT_CODE(ofl_aggregator_server_options_set_federation(NULL, "a", "f", NULL),
                 OFL_CODE_INVALID_ARGUMENT, "options");
@@ -334,12 +310,13 @@ static void test_server_start_null(void) {
     ofl_aggregator_server_options *o = make_server_options(&g_certs, TLS_INSECURE);
     ofl_aggregator_server *server = NULL;
 
-    /* NULL options or out: free_user_data still runs exactly once. */
+    /* NULL options or out: free_user_data still runs exactly once (when
+     * start_with_callbacks frees the callbacks object). */
     EXPECT_START_FAILS(NULL, OFL_CODE_INVALID_ARGUMENT, "options");
     {
         counters c = {0};
-        ofl_aggregator_callbacks cb = noop_callbacks(&c);
-        EXPECT_CODE(ofl_aggregator_server_start(o, &cb, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
+        callback_fns cb = noop_callbacks(&c);
+        EXPECT_CODE(start_with_callbacks(o, &cb, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
         CHECK_MSG(wait_for_count(&c.free_calls, 1, 2000) == 1,
                   "free_user_data ran %d times after start(out=NULL)", atomic_load(&c.free_calls));
     }
@@ -347,30 +324,31 @@ static void test_server_start_null(void) {
                 "callbacks");
     CHECK(server == NULL);
 
-    /* Each required callback missing: INVALID_ARGUMENT naming it, and
-     * free_user_data exactly once. */
-    static const char *const names[] = {"get_tasks", "get_aggregated_tensor",
-                                        "send_local_task_results"};
+    /* Each required callback missing: INVALID_ARGUMENT naming its setter,
+     * and free_user_data exactly once. */
+    static const char *const names[] = {"ofl_aggregator_callbacks_set_get_tasks",
+                                        "ofl_aggregator_callbacks_set_get_aggregated_tensor",
+                                        "ofl_aggregator_callbacks_set_send_local_task_results"};
     for (int which = 0; which < 3; which++) {
         counters c = {0};
-        ofl_aggregator_callbacks cb = noop_callbacks(&c);
+        callback_fns cb = noop_callbacks(&c);
         if (which == 0) cb.get_tasks = NULL;
         if (which == 1) cb.get_aggregated_tensor = NULL;
         if (which == 2) cb.send_local_task_results = NULL;
-        EXPECT_CODE(ofl_aggregator_server_start(o, &cb, &server), OFL_CODE_INVALID_ARGUMENT,
+        EXPECT_CODE(start_with_callbacks(o, &cb, &server), OFL_CODE_INVALID_ARGUMENT,
                     names[which]);
         CHECK(server == NULL);
         CHECK_MSG(wait_for_count(&c.free_calls, 1, 2000) == 1,
-                  "callbacks.%s NULL: free_user_data ran %d times, expected 1", names[which],
+                  "%s not called: free_user_data ran %d times, expected 1", names[which],
                   atomic_load(&c.free_calls));
     }
     /* ... and with no free_user_data at all nothing is called. */
     {
-        ofl_aggregator_callbacks cb = noop_callbacks(NULL);
+        callback_fns cb = noop_callbacks(NULL);
         cb.free_user_data = NULL;
         cb.get_tasks = NULL;
-        EXPECT_CODE(ofl_aggregator_server_start(o, &cb, &server), OFL_CODE_INVALID_ARGUMENT,
-                    "get_tasks");
+        EXPECT_CODE(start_with_callbacks(o, &cb, &server), OFL_CODE_INVALID_ARGUMENT,
+                    "ofl_aggregator_callbacks_set_get_tasks");
     }
 
     EXPECT_CODE(ofl_aggregator_server_serve(NULL), OFL_CODE_INVALID_ARGUMENT, "server");
@@ -379,8 +357,8 @@ static void test_server_start_null(void) {
     /* Port in use: IO. */
     {
         counters c = {0};
-        ofl_aggregator_callbacks cb = noop_callbacks(&c);
-        REQUIRE_OK(ofl_aggregator_server_start(o, &cb, &server));
+        callback_fns cb = noop_callbacks(&c);
+        REQUIRE_OK(start_with_callbacks(o, &cb, &server));
         uint16_t port = ofl_aggregator_server_port(server);
         CHECK(port != 0);
         ofl_aggregator_server_options *busy = make_server_options(&g_certs, TLS_INSECURE);
@@ -404,6 +382,17 @@ static const char GARBAGE[] = "this is not PEM at all\n";
 static const char BAD_BASE64_PEM[] =
     "-----BEGIN CERTIFICATE-----\n!!!! not base64 !!!!\n-----END CERTIFICATE-----\n";
 
+/* Attaches TLS settings with the given files (server identity). */
+static void set_server_tls_files(ofl_aggregator_server_options *o, const char *root,
+                                 const char *crt, const char *key) {
+    ofl_tls_config *tls = NULL;
+    REQUIRE_OK(ofl_tls_config_new(&tls));
+    REQUIRE_OK(ofl_tls_config_set_root_certificate_file(tls, root));
+    REQUIRE_OK(ofl_tls_config_set_identity_files(tls, crt, key));
+    REQUIRE_OK(ofl_aggregator_server_options_set_tls(o, tls));
+    ofl_tls_config_free(tls);
+}
+
 /* A server with the given PEM documents (NULL = the real file's contents). */
 static ofl_aggregator_server_options *server_pem_options(const char *root, const char *crt,
                                                         const char *key, const char *key_file) {
@@ -413,10 +402,15 @@ static ofl_aggregator_server_options *server_pem_options(const char *root, const
     uint8_t *key_buf = key ? NULL : read_file(key_file ? key_file : g_certs.server_key, &key_len);
     REQUIRE((root || root_buf) && (crt || crt_buf) && (key || key_buf));
     ofl_aggregator_server_options *o = make_server_options(&g_certs, TLS_MUTUAL);
-    REQUIRE_OK(ofl_aggregator_server_options_set_tls_pem(
-        o, root ? (const uint8_t *)root : root_buf, root ? strlen(root) : root_len,
-        crt ? (const uint8_t *)crt : crt_buf, crt ? strlen(crt) : crt_len,
+    ofl_tls_config *tls = NULL;
+    REQUIRE_OK(ofl_tls_config_new(&tls));
+    REQUIRE_OK(ofl_tls_config_set_root_certificate_pem(
+        tls, root ? (const uint8_t *)root : root_buf, root ? strlen(root) : root_len));
+    REQUIRE_OK(ofl_tls_config_set_identity_pem(
+        tls, crt ? (const uint8_t *)crt : crt_buf, crt ? strlen(crt) : crt_len,
         key ? (const uint8_t *)key : key_buf, key ? strlen(key) : key_len));
+    REQUIRE_OK(ofl_aggregator_server_options_set_tls(o, tls));
+    ofl_tls_config_free(tls);
     free(root_buf);
     free(crt_buf);
     free(key_buf);
@@ -428,15 +422,11 @@ static void test_server_tls_failures(void) {
 
     /* Unreadable certificate files: IO, naming the file. */
     o = make_server_options(&g_certs, TLS_MUTUAL);
-    REQUIRE_OK(ofl_aggregator_server_options_set_tls_files(o, "/nonexistent/ca.crt",
-                                                           g_certs.server_crt,
-                                                           g_certs.server_key));
+    set_server_tls_files(o, "/nonexistent/ca.crt", g_certs.server_crt, g_certs.server_key);
     EXPECT_START_FAILS(o, OFL_CODE_IO, "/nonexistent/ca.crt");
-    REQUIRE_OK(ofl_aggregator_server_options_set_tls_files(o, g_certs.ca, "/nonexistent/s.crt",
-                                                           g_certs.server_key));
+    set_server_tls_files(o, g_certs.ca, "/nonexistent/s.crt", g_certs.server_key);
     EXPECT_START_FAILS(o, OFL_CODE_IO, "/nonexistent/s.crt");
-    REQUIRE_OK(ofl_aggregator_server_options_set_tls_files(o, g_certs.ca, g_certs.server_crt,
-                                                           "/nonexistent/s.key"));
+    set_server_tls_files(o, g_certs.ca, g_certs.server_crt, "/nonexistent/s.key");
     EXPECT_START_FAILS(o, OFL_CODE_IO, "/nonexistent/s.key");
 
     /* A garbage file: TLS. */
@@ -445,14 +435,11 @@ static void test_server_tls_failures(void) {
     REQUIRE(fd >= 0);
     REQUIRE(write(fd, GARBAGE, sizeof GARBAGE - 1) == (ssize_t)(sizeof GARBAGE - 1));
     close(fd);
-    REQUIRE_OK(ofl_aggregator_server_options_set_tls_files(o, garbage_path, g_certs.server_crt,
-                                                           g_certs.server_key));
+    set_server_tls_files(o, garbage_path, g_certs.server_crt, g_certs.server_key);
     EXPECT_START_FAILS(o, OFL_CODE_TLS, "root_certificate");
-    REQUIRE_OK(ofl_aggregator_server_options_set_tls_files(o, g_certs.ca, garbage_path,
-                                                           g_certs.server_key));
+    set_server_tls_files(o, g_certs.ca, garbage_path, g_certs.server_key);
     EXPECT_START_FAILS(o, OFL_CODE_TLS, "certificate");
-    REQUIRE_OK(ofl_aggregator_server_options_set_tls_files(o, g_certs.ca, g_certs.server_crt,
-                                                           garbage_path));
+    set_server_tls_files(o, g_certs.ca, g_certs.server_crt, garbage_path);
     EXPECT_START_FAILS(o, OFL_CODE_TLS, "private_key");
     unlink(garbage_path);
     ofl_aggregator_server_options_free(o);
@@ -478,166 +465,151 @@ static void test_server_tls_failures(void) {
     {
         o = server_pem_options(NULL, NULL, NULL, NULL);
         counters c = {0};
-        ofl_aggregator_callbacks cb = noop_callbacks(&c);
+        callback_fns cb = noop_callbacks(&c);
         ofl_aggregator_server *server = NULL;
-        EXPECT_OK(ofl_aggregator_server_start(o, &cb, &server));
+        EXPECT_OK(start_with_callbacks(o, &cb, &server));
         ofl_aggregator_server_free(server);
         CHECK(wait_for_count(&c.free_calls, 1, 5000) == 1);
         ofl_aggregator_server_options_free(o);
     }
 
-    /* TLS on (the default) without certificates: INVALID_ARGUMENT. */
+    /* TLS on (the default) with nothing attached: INVALID_ARGUMENT naming
+     * the setter. */
     REQUIRE_OK(ofl_aggregator_server_options_new(&o));
     REQUIRE_OK(ofl_aggregator_server_options_set_listen(o, "127.0.0.1", 0));
+    EXPECT_START_FAILS(o, OFL_CODE_INVALID_ARGUMENT, "ofl_aggregator_server_options_set_tls");
+    /* An empty ofl_tls_config: the root certificate is missing. */
+    ofl_tls_config *tls = NULL;
+    REQUIRE_OK(ofl_tls_config_new(&tls));
+    REQUIRE_OK(ofl_aggregator_server_options_set_tls(o, tls));
     EXPECT_START_FAILS(o, OFL_CODE_INVALID_ARGUMENT, "root_certificate");
     /* ... or with a root certificate only. */
-    size_t ca_len = 0;
-    uint8_t *ca = read_file(g_certs.ca, &ca_len);
-    REQUIRE(ca != NULL);
-    REQUIRE_OK(ofl_aggregator_server_options_set_tls_pem(o, ca, ca_len, NULL, 0, NULL, 0));
+    REQUIRE_OK(ofl_tls_config_set_root_certificate_file(tls, g_certs.ca));
+    REQUIRE_OK(ofl_aggregator_server_options_set_tls(o, tls));
     EXPECT_START_FAILS(o, OFL_CODE_INVALID_ARGUMENT, "certificate");
-    free(ca);
+    ofl_tls_config_free(tls);
     ofl_aggregator_server_options_free(o);
 }
 
 /* ---- client options and client creation ---------------------------------- */
 
 static void test_client_options_null(void) {
-    ofl_client_options *o = NULL;
-    EXPECT_CODE(ofl_client_options_new(NULL, 1, &o), OFL_CODE_INVALID_ARGUMENT, "host");
-    EXPECT_CODE(ofl_client_options_new("", 1, &o), OFL_CODE_INVALID_ARGUMENT, "host");
-    EXPECT_CODE(ofl_client_options_new(BAD_UTF8, 1, &o), OFL_CODE_INVALID_ARGUMENT, "host");
-    EXPECT_CODE(ofl_client_options_new("localhost", 1, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
+    ofl_aggregator_client_options *o = NULL;
+    EXPECT_CODE(ofl_aggregator_client_options_new(NULL, 1, &o), OFL_CODE_INVALID_ARGUMENT, "host");
+    EXPECT_CODE(ofl_aggregator_client_options_new("", 1, &o), OFL_CODE_INVALID_ARGUMENT, "host");
+    EXPECT_CODE(ofl_aggregator_client_options_new(BAD_UTF8, 1, &o), OFL_CODE_INVALID_ARGUMENT, "host");
+    EXPECT_CODE(ofl_aggregator_client_options_new("localhost", 1, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
     CHECK(o == NULL);
-    REQUIRE_OK(ofl_client_options_new("localhost", 1, &o));
+    REQUIRE_OK(ofl_aggregator_client_options_new("localhost", 1, &o));
     REQUIRE(o != NULL);
 
-    EXPECT_CODE(ofl_client_options_set_tls(NULL, true), OFL_CODE_INVALID_ARGUMENT, "options");
+    EXPECT_CODE(ofl_aggregator_client_options_set_tls(NULL, NULL), OFL_CODE_INVALID_ARGUMENT,
+                "options");
+    EXPECT_CODE(ofl_aggregator_client_options_set_connect(o, NULL), OFL_CODE_INVALID_ARGUMENT,
+                "connect");
+    {
+        ofl_connect_options *connect = NULL;
+        REQUIRE_OK(ofl_connect_options_new(&connect));
+        EXPECT_CODE(ofl_aggregator_client_options_set_connect(NULL, connect),
+                    OFL_CODE_INVALID_ARGUMENT, "options");
+        ofl_connect_options_free(connect);
+    }
 
-    EXPECT_CODE(ofl_client_options_set_tls_files(NULL, "a", NULL, NULL),
+    EXPECT_CODE(ofl_aggregator_client_options_set_federation(NULL, "a", "f", NULL),
                 OFL_CODE_INVALID_ARGUMENT, "options");
-    EXPECT_CODE(ofl_client_options_set_tls_files(o, NULL, "b", "c"), OFL_CODE_INVALID_ARGUMENT,
-                "root_certificate");
-    EXPECT_CODE(ofl_client_options_set_tls_files(o, BAD_UTF8, NULL, NULL),
-                OFL_CODE_INVALID_ARGUMENT, "root_certificate");
-    EXPECT_CODE(ofl_client_options_set_tls_files(o, "a", BAD_UTF8, NULL),
-                OFL_CODE_INVALID_ARGUMENT, "certificate");
-    EXPECT_CODE(ofl_client_options_set_tls_files(o, "a", NULL, BAD_UTF8),
-                OFL_CODE_INVALID_ARGUMENT, "private_key");
-
-    static const uint8_t pem[] = "x";
-    EXPECT_CODE(ofl_client_options_set_tls_pem(NULL, pem, 1, NULL, 0, NULL, 0),
-                OFL_CODE_INVALID_ARGUMENT, "options");
-    EXPECT_CODE(ofl_client_options_set_tls_pem(o, NULL, 0, NULL, 0, NULL, 0),
-                OFL_CODE_INVALID_ARGUMENT, "root_certificate");
-    EXPECT_CODE(ofl_client_options_set_tls_pem(o, NULL, 3, NULL, 0, NULL, 0),
-                OFL_CODE_INVALID_ARGUMENT, "root_certificate");
-    EXPECT_CODE(ofl_client_options_set_tls_pem(o, pem, 1, NULL, 3, NULL, 0),
-                OFL_CODE_INVALID_ARGUMENT, "certificate");
-    EXPECT_CODE(ofl_client_options_set_tls_pem(o, pem, 1, NULL, 0, NULL, 3),
-                OFL_CODE_INVALID_ARGUMENT, "private_key");
-
-    EXPECT_CODE(ofl_client_options_set_disable_client_auth(NULL, true),
-                OFL_CODE_INVALID_ARGUMENT, "options");
-
-    EXPECT_CODE(ofl_client_options_set_server_name(NULL, "localhost"),
-                OFL_CODE_INVALID_ARGUMENT, "options");
-    EXPECT_CODE(ofl_client_options_set_server_name(o, NULL), OFL_CODE_INVALID_ARGUMENT,
-                "server_name");
-    EXPECT_CODE(ofl_client_options_set_server_name(o, BAD_UTF8), OFL_CODE_INVALID_ARGUMENT,
-                "server_name");
-
-    EXPECT_CODE(ofl_client_options_set_federation(NULL, "a", "f", NULL),
-                OFL_CODE_INVALID_ARGUMENT, "options");
-    EXPECT_CODE(ofl_client_options_set_federation(o, NULL, "f", NULL), OFL_CODE_INVALID_ARGUMENT,
+    EXPECT_CODE(ofl_aggregator_client_options_set_federation(o, NULL, "f", NULL), OFL_CODE_INVALID_ARGUMENT,
                 "aggregator_uuid");
-    EXPECT_CODE(ofl_client_options_set_federation(o, "a", NULL, NULL), OFL_CODE_INVALID_ARGUMENT,
+    EXPECT_CODE(ofl_aggregator_client_options_set_federation(o, "a", NULL, NULL), OFL_CODE_INVALID_ARGUMENT,
                 "federation_uuid");
-    EXPECT_CODE(ofl_client_options_set_federation(o, "a", "f", BAD_UTF8),
+    EXPECT_CODE(ofl_aggregator_client_options_set_federation(o, "a", "f", BAD_UTF8),
                 OFL_CODE_INVALID_ARGUMENT, "single_col_cert_common_name");
 
-    EXPECT_CODE(ofl_client_options_set_retry(NULL, 10, 100, 1000), OFL_CODE_INVALID_ARGUMENT,
-                "options");
-    EXPECT_CODE(ofl_client_options_set_retry(o, 0, 100, 1000), OFL_CODE_INVALID_ARGUMENT,
-                "initial_backoff_ms");
-    EXPECT_CODE(ofl_client_options_set_retry(o, 200, 100, 1000), OFL_CODE_INVALID_ARGUMENT,
-                "max_backoff_ms");
-    EXPECT_OK(ofl_client_options_set_retry(o, 10, 100, -1));
-
-    EXPECT_CODE(ofl_client_options_set_connect_timeout_ms(NULL, 100), OFL_CODE_INVALID_ARGUMENT,
-                "options");
-    EXPECT_CODE(ofl_client_options_set_connect_timeout_ms(o, 0), OFL_CODE_INVALID_ARGUMENT,
-                "timeout_ms");
-
-    EXPECT_CODE(ofl_client_options_set_max_message_size(NULL, 1 << 20),
-                OFL_CODE_INVALID_ARGUMENT, "options");
-    EXPECT_CODE(ofl_client_options_set_max_message_size(o, 0), OFL_CODE_INVALID_ARGUMENT,
-                "max message size");
-
-    EXPECT_CODE(ofl_client_options_set_reconnect_every_call(NULL, true),
+    EXPECT_CODE(ofl_aggregator_client_options_set_reconnect_every_call(NULL, true),
                 OFL_CODE_INVALID_ARGUMENT, "options");
 
-    ofl_client *client = NULL;
-    EXPECT_CODE(ofl_client_new(NULL, &client), OFL_CODE_INVALID_ARGUMENT, "options");
-    EXPECT_CODE(ofl_client_new(o, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
+    ofl_aggregator_client *client = NULL;
+    EXPECT_CODE(ofl_aggregator_client_new(NULL, &client), OFL_CODE_INVALID_ARGUMENT, "options");
+    EXPECT_CODE(ofl_aggregator_client_new(o, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
     CHECK(client == NULL);
 
-    EXPECT_CODE(ofl_client_disconnect(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
-    EXPECT_CODE(ofl_client_close(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
-    EXPECT_CODE(ofl_client_reconnect(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
-    ofl_client_options_free(o);
+    EXPECT_CODE(ofl_aggregator_client_disconnect(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
+    EXPECT_CODE(ofl_aggregator_client_close(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
+    EXPECT_CODE(ofl_aggregator_client_reconnect(NULL), OFL_CODE_INVALID_ARGUMENT, "client");
+    ofl_aggregator_client_options_free(o);
 }
 
 static void expect_client_new_fails_at(const char *file, int line, const char *what,
-                                       ofl_client_options *o, ofl_code code, const char *needle) {
-    ofl_client *client = NULL;
-    expect_code_at(file, line, what, ofl_client_new(o, &client), code, needle);
+                                       ofl_aggregator_client_options *o, ofl_code code, const char *needle) {
+    ofl_aggregator_client *client = NULL;
+    expect_code_at(file, line, what, ofl_aggregator_client_new(o, &client), code, needle);
     if (client != NULL) {
         test_fail_at(file, line, "%s: *out written on failure", what);
-        ofl_client_free(client);
+        ofl_aggregator_client_free(client);
     }
 }
 #define EXPECT_CLIENT_NEW_FAILS(o, code, needle) \
     expect_client_new_fails_at(__FILE__, __LINE__, #o, (o), (code), (needle))
 
-static void test_client_tls_failures(void) {
-    ofl_client_options *o = NULL;
+/* Attaches TLS settings: root file or PEM, optional identity files, mode. */
+static void set_client_tls(ofl_aggregator_client_options *o, const char *root_file,
+                           const char *root_pem, const char *crt, const char *key,
+                           ofl_client_auth mode) {
+    ofl_tls_config *tls = NULL;
+    REQUIRE_OK(ofl_tls_config_new(&tls));
+    if (root_file) REQUIRE_OK(ofl_tls_config_set_root_certificate_file(tls, root_file));
+    if (root_pem)
+        REQUIRE_OK(ofl_tls_config_set_root_certificate_pem(tls, (const uint8_t *)root_pem,
+                                                           strlen(root_pem)));
+    if (crt && key) REQUIRE_OK(ofl_tls_config_set_identity_files(tls, crt, key));
+    REQUIRE_OK(ofl_tls_config_set_client_auth(tls, mode));
+    REQUIRE_OK(ofl_aggregator_client_options_set_tls(o, tls));
+    ofl_tls_config_free(tls);
+}
 
-    /* TLS on (the default) without certificates. */
-    REQUIRE_OK(ofl_client_options_new("127.0.0.1", 1, &o));
+static void test_client_tls_failures(void) {
+    ofl_aggregator_client_options *o = NULL;
+
+    /* TLS on (the default) with nothing attached: INVALID_ARGUMENT naming
+     * the setter. */
+    REQUIRE_OK(ofl_aggregator_client_options_new("127.0.0.1", 1, &o));
+    EXPECT_CLIENT_NEW_FAILS(o, OFL_CODE_INVALID_ARGUMENT, "ofl_aggregator_client_options_set_tls");
+    /* An empty ofl_tls_config: the root certificate is missing. */
+    set_client_tls(o, NULL, NULL, NULL, NULL, OFL_CLIENT_AUTH_MUTUAL);
     EXPECT_CLIENT_NEW_FAILS(o, OFL_CODE_INVALID_ARGUMENT, "root_certificate");
     /* Client authentication on (the default) with a root certificate only. */
-    REQUIRE_OK(ofl_client_options_set_tls_files(o, g_certs.ca, NULL, NULL));
+    set_client_tls(o, g_certs.ca, NULL, NULL, NULL, OFL_CLIENT_AUTH_MUTUAL);
     EXPECT_CLIENT_NEW_FAILS(o, OFL_CODE_INVALID_ARGUMENT, "certificate");
     /* Unreadable files: IO naming the file. */
-    REQUIRE_OK(ofl_client_options_set_tls_files(o, "/nonexistent/ca.crt", g_certs.col1_crt,
-                                                g_certs.col1_key));
+    set_client_tls(o, "/nonexistent/ca.crt", NULL, g_certs.col1_crt, g_certs.col1_key,
+                   OFL_CLIENT_AUTH_MUTUAL);
     EXPECT_CLIENT_NEW_FAILS(o, OFL_CODE_IO, "/nonexistent/ca.crt");
-    REQUIRE_OK(ofl_client_options_set_tls_files(o, g_certs.ca, g_certs.col1_crt,
-                                                "/nonexistent/col1.key"));
+    set_client_tls(o, g_certs.ca, NULL, g_certs.col1_crt, "/nonexistent/col1.key",
+                   OFL_CLIENT_AUTH_MUTUAL);
     EXPECT_CLIENT_NEW_FAILS(o, OFL_CODE_IO, "/nonexistent/col1.key");
     /* Garbage PEM: TLS. */
-    REQUIRE_OK(ofl_client_options_set_tls_pem(o, (const uint8_t *)GARBAGE, strlen(GARBAGE), NULL,
-                                              0, NULL, 0));
-    REQUIRE_OK(ofl_client_options_set_disable_client_auth(o, true));
+    set_client_tls(o, NULL, GARBAGE, NULL, NULL, OFL_CLIENT_AUTH_NONE);
     EXPECT_CLIENT_NEW_FAILS(o, OFL_CODE_TLS, "root_certificate");
-    REQUIRE_OK(ofl_client_options_set_disable_client_auth(o, false));
     {
         size_t ca_len = 0, key_len = 0;
         uint8_t *ca = read_file(g_certs.ca, &ca_len);
         uint8_t *key = read_file(g_certs.col1_key, &key_len);
         REQUIRE(ca != NULL && key != NULL);
-        REQUIRE_OK(ofl_client_options_set_tls_pem(o, ca, ca_len, (const uint8_t *)GARBAGE,
-                                                  strlen(GARBAGE), key, key_len));
+        ofl_tls_config *tls = NULL;
+        REQUIRE_OK(ofl_tls_config_new(&tls));
+        REQUIRE_OK(ofl_tls_config_set_root_certificate_pem(tls, ca, ca_len));
+        REQUIRE_OK(ofl_tls_config_set_identity_pem(tls, (const uint8_t *)GARBAGE,
+                                                   strlen(GARBAGE), key, key_len));
+        REQUIRE_OK(ofl_aggregator_client_options_set_tls(o, tls));
+        ofl_tls_config_free(tls);
         EXPECT_CLIENT_NEW_FAILS(o, OFL_CODE_TLS, "certificate");
         free(ca);
         free(key);
     }
     /* A key that does not belong to the certificate. */
-    REQUIRE_OK(ofl_client_options_set_tls_files(o, g_certs.ca, g_certs.col1_crt,
-                                                g_certs.col2_key));
+    set_client_tls(o, g_certs.ca, NULL, g_certs.col1_crt, g_certs.col2_key,
+                   OFL_CLIENT_AUTH_MUTUAL);
     EXPECT_CLIENT_NEW_FAILS(o, OFL_CODE_TLS, NULL);
-    ofl_client_options_free(o);
+    ofl_aggregator_client_options_free(o);
 }
 
 /* ---- a live server whose callbacks check ofl_reply_* arguments --------- */
@@ -654,7 +626,7 @@ typedef struct live_state {
 static uint8_t g_twice_first[256];
 static uint8_t g_twice_second[256];
 
-static int32_t live_get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
+static ofl_error *live_get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
     live_state *s = ud;
     atomic_fetch_add(&s->get_tasks_calls, 1);
     EXPECT_CODE(ofl_reply_add_task(reply, NULL, NULL, NULL, false), OFL_CODE_INVALID_ARGUMENT,
@@ -665,18 +637,14 @@ static int32_t live_get_tasks(void *ud, const char *collaborator, ofl_reply *rep
                 "function_name");
     EXPECT_CODE(ofl_reply_add_task(reply, "t", NULL, BAD_UTF8, false), OFL_CODE_INVALID_ARGUMENT,
                 "task_type");
-    EXPECT_CODE(ofl_reply_set_error_message(reply, NULL), OFL_CODE_INVALID_ARGUMENT, "message");
-    EXPECT_CODE(ofl_reply_set_error_message(reply, BAD_UTF8), OFL_CODE_INVALID_ARGUMENT,
-                "message");
     EXPECT_OK(ofl_reply_add_task(reply, "only", NULL, NULL, true));
     EXPECT_OK(ofl_reply_set_round_number(reply, 7));
     EXPECT_OK(ofl_reply_set_sleep_time(reply, 3));
     if (strcmp(collaborator, "col2") == 0) {
         /* A value that is no ofl_code reaches the peer as UNKNOWN. */
-        EXPECT_OK(ofl_reply_set_error_message(reply, "custom failure for col2"));
-        return 9999;
+        return ofl_error_new(9999, "custom failure for col2");
     }
-    return OFL_CODE_OK;
+    return NULL;
 }
 
 static void check_set_tensor_arguments(live_state *s, ofl_reply *reply) {
@@ -728,7 +696,7 @@ static void check_set_tensor_arguments(live_state *s, ofl_reply *reply) {
     CHECK_MSG(got == before + 4, "4 failed borrowed sets ran release %d times", got - before);
 }
 
-static int32_t live_get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req,
+static ofl_error *live_get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req,
                                ofl_reply *reply) {
     live_state *s = ud;
     (void)collaborator;
@@ -755,14 +723,13 @@ static int32_t live_get_tensor(void *ud, const char *collaborator, const ofl_ten
         memset(tag0, 'X', sizeof tag0 - 1);
         shape[0] = shape[1] = -1;
         keys[0] = keys[1] = keys[2] = -1;
-        return OFL_CODE_OK;
+        return NULL;
     }
-    if (strcmp(name, "unset") == 0) return OFL_CODE_OK; /* OK without a tensor */
+    if (strcmp(name, "unset") == 0) return NULL; /* OK without a tensor */
     if (strcmp(name, "notfound") == 0) {
-        EXPECT_OK(ofl_reply_set_error_message(reply, "no tensor named notfound"));
-        return OFL_CODE_NOT_FOUND;
+        return ofl_error_new(OFL_CODE_NOT_FOUND, "no tensor named notfound");
     }
-    if (strcmp(name, "nomessage") == 0) return OFL_CODE_FAILED_PRECONDITION;
+    if (strcmp(name, "nomessage") == 0) return ofl_error_new(OFL_CODE_FAILED_PRECONDITION, NULL);
     if (strcmp(name, "twice") == 0) {
         /* The first borrowed tensor is replaced: released once, never sent. */
         ofl_tensor_view v = {.name = "twice", .data = g_twice_first,
@@ -771,16 +738,14 @@ static int32_t live_get_tensor(void *ud, const char *collaborator, const ofl_ten
         v.data = g_twice_second;
         v.data_len = sizeof g_twice_second;
         EXPECT_OK(ofl_reply_set_tensor_borrowed(reply, &v, count_release, &s->second_release));
-        return OFL_CODE_OK;
+        return NULL;
     }
-    EXPECT_OK(ofl_reply_set_error_message(reply, "unexpected tensor name"));
-    return OFL_CODE_INVALID_ARGUMENT;
+    return ofl_error_new(OFL_CODE_INVALID_ARGUMENT, "unexpected tensor name");
 }
 
-static int32_t live_send_results(void *ud, const char *collaborator,
-                                 const ofl_task_results *results, ofl_reply *reply) {
+static ofl_error *live_send_results(void *ud, const char *collaborator,
+                                 const ofl_task_results *results) {
     live_state *s = ud;
-    (void)reply;
     atomic_fetch_add(&s->results_calls, 1);
     CHECK_STR(collaborator, "col1");
     CHECK_STR(ofl_task_results_task_name(results), "empty");
@@ -788,7 +753,7 @@ static int32_t live_send_results(void *ud, const char *collaborator,
     CHECK(ofl_task_results_data_size(results) == 0);
     CHECK(ofl_task_results_tensors_len(results) == 0);
     CHECK(ofl_task_results_tensor(results, 0) == NULL);
-    return OFL_CODE_OK;
+    return NULL;
 }
 
 static void live_free(void *ud) {
@@ -797,42 +762,42 @@ static void live_free(void *ud) {
 }
 
 /* Client calls with bad arguments: none of them reaches the server. */
-static void check_client_call_arguments(ofl_client *client) {
+static void check_client_call_arguments(ofl_aggregator_client *client) {
     ofl_tasks *tasks = NULL;
     ofl_tensor *tensor = NULL;
     static const char *const null_tag[1] = {NULL};
     static const char *const bad_tag[1] = {BAD_UTF8};
 
-    EXPECT_CODE(ofl_client_get_tasks(NULL, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT, "client");
-    EXPECT_CODE(ofl_client_get_tasks(client, NULL, &tasks), OFL_CODE_INVALID_ARGUMENT,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(NULL, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT, "client");
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, NULL, &tasks), OFL_CODE_INVALID_ARGUMENT,
                 "collaborator_name");
-    EXPECT_CODE(ofl_client_get_tasks(client, BAD_UTF8, &tasks), OFL_CODE_INVALID_ARGUMENT,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, BAD_UTF8, &tasks), OFL_CODE_INVALID_ARGUMENT,
                 "collaborator_name");
-    EXPECT_CODE(ofl_client_get_tasks(client, "col1", NULL), OFL_CODE_INVALID_ARGUMENT, "out");
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", NULL), OFL_CODE_INVALID_ARGUMENT, "out");
     CHECK(tasks == NULL);
 
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(NULL, "col1", "t", 0, false, NULL, 0, false,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(NULL, "col1", "t", 0, false, NULL, 0, false,
                                                  &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "client");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, NULL, "t", 0, false, NULL, 0, false,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, NULL, "t", 0, false, NULL, 0, false,
                                                  &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "collaborator_name");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", NULL, 0, false, NULL, 0, false,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", NULL, 0, false, NULL, 0, false,
                                                  &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tensor_name");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", BAD_UTF8, 0, false, NULL, 0,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", BAD_UTF8, 0, false, NULL, 0,
                                                  false, &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tensor_name");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", "t", 0, false, NULL, 1, false,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "t", 0, false, NULL, 1, false,
                                                  &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tags");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", "t", 0, false, null_tag, 1,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "t", 0, false, null_tag, 1,
                                                  false, &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tags[0]");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", "t", 0, false, bad_tag, 1,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "t", 0, false, bad_tag, 1,
                                                  false, &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tags[0]");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", "t", 0, false, NULL, 0, false,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "t", 0, false, NULL, 0, false,
                                                  NULL),
                 OFL_CODE_INVALID_ARGUMENT, "out");
     CHECK(tensor == NULL);
@@ -843,36 +808,36 @@ static void check_client_call_arguments(ofl_client *client) {
     ofl_tensor_view good = {.name = "w", .metadata = &md, .metadata_len = 1, .data = data,
                             .data_len = sizeof data};
     ofl_tensor_view bad;
-    EXPECT_CODE(ofl_client_send_local_task_results(NULL, "col1", 1, "train", 1, &good, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(NULL, "col1", 1, "train", 1, &good, 1),
                 OFL_CODE_INVALID_ARGUMENT, "client");
-    EXPECT_CODE(ofl_client_send_local_task_results(client, NULL, 1, "train", 1, &good, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, NULL, 1, "train", 1, &good, 1),
                 OFL_CODE_INVALID_ARGUMENT, "collaborator_name");
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col1", 1, NULL, 1, &good, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, NULL, 1, &good, 1),
                 OFL_CODE_INVALID_ARGUMENT, "task_name");
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col1", 1, BAD_UTF8, 1, &good, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, BAD_UTF8, 1, &good, 1),
                 OFL_CODE_INVALID_ARGUMENT, "task_name");
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col1", 1, "train", 1, NULL, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, NULL, 1),
                 OFL_CODE_INVALID_ARGUMENT, "tensors");
     bad = good;
     bad.name = NULL;
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
                 OFL_CODE_INVALID_ARGUMENT, "tensor.name");
     bad = good;
     bad.data = NULL;
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
                 OFL_CODE_INVALID_ARGUMENT, "tensor.data");
     bad = good;
     bad.tags_len = 1;
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
                 OFL_CODE_INVALID_ARGUMENT, "tensor.tags");
     bad = good;
     bad.metadata = NULL;
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
                 OFL_CODE_INVALID_ARGUMENT, "tensor.metadata");
     ofl_metadata_view bad_md = {.int_list = NULL, .int_list_len = 2};
     bad = good;
     bad.metadata = &bad_md;
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
                 OFL_CODE_INVALID_ARGUMENT, "int_list");
 }
 
@@ -922,7 +887,7 @@ static void test_live_server(void) {
     live_state s = {0};
     fill_pattern(g_twice_first, sizeof g_twice_first, 1, 100);
     fill_pattern(g_twice_second, sizeof g_twice_second, 1, 200);
-    ofl_aggregator_callbacks cb = {
+    callback_fns cb = {
         .user_data = &s,
         .free_user_data = live_free,
         .get_tasks = live_get_tasks,
@@ -931,20 +896,20 @@ static void test_live_server(void) {
     };
     ofl_aggregator_server_options *so = make_server_options(&g_certs, TLS_INSECURE);
     ofl_aggregator_server *server = NULL;
-    REQUIRE_OK(ofl_aggregator_server_start(so, &cb, &server));
+    REQUIRE_OK(start_with_callbacks(so, &cb, &server));
     ofl_aggregator_server_options_free(so);
     uint16_t port = ofl_aggregator_server_port(server);
     CHECK(port != 0);
     test_note("live insecure server on port %u", (unsigned)port);
 
-    ofl_client *client = make_client(&g_certs, port, TLS_INSECURE, NULL, NULL);
+    ofl_aggregator_client *client = make_client(&g_certs, port, TLS_INSECURE, NULL, NULL);
     check_client_call_arguments(client);
     CHECK_MSG(atomic_load(&s.get_tasks_calls) == 0,
               "a client call with bad arguments reached the server");
 
     /* get_tasks: reply built despite the rejected arguments. */
     ofl_tasks *tasks = NULL;
-    if (EXPECT_OK(ofl_client_get_tasks(client, "col1", &tasks))) {
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", &tasks))) {
         CHECK(ofl_tasks_round_number(tasks) == 7);
         CHECK(ofl_tasks_sleep_time(tasks) == 3);
         CHECK(ofl_tasks_quit(tasks) == false);
@@ -959,49 +924,49 @@ static void test_live_server(void) {
         CHECK(ofl_tasks_apply_local(tasks, 1) == false);
         ofl_tasks_free(tasks);
     }
-    EXPECT_CODE(ofl_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNKNOWN,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNKNOWN,
                 "custom failure for col2");
 
     /* Header checks on the server, with precise codes naming the field. */
-    EXPECT_CODE(ofl_client_get_tasks(client, "col3", &tasks), OFL_CODE_PERMISSION_DENIED,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col3", &tasks), OFL_CODE_PERMISSION_DENIED,
                 "header.sender");
     {
-        ofl_client_options *co = make_client_options(&g_certs, port, TLS_INSECURE, NULL, NULL,
+        ofl_aggregator_client_options *co = make_client_options(&g_certs, port, TLS_INSECURE, NULL, NULL,
                                                      NULL);
-        REQUIRE_OK(ofl_client_options_set_federation(co, TEST_AGGREGATOR_UUID, "other-fed", NULL));
-        ofl_client *other = NULL;
-        REQUIRE_OK(ofl_client_new(co, &other));
-        EXPECT_CODE(ofl_client_get_tasks(other, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT,
+        REQUIRE_OK(ofl_aggregator_client_options_set_federation(co, TEST_AGGREGATOR_UUID, "other-fed", NULL));
+        ofl_aggregator_client *other = NULL;
+        REQUIRE_OK(ofl_aggregator_client_new(co, &other));
+        EXPECT_CODE(ofl_aggregator_client_get_tasks(other, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT,
                     "header.federation_uuid");
-        REQUIRE_OK(ofl_client_options_set_federation(co, "other-agg", TEST_FEDERATION_UUID, NULL));
-        ofl_client_free(other);
+        REQUIRE_OK(ofl_aggregator_client_options_set_federation(co, "other-agg", TEST_FEDERATION_UUID, NULL));
+        ofl_aggregator_client_free(other);
         other = NULL;
-        REQUIRE_OK(ofl_client_new(co, &other));
-        EXPECT_CODE(ofl_client_get_tasks(other, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT,
+        REQUIRE_OK(ofl_aggregator_client_new(co, &other));
+        EXPECT_CODE(ofl_aggregator_client_get_tasks(other, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT,
                     "header.receiver");
-        ofl_client_free(other);
-        ofl_client_options_free(co);
+        ofl_aggregator_client_free(other);
+        ofl_aggregator_client_options_free(co);
     }
 
     /* get_aggregated_tensor: argument checks inside the callback, then a copy. */
     ofl_tensor *t = NULL;
-    if (EXPECT_OK(ofl_client_get_aggregated_tensor(client, "col1", "args", 4, true, NULL, 0,
+    if (EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "args", 4, true, NULL, 0,
                                                    true, &t))) {
         check_args_tensor(t);
         ofl_tensor_free(t);
         t = NULL;
     }
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", "unset", 0, false, NULL, 0,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "unset", 0, false, NULL, 0,
                                                  false, &t),
-                OFL_CODE_INTERNAL, "without setting a tensor");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", "notfound", 0, false, NULL, 0,
+                OFL_CODE_INTERNAL, "no error and no tensor");
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "notfound", 0, false, NULL, 0,
                                                  false, &t),
                 OFL_CODE_NOT_FOUND, "no tensor named notfound");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", "nomessage", 0, false, NULL, 0,
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "nomessage", 0, false, NULL, 0,
                                                  false, &t),
                 OFL_CODE_FAILED_PRECONDITION, "get_aggregated_tensor");
     CHECK(t == NULL);
-    if (EXPECT_OK(ofl_client_get_aggregated_tensor(client, "col1", "twice", 0, false, NULL, 0,
+    if (EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "twice", 0, false, NULL, 0,
                                                    false, &t))) {
         CHECK(ofl_tensor_data_len(t) == sizeof g_twice_second);
         CHECK(ofl_tensor_data_len(t) == sizeof g_twice_second &&
@@ -1014,19 +979,19 @@ static void test_live_server(void) {
               "sent borrowed tensor released %d times", atomic_load(&s.second_release));
 
     /* An upload without tensors. */
-    EXPECT_OK(ofl_client_send_local_task_results(client, "col1", 2, "empty", 0, NULL, 0));
+    EXPECT_OK(ofl_aggregator_client_send_local_task_results(client, "col1", 2, "empty", 0, NULL, 0));
     CHECK(atomic_load(&s.results_calls) == 1);
 
     /* disconnect / reconnect keep the client usable. */
-    EXPECT_OK(ofl_client_disconnect(client));
-    EXPECT_OK(ofl_client_get_tasks(client, "col1", &tasks));
+    EXPECT_OK(ofl_aggregator_client_disconnect(client));
+    EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", &tasks));
     ofl_tasks_free(tasks);
     tasks = NULL;
-    EXPECT_OK(ofl_client_reconnect(client));
-    EXPECT_OK(ofl_client_get_tasks(client, "col1", &tasks));
+    EXPECT_OK(ofl_aggregator_client_reconnect(client));
+    EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", &tasks));
     ofl_tasks_free(tasks);
 
-    ofl_client_free(client);
+    ofl_aggregator_client_free(client);
     ofl_aggregator_server_free(server);
     CHECK_MSG(wait_for_count(&s.free_calls, 1, 5000) == 1,
               "free_user_data ran %d times after ofl_aggregator_server_free",
@@ -1037,42 +1002,46 @@ static void test_live_server(void) {
     CHECK(atomic_load(&s.first_release) == 1 && atomic_load(&s.second_release) == 1);
 }
 
-/* A call retrying forever (nobody listens) is cancelled by ofl_client_close
+/* A call retrying forever (nobody listens) is cancelled by ofl_aggregator_client_close
  * from another thread; later calls fail the same way; close is idempotent. */
 typedef struct close_call {
-    ofl_client *client;
+    ofl_aggregator_client *client;
     ofl_error *error;
 } close_call;
 
 static void *get_tasks_until_cancelled(void *arg) {
     close_call *c = arg;
     ofl_tasks *tasks = NULL;
-    c->error = ofl_client_get_tasks(c->client, "col1", &tasks);
+    c->error = ofl_aggregator_client_get_tasks(c->client, "col1", &tasks);
     ofl_tasks_free(tasks);
     return NULL;
 }
 
 static void test_client_close_cancels(void) {
-    ofl_client_options *o = make_client_options(&g_certs, 9, TLS_INSECURE, NULL, NULL, NULL);
-    EXPECT_OK(ofl_client_options_set_retry(o, 50, 200, -1));
-    ofl_client *client = NULL;
-    EXPECT_OK(ofl_client_new(o, &client));
-    ofl_client_options_free(o);
+    ofl_aggregator_client_options *o = make_client_options(&g_certs, 9, TLS_INSECURE, NULL, NULL, NULL);
+    ofl_connect_options *connect = NULL;
+    REQUIRE_OK(ofl_connect_options_new(&connect));
+    REQUIRE_OK(ofl_connect_options_set_retry(connect, 50, 200, -1));
+    EXPECT_OK(ofl_aggregator_client_options_set_connect(o, connect));
+    ofl_connect_options_free(connect);
+    ofl_aggregator_client *client = NULL;
+    EXPECT_OK(ofl_aggregator_client_new(o, &client));
+    ofl_aggregator_client_options_free(o);
     if (client == NULL) return;
 
     close_call call = {client, NULL};
     pthread_t thread;
     CHECK(pthread_create(&thread, NULL, get_tasks_until_cancelled, &call) == 0);
     usleep(300 * 1000);
-    EXPECT_OK(ofl_client_close(client));
+    EXPECT_OK(ofl_aggregator_client_close(client));
     pthread_join(thread, NULL);
     EXPECT_CODE(call.error, OFL_CODE_CANCELLED, "closed");
 
     ofl_tasks *tasks = NULL;
-    EXPECT_CODE(ofl_client_get_tasks(client, "col1", &tasks), OFL_CODE_CANCELLED, "closed");
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", &tasks), OFL_CODE_CANCELLED, "closed");
     CHECK(tasks == NULL);
-    EXPECT_OK(ofl_client_close(client));
-    ofl_client_free(client);
+    EXPECT_OK(ofl_aggregator_client_close(client));
+    ofl_aggregator_client_free(client);
 }
 
 int main(int argc, char **argv) {

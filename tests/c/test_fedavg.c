@@ -350,7 +350,7 @@ typedef struct col_record {
 
 typedef struct collaborator {
     int index;
-    ofl_client *client;
+    ofl_aggregator_client *client;
     col_record rec;
     /* A metric read while the server ran (its strings must stay valid). */
     bool have_early_metric;
@@ -374,7 +374,7 @@ static float score_value(int col, int round, bool local) {
 static bool fetch(collaborator *c, const char *name, int32_t round, float *out, size_t len,
                   const int32_t *shape, size_t ndim) {
     ofl_tensor *t = NULL;
-    if (!EXPECT_OK(ofl_client_get_aggregated_tensor(c->client, COLS[c->index], name, round, false,
+    if (!EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(c->client, COLS[c->index], name, round, false,
                                                     TAGS_MODEL, NTAGS(TAGS_MODEL), true, &t))) {
         return false;
     }
@@ -488,7 +488,7 @@ static void run_task(collaborator *c, const ofl_tasks *tasks, size_t i) {
         test_fail_at(__FILE__, __LINE__, "%s: unexpected task \"%s\"", COLS[col], task);
         return;
     }
-    if (EXPECT_OK(ofl_client_send_local_task_results(c->client, COLS[col], round, task, data_size,
+    if (EXPECT_OK(ofl_aggregator_client_send_local_task_results(c->client, COLS[col], round, task, data_size,
                                                      u.views, u.n))) {
         c->rec.uploads[round]++;
     }
@@ -503,11 +503,11 @@ static void *collaborator_main(void *arg) {
     /* The FedAvg's refusals reach the client with their codes. */
     if (c->index == 0) {
         ofl_tensor *t = NULL;
-        EXPECT_CODE(ofl_client_get_aggregated_tensor(c->client, COLS[0], "nope", 0, false,
+        EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(c->client, COLS[0], "nope", 0, false,
                                                      TAGS_MODEL, 1, true, &t),
                     OFL_CODE_FAILED_PRECONDITION, "\"nope\"");
         static const char *const delta_tags[] = {"aggregated", "delta"};
-        EXPECT_CODE(ofl_client_get_aggregated_tensor(c->client, COLS[0], "w", 0, false,
+        EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(c->client, COLS[0], "w", 0, false,
                                                      delta_tags, 2, true, &t),
                     OFL_CODE_INVALID_ARGUMENT, "delta");
         CHECK(t == NULL);
@@ -515,7 +515,7 @@ static void *collaborator_main(void *arg) {
 
     for (int calls = 0; calls < 100; calls++) {
         ofl_tasks *tasks = NULL;
-        if (!EXPECT_OK(ofl_client_get_tasks(c->client, COLS[c->index], &tasks))) break;
+        if (!EXPECT_OK(ofl_aggregator_client_get_tasks(c->client, COLS[c->index], &tasks))) break;
         if (ofl_tasks_quit(tasks)) {
             c->rec.quits++;
             CHECK(ofl_tasks_round_number(tasks) == ROUNDS);
@@ -537,7 +537,7 @@ static void *collaborator_main(void *arg) {
             c->have_early_metric = EXPECT_OK(ofl_fedavg_metric(g_fedavg, 0, &c->early_metric));
         }
     }
-    ofl_client_free(c->client);
+    ofl_aggregator_client_free(c->client);
     c->client = NULL;
     return NULL;
 }
@@ -774,14 +774,14 @@ static void test_state_dir(void) {
     ofl_aggregator_server *server = NULL;
     REQUIRE_OK(ofl_aggregator_server_start_fedavg(so, fa, &server));
     ofl_aggregator_server_options_free(so);
-    ofl_client *client = make_client(&g_certs, ofl_aggregator_server_port(server), TLS_MUTUAL,
+    ofl_aggregator_client *client = make_client(&g_certs, ofl_aggregator_server_port(server), TLS_MUTUAL,
                                      g_certs.col1_crt, g_certs.col1_key);
     upload u = {0};
     float score = 0.625f;
     upload_add(&u, 0, "score", true, TAGS_VALIDATE_AGG, NTAGS(TAGS_VALIDATE_AGG), &score, 1, NULL,
                0);
-    EXPECT_OK(ofl_client_send_local_task_results(client, "col1", 0, TASK_VALIDATE, 8, u.views, u.n));
-    ofl_client_free(client);
+    EXPECT_OK(ofl_aggregator_client_send_local_task_results(client, "col1", 0, TASK_VALIDATE, 8, u.views, u.n));
+    ofl_aggregator_client_free(client);
     ofl_aggregator_server_free(server);
     ofl_fedavg_free(fa); /* the aggregator is gone; its directory stays */
 

@@ -129,14 +129,13 @@ static void fed_state_init(fed_state *s, bool col1, bool col2) {
 
 static void fed_state_destroy(fed_state *s) { pthread_mutex_destroy(&s->lock); }
 
-static int32_t fed_get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
+static ofl_error *fed_get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
     fed_state *s = ud;
     int idx = col_index(collaborator);
     if (idx < 0) {
         test_fail_at(__FILE__, __LINE__, "get_tasks for unexpected collaborator \"%s\"",
                      collaborator);
-        EXPECT_OK(ofl_reply_set_error_message(reply, "unknown collaborator"));
-        return OFL_CODE_PERMISSION_DENIED;
+        return ofl_error_new(OFL_CODE_PERMISSION_DENIED, "unknown collaborator");
     }
     pthread_mutex_lock(&s->lock);
     int call = ++s->get_tasks_calls[idx];
@@ -145,14 +144,14 @@ static int32_t fed_get_tasks(void *ud, const char *collaborator, ofl_reply *repl
         EXPECT_OK(ofl_reply_set_round_number(reply, ROUND));
         EXPECT_OK(ofl_reply_add_task(reply, "train", "train_task", "train", false));
         EXPECT_OK(ofl_reply_add_task(reply, "validate", "validate_task", "validate", true));
-        return OFL_CODE_OK;
+        return NULL;
     }
     EXPECT_OK(ofl_reply_set_round_number(reply, ROUND));
     EXPECT_OK(ofl_reply_set_quit(reply, true));
     pthread_mutex_lock(&s->lock);
     s->quit_sent[idx] = true;
     pthread_mutex_unlock(&s->lock);
-    return OFL_CODE_OK;
+    return NULL;
 }
 
 static bool fed_all_quit_jobs_sent(void *ud) {
@@ -186,7 +185,7 @@ static bool request_tags_ok(const ofl_tensor_request *req) {
     return strcmp(req->tags[0], REQUEST_TAGS[0]) == 0 && strcmp(req->tags[1], REQUEST_TAGS[1]) == 0;
 }
 
-static int32_t fed_get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req,
+static ofl_error *fed_get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req,
                               ofl_reply *reply) {
     fed_state *s = ud;
     atomic_fetch_add(&s->tensor_calls, 1);
@@ -200,21 +199,20 @@ static int32_t fed_get_tensor(void *ud, const char *collaborator, const ofl_tens
         char msg[256];
         snprintf(msg, sizeof msg, "tensor %s of round %d is not known", req->tensor_name,
                  (int)req->round_number);
-        EXPECT_OK(ofl_reply_set_error_message(reply, msg));
-        return OFL_CODE_NOT_FOUND;
+        return ofl_error_new(OFL_CODE_NOT_FOUND, msg);
     }
 
     int slot = atomic_fetch_add(&s->borrows, 1);
     if (slot >= MAX_BORROWS) {
         test_fail_at(__FILE__, __LINE__, "too many tensor calls");
-        return OFL_CODE_RESOURCE_EXHAUSTED;
+        return ofl_error_new(OFL_CODE_RESOURCE_EXHAUSTED, NULL);
     }
     borrow *b = malloc(sizeof *b);
     uint8_t *data = malloc(TENSOR_SIZE);
     if (b == NULL || data == NULL) {
         free(b);
         free(data);
-        return OFL_CODE_RESOURCE_EXHAUSTED;
+        return ofl_error_new(OFL_CODE_RESOURCE_EXHAUSTED, NULL);
     }
     fill_pattern(data, TENSOR_SIZE, 7, 1);
     *b = (borrow){.state = s, .data = data, .slot = slot};
@@ -231,8 +229,8 @@ static int32_t fed_get_tensor(void *ud, const char *collaborator, const ofl_tens
                             .metadata_len = 1, .data = data, .data_len = TENSOR_SIZE};
     /* On failure the library still calls release_borrow (exactly once). */
     if (!EXPECT_OK(ofl_reply_set_tensor_borrowed(reply, &view, release_borrow, b)))
-        return OFL_CODE_INTERNAL;
-    return OFL_CODE_OK;
+        return ofl_error_new(OFL_CODE_INTERNAL, NULL);
+    return NULL;
 }
 
 static bool upload_ok(const char *collaborator, const ofl_task_results *r) {
@@ -279,18 +277,17 @@ static bool upload_ok(const char *collaborator, const ofl_task_results *r) {
     return ok;
 }
 
-static int32_t fed_send_results(void *ud, const char *collaborator,
-                                const ofl_task_results *results, ofl_reply *reply) {
+static ofl_error *fed_send_results(void *ud, const char *collaborator,
+                                const ofl_task_results *results) {
     fed_state *s = ud;
-    (void)reply;
     atomic_fetch_add(&s->results_calls, 1);
     if (col_index(collaborator) < 0) {
         test_fail_at(__FILE__, __LINE__, "results from unexpected collaborator \"%s\"",
                      collaborator);
-        return OFL_CODE_PERMISSION_DENIED;
+        return ofl_error_new(OFL_CODE_PERMISSION_DENIED, NULL);
     }
     if (upload_ok(collaborator, results)) atomic_fetch_add(&s->results_ok, 1);
-    return OFL_CODE_OK;
+    return NULL;
 }
 
 static void fed_free(void *ud) {
@@ -299,7 +296,7 @@ static void fed_free(void *ud) {
 }
 
 static ofl_aggregator_server *start_server(fed_state *s, tls_mode mode) {
-    ofl_aggregator_callbacks cb = {
+    callback_fns cb = {
         .user_data = s,
         .free_user_data = fed_free,
         .get_tasks = fed_get_tasks,
@@ -310,7 +307,7 @@ static ofl_aggregator_server *start_server(fed_state *s, tls_mode mode) {
     };
     ofl_aggregator_server_options *o = make_server_options(&g_certs, mode);
     ofl_aggregator_server *server = NULL;
-    REQUIRE_OK(ofl_aggregator_server_start(o, &cb, &server));
+    REQUIRE_OK(start_with_callbacks(o, &cb, &server));
     ofl_aggregator_server_options_free(o);
     REQUIRE(server != NULL && ofl_aggregator_server_port(server) != 0);
     return server;
@@ -415,25 +412,30 @@ typedef struct collaborator {
     bool pem; /* certificates from memory instead of files */
 } collaborator;
 
-static ofl_client *collaborator_client(const collaborator *c) {
+static ofl_aggregator_client *collaborator_client(const collaborator *c) {
     const char *crt = strcmp(c->name, "col1") == 0 ? g_certs.col1_crt : g_certs.col2_crt;
     const char *key = strcmp(c->name, "col1") == 0 ? g_certs.col1_key : g_certs.col2_key;
-    ofl_client_options *o = make_client_options(&g_certs, c->port, c->mode, NULL, crt, key);
+    ofl_aggregator_client_options *o = make_client_options(&g_certs, c->port, c->mode, NULL, crt, key);
     if (c->pem && c->mode == TLS_MUTUAL) {
         size_t ca_len = 0, crt_len = 0, key_len = 0;
         uint8_t *ca_pem = read_file(g_certs.ca, &ca_len);
         uint8_t *crt_pem = read_file(crt, &crt_len);
         uint8_t *key_pem = read_file(key, &key_len);
         REQUIRE(ca_pem && crt_pem && key_pem);
-        REQUIRE_OK(ofl_client_options_set_tls_pem(o, ca_pem, ca_len, crt_pem, crt_len, key_pem,
-                                                  key_len));
+        ofl_tls_config *tls = NULL;
+        REQUIRE_OK(ofl_tls_config_new(&tls));
+        REQUIRE_OK(ofl_tls_config_set_root_certificate_pem(tls, ca_pem, ca_len));
+        REQUIRE_OK(ofl_tls_config_set_identity_pem(tls, crt_pem, crt_len, key_pem, key_len));
+        /* Copied: the buffers and the config may go right after. */
+        REQUIRE_OK(ofl_aggregator_client_options_set_tls(o, tls));
+        ofl_tls_config_free(tls);
         free(ca_pem);
         free(crt_pem);
         free(key_pem);
     }
-    ofl_client *client = NULL;
-    REQUIRE_OK(ofl_client_new(o, &client));
-    ofl_client_options_free(o); /* allowed right after ofl_client_new */
+    ofl_aggregator_client *client = NULL;
+    REQUIRE_OK(ofl_aggregator_client_new(o, &client));
+    ofl_aggregator_client_options_free(o); /* allowed right after ofl_aggregator_client_new */
     return client;
 }
 
@@ -471,10 +473,10 @@ static void check_model(const char *who, const ofl_tensor *t) {
 /* One collaborator's whole round. */
 static void *collaborator_main(void *p) {
     const collaborator *c = p;
-    ofl_client *client = collaborator_client(c);
+    ofl_aggregator_client *client = collaborator_client(c);
 
     ofl_tasks *tasks = NULL;
-    if (EXPECT_OK(ofl_client_get_tasks(client, c->name, &tasks))) {
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, c->name, &tasks))) {
         CHECK(ofl_tasks_round_number(tasks) == ROUND);
         CHECK(ofl_tasks_quit(tasks) == false);
         CHECK(ofl_tasks_sleep_time(tasks) == 0);
@@ -492,7 +494,7 @@ static void *collaborator_main(void *p) {
     }
 
     ofl_tensor *model = NULL;
-    if (EXPECT_OK(ofl_client_get_aggregated_tensor(client, c->name, "model", ROUND, false,
+    if (EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(client, c->name, "model", ROUND, false,
                                                    REQUEST_TAGS, 2, true, &model))) {
         check_model(c->name, model);
         ofl_tensor_free(model);
@@ -506,16 +508,16 @@ static void *collaborator_main(void *p) {
     ofl_tensor_view view = {.name = "model", .round_number = ROUND, .lossless = true,
                             .report = false, .tags = tags, .tags_len = 2, .metadata = &md,
                             .metadata_len = 1, .data = update, .data_len = TENSOR_SIZE};
-    EXPECT_OK(ofl_client_send_local_task_results(client, c->name, ROUND, "train", DATA_SIZE,
+    EXPECT_OK(ofl_aggregator_client_send_local_task_results(client, c->name, ROUND, "train", DATA_SIZE,
                                                  &view, 1));
     free(update); /* borrowed for the call only */
 
-    if (EXPECT_OK(ofl_client_get_tasks(client, c->name, &tasks))) {
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, c->name, &tasks))) {
         CHECK_MSG(ofl_tasks_quit(tasks) == true, "%s was not told to quit", c->name);
         CHECK(ofl_tasks_len(tasks) == 0);
         ofl_tasks_free(tasks);
     }
-    ofl_client_free(client);
+    ofl_aggregator_client_free(client);
     return NULL;
 }
 
@@ -530,16 +532,16 @@ static void run_collaborators(collaborator *cols, int n) {
 /* ---- scenarios ---------------------------------------------------------- */
 
 /* A client whose TLS settings are wrong in some way must fail with TLS. */
-static void expect_tls_failure(const char *what, ofl_client_options *o, const char *sender) {
-    ofl_client *client = NULL;
-    REQUIRE_OK(ofl_client_new(o, &client));
+static void expect_tls_failure(const char *what, ofl_aggregator_client_options *o, const char *sender) {
+    ofl_aggregator_client *client = NULL;
+    REQUIRE_OK(ofl_aggregator_client_new(o, &client));
     ofl_tasks *tasks = NULL;
     double t0 = now_seconds();
-    expect_code_at(__FILE__, __LINE__, what, ofl_client_get_tasks(client, sender, &tasks),
+    expect_code_at(__FILE__, __LINE__, what, ofl_aggregator_client_get_tasks(client, sender, &tasks),
                    OFL_CODE_TLS, NULL);
     test_note("%s: TLS failure after %.3f s", what, now_seconds() - t0);
     CHECK(tasks == NULL);
-    ofl_client_free(client);
+    ofl_aggregator_client_free(client);
 }
 
 static void mtls_negative_checks(fed_state *s, uint16_t port) {
@@ -548,21 +550,21 @@ static void mtls_negative_checks(fed_state *s, uint16_t port) {
 
     /* A callback's NOT_FOUND and message reach the client. */
     collaborator col1 = {.name = "col1", .port = port, .mode = TLS_MUTUAL};
-    ofl_client *client = collaborator_client(&col1);
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col1", "missing", ROUND, false,
+    ofl_aggregator_client *client = collaborator_client(&col1);
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "missing", ROUND, false,
                                                  REQUEST_TAGS, 2, true, &t),
                 OFL_CODE_NOT_FOUND, "tensor missing of round 1 is not known");
     CHECK(t == NULL);
 
     /* Spoofed sender: col1's certificate speaking for col2. */
     double t0 = now_seconds();
-    EXPECT_CODE(ofl_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNAUTHENTICATED, "col2");
-    EXPECT_CODE(ofl_client_get_aggregated_tensor(client, "col2", "model", ROUND, false,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNAUTHENTICATED, "col2");
+    EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col2", "model", ROUND, false,
                                                  REQUEST_TAGS, 2, true, &t),
                 OFL_CODE_UNAUTHENTICATED, NULL);
     static const uint8_t small[16] = {0};
     ofl_tensor_view v = {.name = "model", .data = small, .data_len = sizeof small};
-    EXPECT_CODE(ofl_client_send_local_task_results(client, "col2", ROUND, "train", 1, &v, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col2", ROUND, "train", 1, &v, 1),
                 OFL_CODE_UNAUTHENTICATED, NULL);
     double spoof_s = now_seconds() - t0;
     CHECK_MSG(spoof_s < 3.0, "3 spoofed calls took %.2f s with no authentication delay", spoof_s);
@@ -571,28 +573,33 @@ static void mtls_negative_checks(fed_state *s, uint16_t port) {
     pthread_mutex_unlock(&s->lock);
     CHECK_MSG(atomic_load(&s->results_calls) == 0, "send_local_task_results ran for a spoof");
     CHECK(atomic_load(&s->borrows) == 0);
-    ofl_client_free(client);
+    ofl_aggregator_client_free(client);
 
     /* TLS failures (never retried: a retry would end in RETRIES_EXHAUSTED). */
-    ofl_client_options *o;
+    ofl_aggregator_client_options *o;
     o = make_client_options(&g_certs, port, TLS_MUTUAL, NULL, g_certs.foreign_crt,
                             g_certs.foreign_key);
     expect_tls_failure("client certificate from an unknown CA", o, "col1");
-    ofl_client_options_free(o);
+    ofl_aggregator_client_options_free(o);
 
     o = make_client_options(&g_certs, port, TLS_MUTUAL, g_certs.foreign_ca, g_certs.col1_crt,
                             g_certs.col1_key);
     expect_tls_failure("server certificate from an unknown CA", o, "col1");
-    ofl_client_options_free(o);
+    ofl_aggregator_client_options_free(o);
 
     o = make_client_options(&g_certs, port, TLS_ONE_WAY, NULL, NULL, NULL);
     expect_tls_failure("no client certificate for an mTLS server", o, "col1");
-    ofl_client_options_free(o);
+    ofl_aggregator_client_options_free(o);
 
     o = make_client_options(&g_certs, port, TLS_MUTUAL, NULL, g_certs.col1_crt, g_certs.col1_key);
-    REQUIRE_OK(ofl_client_options_set_server_name(o, "not-the-server.example"));
+    ofl_connect_options *connect = NULL;
+    REQUIRE_OK(ofl_connect_options_new(&connect));
+    REQUIRE_OK(ofl_connect_options_set_server_name(connect, "not-the-server.example"));
+    REQUIRE_OK(ofl_connect_options_set_retry(connect, 50, 500, 5000));
+    REQUIRE_OK(ofl_aggregator_client_options_set_connect(o, connect));
+    ofl_connect_options_free(connect);
     expect_tls_failure("wrong server name", o, "col1");
-    ofl_client_options_free(o);
+    ofl_aggregator_client_options_free(o);
 }
 
 static void scenario_mtls(void) {
@@ -645,13 +652,13 @@ static void scenario_insecure(void) {
      * from anyone is accepted. */
     int client_logs = log_count();
     collaborator col1 = {.name = "col1", .port = port, .mode = TLS_INSECURE};
-    ofl_client *client = collaborator_client(&col1);
+    ofl_aggregator_client *client = collaborator_client(&col1);
     static const char *const client_warning[] = {"without TLS", NULL};
     CHECK_MSG(logged_since(client_logs, OFL_LOG_LEVEL_WARN, client_warning),
               "no WARN record from a client without TLS");
     ofl_tasks *tasks = NULL;
-    if (EXPECT_OK(ofl_client_get_tasks(client, "col2", &tasks))) ofl_tasks_free(tasks);
-    ofl_client_free(client);
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col2", &tasks))) ofl_tasks_free(tasks);
+    ofl_aggregator_client_free(client);
 
     run_collaborators(&col1, 1);
     serve_finish(&serve, "insecure");
@@ -675,14 +682,14 @@ static void scenario_one_way(void) {
     serve_start(&serve, server);
 
     /* A client that does present a certificate is still checked by its CN. */
-    ofl_client_options *o = make_client_options(&g_certs, port, TLS_MUTUAL, NULL,
+    ofl_aggregator_client_options *o = make_client_options(&g_certs, port, TLS_MUTUAL, NULL,
                                                 g_certs.col1_crt, g_certs.col1_key);
-    ofl_client *client = NULL;
-    REQUIRE_OK(ofl_client_new(o, &client));
-    ofl_client_options_free(o);
+    ofl_aggregator_client *client = NULL;
+    REQUIRE_OK(ofl_aggregator_client_new(o, &client));
+    ofl_aggregator_client_options_free(o);
     ofl_tasks *tasks = NULL;
-    EXPECT_CODE(ofl_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNAUTHENTICATED, NULL);
-    ofl_client_free(client);
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNAUTHENTICATED, NULL);
+    ofl_aggregator_client_free(client);
 
     /* The round itself, without a client certificate. */
     collaborator col1 = {.name = "col1", .port = port, .mode = TLS_ONE_WAY};

@@ -12,14 +12,14 @@
  * The test first proves SIGPIPE is fatal here (a forked child writing to a
  * closed socket must die by it), then, against an mTLS and a plain-text
  * server whose callback serves a 4 MiB tensor, opens and drops 200 peers:
- *   - 100 ofl_clients that start get_aggregated_tensor and are freed from the
+ *   - 100 ofl_aggregator_clients that start get_aggregated_tensor and are freed from the
  *     main thread mid-call (after the server callback has started);
  *   -  70 raw TCP sockets sending a partial or bogus TLS / HTTP/2 preface and
  *         closing abruptly (half with RST);
  *   -  10 raw sockets that connect and send nothing (open until the end);
- *   -  10 ofl_clients uploading 4 MiB to a hostile server that resets every
+ *   -  10 ofl_aggregator_clients uploading 4 MiB to a hostile server that resets every
  *         connection;
- *   -  10 ofl_clients uploading 4 MiB through a relay that hangs up on them
+ *   -  10 ofl_aggregator_clients uploading 4 MiB through a relay that hangs up on them
  *         mid-upload (their next writes hit a closed peer: EPIPE).
  * Both servers are served by ofl_aggregator_server_serve on host threads
  * (signal state untouched) until ofl_aggregator_server_stop.
@@ -145,7 +145,7 @@ static void check_sigpipe_kills(void) {
 /* ---- the servers ------------------------------------------------------- */
 
 typedef struct slot {
-    ofl_client *client;
+    ofl_aggregator_client *client;
     pthread_t thread;
     char tensor_name[32];
     atomic_int entered; /* set by the server callback */
@@ -167,13 +167,13 @@ static void count_release(void *context) {
     atomic_fetch_add(&s->releases, 1);
 }
 
-static int32_t cb_get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
+static ofl_error *cb_get_tasks(void *ud, const char *collaborator, ofl_reply *reply) {
     (void)ud, (void)collaborator;
     EXPECT_OK(ofl_reply_set_sleep_time(reply, 1));
-    return OFL_CODE_OK;
+    return NULL;
 }
 
-static int32_t cb_get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req,
+static ofl_error *cb_get_tensor(void *ud, const char *collaborator, const ofl_tensor_request *req,
                              ofl_reply *reply) {
     server_state *s = ud;
     (void)collaborator;
@@ -187,14 +187,14 @@ static int32_t cb_get_tensor(void *ud, const char *collaborator, const ofl_tenso
                             .lossless = true, .data = g_model, .data_len = TENSOR_SIZE};
     atomic_fetch_add(&s->sets, 1);
     if (!EXPECT_OK(ofl_reply_set_tensor_borrowed(reply, &view, count_release, s)))
-        return OFL_CODE_INTERNAL;
-    return OFL_CODE_OK;
+        return ofl_error_new(OFL_CODE_INTERNAL, NULL);
+    return NULL;
 }
 
-static int32_t cb_send_results(void *ud, const char *collaborator,
-                               const ofl_task_results *results, ofl_reply *reply) {
-    (void)ud, (void)collaborator, (void)results, (void)reply;
-    return OFL_CODE_OK;
+static ofl_error *cb_send_results(void *ud, const char *collaborator,
+                               const ofl_task_results *results) {
+    (void)ud, (void)collaborator, (void)results;
+    return NULL;
 }
 
 static void cb_free(void *ud) {
@@ -203,7 +203,7 @@ static void cb_free(void *ud) {
 }
 
 static ofl_aggregator_server *start_server(server_state *s, tls_mode mode) {
-    ofl_aggregator_callbacks cb = {
+    callback_fns cb = {
         .user_data = s,
         .free_user_data = cb_free,
         .get_tasks = cb_get_tasks,
@@ -212,7 +212,7 @@ static ofl_aggregator_server *start_server(server_state *s, tls_mode mode) {
     };
     ofl_aggregator_server_options *o = make_server_options(&g_certs, mode);
     ofl_aggregator_server *server = NULL;
-    REQUIRE_OK(ofl_aggregator_server_start(o, &cb, &server));
+    REQUIRE_OK(start_with_callbacks(o, &cb, &server));
     ofl_aggregator_server_options_free(o);
     return server;
 }
@@ -251,12 +251,12 @@ static void serving_stop(serving *sv, const char *what) {
     expect_ok_at(__FILE__, __LINE__, "ofl_aggregator_server_serve", sv->error);
 }
 
-/* ---- ofl_clients freed mid-call ---------------------------------------- */
+/* ---- ofl_aggregator_clients freed mid-call ---------------------------------------- */
 
 static void *slot_call(void *p) {
     slot *sl = p;
     ofl_tensor *t = NULL;
-    ofl_error *e = ofl_client_get_aggregated_tensor(sl->client, "col1", sl->tensor_name, 0, false,
+    ofl_error *e = ofl_aggregator_client_get_aggregated_tensor(sl->client, "col1", sl->tensor_name, 0, false,
                                                     NULL, 0, false, &t);
     sl->result = ofl_error_code(e);
     if (e == NULL) {
@@ -292,12 +292,12 @@ static void free_clients_mid_call(int first, int n, uint16_t port, tls_mode mode
             test_fail_at(__FILE__, __LINE__, "%s never reached the server", sl->tensor_name);
             pthread_join(sl->thread, NULL);
             sl->joined = true;
-            ofl_client_free(sl->client);
+            ofl_aggregator_client_free(sl->client);
             sl->client = NULL;
             continue;
         }
         sleep_ms(rnd(4));
-        ofl_client_free(sl->client);
+        ofl_aggregator_client_free(sl->client);
         sl->client = NULL;
     }
     for (int i = first; i < first + n; i++) {
@@ -561,14 +561,19 @@ typedef struct upload {
 
 static void *upload_main(void *p) {
     upload *u = p;
-    ofl_client_options *o = make_client_options(&g_certs, u->port, u->mode, NULL,
+    ofl_aggregator_client_options *o = make_client_options(&g_certs, u->port, u->mode, NULL,
                                                 g_certs.col1_crt, g_certs.col1_key);
-    REQUIRE_OK(ofl_client_options_set_retry(o, 20, 100, 400));
-    ofl_client *client = NULL;
-    REQUIRE_OK(ofl_client_new(o, &client));
-    ofl_client_options_free(o);
+    ofl_connect_options *connect = NULL;
+    REQUIRE_OK(ofl_connect_options_new(&connect));
+    REQUIRE_OK(ofl_connect_options_set_retry(connect, 20, 100, 400));
+    REQUIRE_OK(ofl_connect_options_set_connect_timeout_ms(connect, 5000));
+    REQUIRE_OK(ofl_aggregator_client_options_set_connect(o, connect));
+    ofl_connect_options_free(connect);
+    ofl_aggregator_client *client = NULL;
+    REQUIRE_OK(ofl_aggregator_client_new(o, &client));
+    ofl_aggregator_client_options_free(o);
     ofl_tensor_view v = {.name = "update", .data = g_update, .data_len = TENSOR_SIZE};
-    ofl_error *e = ofl_client_send_local_task_results(client, "col1", 0, "train", 1, &v, 1);
+    ofl_error *e = ofl_aggregator_client_send_local_task_results(client, "col1", 0, "train", 1, &v, 1);
     if (e == NULL) {
         test_fail_at(__FILE__, __LINE__, "an upload through a peer that hangs up succeeded");
     } else if (ofl_error_code(e) == OFL_CODE_PANIC) {
@@ -576,16 +581,16 @@ static void *upload_main(void *p) {
                      ofl_error_message(e));
     }
     ofl_error_free(e);
-    ofl_client_free(client);
+    ofl_aggregator_client_free(client);
     return NULL;
 }
 
 /* ---- a normal call after it all ---------------------------------------- */
 
 static void normal_call(uint16_t port, tls_mode mode, const char *what) {
-    ofl_client *client = make_client(&g_certs, port, mode, g_certs.col1_crt, g_certs.col1_key);
+    ofl_aggregator_client *client = make_client(&g_certs, port, mode, g_certs.col1_crt, g_certs.col1_key);
     ofl_tensor *t = NULL;
-    if (EXPECT_OK(ofl_client_get_aggregated_tensor(client, "col1", "final", 3, false, NULL, 0,
+    if (EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "final", 3, false, NULL, 0,
                                                    true, &t))) {
         CHECK_STR(ofl_tensor_name(t), "final");
         CHECK(ofl_tensor_round_number(t) == 3);
@@ -595,11 +600,11 @@ static void normal_call(uint16_t port, tls_mode mode, const char *what) {
         ofl_tensor_free(t);
     }
     ofl_tasks *tasks = NULL;
-    if (EXPECT_OK(ofl_client_get_tasks(client, "col1", &tasks))) {
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", &tasks))) {
         CHECK(ofl_tasks_sleep_time(tasks) == 1);
         ofl_tasks_free(tasks);
     }
-    ofl_client_free(client);
+    ofl_aggregator_client_free(client);
 }
 
 int main(int argc, char **argv) {

@@ -13,6 +13,9 @@
 #   frontend2.crt frontend2.key  CN=frontend2, clientAuth (another director frontend)
 #   foreign-ca.crt            a second, unrelated CA "foreign-ca" (its key is not kept)
 #   foreign.crt foreign.key   CN=col1, clientAuth, but issued by foreign-ca
+#   revoked.crt revoked.key   CN=col2, clientAuth, issued by the CA and revoked by:
+#   crl.pem                   a v2 CRL (CRL number, authority key id) signed by
+#                             the CA, revoking revoked.crt only
 #
 # Leaves carry basicConstraints CA:FALSE, keyUsage and extendedKeyUsage, and the
 # server certificate a subjectAltName: rustls/webpki ignores the CN for server
@@ -73,6 +76,29 @@ leaf col3 client_ext "$out/ca.crt" "$out/ca.key" "$out/col3.key" "$out/col3.crt"
 leaf frontend client_ext "$out/ca.crt" "$out/ca.key" "$out/frontend.key" "$out/frontend.crt"
 leaf frontend2 client_ext "$out/ca.crt" "$out/ca.key" "$out/frontend2.key" "$out/frontend2.crt"
 
+leaf col2 client_ext "$out/ca.crt" "$out/ca.key" "$out/revoked.key" "$out/revoked.crt"
+
+# The CRL: `openssl ca` with a throw-away database in which revoked.crt is
+# marked revoked (works offline, no CA directory layout needed).
+cat > "$work/crl.cnf" <<CNF
+[ca]
+default_ca = test_ca
+[test_ca]
+database = $work/index.txt
+crlnumber = $work/crlnumber
+default_md = sha256
+default_crl_days = 3650
+crl_extensions = crl_ext
+[crl_ext]
+authorityKeyIdentifier = keyid:always
+CNF
+: > "$work/index.txt"
+echo 01 > "$work/crlnumber"
+openssl ca -config "$work/crl.cnf" -cert "$out/ca.crt" -keyfile "$out/ca.key" \
+  -revoke "$out/revoked.crt" -crl_reason keyCompromise 2>/dev/null
+openssl ca -config "$work/crl.cnf" -cert "$out/ca.crt" -keyfile "$out/ca.key" \
+  -gencrl -out "$out/crl.pem" 2>/dev/null
+
 ca foreign-ca "$work/foreign-ca.key" "$out/foreign-ca.crt"
 leaf col1 client_ext "$out/foreign-ca.crt" "$work/foreign-ca.key" "$out/foreign.key" "$out/foreign.crt"
 
@@ -82,6 +108,13 @@ verify -CAfile "$out/ca.crt" -purpose sslserver "$out/server.crt"
 verify -CAfile "$out/ca.crt" -purpose sslclient "$out/col1.crt" "$out/col2.crt" "$out/col3.crt"
 verify -CAfile "$out/ca.crt" -purpose sslclient "$out/frontend.crt" "$out/frontend2.crt"
 verify -CAfile "$out/foreign-ca.crt" -purpose sslclient "$out/foreign.crt"
+verify -CAfile "$out/ca.crt" -purpose sslclient "$out/revoked.crt"
+if openssl verify -crl_check -CAfile "$out/ca.crt" -CRLfile "$out/crl.pem" \
+     "$out/revoked.crt" >/dev/null 2>&1; then
+  echo "make_certs.sh: revoked.crt must be revoked by crl.pem" >&2
+  exit 1
+fi
+verify -crl_check -CAfile "$out/ca.crt" -CRLfile "$out/crl.pem" "$out/col1.crt" "$out/col2.crt"
 if openssl verify -CAfile "$out/ca.crt" "$out/foreign.crt" >/dev/null 2>&1; then
   echo "make_certs.sh: foreign.crt must not verify against ca.crt" >&2
   exit 1

@@ -25,6 +25,8 @@ mkdir -p "$work"
 prefix="$work/prefix"
 version="$(sed -n 's/^version = "\([^"]*\)"/\1/p' "$repo/Cargo.toml" | head -n1)"
 major="${version%%.*}"
+# The ABI version of the SONAME (build.rs): the major, or major.minor for 0.x.
+if [[ "$major" == 0 ]]; then minor="${version#*.}"; soversion="0.${minor%%.*}"; else soversion="$major"; fi
 
 step "make install PREFIX=$prefix"
 make -C "$repo" --no-print-directory install PREFIX="$prefix" DESTDIR= LIBDIR="$prefix/lib" INCLUDEDIR="$prefix/include" PKGCONFIGDIR="$prefix/lib/pkgconfig" CMAKEDIR="$prefix/lib/cmake/openfl_transport"
@@ -32,21 +34,21 @@ make -C "$repo" --no-print-directory install PREFIX="$prefix" DESTDIR= LIBDIR="$
 step "installed layout"
 lib="$prefix/lib"
 [[ -f "$lib/libopenfl_transport.so.$version" && ! -L "$lib/libopenfl_transport.so.$version" ]] || die "no libopenfl_transport.so.$version"
-[[ "$(readlink "$lib/libopenfl_transport.so.$major")" == "libopenfl_transport.so.$version" ]] || die "SONAME link"
-[[ "$(readlink "$lib/libopenfl_transport.so")" == "libopenfl_transport.so.$major" ]] || die "development link"
+[[ "$(readlink "$lib/libopenfl_transport.so.$soversion")" == "libopenfl_transport.so.$version" ]] || die "SONAME link"
+[[ "$(readlink "$lib/libopenfl_transport.so")" == "libopenfl_transport.so.$soversion" ]] || die "development link"
 [[ -f "$lib/libopenfl_transport.a" ]] || die "no static library"
 for f in include/openfl_transport.h include/openfl_transport.hpp lib/pkgconfig/openfl_transport.pc \
          lib/cmake/openfl_transport/openfl_transport-config.cmake \
          lib/cmake/openfl_transport/openfl_transport-config-version.cmake; do
   [[ -f "$prefix/$f" ]] || die "missing $f"
 done
-readelf -d "$lib/libopenfl_transport.so.$version" | grep -q "Library soname: \[libopenfl_transport.so.$major\]" \
-  || die "SONAME is not libopenfl_transport.so.$major"
+readelf -d "$lib/libopenfl_transport.so.$version" | grep -q "Library soname: \[libopenfl_transport.so.$soversion\]" \
+  || die "SONAME is not libopenfl_transport.so.$soversion"
 
 step "CMake consumer (find_package, shared C++ and static C targets)"
 cmake -S "$here/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$work/consumer" -j 2
-readelf -d "$work/consumer/consumer_cpp" | grep -q "Shared library: \[libopenfl_transport.so.$major\]" \
+readelf -d "$work/consumer/consumer_cpp" | grep -q "Shared library: \[libopenfl_transport.so.$soversion\]" \
   || die "consumer_cpp does not record the SONAME"
 if readelf -d "$work/consumer/consumer_c_static" | grep -q "libopenfl_transport"; then
   die "consumer_c_static links the shared library"

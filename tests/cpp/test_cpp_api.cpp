@@ -86,8 +86,8 @@ static_assert(!std::is_copy_constructible_v<openfl::AggregatorServer> &&
               std::is_nothrow_move_constructible_v<openfl::AggregatorServer>);
 static_assert(!std::is_copy_constructible_v<openfl::AggregatorClientOptions> &&
               std::is_nothrow_move_constructible_v<openfl::AggregatorClientOptions>);
-static_assert(!std::is_copy_constructible_v<openfl::ServerOptions> &&
-              std::is_nothrow_move_constructible_v<openfl::ServerOptions>);
+static_assert(!std::is_copy_constructible_v<openfl::AggregatorServerOptions> &&
+              std::is_nothrow_move_constructible_v<openfl::AggregatorServerOptions>);
 
 class FedLogic : public openfl::AggregatorLogic {
 public:
@@ -179,20 +179,21 @@ public:
 
 openfl::AggregatorClientOptions client_options(std::uint16_t port, const std::string &col) {
     openfl::AggregatorClientOptions o("127.0.0.1", port);
-    o.tls_files(cert("ca.crt"), cert((col + ".crt").c_str()), cert((col + ".key").c_str()))
+    o.tls(openfl::TlsConfig()
+              .root_certificate_file(cert("ca.crt"))
+              .identity_files(cert((col + ".crt").c_str()), cert((col + ".key").c_str())))
         .federation(kAgg, kFed)
-        .retry(50ms, 500ms, 5000ms)
-        .connect_timeout(5000ms);
+        .connect(openfl::ConnectOptions().retry(50ms, 500ms, 5000ms).connect_timeout(5000ms));
     return o;
 }
 
-openfl::ServerOptions server_options(bool tls) {
-    openfl::ServerOptions o;
+openfl::AggregatorServerOptions server_options(bool tls) {
+    openfl::AggregatorServerOptions o;
     o.listen("127.0.0.1", 0).federation(kAgg, kFed).add_collaborator("col1").add_collaborator("col2").auth_failure_max_delay(0ms);
     if (tls)
-        o.tls_files(cert("ca.crt"), cert("server.crt"), cert("server.key"));
+        o.tls(openfl::TlsConfig().root_certificate_file(cert("ca.crt")).identity_files(cert("server.crt"), cert("server.key")));
     else
-        o.tls(false);
+        o.no_tls();
     return o;
 }
 
@@ -260,21 +261,34 @@ void negative_checks(std::uint16_t port) {
                  [&] { client.get_tasks(std::string_view("co\0l1", 5)); });
 
     openfl::AggregatorClientOptions foreign = client_options(port, "col1");
-    foreign.tls_files(cert("ca.crt"), cert("foreign.crt"), cert("foreign.key"));
+    foreign.tls(openfl::TlsConfig().root_certificate_file(cert("ca.crt")).identity_files(cert("foreign.crt"), cert("foreign.key")));
     openfl::AggregatorClient stranger(foreign);
     EXPECT_ERROR("client certificate from a foreign CA", openfl::Code::tls, nullptr,
                  [&] { stranger.get_tasks("col1"); });
 
     EXPECT_ERROR("empty host", openfl::Code::invalid_argument, "host", [] { openfl::AggregatorClientOptions("", 1); });
     EXPECT_ERROR("zero backoff", openfl::Code::invalid_argument, nullptr,
-                 [] { openfl::AggregatorClientOptions("localhost", 1).retry(0ms, 10ms, 10ms); });
+                 [] { openfl::ConnectOptions().retry(0ms, 10ms, 10ms); });
+    EXPECT_ERROR("TLS neither attached nor turned off", openfl::Code::invalid_argument,
+                 "ofl_aggregator_client_options_set_tls",
+                 [] { openfl::AggregatorClient c(openfl::AggregatorClientOptions("localhost", 1)); });
+    EXPECT_ERROR("server TLS neither attached nor turned off", openfl::Code::invalid_argument,
+                 "ofl_aggregator_server_options_set_tls", [] {
+                     openfl::AggregatorServerOptions o;
+                     o.listen("127.0.0.1", 0);
+                     openfl::AggregatorServer s(o, std::make_shared<FedLogic>());
+                 });
+    EXPECT_ERROR("empty CRL path", openfl::Code::invalid_argument, "path is empty",
+                 [] { openfl::TlsConfig().crl_file(""); });
+    EXPECT_ERROR("empty root PEM", openfl::Code::invalid_argument, "empty",
+                 [] { openfl::TlsConfig().root_certificate_pem(openfl::Bytes()); });
     EXPECT_ERROR("missing CA file", openfl::Code::io, nullptr, [] {
         openfl::AggregatorClientOptions o("localhost", 1);
-        o.tls_files("/nonexistent/ca.crt", "/nonexistent/c.crt", "/nonexistent/c.key");
+        o.tls(openfl::TlsConfig().root_certificate_file("/nonexistent/ca.crt").identity_files("/nonexistent/c.crt", "/nonexistent/c.key"));
         openfl::AggregatorClient c(o);
     });
     EXPECT_ERROR("port in use", openfl::Code::io, nullptr, [&] {
-        openfl::ServerOptions o = server_options(false);
+        openfl::AggregatorServerOptions o = server_options(false);
         o.listen("127.0.0.1", port);
         openfl::AggregatorServer s(o, std::make_shared<FedLogic>());
     });
@@ -282,22 +296,27 @@ void negative_checks(std::uint16_t port) {
                  [] { openfl::AggregatorServer s(server_options(false), nullptr); });
     // Server bounds: each bad value is refused by its setter.
     EXPECT_ERROR("zero streams per connection", openfl::Code::invalid_argument, "max_concurrent_streams",
-                 [] { openfl::ServerOptions().max_concurrent_streams(0); });
+                 [] { openfl::ServerLimits().max_concurrent_streams(0); });
     EXPECT_ERROR("zero connections", openfl::Code::invalid_argument, "max_connections",
-                 [] { openfl::DirectorServerOptions().max_connections(0); });
+                 [] { openfl::ServerLimits().max_connections(0); });
     EXPECT_ERROR("negative handshake timeout", openfl::Code::invalid_argument, "handshake_timeout",
-                 [] { openfl::ServerOptions().handshake_timeout(-1ms); });
+                 [] { openfl::ServerLimits().handshake_timeout(-1ms); });
     EXPECT_ERROR("zero idle timeout", openfl::Code::invalid_argument, "idle_timeout",
-                 [] { openfl::DirectorServerOptions().idle_timeout(0ms); });
+                 [] { openfl::ServerLimits().idle_timeout(0ms); });
     EXPECT_ERROR("tiny unary request size", openfl::Code::invalid_argument, "max_unary_request_size",
-                 [] { openfl::ServerOptions().max_unary_request_size(10); });
+                 [] { openfl::ServerLimits().max_unary_request_size(10); });
     EXPECT_ERROR("tiny upload budget", openfl::Code::invalid_argument, "upload_memory_budget",
-                 [] { openfl::ServerOptions().upload_memory_budget(1000); });
+                 [] { openfl::AggregatorServerOptions().upload_memory_budget(1000); });
     EXPECT_ERROR("zero tensors per upload", openfl::Code::invalid_argument, "max_tensors_per_upload",
-                 [] { openfl::ServerOptions().max_tensors_per_upload(0); });
-    openfl::ServerOptions bounded = server_options(false);
-    bounded.max_concurrent_streams(8).max_connections(16).handshake_timeout(2000ms).idle_timeout(5000ms);
-    bounded.max_unary_request_size(64 << 10).upload_memory_budget(64 << 20).max_tensors_per_upload(1000);
+                 [] { openfl::AggregatorServerOptions().max_tensors_per_upload(0); });
+    openfl::AggregatorServerOptions bounded = server_options(false);
+    bounded.limits(openfl::ServerLimits()
+                       .max_concurrent_streams(8)
+                       .max_connections(16)
+                       .handshake_timeout(2000ms)
+                       .idle_timeout(5000ms)
+                       .max_unary_request_size(64 << 10));
+    bounded.upload_memory_budget(64 << 20).max_tensors_per_upload(1000);
     openfl::AggregatorServer bounded_server(bounded, std::make_shared<FedLogic>());
 }
 

@@ -108,16 +108,16 @@ bool close_to(double actual, double expected) { return std::fabs(actual - expect
 
 openfl::AggregatorClientOptions client_options(std::uint16_t port, const std::string &col) {
     openfl::AggregatorClientOptions o("127.0.0.1", port);
-    o.tls_files(cert("ca.crt"), cert(col + ".crt"), cert(col + ".key"))
+    o.tls(openfl::TlsConfig().root_certificate_file(cert("ca.crt")).identity_files(cert(col + ".crt"), cert(col + ".key")))
         .federation(kAgg, kFed)
-        .retry(50ms, 500ms, 5000ms)
-        .connect_timeout(5000ms);
+        .connect(openfl::ConnectOptions().retry(50ms, 500ms, 5000ms).connect_timeout(5000ms));
     return o;
 }
 
-openfl::ServerOptions server_options() {
-    openfl::ServerOptions o;
-    o.listen("127.0.0.1", 0).tls_files(cert("ca.crt"), cert("server.crt"), cert("server.key"));
+openfl::AggregatorServerOptions server_options() {
+    openfl::AggregatorServerOptions o;
+    o.listen("127.0.0.1", 0).tls(
+        openfl::TlsConfig().root_certificate_file(cert("ca.crt")).identity_files(cert("server.crt"), cert("server.key")));
     return o;
 }
 

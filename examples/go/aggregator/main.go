@@ -62,9 +62,9 @@ func run(certs string, port uint16, rounds int32, collaborators []string) error 
 		return err
 	}
 	defer fedavg.Close()
-	server, err := openfl.StartFedAvgServer(openfl.ServerOptions{
+	server, err := openfl.StartFedAvgServer(openfl.AggregatorServerOptions{
 		Host: "127.0.0.1", Port: port,
-		TLS: openfl.TLS{
+		TLS: openfl.TLSConfig{
 			RootCertificate: filepath.Join(certs, "ca.crt"),
 			Certificate:     filepath.Join(certs, "server.crt"),
 			PrivateKey:      filepath.Join(certs, "server.key"),

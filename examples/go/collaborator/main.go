@@ -52,14 +52,14 @@ func run(certs, name, host string, port uint16) error {
 
 	client, err := openfl.NewAggregatorClient(openfl.AggregatorClientOptions{
 		Host: host, Port: port,
-		TLS: openfl.TLS{
+		TLS: openfl.TLSConfig{
 			RootCertificate: filepath.Join(certs, "ca.crt"),
 			Certificate:     filepath.Join(certs, name+".crt"),
 			PrivateKey:      filepath.Join(certs, name+".key"),
 		},
 		Federation: openfl.Federation{AggregatorUUID: "example-aggregator", FederationUUID: "example-federation"},
 		// Give up if the aggregator stays away for 30 s (the default retries forever).
-		Retry: &openfl.RetryPolicy{InitialBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, Deadline: 30 * time.Second},
+		Connect: openfl.ConnectOptions{Retry: &openfl.RetryPolicy{InitialBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, Deadline: 30 * time.Second}},
 	})
 	if err != nil {
 		return err

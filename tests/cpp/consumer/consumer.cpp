@@ -27,12 +27,12 @@ public:
 int main() {
     try {
         auto logic = std::make_shared<Echo>();
-        openfl::ServerOptions so;
-        so.listen("127.0.0.1", 0).tls(false).federation("a", "f").add_collaborator("col1");
+        openfl::AggregatorServerOptions so;
+        so.listen("127.0.0.1", 0).no_tls().federation("a", "f").add_collaborator("col1");
         openfl::AggregatorServer server(so, logic);
         openfl::AggregatorClientOptions co("127.0.0.1", server.port());
-        co.tls(false).federation("a", "f").retry(std::chrono::milliseconds(50), std::chrono::milliseconds(200),
-                                                  std::chrono::milliseconds(5000));
+        co.no_tls().federation("a", "f").connect(openfl::ConnectOptions().retry(
+            std::chrono::milliseconds(50), std::chrono::milliseconds(200), std::chrono::milliseconds(5000)));
         openfl::AggregatorClient client(co);
         openfl::Tasks tasks = client.get_tasks("col1");
         std::vector<std::uint8_t> blob(1 << 20);

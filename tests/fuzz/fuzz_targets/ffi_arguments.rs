@@ -10,9 +10,11 @@
 //! - Director options: sample/target shapes as string arrays.
 //! - A running director (one per process, insecure, 127.0.0.1): best and
 //!   last models as arrays of `ofl_tensor_view` with metadata views.
-//! - Client options: host, server name, and TLS documents as byte arrays
-//!   with lengths (no NUL terminator, any bytes), then `ofl_client_new`,
-//!   which parses and checks them (it connects only on the first call).
+//! - Aggregator client options: host, a server name through
+//!   `ofl_connect_options`, and TLS documents as byte arrays with lengths
+//!   (no NUL terminator, any bytes) through `ofl_tls_config`, then
+//!   `ofl_aggregator_client_new`, which parses and checks them (it connects
+//!   only on the first call).
 //!
 //! Oracles: each call succeeds exactly when its arguments are valid (else
 //! INVALID_ARGUMENT, or NOT_FOUND for an unknown experiment) with a
@@ -28,7 +30,10 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use openfl_transport::error::ofl_code;
-use openfl_transport::ffi::client::*;
+use openfl_transport::ffi::aggregator::client::*;
+use openfl_transport::ffi::aggregator::client_options::*;
+use openfl_transport::ffi::connect_options::*;
+use openfl_transport::ffi::tls_config::*;
 use openfl_transport::ffi::director_server::*;
 use openfl_transport::ffi::error::{ofl_error, ofl_error_code, ofl_error_free, ofl_error_message};
 use openfl_transport::ffi::fedavg::*;
@@ -402,36 +407,49 @@ fn client(input: &mut Input) {
     let [root, certificate, key] = [0; 3].map(|_| pem_arg(input));
     let mut options = null_mut();
     let host_ok = host.text().is_some_and(|h| !h.is_empty());
-    expect(ofl_client_options_new(host.ptr(), port, &mut options), host_ok, ofl_code::InvalidArgument);
+    expect(ofl_aggregator_client_options_new(host.ptr(), port, &mut options), host_ok, ofl_code::InvalidArgument);
     if !host_ok {
         return;
     }
     if flags & 1 != 0 {
-        let ok = server_name.text().is_some();
-        expect(ofl_client_options_set_server_name(options, server_name.ptr()), ok, ofl_code::InvalidArgument);
+        let mut connect = null_mut();
+        assert!(outcome(ofl_connect_options_new(&mut connect)).is_none());
+        let ok = server_name.text().is_some_and(|n| !n.is_empty());
+        expect(ofl_connect_options_set_server_name(connect, server_name.ptr()), ok, ofl_code::InvalidArgument);
+        assert!(outcome(ofl_aggregator_client_options_set_connect(options, connect)).is_none());
+        ofl_connect_options_free(connect);
     }
-    assert!(outcome(ofl_client_options_set_disable_client_auth(options, flags & 2 != 0)).is_none());
-    assert!(outcome(ofl_client_options_set_tls(options, flags & 4 == 0)).is_none());
-    if flags & 8 == 0 {
-        let error = ofl_client_options_set_tls_pem(
-            options,
-            root.ptr(),
-            root.items.len(),
-            certificate.ptr(),
-            certificate.items.len(),
-            key.ptr(),
-            key.items.len(),
-        );
-        let ok = !root.null && root.valid() && certificate.valid() && key.valid();
-        expect(error, ok, ofl_code::InvalidArgument);
+    // A PEM argument is accepted when it is non-NULL and not empty.
+    let given = |a: &CArray<u8>| !a.null && !a.items.is_empty();
+    if flags & 4 != 0 {
+        assert!(outcome(ofl_aggregator_client_options_set_tls(options, null())).is_none());
+    } else if flags & 8 == 0 {
+        let mut tls = null_mut();
+        assert!(outcome(ofl_tls_config_new(&mut tls)).is_none());
+        let mode = if flags & 2 != 0 { ofl_client_auth::None } else { ofl_client_auth::Mutual };
+        assert!(outcome(ofl_tls_config_set_client_auth(tls, mode as i32)).is_none());
+        let error = ofl_tls_config_set_root_certificate_pem(tls, root.ptr(), root.items.len());
+        expect(error, given(&root), ofl_code::InvalidArgument);
+        if flags & 16 != 0 {
+            let error = ofl_tls_config_set_identity_pem(
+                tls,
+                certificate.ptr(),
+                certificate.items.len(),
+                key.ptr(),
+                key.items.len(),
+            );
+            expect(error, given(&certificate) && given(&key), ofl_code::InvalidArgument);
+        }
+        assert!(outcome(ofl_aggregator_client_options_set_tls(options, tls)).is_none());
+        ofl_tls_config_free(tls);
     }
     let mut client = null_mut();
-    match outcome(ofl_client_new(options, &mut client)) {
-        None => ofl_client_free(client),
+    match outcome(ofl_aggregator_client_new(options, &mut client)) {
+        None => ofl_aggregator_client_free(client),
         Some(code) => assert!(
             matches!(code, ofl_code::InvalidArgument | ofl_code::Tls | ofl_code::Io),
-            "ofl_client_new: {code:?}"
+            "ofl_aggregator_client_new: {code:?}"
         ),
     }
-    ofl_client_options_free(options);
+    ofl_aggregator_client_options_free(options);
 }
