@@ -37,10 +37,7 @@ pub mod aggregator_server;
 pub mod client;
 pub mod tasks;
 pub mod fedavg;
-pub mod director_types;
-pub mod director_hooks;
-pub mod director_server;
-pub mod director_client;
+pub mod director;
 
 #[cfg(test)]
 mod tests {
