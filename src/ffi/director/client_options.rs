@@ -128,8 +128,8 @@ ffi_fn! {
         options: *mut ofl_director_client_options,
         connect: *const ofl_connect_options,
     ) -> *mut ofl_error {
-        let connect = arg_ref(connect, "connect")?.clone();
-        options_mut(options)?.connect = connect;
+        let options = options_mut(options)?;
+        options.connect = arg_ref(connect, "connect")?.clone();
         Ok(())
     }
 }

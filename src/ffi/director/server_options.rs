@@ -96,8 +96,8 @@ ffi_fn! {
         options: *mut ofl_director_server_options,
         limits: *const ofl_server_limits,
     ) -> *mut ofl_error {
-        let limits = arg_ref(limits, "limits")?.limits.clone();
-        options_mut(options)?.config.limits = limits;
+        let options = options_mut(options)?;
+        options.config.limits = arg_ref(limits, "limits")?.limits.clone();
         Ok(())
     }
 }
