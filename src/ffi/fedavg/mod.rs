@@ -4,6 +4,7 @@
 //! and its models (`ofl_model`). Module order is the header's order.
 
 pub mod options;
+#[allow(clippy::module_inception)] // ofl_fedavg itself, beside its options, metrics, model
 pub mod fedavg;
 pub mod metric;
 pub mod model;
