@@ -458,11 +458,23 @@ struct ClientOptionsApi {
 struct ServerOptionsApi {
     OFL_DETAIL_SERVER_OPTIONS_API(ofl_aggregator_server_options)
 };
+// The director's options (C API 0.2): TLS, limits and connection settings
+// come as the shared ofl_tls_config / ofl_server_limits /
+// ofl_connect_options objects, so only these C functions are per type.
+// TODO(0.2): once the shared C++ wrappers (TlsConfig, ServerLimits,
+// ConnectOptions) are on main, the director options take them as the
+// aggregator's do.
 struct DirectorServerOptionsApi {
-    OFL_DETAIL_SERVER_OPTIONS_API(ofl_director_server_options)
+    using options = ofl_director_server_options;
+    static constexpr auto create = ofl_director_server_options_new;
+    static constexpr auto destroy = ofl_director_server_options_free;
+    static constexpr auto set_max_message_size = ofl_director_server_options_set_max_message_size;
+    static constexpr auto set_listen = ofl_director_server_options_set_listen;
 };
 struct DirectorClientOptionsApi {
-    OFL_DETAIL_CLIENT_OPTIONS_API(ofl_director_client_options)
+    using options = ofl_director_client_options;
+    static constexpr auto create = ofl_director_client_options_new;
+    static constexpr auto destroy = ofl_director_client_options_free;
 };
 
 #undef OFL_DETAIL_SERVER_OPTIONS_API
@@ -1024,15 +1036,25 @@ private:
 };
 
 /** Settings for DirectorServer (setters chain; each throws Error). The
- *  address (OpenFL's listen_host, listen_port) and TLS setters are
- *  ServerOptionsBase's; under one-way TLS (disable_client_auth) a caller
- *  without a certificate is named by its client_id. */
+ *  address (OpenFL's listen_host, listen_port) and max_message_size setters
+ *  are ServerOptionsBase's; TLS and the server limits are the shared C
+ *  objects (ServerOptionsBase's tls_files/limit setters do not apply). */
 class DirectorServerOptions
     : public detail::ServerOptionsBase<DirectorServerOptions, detail::DirectorServerOptionsApi> {
 public:
-    /** Defaults: "[::]", port 0, mTLS, empty shapes, 60 s health checks,
-     *  archives in a fresh temporary directory, 1 GiB limits. */
+    /** Defaults: "[::]", port 0, TLS on with nothing attached (set tls()),
+     *  empty shapes, 60 s health checks, archives in a fresh temporary
+     *  directory, 1 GiB limits. */
     DirectorServerOptions() {}  // user-provided: not an aggregate
+    /** TLS settings (copied): identity, root, mutual or one-way
+     *  (OFL_CLIENT_AUTH_NONE: a caller without a certificate is named by its
+     *  client_id), CRLs. nullptr turns TLS off. Until called, the
+     *  DirectorServer constructor throws INVALID_ARGUMENT. */
+    DirectorServerOptions &tls(const ofl_tls_config *tls) { return set(ofl_director_server_options_set_tls, tls); }
+    /** Connection and request bounds (copied). */
+    DirectorServerOptions &limits(const ofl_server_limits &limits) {
+        return set(ofl_director_server_options_set_limits, &limits);
+    }
     /** The shapes every shard must report to be accepted (e.g. {"28", "28"}). */
     DirectorServerOptions &sample_shape(const std::vector<std::string> &dims) {
         detail::CStrings c(dims, "sample_shape");
@@ -1187,13 +1209,32 @@ inline bool review_experiment(void *user_data, const ofl_experiment *experiment)
     }
 }
 
-inline int32_t start_experiment(void *user_data, const ofl_experiment *experiment, ofl_reply *reply) noexcept {
+/** The exception being handled as an ofl_error a C callback returns:
+ *  openfl::Error keeps its code and message, another std::exception is
+ *  UNKNOWN with what(), anything else INTERNAL. Call inside a catch. */
+inline ofl_error *error_from_exception(const char *where) noexcept {
+    Code code = Code::internal;
+    std::string message = std::string("unknown exception in ") + where;
+    try {
+        throw;
+    } catch (const Error &e) {
+        code = e.code() == Code::ok ? Code::unknown : e.code();
+        message = e.message();
+    } catch (const std::exception &e) {
+        code = Code::unknown;
+        message = e.what();
+    } catch (...) {
+    }
+    return ofl_error_new(static_cast<int32_t>(code), message.c_str());
+}
+
+inline ofl_error *start_experiment(void *user_data, const ofl_experiment *experiment) noexcept {
     try {
         HooksHolder &h = hooks_holder(user_data);
         h.hooks->start_experiment(DirectorServerRef(h.server), Experiment(experiment));
-        return OFL_CODE_OK;
+        return nullptr;
     } catch (...) {
-        return answer_exception(reply, "start_experiment");
+        return error_from_exception("start_experiment");
     }
 }
 
@@ -1220,22 +1261,20 @@ public:
     /** `hooks` may be null: the defaults (approve everything, start nothing). */
     explicit DirectorServer(const DirectorServerOptions &options, std::shared_ptr<DirectorHooks> hooks = nullptr)
         : DirectorServerRef(nullptr) {
-        ofl_director_server *s = nullptr;
-        if (hooks) {
-            auto *h = new detail::HooksHolder{std::move(hooks)};
-            ofl_director_hooks cb{};
-            cb.user_data = h;
-            cb.free_user_data = detail::free_hooks;  // exactly once, also when the start fails
-            cb.review_experiment = detail::review_experiment;
-            cb.start_experiment = detail::start_experiment;
-            cb.experiment_failed = detail::experiment_failed;
-            // &h->server: hooks find the server set (h lives until the server is freed).
-            detail::check(ofl_director_server_start(options.get(), &cb, &h->server));
-            s = h->server;
-        } else {
-            detail::check(ofl_director_server_start(options.get(), nullptr, &s));
-        }
-        s_ = s;
+        if (!hooks) hooks = std::make_shared<DirectorHooks>();
+        ofl_director_hooks *raw = nullptr;
+        detail::check(ofl_director_hooks_new(&raw));
+        detail::Handle<ofl_director_hooks, ofl_director_hooks_free> cb(raw);
+        auto *h = new detail::HooksHolder{std::move(hooks)};
+        // From here the library owns h: free_hooks runs exactly once, when
+        // neither cb nor the server holds it (also when the start fails).
+        detail::check(ofl_director_hooks_set_user_data(raw, h, detail::free_hooks));
+        detail::check(ofl_director_hooks_set_review_experiment(raw, detail::review_experiment));
+        detail::check(ofl_director_hooks_set_start_experiment(raw, detail::start_experiment));
+        detail::check(ofl_director_hooks_set_experiment_failed(raw, detail::experiment_failed));
+        // &h->server: hooks find the server set (h lives until the server is freed).
+        detail::check(ofl_director_server_start(options.get(), raw, &h->server));
+        s_ = h->server;
     }
     DirectorServer(DirectorServer &&other) noexcept : DirectorServerRef(std::exchange(other.s_, nullptr)) {}
     DirectorServer &operator=(DirectorServer &&other) noexcept {
@@ -1251,14 +1290,24 @@ public:
 };
 
 /** Settings for EnvoyClient and FrontendClient (setters chain; each
- *  throws). The TLS, server-name and retry setters are ClientOptionsBase's
- *  (a call is repeated whole); an envoy's certificate CN is its shard name,
- *  a frontend's names it. */
+ *  throws). TLS and connection settings are the shared C objects
+ *  (ClientOptionsBase's tls_files/server_name/retry setters do not apply);
+ *  an envoy's certificate CN is its shard name, a frontend's names it. */
 class DirectorClientOptions
     : public detail::ClientOptionsBase<DirectorClientOptions, detail::DirectorClientOptionsApi> {
 public:
-    /** The director's address (OpenFL's director_host, director_port). */
+    /** The director's address (OpenFL's director_host, director_port); TLS
+     *  on with nothing attached (set tls()). */
     DirectorClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
+    /** TLS settings (copied): root, and for mutual TLS this client's
+     *  identity; OFL_CLIENT_AUTH_NONE presents none. nullptr turns TLS off.
+     *  Until called, the clients' constructors throw INVALID_ARGUMENT. */
+    DirectorClientOptions &tls(const ofl_tls_config *tls) { return set(ofl_director_client_options_set_tls, tls); }
+    /** Connection settings (copied; replaces an earlier call): server name,
+     *  connect timeout, retries (a call is repeated whole), message size. */
+    DirectorClientOptions &connect(const ofl_connect_options &connect) {
+        return set(ofl_director_client_options_set_connect, &connect);
+    }
     /** Envoys: the largest archive get_experiment_data writes (default 1 GiB). */
     DirectorClientOptions &max_archive_size(std::uint64_t bytes) {
         return set(ofl_director_client_options_set_max_archive_size, bytes);
@@ -1738,8 +1787,8 @@ public:
     std::size_t metrics_size() const noexcept { return ofl_fedavg_metrics_len(p_.get()); }
     /** Metric `index` (indices stay stable); OUT_OF_RANGE when not recorded yet. */
     FedAvgMetric metric(std::size_t index) const {
-        ofl_metric m{};
-        detail::check(ofl_fedavg_metric(p_.get(), index, &m));
+        ofl_fedavg_metric m{};
+        detail::check(ofl_fedavg_get_metric(p_.get(), index, &m));
         return FedAvgMetric{m.round, std::string(detail::sv(m.origin)), m.aggregated, std::string(detail::sv(m.task)),
                             std::string(detail::sv(m.name)), m.value};
     }

@@ -28,6 +28,7 @@
 #include <fstream>
 #include <future>
 #include <iterator>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -204,6 +205,34 @@ bool wait_status(const openfl::FrontendClient &f, const std::string &name, Exper
     });
 }
 
+// TLS settings: ca.crt as root, `identity` (a certificate name; empty: none)
+// as identity, mutual or one-way. Owned (ofl_tls_config_free).
+// TODO(0.2): openfl::TlsConfig once the shared C++ wrapper is on main.
+std::unique_ptr<ofl_tls_config, void (*)(ofl_tls_config *)> tls_config(const std::string &identity, bool one_way) {
+    ofl_tls_config *t = nullptr;
+    openfl::detail::check(ofl_tls_config_new(&t));
+    std::unique_ptr<ofl_tls_config, void (*)(ofl_tls_config *)> owned(t, ofl_tls_config_free);
+    openfl::detail::check(ofl_tls_config_set_root_certificate_file(t, cert("ca.crt").c_str()));
+    if (!identity.empty())
+        openfl::detail::check(ofl_tls_config_set_identity_files(t, cert(identity + ".crt").c_str(),
+                                                                cert(identity + ".key").c_str()));
+    openfl::detail::check(ofl_tls_config_set_client_auth(t, one_way ? OFL_CLIENT_AUTH_NONE : OFL_CLIENT_AUTH_MUTUAL));
+    return owned;
+}
+
+// A 5 s retry deadline and connect timeout, 64 MiB messages, `server_name`
+// (empty: the host). TODO(0.2): openfl::ConnectOptions once on main.
+std::unique_ptr<ofl_connect_options, void (*)(ofl_connect_options *)> connect_options(const std::string &server_name) {
+    ofl_connect_options *c = nullptr;
+    openfl::detail::check(ofl_connect_options_new(&c));
+    std::unique_ptr<ofl_connect_options, void (*)(ofl_connect_options *)> owned(c, ofl_connect_options_free);
+    openfl::detail::check(ofl_connect_options_set_retry(c, 50, 500, 5000));
+    openfl::detail::check(ofl_connect_options_set_connect_timeout_ms(c, 5000));
+    openfl::detail::check(ofl_connect_options_set_max_message_size(c, 64u << 20));
+    if (!server_name.empty()) openfl::detail::check(ofl_connect_options_set_server_name(c, server_name.c_str()));
+    return owned;
+}
+
 openfl::DirectorServerOptions director_options(bool tls, const std::string &archives) {
     openfl::DirectorServerOptions o;
     o.listen("127.0.0.1", 0)
@@ -215,20 +244,20 @@ openfl::DirectorServerOptions director_options(bool tls, const std::string &arch
         .max_message_size(64u << 20)
         .max_queued_metrics(1000);
     if (tls)
-        o.tls_files(cert("ca.crt"), cert("server.crt"), cert("server.key"));
+        o.tls(tls_config("server", false).get());
     else
-        o.tls(false);
+        o.tls(nullptr);
     return o;
 }
 
 // mTLS as `identity` (a certificate name), or no TLS when it is empty.
 openfl::DirectorClientOptions client_options(std::uint16_t port, const std::string &identity) {
     openfl::DirectorClientOptions o("127.0.0.1", port);
-    o.retry(50ms, 500ms, 5000ms).connect_timeout(5000ms).max_message_size(64u << 20).max_archive_size(64u << 20);
+    o.connect(*connect_options(identity.empty() ? "" : "localhost")).max_archive_size(64u << 20);
     if (identity.empty())
-        o.tls(false);
+        o.tls(nullptr);
     else
-        o.tls_files(cert("ca.crt"), cert(identity + ".crt"), cert(identity + ".key")).server_name("localhost");
+        o.tls(tls_config(identity, false).get());
     return o;
 }
 
@@ -534,7 +563,7 @@ void insecure_defaults() {
                  [] { openfl::DirectorClientOptions("127.0.0.1", 1).client_id("tab\there"); });
     EXPECT_ERROR("empty shard name", Code::invalid_argument, "shard_name", [] {
         openfl::DirectorClientOptions o("127.0.0.1", 1);
-        o.tls(false);
+        o.tls(nullptr);
         openfl::EnvoyClient e(o, "");
     });
     EXPECT_ERROR("port in use", Code::io, nullptr, [&] {
@@ -542,7 +571,25 @@ void insecure_defaults() {
         o.listen("127.0.0.1", server.port());
         openfl::DirectorServer s(o, std::make_shared<Host>());
     });
-    EXPECT_ERROR("TLS without certificates", Code::invalid_argument, nullptr, [] {
+    EXPECT_ERROR("client TLS not attached", Code::invalid_argument, "ofl_director_client_options_set_tls", [] {
+        openfl::DirectorClientOptions o("127.0.0.1", 1);
+        openfl::FrontendClient f(o);
+    });
+    // One-way TLS: a frontend without a certificate, named by its client_id.
+    {
+        openfl::DirectorServerOptions so = director_options(false, work("oneway-archives"));
+        so.tls(tls_config("server", true).get());
+        openfl::DirectorServer oneway(so);
+        openfl::DirectorClientOptions co("127.0.0.1", oneway.port());
+        co.tls(tls_config("", true).get()).connect(*connect_options("localhost")).client_id("carol");
+        openfl::FrontendClient carol(co);
+        CHECK(carol.get_dataset_info().sample_shape == kSampleShape);
+        // The connect options' server name is checked against the certificate.
+        co.connect(*connect_options("not-the-director.example"));
+        openfl::FrontendClient wrong(co);
+        EXPECT_ERROR("wrong server name", Code::tls, nullptr, [&] { wrong.get_dataset_info(); });
+    }
+    EXPECT_ERROR("TLS without certificates", Code::invalid_argument, "ofl_director_server_options_set_tls", [] {
         openfl::DirectorServerOptions o;
         o.listen("127.0.0.1", 0).archive_dir(work("no-tls-archives"));
         openfl::DirectorServer s(o);
