@@ -284,11 +284,11 @@ void negative_checks(std::uint16_t port) {
     EXPECT_ERROR("zero streams per connection", openfl::Code::invalid_argument, "max_concurrent_streams",
                  [] { openfl::ServerOptions().max_concurrent_streams(0); });
     EXPECT_ERROR("zero connections", openfl::Code::invalid_argument, "max_connections",
-                 [] { openfl::DirectorServerOptions().max_connections(0); });
+                 [] { openfl::ServerOptions().max_connections(0); });
     EXPECT_ERROR("negative handshake timeout", openfl::Code::invalid_argument, "handshake_timeout",
                  [] { openfl::ServerOptions().handshake_timeout(-1ms); });
     EXPECT_ERROR("zero idle timeout", openfl::Code::invalid_argument, "idle_timeout",
-                 [] { openfl::DirectorServerOptions().idle_timeout(0ms); });
+                 [] { openfl::ServerOptions().idle_timeout(0ms); });
     EXPECT_ERROR("tiny unary request size", openfl::Code::invalid_argument, "max_unary_request_size",
                  [] { openfl::ServerOptions().max_unary_request_size(10); });
     EXPECT_ERROR("tiny upload budget", openfl::Code::invalid_argument, "upload_memory_budget",
