@@ -80,15 +80,8 @@ func (o *DirectorServerOptions) apply(opts *C.ofl_director_server_options, mem *
 	if err := takeError(C.ofl_director_server_options_set_listen(opts, mem.str(listenHost(o.Host)), C.uint16_t(o.Port))); err != nil {
 		return err
 	}
-	if err := o.TLS.apply(mem, false, tlsSetters{
-		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_director_server_options_set_tls(opts, enabled) },
-		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
-		},
-		files: func(root, cert, key *C.char) *C.ofl_error {
-			return C.ofl_director_server_options_set_tls_files(opts, root, cert, key)
-		},
-		disableClientAuth: func() *C.ofl_error { return C.ofl_director_server_options_set_disable_client_auth(opts, true) },
+	if err := attachTLS(&o.TLS, mem, false, func(tls *C.ofl_tls_config) *C.ofl_error {
+		return C.ofl_director_server_options_set_tls(opts, tls)
 	}); err != nil {
 		return err
 	}
@@ -137,7 +130,7 @@ func (o *DirectorServerOptions) apply(opts *C.ofl_director_server_options, mem *
 			return err
 		}
 	}
-	return o.Limits.apply(directorLimitSetters(opts))
+	return directorLimits(&o.Limits, opts)
 }
 
 // DirectorClientOptions configures NewEnvoyClient and NewFrontendClient.
@@ -193,34 +186,12 @@ func (o *DirectorClientOptions) build() (*C.ofl_director_client_options, error) 
 }
 
 func (o *DirectorClientOptions) apply(opts *C.ofl_director_client_options, mem *cstrings) error {
-	if err := o.TLS.apply(mem, true, tlsSetters{
-		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_director_client_options_set_tls(opts, enabled) },
-		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
-			return C.ofl_director_client_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
-		},
-		files: func(root, cert, key *C.char) *C.ofl_error {
-			return C.ofl_director_client_options_set_tls_files(opts, root, cert, key)
-		},
-		disableClientAuth: func() *C.ofl_error { return C.ofl_director_client_options_set_disable_client_auth(opts, true) },
+	if err := attachTLS(&o.TLS, mem, true, func(tls *C.ofl_tls_config) *C.ofl_error {
+		return C.ofl_director_client_options_set_tls(opts, tls)
 	}); err != nil {
 		return err
 	}
-	if o.ServerName != "" {
-		if err := takeError(C.ofl_director_client_options_set_server_name(opts, mem.str(o.ServerName))); err != nil {
-			return err
-		}
-	}
-	if err := applyConnection(o.Retry, o.ConnectTimeout, o.MaxMessageSize, connectionSetters{
-		retry: func(initialMs, maxMs C.uint64_t, deadlineMs C.int64_t) *C.ofl_error {
-			return C.ofl_director_client_options_set_retry(opts, initialMs, maxMs, deadlineMs)
-		},
-		connectTimeout: func(ms C.uint64_t) *C.ofl_error {
-			return C.ofl_director_client_options_set_connect_timeout_ms(opts, ms)
-		},
-		maxMessageSize: func(bytes C.uint64_t) *C.ofl_error {
-			return C.ofl_director_client_options_set_max_message_size(opts, bytes)
-		},
-	}); err != nil {
+	if err := directorConnect(o, opts, mem); err != nil {
 		return err
 	}
 	if o.MaxArchiveSize != 0 {

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 )
@@ -429,13 +430,34 @@ func oflGoReviewExperiment(h C.uintptr_t, e *C.ofl_experiment) (approve C.int) {
 }
 
 //export oflGoStartExperiment
-func oflGoStartExperiment(h C.uintptr_t, e *C.ofl_experiment, reply *C.ofl_reply) (code C.int32_t) {
-	defer recoverCallback("StartExperiment", reply, &code)
+func oflGoStartExperiment(h C.uintptr_t, e *C.ofl_experiment) (result *C.ofl_error) {
+	defer func() {
+		if r := recover(); r != nil {
+			result = callbackError(Errorf(CodeInternal, "StartExperiment panicked: %v", r))
+		}
+	}()
 	st := directorStateOf(h)
 	if err := st.hooks.StartExperiment(st.ctx, st.server, readExperiment(e)); err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
-	return C.int32_t(CodeOK)
+	return nil
+}
+
+// callbackError is err as the ofl_error a C callback returns (the library
+// takes it): an *Error keeps its code and message; another error is
+// CodeUnknown with its text.
+func callbackError(err error) *C.ofl_error {
+	code := CodeOf(err)
+	if code == CodeOK {
+		code = CodeUnknown
+	}
+	msg := err.Error()
+	if e, ok := err.(*Error); ok && e.Message != "" {
+		msg = e.Message
+	}
+	cmsg := C.CString(strings.ReplaceAll(msg, "\x00", "\\0"))
+	defer C.free(unsafe.Pointer(cmsg))
+	return C.ofl_error_new(C.int32_t(code), cmsg)
 }
 
 //export oflGoExperimentFailed

@@ -874,7 +874,11 @@ func TestDirectorHooksAndOptions(t *testing.T) {
 		o = directorOptions(t, mutual)
 		o.TLS = openfl.TLS{}
 		_, err = openfl.StartDirectorServer(o, nil)
-		expectCode(t, "TLS without certificates", err, openfl.CodeInvalidArgument, "")
+		expectCode(t, "TLS without certificates", err, openfl.CodeInvalidArgument, "ofl_director_server_options_set_tls")
+		co0 := dirClientOptions(1, "")
+		co0.TLS = openfl.TLS{}
+		_, err = openfl.NewFrontendClient(co0)
+		expectCode(t, "client TLS without settings", err, openfl.CodeInvalidArgument, "ofl_director_client_options_set_tls")
 		o = directorOptions(t, mutual)
 		o.TLS.RootCertificate = "/nonexistent/ca.crt"
 		_, err = openfl.StartDirectorServer(o, &testHost{})
@@ -920,4 +924,31 @@ func TestDirectorHooksAndOptions(t *testing.T) {
 	if n := openfl.LiveDirectorStates(); n != base {
 		t.Errorf("live hook handles %d, want %d", n, base)
 	}
+}
+
+// One-way TLS: clients without a certificate (root only, DisableClientAuth),
+// the frontend named by its client_id; ServerName is what the director's
+// certificate is checked against.
+func TestDirectorOneWayTLSAndServerName(t *testing.T) {
+	o := directorOptions(t, mutual)
+	o.TLS.DisableClientAuth = true
+	d := startDirector(t, o, nil)
+	ctx := ctxTimeout(t, 60*time.Second)
+	co := dirClientOptions(d.Port(), "")
+	co.TLS = openfl.TLS{RootCertificate: cert("ca.crt"), DisableClientAuth: true}
+	co.ServerName = "localhost"
+	co.ClientID = "carol"
+	f := newFrontend(t, co)
+	sample, _, err := f.GetDatasetInfo(ctx)
+	if err != nil || len(sample) != len(sampleShape) || sample[0] != sampleShape[0] {
+		t.Fatalf("GetDatasetInfo over one-way TLS: %v %v", sample, err)
+	}
+	envoy := newEnvoy(t, co, "col1")
+	if ok, err := envoy.UpdateShardInfo(ctx, openfl.ShardInfo{SampleShape: sampleShape, TargetShape: targetShape}); err != nil || !ok {
+		t.Fatalf("UpdateShardInfo over one-way TLS: %v %v", ok, err)
+	}
+	co.ServerName = "not-the-director.example"
+	wrong := newFrontend(t, co)
+	_, _, err = wrong.GetDatasetInfo(ctx)
+	expectCode(t, "wrong server name", err, openfl.CodeTLS, "")
 }

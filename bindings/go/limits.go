@@ -100,20 +100,3 @@ func aggregatorLimitSetters(opts *C.ofl_aggregator_server_options) limitSetters 
 	}
 }
 
-func directorLimitSetters(opts *C.ofl_director_server_options) limitSetters {
-	return limitSetters{
-		streams: func(v C.uint32_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_max_concurrent_streams(opts, v)
-		},
-		connections: func(v C.uint32_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_max_connections(opts, v)
-		},
-		handshake: func(v C.uint64_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_handshake_timeout_ms(opts, v)
-		},
-		idle: func(v C.uint64_t) *C.ofl_error { return C.ofl_director_server_options_set_idle_timeout_ms(opts, v) },
-		unary: func(v C.uint64_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_max_unary_request_size(opts, v)
-		},
-	}
-}
