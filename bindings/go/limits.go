@@ -99,4 +99,3 @@ func aggregatorLimitSetters(opts *C.ofl_aggregator_server_options) limitSetters 
 		},
 	}
 }
-
