@@ -40,6 +40,9 @@ fn generate_header(out_dir: &Path) {
         .expect("reading cbindgen.toml");
     let generated = out_dir.join("openfl_transport.h");
     let expanded = out_dir.join("header_src");
+    // A fresh copy: a file moved in src/ffi (fedavg.rs -> fedavg/mod.rs)
+    // must not leave a stale copy that cbindgen would read instead.
+    let _ = fs::remove_dir_all(&expanded);
     if let Err(e) = expand_exports(&crate_dir.join("src/ffi"), &expanded.join("ffi")) {
         println!("cargo:warning=cannot prepare src/ffi for cbindgen: {e}");
         return;

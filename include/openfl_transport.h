@@ -247,11 +247,31 @@ typedef struct ofl_connect_options ofl_connect_options;
 
 /**
  * Settings for `ofl_envoy_client_new` and `ofl_frontend_client_new`: the
- * director's address, TLS (mTLS on by default, as in OpenFL), retries,
- * limits, and a frontend's `client_id`. Not thread-safe: configure from one
- * thread; one options object may make several clients.
+ * director's address, TLS (on by default, as in OpenFL: attach it with
+ * `ofl_director_client_options_set_tls`), connection settings, an envoy's
+ * archive limit and a frontend's `client_id`. Not thread-safe: configure
+ * from one thread; one options object may make several clients.
  */
 typedef struct ofl_director_client_options ofl_director_client_options;
+
+/**
+ * The director's host hooks, given to `ofl_director_server_start` (which
+ * shares them: the object may be freed right after the start). Made with
+ * `ofl_director_hooks_new`, filled with the `ofl_director_hooks_set_*`
+ * setters. `start_experiment` is required; the others default to: approve
+ * every experiment; nothing to stop.
+ *
+ * Hooks run on library threads, possibly several at once, never before
+ * `ofl_director_server_start` has returned (so a host that passes
+ * `&host->server` as `out` finds its server set) and never after
+ * `ofl_director_server_free` has returned. One experiment is reviewed and
+ * started at a time; the next is taken once it finished or failed. Hooks
+ * may block (a review may wait for a human) and may call the
+ * `ofl_director_server_*` progress functions and `ofl_director_server_stop`,
+ * but not `ofl_director_server_free` (which waits for running hooks).
+ * Not thread-safe: configure from one thread.
+ */
+typedef struct ofl_director_hooks ofl_director_hooks;
 
 /**
  * A running director server. Thread-safe: the progress functions and
@@ -261,9 +281,10 @@ typedef struct ofl_director_client_options ofl_director_client_options;
 typedef struct ofl_director_server ofl_director_server;
 
 /**
- * Settings for `ofl_director_server_start`. TLS with client authentication
- * (mTLS) is on by default, as in OpenFL: set certificates, or turn TLS off.
- * Not thread-safe: configure from one thread.
+ * Settings for `ofl_director_server_start`. TLS is on by default, as in
+ * OpenFL: attach an `ofl_tls_config` with
+ * `ofl_director_server_options_set_tls` (or pass NULL there to turn TLS
+ * off). Not thread-safe: configure from one thread.
  */
 typedef struct ofl_director_server_options ofl_director_server_options;
 
@@ -570,7 +591,7 @@ typedef struct ofl_tensor_view {
  * `data_size`-weighted average of a round computed by the aggregator.
  * Strings are owned by the `ofl_fedavg` and valid until `ofl_fedavg_free`.
  */
-typedef struct ofl_metric {
+typedef struct ofl_fedavg_metric {
   /**
    * The round the metric belongs to (0 = the initial model's round).
    */
@@ -595,7 +616,7 @@ typedef struct ofl_metric {
    * Its value.
    */
   double value;
-} ofl_metric;
+} ofl_fedavg_metric;
 
 /**
  * Reviews a submitted experiment (OpenFL's `review_plan_callback`): return
@@ -605,14 +626,14 @@ typedef bool (*ofl_review_experiment_fn)(void *user_data, const struct ofl_exper
 
 /**
  * An approved experiment starts: launch its aggregator for its
- * collaborators and return `OFL_CODE_OK` (0); the envoys receive the
- * experiment once this returns. Another `ofl_code` value marks the
- * experiment failed, with the message set by `ofl_reply_set_error_message`
- * (the only `ofl_reply_*` function that applies here).
+ * collaborators and return NULL; the envoys receive the experiment once
+ * this returns. An error (made with `ofl_error_new`; the library takes
+ * ownership and frees it) marks the experiment failed; the director logs
+ * its code and message (error level) and frontends see the status
+ * "failed".
  */
-typedef int32_t (*ofl_start_experiment_fn)(void *user_data,
-                                           const struct ofl_experiment *experiment,
-                                           struct ofl_reply *reply);
+typedef struct ofl_error *(*ofl_start_experiment_fn)(void *user_data,
+                                                     const struct ofl_experiment *experiment);
 
 /**
  * An envoy reported the experiment failed (SetExperimentFailed): stop its
@@ -624,46 +645,6 @@ typedef void (*ofl_experiment_failed_fn)(void *user_data,
                                          const char *collaborator,
                                          uint32_t error_code,
                                          const char *description);
-
-/**
- * What the director asks and tells its host. Every hook may be NULL (the
- * default: approve; nothing to start; nothing to stop); a NULL
- * `ofl_director_hooks *` means all defaults.
- *
- * Hooks run on library threads, possibly several at once, never before
- * `ofl_director_server_start` has returned (so a host that passes
- * `&host->server` as `out` finds its server set) and never after
- * `ofl_director_server_free` has returned. One experiment is reviewed and
- * started at a time; the next is taken once it finished or failed. Hooks may
- * block (a review may wait for a human) and may call the
- * `ofl_director_server_*` progress functions and `ofl_director_server_stop`,
- * but not `ofl_director_server_free` (which waits for running hooks).
- */
-typedef struct ofl_director_hooks {
-  /**
-   * Passed to every hook.
-   */
-  void *user_data;
-  /**
-   * Called exactly once with `user_data` when the server no longer needs
-   * it: in `ofl_director_server_free` (after running hooks returned), or
-   * before `ofl_director_server_start` returns an error. May be NULL.
-   */
-  void (*free_user_data)(void *user_data);
-  /**
-   * Approve or reject a submitted experiment. NULL approves everything.
-   */
-  ofl_review_experiment_fn review_experiment;
-  /**
-   * Start an approved experiment. NULL: nothing to start (the envoys
-   * receive it; report its end with `ofl_director_server_mark_finished`).
-   */
-  ofl_start_experiment_fn start_experiment;
-  /**
-   * An envoy failed the experiment. NULL: nothing to stop.
-   */
-  ofl_experiment_failed_fn experiment_failed;
-} ofl_director_hooks;
 
 /**
  * One metric of an experiment, as GetMetricStream carries it (OpenFL's
@@ -773,7 +754,9 @@ typedef struct ofl_shard_info {
 
 /**
  * Receives one metric of a stream; `metric` and its strings are valid
- * during the call only. Return true for more, false to end the stream.
+ * during the call only. `user_data` is the pointer given to
+ * `ofl_frontend_client_stream_metrics`. Return true for more, false to end
+ * the stream (a predicate: it reports no error).
  */
 typedef bool (*ofl_director_metric_fn)(void *user_data, const struct ofl_director_metric *metric);
 
@@ -1259,13 +1242,6 @@ struct ofl_error *ofl_reply_set_tensor_borrowed(struct ofl_reply *reply,
                                                 void *release_context);
 
 /**
- * For the director's start_experiment hook only: the message that goes
- * with its non-OK return code (copied). Aggregator callbacks return an
- * `ofl_error *` instead.
- */
-struct ofl_error *ofl_reply_set_error_message(struct ofl_reply *reply, const char *message);
-
-/**
  * Round of the results.
  */
 int32_t ofl_task_results_round_number(const struct ofl_task_results *results);
@@ -1630,8 +1606,8 @@ struct ofl_error *ofl_fedavg_options_set_state_dir(struct ofl_fedavg_options *op
 struct ofl_error *ofl_fedavg_new(const struct ofl_fedavg_options *options, struct ofl_fedavg **out);
 
 /**
- * Frees the handle. A server started with it keeps running (it holds its
- * own reference). NULL is a no-op.
+ * Frees the handle. A server started with it keeps running (it holds
+ * its own reference). NULL is a no-op.
  */
 void ofl_fedavg_free(struct ofl_fedavg *fedavg);
 
@@ -1652,8 +1628,8 @@ struct ofl_error *ofl_aggregator_server_start_fedavg(const struct ofl_aggregator
                                                      struct ofl_aggregator_server **out);
 
 /**
- * The current round: 0 at the start, the number of rounds to train once
- * training is over. 0 for NULL.
+ * The current round: 0 at the start, the number of rounds to train
+ * once training is over. 0 for NULL.
  */
 int32_t ofl_fedavg_current_round(const struct ofl_fedavg *fedavg);
 
@@ -1667,22 +1643,6 @@ int32_t ofl_fedavg_rounds_to_train(const struct ofl_fedavg *fedavg);
  * False for NULL.
  */
 bool ofl_fedavg_is_finished(const struct ofl_fedavg *fedavg);
-
-/**
- * The number of metrics recorded so far: each collaborator's as they
- * arrived, then each round's averages (origin "aggregator") when the round
- * ends. Grows while a server runs; indices stay stable. 0 for NULL.
- */
-size_t ofl_fedavg_metrics_len(const struct ofl_fedavg *fedavg);
-
-/**
- * Metric `index` (below `ofl_fedavg_metrics_len`), written to `*out`; its
- * strings are owned by `fedavg` and valid until `ofl_fedavg_free`.
- * Errors: OUT_OF_RANGE for an index not recorded yet.
- */
-struct ofl_error *ofl_fedavg_metric(const struct ofl_fedavg *fedavg,
-                                    size_t index,
-                                    struct ofl_metric *out);
 
 /**
  * The newest model, copied into a new `ofl_model` written to `*out`: the
@@ -1707,32 +1667,52 @@ struct ofl_error *ofl_fedavg_best_model(const struct ofl_fedavg *fedavg, struct 
 bool ofl_fedavg_best_model_score(const struct ofl_fedavg *fedavg, int32_t *round, double *score);
 
 /**
+ * The number of metrics recorded so far: each collaborator's as they
+ * arrived, then each round's averages (origin "aggregator") when the
+ * round ends. Grows while a server runs; indices stay stable. 0 for
+ * NULL.
+ */
+size_t ofl_fedavg_metrics_len(const struct ofl_fedavg *fedavg);
+
+/**
+ * Metric `index` (below `ofl_fedavg_metrics_len`), written to `*out`;
+ * its strings are owned by `fedavg` and valid until `ofl_fedavg_free`.
+ * Errors: OUT_OF_RANGE for an index not recorded yet.
+ */
+struct ofl_error *ofl_fedavg_get_metric(const struct ofl_fedavg *fedavg,
+                                        size_t index,
+                                        struct ofl_fedavg_metric *out);
+
+/**
  * Number of tensors in the model. 0 for NULL.
  */
 size_t ofl_model_len(const struct ofl_model *model);
 
 /**
- * Name of tensor `index` (tensors are in name order); NULL when out of range.
+ * Name of tensor `index` (tensors are in name order); NULL when out of
+ * range.
  */
 const char *ofl_model_tensor_name(const struct ofl_model *model, size_t index);
 
 /**
- * Finds the tensor called `name`: writes its index to `*index` (when not
- * NULL) and returns true, or returns false when there is none.
+ * Finds the tensor called `name`: writes its index to `*index` (when
+ * not NULL) and returns true, or returns false when there is none.
  */
 bool ofl_model_find(const struct ofl_model *model, const char *name, size_t *index);
 
 /**
- * The shape of tensor `index`: writes the number of dimensions to `*len`
- * (when not NULL; 0 for a scalar) and returns the dimensions. The pointer
- * is non-NULL for every index below `ofl_model_len` (also for a scalar) and
- * valid until `ofl_model_free`; out of range: NULL and length 0.
+ * The shape of tensor `index`: writes the number of dimensions to
+ * `*len` (when not NULL; 0 for a scalar) and returns the dimensions.
+ * The pointer is non-NULL for every index below `ofl_model_len` (also
+ * for a scalar) and valid until `ofl_model_free`; out of range: NULL
+ * and length 0.
  */
 const size_t *ofl_model_tensor_shape(const struct ofl_model *model, size_t index, size_t *len);
 
 /**
- * The values of tensor `index` in C (row-major) order: writes their number
- * to `*len` (when not NULL) and returns them, as `ofl_model_tensor_shape`.
+ * The values of tensor `index` in C (row-major) order: writes their
+ * number to `*len` (when not NULL) and returns them, as
+ * `ofl_model_tensor_shape`.
  */
 const float *ofl_model_tensor_values(const struct ofl_model *model, size_t index, size_t *len);
 
@@ -1779,17 +1759,17 @@ void ofl_string_list_free(struct ofl_string_list *list);
 size_t ofl_tensor_list_len(const struct ofl_tensor_list *list);
 
 /**
- * Tensor `index`, borrowed: valid until the list is freed (or, for a list
- * passed to a hook, until the hook returns); do not free it. NULL when out
- * of range.
+ * Tensor `index`, borrowed: valid until the list is freed (or, for a
+ * list passed to a hook, until the hook returns); do not free it. NULL
+ * when out of range.
  */
 const struct ofl_tensor *ofl_tensor_list_get(const struct ofl_tensor_list *list, size_t index);
 
 /**
  * Decodes the list as OpenFL's uncompressed float32 pipeline encodes a
- * model (values little-endian float32, the shape in the `int_list` of the
- * one transformer-metadata entry; no entry: one dimension) into a new
- * `ofl_model` written to `*out` (free it with `ofl_model_free`).
+ * model (values little-endian float32, the shape in the `int_list` of
+ * the one transformer-metadata entry; no entry: one dimension) into a
+ * new `ofl_model` written to `*out` (free it with `ofl_model_free`).
  * Errors: INVALID_ARGUMENT naming a tensor that is not encoded so, or a
  * name that occurs twice.
  */
@@ -1803,13 +1783,14 @@ void ofl_tensor_list_free(struct ofl_tensor_list *list);
 
 /**
  * The wire name of an `ofl_experiment_status` value ("pending",
- * "in_progress", "finished", "failed", "rejected"; static, NUL-terminated);
- * values that are no status give "unknown".
+ * "in_progress", "finished", "failed", "rejected"; static,
+ * NUL-terminated); values that are no status give "unknown".
  */
 const char *ofl_experiment_status_name(int32_t status);
 
 /**
- * The experiment's name (what envoys get from WaitExperiment). NULL gives "".
+ * The experiment's name (what envoys get from WaitExperiment). NULL
+ * gives "".
  */
 const char *ofl_experiment_name(const struct ofl_experiment *experiment);
 
@@ -1841,18 +1822,66 @@ const char *ofl_experiment_archive_path(const struct ofl_experiment *experiment)
 uint64_t ofl_experiment_archive_size(const struct ofl_experiment *experiment);
 
 /**
- * The initial model sent with the experiment (borrowed, valid during the
- * hook; copy what you keep), or NULL when none was sent.
+ * The initial model sent with the experiment (borrowed, valid during
+ * the hook; copy what you keep), or NULL when none was sent.
  */
 const struct ofl_tensor_list *ofl_experiment_initial_model(const struct ofl_experiment *experiment);
 
 /**
- * New director options, written to `*out`: listen on `[::]`, port 0 (any
- * free port; OpenFL's default is 50051), mTLS, empty sample and target
- * shapes, envoy health checks every 60 s, archives under a fresh directory
- * of the system temporary directory (set one:
- * `ofl_director_server_options_set_archive_dir`), archives and messages up
- * to 1 GiB, 100 000 queued metrics per experiment, envoy identity checked.
+ * New director hooks with none set and no user data, written to `*out`.
+ */
+struct ofl_error *ofl_director_hooks_new(struct ofl_director_hooks **out);
+
+/**
+ * Frees the hooks object. Servers started with it keep their share: its
+ * `user_data` is released (with `free_user_data`, exactly once) when
+ * neither this object nor any such server holds it any more. NULL is a
+ * no-op.
+ */
+void ofl_director_hooks_free(struct ofl_director_hooks *hooks);
+
+/**
+ * The pointer every hook gets, and its destructor (may be NULL). From
+ * this call the library owns the pair: it calls
+ * `free_user_data(user_data)` exactly once, when neither the hooks
+ * object nor a server started with it can call a hook any more (after
+ * `ofl_director_hooks_free` and `ofl_director_server_free` of every
+ * such server, or a failed start, whichever comes last; or at once when
+ * `hooks` is NULL, or when a later call replaces the pair).
+ */
+struct ofl_error *ofl_director_hooks_set_user_data(struct ofl_director_hooks *hooks,
+                                                   void *user_data,
+                                                   ofl_free_fn free_user_data);
+
+/**
+ * Approve or reject a submitted experiment. NULL (the default) approves
+ * everything.
+ */
+struct ofl_error *ofl_director_hooks_set_review_experiment(struct ofl_director_hooks *hooks,
+                                                           ofl_review_experiment_fn review_experiment);
+
+/**
+ * Start an approved experiment. Required: `ofl_director_server_start`
+ * refuses hooks without it (INVALID_ARGUMENT naming this setter).
+ */
+struct ofl_error *ofl_director_hooks_set_start_experiment(struct ofl_director_hooks *hooks,
+                                                          ofl_start_experiment_fn start_experiment);
+
+/**
+ * An envoy failed the experiment. NULL (the default): nothing to stop.
+ */
+struct ofl_error *ofl_director_hooks_set_experiment_failed(struct ofl_director_hooks *hooks,
+                                                           ofl_experiment_failed_fn experiment_failed);
+
+/**
+ * New director options, written to `*out`: listen on `[::]`, port 0
+ * (any free port; OpenFL's default is 50051), TLS on with nothing
+ * attached yet, default server limits, empty sample and target shapes,
+ * envoy health checks every 60 s, archives under a fresh directory of
+ * the system temporary directory (set one:
+ * `ofl_director_server_options_set_archive_dir`), archives and messages
+ * up to 1 GiB, 100 000 queued metrics per experiment, envoy identity
+ * checked.
  */
 struct ofl_error *ofl_director_server_options_new(struct ofl_director_server_options **out);
 
@@ -1862,89 +1891,35 @@ struct ofl_error *ofl_director_server_options_new(struct ofl_director_server_opt
 void ofl_director_server_options_free(struct ofl_director_server_options *options);
 
 /**
- * Address and port to listen on (OpenFL's `listen_host`, `listen_port`):
- * `host` is a name or an IPv4/IPv6 address (`"[::]"` = every interface);
- * port 0 picks a free port, reported by `ofl_director_server_port`.
+ * Address and port to listen on (OpenFL's `listen_host`,
+ * `listen_port`): `host` is a name or an IPv4/IPv6 address (`"[::]"` =
+ * every interface); port 0 picks a free port, reported by
+ * `ofl_director_server_port`.
  */
 struct ofl_error *ofl_director_server_options_set_listen(struct ofl_director_server_options *options,
                                                          const char *host,
                                                          uint16_t port);
 
 /**
- * Turns TLS on (default) or off (OpenFL's `tls`). Without TLS callers are
- * named by their `client_id` metadata, which any peer can set (envoys send
- * none: they are all "__default__"); a warning is logged at start.
+ * TLS settings (copied; `tls` may be freed after): the server's
+ * identity, the root its clients must chain to, mutual (default) or
+ * one-way (`OFL_CLIENT_AUTH_NONE`: a caller that presents no
+ * certificate is named by its `client_id` metadata), CRLs. NULL turns
+ * TLS off (OpenFL's `tls=False`): callers are then named by their
+ * `client_id` metadata, which any peer can set (envoys send none: they
+ * are all "__default__"); a warning is logged at start. Until this is
+ * called, `ofl_director_server_start` fails with INVALID_ARGUMENT.
  */
 struct ofl_error *ofl_director_server_options_set_tls(struct ofl_director_server_options *options,
-                                                      bool enabled);
+                                                      const struct ofl_tls_config *tls);
 
 /**
- * Certificate files (OpenFL's `root_certificate`, `certificate`,
- * `private_key`), all required for a TLS server; read at start.
+ * Connection and request bounds (copied; `limits` may be freed after):
+ * streams per connection, connections, handshake and idle timeouts,
+ * largest unary request. Default: `ofl_server_limits_new`'s.
  */
-struct ofl_error *ofl_director_server_options_set_tls_files(struct ofl_director_server_options *options,
-                                                            const char *root_certificate,
-                                                            const char *certificate,
-                                                            const char *private_key);
-
-/**
- * Certificates as PEM bytes in memory (copied).
- */
-struct ofl_error *ofl_director_server_options_set_tls_pem(struct ofl_director_server_options *options,
-                                                          const uint8_t *root_certificate,
-                                                          size_t root_certificate_len,
-                                                          const uint8_t *certificate,
-                                                          size_t certificate_len,
-                                                          const uint8_t *private_key,
-                                                          size_t private_key_len);
-
-/**
- * One-way TLS (OpenFL's `disable_client_auth`): client certificates become
- * optional. A caller that presents one is named by its CN; one that
- * presents none by its `client_id` metadata (a warning is logged at start).
- */
-struct ofl_error *ofl_director_server_options_set_disable_client_auth(struct ofl_director_server_options *options,
-                                                                      bool disable);
-
-/**
- * Concurrent calls (HTTP/2 streams) per connection; more are refused with
- * REFUSED_STREAM (default 100). INVALID_ARGUMENT when 0.
- */
-struct ofl_error *ofl_director_server_options_set_max_concurrent_streams(struct ofl_director_server_options *options,
-                                                                         uint32_t max);
-
-/**
- * Connections served at once; further connections wait in the listen
- * backlog (default 1000, below the common 1024 file-descriptor limit).
- * INVALID_ARGUMENT when 0.
- */
-struct ofl_error *ofl_director_server_options_set_max_connections(struct ofl_director_server_options *options,
-                                                                  uint32_t max);
-
-/**
- * Time a new connection has to finish its TLS handshake and send the HTTP/2
- * preface before it is closed (default 10000 ms). INVALID_ARGUMENT when 0
- * or over a year.
- */
-struct ofl_error *ofl_director_server_options_set_handshake_timeout_ms(struct ofl_director_server_options *options,
-                                                                       uint64_t timeout_ms);
-
-/**
- * A connection with no call in flight for this long is closed; clients
- * reconnect on their next call (default 60000 ms). INVALID_ARGUMENT when 0
- * or over a year.
- */
-struct ofl_error *ofl_director_server_options_set_idle_timeout_ms(struct ofl_director_server_options *options,
-                                                                  uint64_t timeout_ms);
-
-/**
- * Largest request body of a call that is not a streamed upload (unary and
- * server-streaming calls), gRPC framing included; larger gets
- * RESOURCE_EXHAUSTED before it is buffered (default 4 MiB).
- * INVALID_ARGUMENT below 1024.
- */
-struct ofl_error *ofl_director_server_options_set_max_unary_request_size(struct ofl_director_server_options *options,
-                                                                         uint64_t bytes);
+struct ofl_error *ofl_director_server_options_set_limits(struct ofl_director_server_options *options,
+                                                         const struct ofl_server_limits *limits);
 
 /**
  * The sample shape every shard must report to be accepted
@@ -1965,17 +1940,17 @@ struct ofl_error *ofl_director_server_options_set_target_shape(struct ofl_direct
 
 /**
  * How often envoys send health checks (OpenFL's
- * `envoy_health_check_period`, default 60 000 ms; OpenFL envoys read whole
- * seconds). An envoy is online for two periods after its last one. Must be
- * positive.
+ * `envoy_health_check_period`, default 60 000 ms; OpenFL envoys read
+ * whole seconds). An envoy is online for two periods after its last
+ * one. Must be positive.
  */
 struct ofl_error *ofl_director_server_options_set_envoy_health_check_period_ms(struct ofl_director_server_options *options,
                                                                                uint64_t period_ms);
 
 /**
  * The directory experiment archives are stored in, as
- * `<dir>/<experiment name>.archive` (created at start if missing; OpenFL:
- * the working directory).
+ * `<dir>/<experiment name>.archive` (created at start if missing;
+ * OpenFL: the working directory).
  */
 struct ofl_error *ofl_director_server_options_set_archive_dir(struct ofl_director_server_options *options,
                                                               const char *path);
@@ -1988,7 +1963,8 @@ struct ofl_error *ofl_director_server_options_set_max_archive_size(struct ofl_di
                                                                    uint64_t bytes);
 
 /**
- * Largest gRPC message received or sent (default 1 GiB = 2^30, as OpenFL).
+ * Largest gRPC message received or sent (default 1 GiB = 2^30, as
+ * OpenFL). INVALID_ARGUMENT below 1024.
  */
 struct ofl_error *ofl_director_server_options_set_max_message_size(struct ofl_director_server_options *options,
                                                                    uint64_t bytes);
@@ -2001,43 +1977,49 @@ struct ofl_error *ofl_director_server_options_set_max_queued_metrics(struct ofl_
                                                                      size_t count);
 
 /**
- * Under mTLS, whether envoy RPCs must come from a certificate whose CN is
- * the envoy name they carry (default true; OpenFL checks nothing, so any
- * certified peer could download any archive or fail any experiment).
+ * Under mTLS, whether envoy RPCs must come from a certificate whose CN
+ * is the envoy name they carry (default true; OpenFL checks nothing, so
+ * any certified peer could download any archive or fail any
+ * experiment).
  */
 struct ofl_error *ofl_director_server_options_set_check_envoy_identity(struct ofl_director_server_options *options,
                                                                        bool enabled);
 
 /**
- * Starts a director: checks the certificates, creates the archive
- * directory, binds and begins serving and running experiments in the
- * background before it returns; writes the server to `*out`. `hooks` is
- * copied; NULL means the defaults (approve every experiment, nothing to
- * start or stop). Its `user_data` is released with `free_user_data`
- * exactly once: by `ofl_director_server_free`, or before this returns an
- * error. Call `ofl_director_server_serve` to wait until the server is
- * stopped.
+ * Starts a director: checks the options, hooks and certificates,
+ * creates the archive directory, binds and begins serving and running
+ * experiments in the background before it returns; writes the server
+ * to `*out`. The server shares `hooks` (their functions and their
+ * `user_data`): `hooks` may be freed once this returns. When the start
+ * fails the server's share is dropped at once. Errors:
+ * INVALID_ARGUMENT for NULL arguments, hooks without
+ * `start_experiment` (naming `ofl_director_hooks_set_start_experiment`)
+ * or TLS on with nothing attached (naming
+ * `ofl_director_server_options_set_tls`); TLS for unreadable
+ * certificates; IO when the address cannot be bound. Call
+ * `ofl_director_server_serve` to wait until the server is stopped.
  */
 struct ofl_error *ofl_director_server_start(const struct ofl_director_server_options *options,
                                             const struct ofl_director_hooks *hooks,
                                             struct ofl_director_server **out);
 
 /**
- * The port the server listens on (the chosen one when 0 was asked); 0 for NULL.
+ * The port the server listens on (the chosen one when 0 was asked); 0
+ * for NULL.
  */
 uint16_t ofl_director_server_port(const struct ofl_director_server *server);
 
 /**
- * The directory archives are stored in (valid as long as the server). NULL
- * gives "".
+ * The directory archives are stored in (valid as long as the server).
+ * NULL gives "".
  */
 const char *ofl_director_server_archive_dir(const struct ofl_director_server *server);
 
 /**
- * Blocks until `ofl_director_server_stop` (a director serves until told to
- * stop; OpenFL's `start`), then shuts the server down: long polls
- * (WaitExperiment, GetMetricStream) end with UNAVAILABLE, other calls in
- * flight finish.
+ * Blocks until `ofl_director_server_stop` (a director serves until told
+ * to stop; OpenFL's `start`), then shuts the server down: long polls
+ * (WaitExperiment, GetMetricStream) end with UNAVAILABLE, other calls
+ * in flight finish.
  */
 struct ofl_error *ofl_director_server_serve(const struct ofl_director_server *server);
 
@@ -2049,16 +2031,17 @@ struct ofl_error *ofl_director_server_stop(const struct ofl_director_server *ser
 
 /**
  * Stops the server, waits until it no longer listens and until running
- * hooks have returned, calls the hooks' `free_user_data`, and frees the
- * server. No hook runs after this returns. Do not call from a hook. NULL is
- * a no-op.
+ * hooks have returned, drops its share of the hooks' `user_data`
+ * (released now when the hooks object was freed already), and frees
+ * the server. No hook runs after this returns. Do not call from a hook.
+ * NULL is a no-op.
  */
 void ofl_director_server_free(struct ofl_director_server *server);
 
 /**
  * Queues a metric of `experiment` for the frontends' metric streams
- * (GetMetricStream; a streamed metric leaves the queue). Its strings are
- * copied and required. Errors: NOT_FOUND for an unknown experiment.
+ * (GetMetricStream; a streamed metric leaves the queue). Its strings
+ * are copied and required. Errors: NOT_FOUND for an unknown experiment.
  */
 struct ofl_error *ofl_director_server_push_metric(const struct ofl_director_server *server,
                                                   const char *experiment,
@@ -2066,10 +2049,10 @@ struct ofl_error *ofl_director_server_push_metric(const struct ofl_director_serv
 
 /**
  * Sets the model GetTrainedModel(BEST_MODEL) returns for `experiment`:
- * `tensors_len` tensors, copied (data included), sent as they are. OpenFL's
- * frontend expects its uncompressed float32 encoding: little-endian values,
- * the shape in the `int_list` of one metadata entry. Errors: NOT_FOUND for
- * an unknown experiment.
+ * `tensors_len` tensors, copied (data included), sent as they are.
+ * OpenFL's frontend expects its uncompressed float32 encoding:
+ * little-endian values, the shape in the `int_list` of one metadata
+ * entry. Errors: NOT_FOUND for an unknown experiment.
  */
 struct ofl_error *ofl_director_server_set_best_model(const struct ofl_director_server *server,
                                                      const char *experiment,
@@ -2095,9 +2078,9 @@ struct ofl_error *ofl_director_server_set_round(const struct ofl_director_server
                                                 uint32_t total_rounds);
 
 /**
- * Sets the task list frontends see (GetExperimentDescription): `len` task
- * names and as many descriptions; `descriptions` may be NULL (all empty).
- * Replaces the previous list. Copied. Errors: NOT_FOUND.
+ * Sets the task list frontends see (GetExperimentDescription): `len`
+ * task names and as many descriptions; `descriptions` may be NULL (all
+ * empty). Replaces the previous list. Copied. Errors: NOT_FOUND.
  */
 struct ofl_error *ofl_director_server_set_tasks(const struct ofl_director_server *server,
                                                 const char *experiment,
@@ -2107,17 +2090,18 @@ struct ofl_error *ofl_director_server_set_tasks(const struct ofl_director_server
 
 /**
  * The experiment finished (OpenFL: its aggregator sent every quit job):
- * metric streams end once drained, envoys stop receiving it, and the next
- * experiment may start. Only from in_progress; idempotent. Errors:
+ * metric streams end once drained, envoys stop receiving it, and the
+ * next experiment may start. Only from in_progress; idempotent. Errors:
  * NOT_FOUND, FAILED_PRECONDITION (e.g. it failed already).
  */
 struct ofl_error *ofl_director_server_mark_finished(const struct ofl_director_server *server,
                                                     const char *experiment);
 
 /**
- * The experiment failed (reported by the host; `description` may be NULL).
- * From pending or in_progress; idempotent (the first description stays).
- * Errors: NOT_FOUND, FAILED_PRECONDITION (it finished or was rejected).
+ * The experiment failed (reported by the host; `description` may be
+ * NULL). From pending or in_progress; idempotent (the first description
+ * stays). Errors: NOT_FOUND, FAILED_PRECONDITION (it finished or was
+ * rejected).
  */
 struct ofl_error *ofl_director_server_mark_failed(const struct ofl_director_server *server,
                                                   const char *experiment,
@@ -2133,7 +2117,9 @@ struct ofl_error *ofl_director_server_experiment_status(const struct ofl_directo
 
 /**
  * New client options for the director at `host`:`port` (OpenFL's
- * `director_host`, `director_port`), written to `*out`.
+ * `director_host`, `director_port`), written to `*out`: TLS on with
+ * nothing attached yet, every `ofl_connect_options` default, archives
+ * up to 1 GiB, no `client_id`.
  */
 struct ofl_error *ofl_director_client_options_new(const char *host,
                                                   uint16_t port,
@@ -2145,70 +2131,26 @@ struct ofl_error *ofl_director_client_options_new(const char *host,
 void ofl_director_client_options_free(struct ofl_director_client_options *options);
 
 /**
- * Turns TLS on (default) or off (OpenFL's `tls`).
+ * TLS settings (copied; `tls` may be freed after): the root the
+ * director's certificate must chain to, and, for mutual TLS, this
+ * client's identity (an envoy's certificate CN is its shard name; a
+ * frontend's names it to the director). With `OFL_CLIENT_AUTH_NONE` no
+ * certificate is presented (the director then names the caller by its
+ * `client_id`). NULL turns TLS off (OpenFL's `tls=False`). Until this
+ * is called, `ofl_envoy_client_new` and `ofl_frontend_client_new` fail
+ * with INVALID_ARGUMENT.
  */
 struct ofl_error *ofl_director_client_options_set_tls(struct ofl_director_client_options *options,
-                                                      bool enabled);
+                                                      const struct ofl_tls_config *tls);
 
 /**
- * Certificate files (OpenFL's `root_certificate`, `certificate`,
- * `private_key`): `root_certificate` is required; the other two may be NULL
- * when client authentication is disabled. An envoy's certificate CN is its
- * shard name; a frontend's names it to the director. Read by `_new`.
+ * Connection settings (copied; `connect` may be freed after; replaces
+ * what an earlier call set): server name, connect timeout, retry policy
+ * (a call is repeated whole: an upload or download restarts from its
+ * first byte), largest message.
  */
-struct ofl_error *ofl_director_client_options_set_tls_files(struct ofl_director_client_options *options,
-                                                            const char *root_certificate,
-                                                            const char *certificate,
-                                                            const char *private_key);
-
-/**
- * Certificates as PEM bytes in memory (copied): `root_certificate` is
- * required; the other two may be NULL with length 0.
- */
-struct ofl_error *ofl_director_client_options_set_tls_pem(struct ofl_director_client_options *options,
-                                                          const uint8_t *root_certificate,
-                                                          size_t root_certificate_len,
-                                                          const uint8_t *certificate,
-                                                          size_t certificate_len,
-                                                          const uint8_t *private_key,
-                                                          size_t private_key_len);
-
-/**
- * One-way TLS (OpenFL's `disable_client_auth`): present no client
- * certificate (the director then names this caller by its `client_id`).
- */
-struct ofl_error *ofl_director_client_options_set_disable_client_auth(struct ofl_director_client_options *options,
-                                                                      bool disable);
-
-/**
- * The name the director's certificate must carry (default: the host).
- */
-struct ofl_error *ofl_director_client_options_set_server_name(struct ofl_director_client_options *options,
-                                                              const char *server_name);
-
-/**
- * Retry while the director is unreachable, as `ofl_client_options_set_retry`:
- * exponential backoff from `initial_backoff_ms` up to `max_backoff_ms` with
- * jitter; give up after `deadline_ms` (OFL_CODE_RETRIES_EXHAUSTED), or
- * never when negative (the default, like OpenFL). A call is repeated whole:
- * an upload or download restarts from its first byte.
- */
-struct ofl_error *ofl_director_client_options_set_retry(struct ofl_director_client_options *options,
-                                                        uint64_t initial_backoff_ms,
-                                                        uint64_t max_backoff_ms,
-                                                        int64_t deadline_ms);
-
-/**
- * Time allowed to set up a connection (TCP + TLS), default 10 000 ms.
- */
-struct ofl_error *ofl_director_client_options_set_connect_timeout_ms(struct ofl_director_client_options *options,
-                                                                     uint64_t timeout_ms);
-
-/**
- * Largest message sent or received, default 1 GiB (2^30, as OpenFL).
- */
-struct ofl_error *ofl_director_client_options_set_max_message_size(struct ofl_director_client_options *options,
-                                                                   uint64_t bytes);
+struct ofl_error *ofl_director_client_options_set_connect(struct ofl_director_client_options *options,
+                                                          const struct ofl_connect_options *connect);
 
 /**
  * Envoys only: the largest archive `ofl_envoy_client_get_experiment_data`
@@ -2218,41 +2160,45 @@ struct ofl_error *ofl_director_client_options_set_max_archive_size(struct ofl_di
                                                                    uint64_t bytes);
 
 /**
- * Frontends only: the `client_id` metadata sent with every call (printable
- * ASCII), which names the caller to a director without TLS or to one that
- * gets no client certificate (under mTLS the certificate CN does). NULL
- * sends none (the director then says "__default__"). Envoys never send one,
- * as in OpenFL.
+ * Frontends only: the `client_id` metadata sent with every call
+ * (printable ASCII), which names the caller to a director without TLS
+ * or to one that gets no client certificate (under mTLS the
+ * certificate CN does). NULL sends none (the director then says
+ * "__default__"). Envoys never send one, as in OpenFL.
  */
 struct ofl_error *ofl_director_client_options_set_client_id(struct ofl_director_client_options *options,
                                                             const char *client_id);
 
 /**
- * A new envoy client for the shard `shard_name` (OpenFL's `shard_name`: its
- * collaborator name in experiments; under mTLS the certificate CN must be
- * it), written to `*out`. Certificates are read and checked now; the
- * connection is made on the first call. `options` may be freed after.
+ * A new envoy client for the shard `shard_name` (OpenFL's `shard_name`:
+ * its collaborator name in experiments; under mTLS the certificate CN
+ * must be it), written to `*out`. Certificates are read and checked
+ * now; the connection is made on the first call. `options` may be freed
+ * after. Errors: INVALID_ARGUMENT (also when TLS is on with nothing
+ * attached, naming `ofl_director_client_options_set_tls`), TLS.
  */
 struct ofl_error *ofl_envoy_client_new(const struct ofl_director_client_options *options,
                                        const char *shard_name,
                                        struct ofl_envoy_client **out);
 
 /**
- * Cancels calls in progress on other threads (a WaitExperiment long poll
- * too: they return OFL_CODE_CANCELLED) and refuses new ones. Safe from any
- * thread; call it, join the threads that use the client, then free it.
+ * Cancels calls in progress on other threads (a WaitExperiment long
+ * poll too: they return OFL_CODE_CANCELLED) and refuses new ones. Safe
+ * from any thread; call it, join the threads that use the client, then
+ * free it.
  */
 struct ofl_error *ofl_envoy_client_close(const struct ofl_envoy_client *client);
 
 /**
- * Closes (as `ofl_envoy_client_close`) and frees the client. NULL is a no-op.
+ * Closes (as `ofl_envoy_client_close`) and frees the client. NULL is a
+ * no-op.
  */
 void ofl_envoy_client_free(struct ofl_envoy_client *client);
 
 /**
  * UpdateShardInfo: registers the shard (under the client's shard name).
- * Writes to `*accepted` whether the director accepted it (its sample and
- * target shapes are the director's).
+ * Writes to `*accepted` whether the director accepted it (its sample
+ * and target shapes are the director's).
  */
 struct ofl_error *ofl_envoy_client_update_shard_info(const struct ofl_envoy_client *client,
                                                      const struct ofl_shard_info *shard_info,
@@ -2260,20 +2206,22 @@ struct ofl_error *ofl_envoy_client_update_shard_info(const struct ofl_envoy_clie
 
 /**
  * WaitExperiment: blocks until the director has an experiment for this
- * envoy, then writes its name to `*out` (free it with `ofl_string_free`).
- * Asking again while that experiment runs returns it again (a reconnect).
- * `ofl_envoy_client_close` from another thread cancels the wait.
+ * envoy, then writes its name to `*out` (free it with
+ * `ofl_string_free`). Asking again while that experiment runs returns
+ * it again (a reconnect). `ofl_envoy_client_close` from another thread
+ * cancels the wait.
  */
 struct ofl_error *ofl_envoy_client_wait_experiment(const struct ofl_envoy_client *client,
                                                    struct ofl_string **out);
 
 /**
- * GetExperimentData: downloads the archive of `experiment_name` into the
- * file `dest_path` (written as `dest_path` + ".part", renamed when complete;
- * an existing file is replaced). Writes its size to `*size` when `size` is
- * not NULL. Errors: PERMISSION_DENIED when this envoy is not one of its
- * collaborators, FAILED_PRECONDITION when it is not in progress,
- * RESOURCE_EXHAUSTED beyond the maximum archive size, IO for the file.
+ * GetExperimentData: downloads the archive of `experiment_name` into
+ * the file `dest_path` (written as `dest_path` + ".part", renamed when
+ * complete; an existing file is replaced). Writes its size to `*size`
+ * when `size` is not NULL. Errors: PERMISSION_DENIED when this envoy is
+ * not one of its collaborators, FAILED_PRECONDITION when it is not in
+ * progress, RESOURCE_EXHAUSTED beyond the maximum archive size, IO for
+ * the file.
  */
 struct ofl_error *ofl_envoy_client_get_experiment_data(const struct ofl_envoy_client *client,
                                                        const char *experiment_name,
@@ -2281,12 +2229,12 @@ struct ofl_error *ofl_envoy_client_get_experiment_data(const struct ofl_envoy_cl
                                                        uint64_t *size);
 
 /**
- * UpdateEnvoyStatus: a health check, with whether an experiment runs and
- * `cuda_devices_len` devices (may be NULL when 0; they replace the reported
- * ones index by index). Writes the director's health-check period in
- * milliseconds to `*period_ms` when not NULL: send the next check within
- * it. Errors: NOT_FOUND when the director does not know this envoy (report
- * the shard again).
+ * UpdateEnvoyStatus: a health check, with whether an experiment runs
+ * and `cuda_devices_len` devices (may be NULL when 0; they replace the
+ * reported ones index by index). Writes the director's health-check
+ * period in milliseconds to `*period_ms` when not NULL: send the next
+ * check within it. Errors: NOT_FOUND when the director does not know
+ * this envoy (report the shard again).
  */
 struct ofl_error *ofl_envoy_client_send_health_check(const struct ofl_envoy_client *client,
                                                      bool is_experiment_running,
@@ -2297,9 +2245,9 @@ struct ofl_error *ofl_envoy_client_send_health_check(const struct ofl_envoy_clie
 /**
  * SetExperimentFailed: tells the director this envoy failed
  * `experiment_name` with `error_code` and `description` (may be NULL).
- * Errors: PERMISSION_DENIED when this envoy is not its collaborator (or,
- * without TLS, when a `client_id` was sent), FAILED_PRECONDITION when it is
- * not in progress, NOT_FOUND.
+ * Errors: PERMISSION_DENIED when this envoy is not its collaborator
+ * (or, without TLS, when a `client_id` was sent), FAILED_PRECONDITION
+ * when it is not in progress, NOT_FOUND.
  */
 struct ofl_error *ofl_envoy_client_set_experiment_failed(const struct ofl_envoy_client *client,
                                                          const char *experiment_name,
@@ -2308,8 +2256,9 @@ struct ofl_error *ofl_envoy_client_set_experiment_failed(const struct ofl_envoy_
 
 /**
  * A new frontend client, written to `*out`. Certificates are read and
- * checked now; the connection is made on the first call. `options` may be
- * freed after.
+ * checked now; the connection is made on the first call. `options` may
+ * be freed after. Errors: INVALID_ARGUMENT (also when TLS is on with
+ * nothing attached, naming `ofl_director_client_options_set_tls`), TLS.
  */
 struct ofl_error *ofl_frontend_client_new(const struct ofl_director_client_options *options,
                                           struct ofl_frontend_client **out);
@@ -2321,18 +2270,20 @@ struct ofl_error *ofl_frontend_client_new(const struct ofl_director_client_optio
 struct ofl_error *ofl_frontend_client_close(const struct ofl_frontend_client *client);
 
 /**
- * Closes (as `ofl_frontend_client_close`) and frees the client. NULL is a no-op.
+ * Closes (as `ofl_frontend_client_close`) and frees the client. NULL is
+ * a no-op.
  */
 void ofl_frontend_client_free(struct ofl_frontend_client *client);
 
 /**
- * SetNewExperiment: submits the experiment `name` for `collaborators_len`
- * envoys, uploading the archive file `archive_path` (OpenFL's workspace
- * archive; streamed from the file in 2 MiB chunks, never whole in memory)
- * and an initial model of `initial_model_len` tensors (copied; NULL and 0
- * for none). On success the experiment is pending. Errors:
- * INVALID_ARGUMENT (bad name, no collaborators, empty archive),
- * ALREADY_EXISTS, RESOURCE_EXHAUSTED (archive too large), IO (the file).
+ * SetNewExperiment: submits the experiment `name` for
+ * `collaborators_len` envoys, uploading the archive file `archive_path`
+ * (OpenFL's workspace archive; streamed from the file in 2 MiB chunks,
+ * never whole in memory) and an initial model of `initial_model_len`
+ * tensors (copied; NULL and 0 for none). On success the experiment is
+ * pending. Errors: INVALID_ARGUMENT (bad name, no collaborators, empty
+ * archive), ALREADY_EXISTS, RESOURCE_EXHAUSTED (archive too large), IO
+ * (the file).
  */
 struct ofl_error *ofl_frontend_client_set_new_experiment(const struct ofl_frontend_client *client,
                                                          const char *name,
@@ -2352,17 +2303,19 @@ struct ofl_error *ofl_frontend_client_get_experiment_status(const struct ofl_fro
 
 /**
  * GetDatasetInfo: the director's sample and target shapes, written to
- * `*sample_shape` and `*target_shape` (free each with `ofl_string_list_free`).
+ * `*sample_shape` and `*target_shape` (free each with
+ * `ofl_string_list_free`).
  */
 struct ofl_error *ofl_frontend_client_get_dataset_info(const struct ofl_frontend_client *client,
                                                        struct ofl_string_list **sample_shape,
                                                        struct ofl_string_list **target_shape);
 
 /**
- * GetTrainedModel(BEST_MODEL): the best model of `name` as the host set it,
- * written to `*out` (free it with `ofl_tensor_list_free`; decode it with
- * `ofl_tensor_list_to_model`). Errors: FAILED_PRECONDITION while there is
- * none, NOT_FOUND for an experiment this frontend did not submit.
+ * GetTrainedModel(BEST_MODEL): the best model of `name` as the host set
+ * it, written to `*out` (free it with `ofl_tensor_list_free`; decode it
+ * with `ofl_tensor_list_to_model`). Errors: FAILED_PRECONDITION while
+ * there is none, NOT_FOUND for an experiment this frontend did not
+ * submit.
  */
 struct ofl_error *ofl_frontend_client_get_best_model(const struct ofl_frontend_client *client,
                                                      const char *name,
@@ -2376,17 +2329,20 @@ struct ofl_error *ofl_frontend_client_get_last_model(const struct ofl_frontend_c
                                                      struct ofl_tensor_list **out);
 
 /**
- * GetMetricStream: calls `callback(user_data, metric)` for each metric of
- * `name` until the experiment is over and every metric was delivered, then
- * returns. The callback runs on the calling thread, one metric at a time;
- * when it returns false the stream is cancelled and this returns success
- * (metrics the director had already sent are dropped: a streamed metric
- * leaves the director's queue). A broken connection reopens the stream
- * within the retry budget. `ofl_frontend_client_close` from another thread
- * ends it with OFL_CODE_CANCELLED. One stream per experiment: a newer
- * stream on the same experiment (from any client of its owner) ends this
- * one, which then returns success. Errors: NOT_FOUND for an experiment this
- * frontend did not submit.
+ * GetMetricStream: calls `callback(user_data, metric)` for each metric
+ * of `name` until the experiment is over and every metric was
+ * delivered, then returns. The callback runs on the calling thread, one
+ * metric at a time, and only during this call: `user_data` is borrowed
+ * for the call (the library keeps no copy and never frees it, so it may
+ * point to the caller's stack). When the callback returns false the
+ * stream is cancelled and this returns success (metrics the director
+ * had already sent are dropped: a streamed metric leaves the director's
+ * queue). A broken connection reopens the stream within the retry
+ * budget. `ofl_frontend_client_close` from another thread ends it with
+ * OFL_CODE_CANCELLED. One stream per experiment: a newer stream on the
+ * same experiment (from any client of its owner) ends this one, which
+ * then returns success. Errors: INVALID_ARGUMENT for a NULL callback,
+ * NOT_FOUND for an experiment this frontend did not submit.
  */
 struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_client *client,
                                                      const char *name,
@@ -2395,10 +2351,10 @@ struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_c
 
 /**
  * RemoveExperimentData: forgets a finished, failed, rejected or pending
- * experiment and deletes its archive. Errors: FAILED_PRECONDITION while it
- * is being reviewed or run. An experiment this frontend did not submit (or
- * an unknown one) is left alone and the call succeeds: the director
- * acknowledges it, as OpenFL 1.6's does.
+ * experiment and deletes its archive. Errors: FAILED_PRECONDITION while
+ * it is being reviewed or run. An experiment this frontend did not
+ * submit (or an unknown one) is left alone and the call succeeds: the
+ * director acknowledges it, as OpenFL 1.6's does.
  */
 struct ofl_error *ofl_frontend_client_remove_experiment(const struct ofl_frontend_client *client,
                                                         const char *name);
@@ -2431,7 +2387,8 @@ const char *ofl_envoys_shard_description(const struct ofl_envoys *envoys, size_t
 uint64_t ofl_envoys_n_samples(const struct ofl_envoys *envoys, size_t index);
 
 /**
- * Number of sample-shape dimensions of envoy `index`; 0 when out of range.
+ * Number of sample-shape dimensions of envoy `index`; 0 when out of
+ * range.
  */
 size_t ofl_envoys_sample_shape_len(const struct ofl_envoys *envoys, size_t index);
 
@@ -2441,7 +2398,8 @@ size_t ofl_envoys_sample_shape_len(const struct ofl_envoys *envoys, size_t index
 const char *ofl_envoys_sample_shape(const struct ofl_envoys *envoys, size_t index, size_t dim);
 
 /**
- * Number of target-shape dimensions of envoy `index`; 0 when out of range.
+ * Number of target-shape dimensions of envoy `index`; 0 when out of
+ * range.
  */
 size_t ofl_envoys_target_shape_len(const struct ofl_envoys *envoys, size_t index);
 
@@ -2475,8 +2433,8 @@ int64_t ofl_envoys_last_updated_ms(const struct ofl_envoys *envoys, size_t index
 int64_t ofl_envoys_valid_duration_ms(const struct ofl_envoys *envoys, size_t index);
 
 /**
- * The in-progress experiment envoy `index` was last given ("" when none);
- * NULL when out of range.
+ * The in-progress experiment envoy `index` was last given ("" when
+ * none); NULL when out of range.
  */
 const char *ofl_envoys_experiment_name(const struct ofl_envoys *envoys, size_t index);
 
@@ -2487,8 +2445,8 @@ size_t ofl_envoys_cuda_devices_len(const struct ofl_envoys *envoys, size_t index
 
 /**
  * CUDA device `device` of envoy `index`, written to `*out` (its strings
- * live as long as `envoys`); returns false (writing nothing) when out of
- * range or `out` is NULL.
+ * live as long as `envoys`); returns false (writing nothing) when out
+ * of range or `out` is NULL.
  */
 bool ofl_envoys_cuda_device(const struct ofl_envoys *envoys,
                             size_t index,
@@ -2501,8 +2459,8 @@ bool ofl_envoys_cuda_device(const struct ofl_envoys *envoys,
 void ofl_envoys_free(struct ofl_envoys *envoys);
 
 /**
- * GetExperimentsList: the experiments this frontend submitted, written to
- * `*out` (free it with `ofl_experiment_list_free`).
+ * GetExperimentsList: the experiments this frontend submitted, written
+ * to `*out` (free it with `ofl_experiment_list_free`).
  */
 struct ofl_error *ofl_frontend_client_get_experiments_list(const struct ofl_frontend_client *client,
                                                            struct ofl_experiment_list **out);
@@ -2519,7 +2477,8 @@ const char *ofl_experiment_list_name(const struct ofl_experiment_list *list, siz
 
 /**
  * Status of experiment `index` as the wire carries it ("pending",
- * "in_progress", "finished", "failed", "rejected"); NULL when out of range.
+ * "in_progress", "finished", "failed", "rejected"); NULL when out of
+ * range.
  */
 const char *ofl_experiment_list_status(const struct ofl_experiment_list *list, size_t index);
 
@@ -2530,14 +2489,14 @@ uint32_t ofl_experiment_list_collaborators_amount(const struct ofl_experiment_li
                                                   size_t index);
 
 /**
- * Number of tasks of experiment `index` (as the host set them); 0 when out
- * of range.
+ * Number of tasks of experiment `index` (as the host set them); 0 when
+ * out of range.
  */
 uint32_t ofl_experiment_list_tasks_amount(const struct ofl_experiment_list *list, size_t index);
 
 /**
- * Progress of experiment `index`, 0 to 1 (current round / total rounds; 1
- * when finished); 0 when out of range.
+ * Progress of experiment `index`, 0 to 1 (current round / total rounds;
+ * 1 when finished); 0 when out of range.
  */
 float ofl_experiment_list_progress(const struct ofl_experiment_list *list, size_t index);
 
@@ -2561,8 +2520,8 @@ struct ofl_error *ofl_frontend_client_get_experiment_description(const struct of
 const char *ofl_experiment_description_name(const struct ofl_experiment_description *description);
 
 /**
- * Its status as the wire carries it ("pending", "in_progress", ...). NULL
- * gives "".
+ * Its status as the wire carries it ("pending", "in_progress", ...).
+ * NULL gives "".
  */
 const char *ofl_experiment_description_status(const struct ofl_experiment_description *description);
 
@@ -2593,8 +2552,8 @@ const char *ofl_experiment_description_collaborator_name(const struct ofl_experi
                                                          size_t index);
 
 /**
- * Status of collaborator `index` ("pending", "running" once it downloaded
- * the archive, "finished", "failed"); NULL when out of range.
+ * Status of collaborator `index` ("pending", "running" once it
+ * downloaded the archive, "finished", "failed"); NULL when out of range.
  */
 const char *ofl_experiment_description_collaborator_status(const struct ofl_experiment_description *description,
                                                            size_t index);
@@ -2612,13 +2571,15 @@ uint32_t ofl_experiment_description_collaborator_round(const struct ofl_experime
                                                        size_t index);
 
 /**
- * Current task of collaborator `index` ("" when unknown); NULL when out of range.
+ * Current task of collaborator `index` ("" when unknown); NULL when out
+ * of range.
  */
 const char *ofl_experiment_description_collaborator_current_task(const struct ofl_experiment_description *description,
                                                                  size_t index);
 
 /**
- * Next task of collaborator `index` ("" when unknown); NULL when out of range.
+ * Next task of collaborator `index` ("" when unknown); NULL when out of
+ * range.
  */
 const char *ofl_experiment_description_collaborator_next_task(const struct ofl_experiment_description *description,
                                                               size_t index);
@@ -2635,7 +2596,7 @@ const char *ofl_experiment_description_task_name(const struct ofl_experiment_des
                                                  size_t index);
 
 /**
- * ofl_experiment_description of task `index`; NULL when out of range.
+ * Description of task `index`; NULL when out of range.
  */
 const char *ofl_experiment_description_task_description(const struct ofl_experiment_description *description,
                                                         size_t index);
@@ -2646,13 +2607,15 @@ const char *ofl_experiment_description_task_description(const struct ofl_experim
 size_t ofl_experiment_description_models_len(const struct ofl_experiment_description *description);
 
 /**
- * Name of model `index` ("best", "last" or "init"); NULL when out of range.
+ * Name of model `index` ("best", "last" or "init"); NULL when out of
+ * range.
  */
 const char *ofl_experiment_description_model_name(const struct ofl_experiment_description *description,
                                                   size_t index);
 
 /**
- * Download status of model `index` ("ready" or "pending"); NULL when out of range.
+ * Download status of model `index` ("ready" or "pending"); NULL when
+ * out of range.
  */
 const char *ofl_experiment_description_model_status(const struct ofl_experiment_description *description,
                                                     size_t index);

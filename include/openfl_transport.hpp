@@ -509,184 +509,17 @@ struct AggregatorServerOptionsApi {
     static constexpr auto set_listen = ofl_aggregator_server_options_set_listen;
     static constexpr auto set_limits = ofl_aggregator_server_options_set_limits;
 };
+struct DirectorClientOptionsApi {
+    OFL_DETAIL_OPTIONS_0_2_API(ofl_director_client_options)
+    static constexpr auto set_connect = ofl_director_client_options_set_connect;
+};
+struct DirectorServerOptionsApi {
+    OFL_DETAIL_OPTIONS_0_2_API(ofl_director_server_options)
+    static constexpr auto set_listen = ofl_director_server_options_set_listen;
+    static constexpr auto set_limits = ofl_director_server_options_set_limits;
+};
 #undef OFL_DETAIL_OPTIONS_0_2_API
 
-// The director's options still use the 0.1 bases below (per-type TLS and
-// bound setters) until the director's C options take ofl_tls_config,
-// ofl_connect_options and ofl_server_limits too; then they move to
-// Options/ClientOptions/ServerOptions above and these go.
-
-/** What every options class has: the owned ofl_*_options (made by
- *  Api::create), tls(), disable_client_auth() and max_message_size(). Api
- *  names the C functions of one options type; Derived is the options class
- *  (setters return it, to chain). */
-template <class Derived, class Api>
-class OptionsBase {
-public:
-    /** TLS on (default, with client authentication) or off. */
-    Derived &tls(bool enabled) { return set(Api::set_tls, enabled); }
-    /** One-way TLS (OpenFL's disable_client_auth): a client presents no
-     *  certificate; a server makes client certificates optional. */
-    Derived &disable_client_auth(bool disable = true) { return set(Api::set_disable_client_auth, disable); }
-    /** The largest message sent or received (default 1 GiB, as OpenFL). */
-    Derived &max_message_size(std::uint64_t bytes) { return set(Api::set_max_message_size, bytes); }
-    const typename Api::options *get() const noexcept { return p_.get(); }
-
-protected:
-    /** Server options: the defaults. */
-    OptionsBase() {
-        typename Api::options *o = nullptr;
-        check(Api::create(&o));
-        p_.reset(o);
-    }
-    /** Client options: the server's address. */
-    OptionsBase(std::string_view host, std::uint16_t port) {
-        typename Api::options *o = nullptr;
-        check(Api::create(z(host, "host").c_str(), port, &o));
-        p_.reset(o);
-    }
-    /** Calls a C setter on the options. */
-    template <class Setter, class... Args>
-    Derived &set(Setter setter, Args... args) {
-        check(setter(p_.get(), args...));
-        return static_cast<Derived &>(*this);
-    }
-    /** The aggregator identity both ends of a federation are given; an empty
-     *  single_col_cert_common_name means none. */
-    template <class Setter>
-    Derived &set_federation(Setter setter, std::string_view aggregator_uuid, std::string_view federation_uuid,
-                            std::string_view single_col_cert_common_name) {
-        std::string scn = z(single_col_cert_common_name, "single_col_cert_common_name");
-        return set(setter, z(aggregator_uuid, "aggregator_uuid").c_str(), z(federation_uuid, "federation_uuid").c_str(),
-                   scn.empty() ? nullptr : scn.c_str());
-    }
-
-private:
-    Handle<typename Api::options, Api::destroy> p_;
-};
-
-/** The settings of a client of a server (AggregatorClientOptions,
- *  DirectorClientOptions): certificates whose key pair is optional, server
- *  name, retries, connection timeout. */
-template <class Derived, class Api>
-class ClientOptionsBase : public OptionsBase<Derived, Api> {
-public:
-    /** Certificate files; certificate and private_key may be empty for one-way TLS. */
-    Derived &tls_files(std::string_view root_certificate, std::string_view certificate = {},
-                       std::string_view private_key = {}) {
-        std::string root = z(root_certificate, "root_certificate");
-        std::string crt = z(certificate, "certificate");
-        std::string key = z(private_key, "private_key");
-        return this->set(Api::set_tls_files, root.c_str(), crt.empty() ? nullptr : crt.c_str(),
-                         key.empty() ? nullptr : key.c_str());
-    }
-    /** Certificates as PEM bytes (copied). */
-    Derived &tls_pem(Bytes root_certificate, Bytes certificate = {}, Bytes private_key = {}) {
-        return this->set(Api::set_tls_pem, root_certificate.data(), root_certificate.size(), certificate.data(),
-                         certificate.size(), private_key.data(), private_key.size());
-    }
-    /** The name the server certificate must carry (default: the host). */
-    Derived &server_name(std::string_view name) {
-        return this->set(Api::set_server_name, z(name, "server_name").c_str());
-    }
-    /** Retries while the server is unreachable: backoff from `initial` up to
-     *  `max` with jitter, giving up after `deadline` (RETRIES_EXHAUSTED); a
-     *  negative deadline retries forever (the default). */
-    Derived &retry(std::chrono::milliseconds initial, std::chrono::milliseconds max,
-                   std::chrono::milliseconds deadline) {
-        return this->set(Api::set_retry, static_cast<std::uint64_t>(initial.count()),
-                         static_cast<std::uint64_t>(max.count()), deadline.count() < 0 ? -1 : deadline.count());
-    }
-    Derived &connect_timeout(std::chrono::milliseconds timeout) {
-        return this->set(Api::set_connect_timeout_ms, static_cast<std::uint64_t>(timeout.count()));
-    }
-
-protected:
-    ClientOptionsBase(std::string_view host, std::uint16_t port) : OptionsBase<Derived, Api>(host, port) {}
-};
-
-/** The settings of a server (ServerOptions, DirectorServerOptions): address
- *  and certificates (all required under TLS). */
-template <class Derived, class Api>
-class ServerOptionsBase : public OptionsBase<Derived, Api> {
-public:
-    /** Address and port (default "[::]", 0 = any free port). */
-    Derived &listen(std::string_view host, std::uint16_t port) {
-        return this->set(Api::set_listen, z(host, "host").c_str(), port);
-    }
-    Derived &tls_files(std::string_view root_certificate, std::string_view certificate,
-                       std::string_view private_key) {
-        return this->set(Api::set_tls_files, z(root_certificate, "root_certificate").c_str(),
-                         z(certificate, "certificate").c_str(), z(private_key, "private_key").c_str());
-    }
-    Derived &tls_pem(Bytes root_certificate, Bytes certificate, Bytes private_key) {
-        return this->set(Api::set_tls_pem, root_certificate.data(), root_certificate.size(), certificate.data(),
-                         certificate.size(), private_key.data(), private_key.size());
-    }
-    /** Calls served at once on one connection; more are refused with
-     *  REFUSED_STREAM (default 100; 0 is an error). */
-    Derived &max_concurrent_streams(std::uint32_t max) { return this->set(Api::set_max_concurrent_streams, max); }
-    /** Connections served at once; more wait in the listen backlog
-     *  (default 1000; 0 is an error). */
-    Derived &max_connections(std::uint32_t max) { return this->set(Api::set_max_connections, max); }
-    /** Time a new connection has to finish its TLS handshake and HTTP/2
-     *  preface (default 10 s; 1 ms to a year). */
-    Derived &handshake_timeout(std::chrono::milliseconds timeout) {
-        return this->set(Api::set_handshake_timeout_ms, millis(timeout));
-    }
-    /** A connection with no call in flight this long is closed (default 60 s;
-     *  1 ms to a year). */
-    Derived &idle_timeout(std::chrono::milliseconds timeout) {
-        return this->set(Api::set_idle_timeout_ms, millis(timeout));
-    }
-    /** Largest request of a call that is not a streamed upload, framing
-     *  included; larger gets RESOURCE_EXHAUSTED (default 4 MiB, at least 1024). */
-    Derived &max_unary_request_size(std::uint64_t bytes) { return this->set(Api::set_max_unary_request_size, bytes); }
-
-protected:
-    ServerOptionsBase() = default;
-
-private:
-    static std::uint64_t millis(std::chrono::milliseconds d) {
-        return d.count() < 0 ? 0 : static_cast<std::uint64_t>(d.count());
-    }
-};
-
-// The C functions of the four options types (their names differ only by
-// the type's name), for OptionsBase and the classes above.
-#define OFL_DETAIL_OPTIONS_API(type)                                                \
-    using options = type;                                                           \
-    static constexpr auto create = type##_new;                                      \
-    static constexpr auto destroy = type##_free;                                    \
-    static constexpr auto set_tls = type##_set_tls;                                 \
-    static constexpr auto set_tls_files = type##_set_tls_files;                     \
-    static constexpr auto set_tls_pem = type##_set_tls_pem;                         \
-    static constexpr auto set_disable_client_auth = type##_set_disable_client_auth; \
-    static constexpr auto set_max_message_size = type##_set_max_message_size;
-#define OFL_DETAIL_CLIENT_OPTIONS_API(type)                       \
-    OFL_DETAIL_OPTIONS_API(type)                                  \
-    static constexpr auto set_server_name = type##_set_server_name; \
-    static constexpr auto set_retry = type##_set_retry;             \
-    static constexpr auto set_connect_timeout_ms = type##_set_connect_timeout_ms;
-#define OFL_DETAIL_SERVER_OPTIONS_API(type)                                       \
-    OFL_DETAIL_OPTIONS_API(type)                                                  \
-    static constexpr auto set_listen = type##_set_listen;                         \
-    static constexpr auto set_max_concurrent_streams = type##_set_max_concurrent_streams; \
-    static constexpr auto set_max_connections = type##_set_max_connections;       \
-    static constexpr auto set_handshake_timeout_ms = type##_set_handshake_timeout_ms; \
-    static constexpr auto set_idle_timeout_ms = type##_set_idle_timeout_ms;       \
-    static constexpr auto set_max_unary_request_size = type##_set_max_unary_request_size;
-
-struct DirectorServerOptionsApi {
-    OFL_DETAIL_SERVER_OPTIONS_API(ofl_director_server_options)
-};
-struct DirectorClientOptionsApi {
-    OFL_DETAIL_CLIENT_OPTIONS_API(ofl_director_client_options)
-};
-
-#undef OFL_DETAIL_SERVER_OPTIONS_API
-#undef OFL_DETAIL_CLIENT_OPTIONS_API
-#undef OFL_DETAIL_OPTIONS_API
 
 }  // namespace detail
 
@@ -964,16 +797,6 @@ inline ofl_error *exception_to_error(const char *where = "aggregator logic") noe
     } catch (...) {
     }
     return ofl_error_new(static_cast<int32_t>(code), message.c_str());
-}
-
-/** For the director's start hook, which still answers with a code and
- *  the reply's error message (until it returns an ofl_error too). */
-inline int32_t answer_exception(ofl_reply *reply, const char *where) noexcept {
-    ofl_error *e = exception_to_error(where);
-    int32_t code = static_cast<int32_t>(ofl_error_code(e));
-    ofl_error_free(ofl_reply_set_error_message(reply, ofl_error_message(e)));
-    ofl_error_free(e);
-    return code;
 }
 
 inline LogicHolder &holder(void *user_data) noexcept { return *static_cast<LogicHolder *>(user_data); }
@@ -1266,16 +1089,21 @@ private:
     const ofl_experiment *e_;
 };
 
-/** Settings for DirectorServer (setters chain; each throws Error). The
- *  address (OpenFL's listen_host, listen_port) and TLS setters are
- *  ServerOptionsBase's; under one-way TLS (disable_client_auth) a caller
- *  without a certificate is named by its client_id. */
+/** Settings for DirectorServer (setters chain; each throws Error):
+ *  listen(), tls()/no_tls() and limits() are the shared ones (TlsConfig,
+ *  ServerLimits); under one-way TLS (TlsConfig::client_auth(false)) a
+ *  caller without a certificate is named by its client_id. */
 class DirectorServerOptions
-    : public detail::ServerOptionsBase<DirectorServerOptions, detail::DirectorServerOptionsApi> {
+    : public detail::ServerOptions<DirectorServerOptions, detail::DirectorServerOptionsApi> {
 public:
-    /** Defaults: "[::]", port 0, mTLS, empty shapes, 60 s health checks,
-     *  archives in a fresh temporary directory, 1 GiB limits. */
+    /** Defaults: "[::]", port 0, TLS on with nothing attached (call tls()
+     *  or no_tls()), empty shapes, 60 s health checks, archives in a fresh
+     *  temporary directory, 1 GiB limits. */
     DirectorServerOptions() {}  // user-provided: not an aggregate
+    /** The largest message received or sent (default 1 GiB, as OpenFL). */
+    DirectorServerOptions &max_message_size(std::uint64_t bytes) {
+        return set(ofl_director_server_options_set_max_message_size, bytes);
+    }
     /** The shapes every shard must report to be accepted (e.g. {"28", "28"}). */
     DirectorServerOptions &sample_shape(const std::vector<std::string> &dims) {
         detail::CStrings c(dims, "sample_shape");
@@ -1430,13 +1258,13 @@ inline bool review_experiment(void *user_data, const ofl_experiment *experiment)
     }
 }
 
-inline int32_t start_experiment(void *user_data, const ofl_experiment *experiment, ofl_reply *reply) noexcept {
+inline ofl_error *start_experiment(void *user_data, const ofl_experiment *experiment) noexcept {
     try {
         HooksHolder &h = hooks_holder(user_data);
         h.hooks->start_experiment(DirectorServerRef(h.server), Experiment(experiment));
-        return OFL_CODE_OK;
+        return nullptr;
     } catch (...) {
-        return answer_exception(reply, "start_experiment");
+        return exception_to_error("start_experiment");
     }
 }
 
@@ -1463,22 +1291,20 @@ public:
     /** `hooks` may be null: the defaults (approve everything, start nothing). */
     explicit DirectorServer(const DirectorServerOptions &options, std::shared_ptr<DirectorHooks> hooks = nullptr)
         : DirectorServerRef(nullptr) {
-        ofl_director_server *s = nullptr;
-        if (hooks) {
-            auto *h = new detail::HooksHolder{std::move(hooks)};
-            ofl_director_hooks cb{};
-            cb.user_data = h;
-            cb.free_user_data = detail::free_hooks;  // exactly once, also when the start fails
-            cb.review_experiment = detail::review_experiment;
-            cb.start_experiment = detail::start_experiment;
-            cb.experiment_failed = detail::experiment_failed;
-            // &h->server: hooks find the server set (h lives until the server is freed).
-            detail::check(ofl_director_server_start(options.get(), &cb, &h->server));
-            s = h->server;
-        } else {
-            detail::check(ofl_director_server_start(options.get(), nullptr, &s));
-        }
-        s_ = s;
+        if (!hooks) hooks = std::make_shared<DirectorHooks>();
+        ofl_director_hooks *raw = nullptr;
+        detail::check(ofl_director_hooks_new(&raw));
+        detail::Handle<ofl_director_hooks, ofl_director_hooks_free> cb(raw);
+        auto *h = new detail::HooksHolder{std::move(hooks)};
+        // From here the library owns h: free_hooks runs exactly once, when
+        // neither cb nor the server holds it (also when the start fails).
+        detail::check(ofl_director_hooks_set_user_data(raw, h, detail::free_hooks));
+        detail::check(ofl_director_hooks_set_review_experiment(raw, detail::review_experiment));
+        detail::check(ofl_director_hooks_set_start_experiment(raw, detail::start_experiment));
+        detail::check(ofl_director_hooks_set_experiment_failed(raw, detail::experiment_failed));
+        // &h->server: hooks find the server set (h lives until the server is freed).
+        detail::check(ofl_director_server_start(options.get(), raw, &h->server));
+        s_ = h->server;
     }
     DirectorServer(DirectorServer &&other) noexcept : DirectorServerRef(std::exchange(other.s_, nullptr)) {}
     DirectorServer &operator=(DirectorServer &&other) noexcept {
@@ -1494,14 +1320,15 @@ public:
 };
 
 /** Settings for EnvoyClient and FrontendClient (setters chain; each
- *  throws). The TLS, server-name and retry setters are ClientOptionsBase's
- *  (a call is repeated whole); an envoy's certificate CN is its shard name,
- *  a frontend's names it. */
+ *  throws): tls()/no_tls() and connect() are the shared ones (TlsConfig,
+ *  ConnectOptions; a call is repeated whole); an envoy's certificate CN is
+ *  its shard name, a frontend's names it. */
 class DirectorClientOptions
-    : public detail::ClientOptionsBase<DirectorClientOptions, detail::DirectorClientOptionsApi> {
+    : public detail::ClientOptions<DirectorClientOptions, detail::DirectorClientOptionsApi> {
 public:
-    /** The director's address (OpenFL's director_host, director_port). */
-    DirectorClientOptions(std::string_view host, std::uint16_t port) : ClientOptionsBase(host, port) {}
+    /** The director's address (OpenFL's director_host, director_port); TLS
+     *  on with nothing attached (call tls() or no_tls()). */
+    DirectorClientOptions(std::string_view host, std::uint16_t port) : ClientOptions(host, port) {}
     /** Envoys: the largest archive get_experiment_data writes (default 1 GiB). */
     DirectorClientOptions &max_archive_size(std::uint64_t bytes) {
         return set(ofl_director_client_options_set_max_archive_size, bytes);
@@ -1981,8 +1808,8 @@ public:
     std::size_t metrics_size() const noexcept { return ofl_fedavg_metrics_len(p_.get()); }
     /** Metric `index` (indices stay stable); OUT_OF_RANGE when not recorded yet. */
     FedAvgMetric metric(std::size_t index) const {
-        ofl_metric m{};
-        detail::check(ofl_fedavg_metric(p_.get(), index, &m));
+        ofl_fedavg_metric m{};
+        detail::check(ofl_fedavg_get_metric(p_.get(), index, &m));
         return FedAvgMetric{m.round, std::string(detail::sv(m.origin)), m.aggregated, std::string(detail::sv(m.task)),
                             std::string(detail::sv(m.name)), m.value};
     }

@@ -80,15 +80,8 @@ func (o *DirectorServerOptions) apply(opts *C.ofl_director_server_options, mem *
 	if err := takeError(C.ofl_director_server_options_set_listen(opts, mem.str(listenHost(o.Host)), C.uint16_t(o.Port))); err != nil {
 		return err
 	}
-	if err := o.TLS.apply(mem, false, tlsSetters{
-		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_director_server_options_set_tls(opts, enabled) },
-		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
-		},
-		files: func(root, cert, key *C.char) *C.ofl_error {
-			return C.ofl_director_server_options_set_tls_files(opts, root, cert, key)
-		},
-		disableClientAuth: func() *C.ofl_error { return C.ofl_director_server_options_set_disable_client_auth(opts, true) },
+	if err := o.TLS.attach(func(tls *C.ofl_tls_config) *C.ofl_error {
+		return C.ofl_director_server_options_set_tls(opts, tls)
 	}); err != nil {
 		return err
 	}
@@ -137,7 +130,9 @@ func (o *DirectorServerOptions) apply(opts *C.ofl_director_server_options, mem *
 			return err
 		}
 	}
-	return o.Limits.apply(directorLimitSetters(opts))
+	return o.Limits.attach(func(l *C.ofl_server_limits) *C.ofl_error {
+		return C.ofl_director_server_options_set_limits(opts, l)
+	})
 }
 
 // DirectorClientOptions configures NewEnvoyClient and NewFrontendClient.
@@ -150,16 +145,9 @@ type DirectorClientOptions struct {
 	// shard name; a frontend's names it to the director (it sees only the
 	// experiments submitted under that name).
 	TLS TLSConfig
-	// ServerName is the name the director's certificate must carry; default Host.
-	ServerName string
-	// Retry bounds retries while the director is unreachable; nil keeps
-	// the library default (retry forever, as OpenFL). A call is repeated
-	// whole: an upload or download restarts from its first byte.
-	Retry *RetryPolicy
-	// ConnectTimeout bounds TCP + TLS connection set-up; 0 means 10 s.
-	ConnectTimeout time.Duration
-	// MaxMessageSize is the largest message sent or received; 0 means 1 GiB.
-	MaxMessageSize uint64
+	// Connect: server name, retries, connect timeout, message size. A call
+	// is repeated whole: an upload or download restarts from its first byte.
+	Connect ConnectOptions
 	// MaxArchiveSize (envoys) is the largest archive GetExperimentData
 	// writes; 0 means 1 GiB (beyond, CodeResourceExhausted).
 	MaxArchiveSize uint64
@@ -171,7 +159,7 @@ type DirectorClientOptions struct {
 }
 
 func (o *DirectorClientOptions) build() (*C.ofl_director_client_options, error) {
-	for _, f := range []struct{ what, s string }{{"Host", o.Host}, {"ServerName", o.ServerName}, {"ClientID", o.ClientID}} {
+	for _, f := range []struct{ what, s string }{{"Host", o.Host}, {"ClientID", o.ClientID}} {
 		if err := checkString(f.what, f.s); err != nil {
 			return nil, err
 		}
@@ -193,33 +181,13 @@ func (o *DirectorClientOptions) build() (*C.ofl_director_client_options, error) 
 }
 
 func (o *DirectorClientOptions) apply(opts *C.ofl_director_client_options, mem *cstrings) error {
-	if err := o.TLS.apply(mem, true, tlsSetters{
-		enable: func(enabled C.bool) *C.ofl_error { return C.ofl_director_client_options_set_tls(opts, enabled) },
-		pem: func(root *C.uint8_t, rootLen C.size_t, cert *C.uint8_t, certLen C.size_t, key *C.uint8_t, keyLen C.size_t) *C.ofl_error {
-			return C.ofl_director_client_options_set_tls_pem(opts, root, rootLen, cert, certLen, key, keyLen)
-		},
-		files: func(root, cert, key *C.char) *C.ofl_error {
-			return C.ofl_director_client_options_set_tls_files(opts, root, cert, key)
-		},
-		disableClientAuth: func() *C.ofl_error { return C.ofl_director_client_options_set_disable_client_auth(opts, true) },
+	if err := o.TLS.attach(func(tls *C.ofl_tls_config) *C.ofl_error {
+		return C.ofl_director_client_options_set_tls(opts, tls)
 	}); err != nil {
 		return err
 	}
-	if o.ServerName != "" {
-		if err := takeError(C.ofl_director_client_options_set_server_name(opts, mem.str(o.ServerName))); err != nil {
-			return err
-		}
-	}
-	if err := applyConnection(o.Retry, o.ConnectTimeout, o.MaxMessageSize, connectionSetters{
-		retry: func(initialMs, maxMs C.uint64_t, deadlineMs C.int64_t) *C.ofl_error {
-			return C.ofl_director_client_options_set_retry(opts, initialMs, maxMs, deadlineMs)
-		},
-		connectTimeout: func(ms C.uint64_t) *C.ofl_error {
-			return C.ofl_director_client_options_set_connect_timeout_ms(opts, ms)
-		},
-		maxMessageSize: func(bytes C.uint64_t) *C.ofl_error {
-			return C.ofl_director_client_options_set_max_message_size(opts, bytes)
-		},
+	if err := o.Connect.attach(func(c *C.ofl_connect_options) *C.ofl_error {
+		return C.ofl_director_client_options_set_connect(opts, c)
 	}); err != nil {
 		return err
 	}

@@ -429,13 +429,13 @@ func oflGoReviewExperiment(h C.uintptr_t, e *C.ofl_experiment) (approve C.int) {
 }
 
 //export oflGoStartExperiment
-func oflGoStartExperiment(h C.uintptr_t, e *C.ofl_experiment, reply *C.ofl_reply) (code C.int32_t) {
-	defer recoverCallback("StartExperiment", reply, &code)
+func oflGoStartExperiment(h C.uintptr_t, e *C.ofl_experiment) (result *C.ofl_error) {
+	defer recoverToError("StartExperiment", &result)
 	st := directorStateOf(h)
 	if err := st.hooks.StartExperiment(st.ctx, st.server, readExperiment(e)); err != nil {
-		return replyError(reply, err)
+		return callbackError(err)
 	}
-	return C.int32_t(CodeOK)
+	return nil
 }
 
 //export oflGoExperimentFailed

@@ -53,16 +53,18 @@ func directorOptions(t *testing.T, mode tlsMode) openfl.DirectorServerOptions {
 func dirClientOptions(port uint16, identity string) openfl.DirectorClientOptions {
 	o := openfl.DirectorClientOptions{
 		Host: "127.0.0.1", Port: port,
-		Retry:          &openfl.RetryPolicy{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Deadline: 5 * time.Second},
-		ConnectTimeout: 5 * time.Second,
-		MaxMessageSize: 64 * mib,
+		Connect: openfl.ConnectOptions{
+			Retry:          &openfl.RetryPolicy{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Deadline: 5 * time.Second},
+			ConnectTimeout: 5 * time.Second,
+			MaxMessageSize: 64 * mib,
+		},
 		MaxArchiveSize: 64 * mib,
 	}
 	if identity == "" {
 		o.TLS.Disabled = true
 	} else {
 		o.TLS = openfl.TLSConfig{RootCertificate: cert("ca.crt"), Certificate: cert(identity + ".crt"), PrivateKey: cert(identity + ".key")}
-		o.ServerName = "localhost"
+		o.Connect.ServerName = "localhost"
 	}
 	return o
 }
@@ -875,6 +877,10 @@ func TestDirectorHooksAndOptions(t *testing.T) {
 		o.TLS = openfl.TLSConfig{}
 		_, err = openfl.StartDirectorServer(o, nil)
 		expectCode(t, "TLS without certificates", err, openfl.CodeInvalidArgument, "")
+		co0 := dirClientOptions(1, "")
+		co0.TLS = openfl.TLSConfig{}
+		_, err = openfl.NewFrontendClient(co0)
+		expectCode(t, "client TLS without settings", err, openfl.CodeInvalidArgument, "")
 		o = directorOptions(t, mutual)
 		o.TLS.RootCertificate = "/nonexistent/ca.crt"
 		_, err = openfl.StartDirectorServer(o, &testHost{})
@@ -920,4 +926,31 @@ func TestDirectorHooksAndOptions(t *testing.T) {
 	if n := openfl.LiveDirectorStates(); n != base {
 		t.Errorf("live hook handles %d, want %d", n, base)
 	}
+}
+
+// One-way TLS: clients without a certificate (root only, DisableClientAuth),
+// the frontend named by its client_id; ServerName is what the director's
+// certificate is checked against.
+func TestDirectorOneWayTLSAndServerName(t *testing.T) {
+	o := directorOptions(t, mutual)
+	o.TLS.DisableClientAuth = true
+	d := startDirector(t, o, nil)
+	ctx := ctxTimeout(t, 60*time.Second)
+	co := dirClientOptions(d.Port(), "")
+	co.TLS = openfl.TLSConfig{RootCertificate: cert("ca.crt"), DisableClientAuth: true}
+	co.Connect.ServerName = "localhost"
+	co.ClientID = "carol"
+	f := newFrontend(t, co)
+	sample, _, err := f.GetDatasetInfo(ctx)
+	if err != nil || len(sample) != len(sampleShape) || sample[0] != sampleShape[0] {
+		t.Fatalf("GetDatasetInfo over one-way TLS: %v %v", sample, err)
+	}
+	envoy := newEnvoy(t, co, "col1")
+	if ok, err := envoy.UpdateShardInfo(ctx, openfl.ShardInfo{SampleShape: sampleShape, TargetShape: targetShape}); err != nil || !ok {
+		t.Fatalf("UpdateShardInfo over one-way TLS: %v %v", ok, err)
+	}
+	co.Connect.ServerName = "not-the-director.example"
+	wrong := newFrontend(t, co)
+	_, _, err = wrong.GetDatasetInfo(ctx)
+	expectCode(t, "wrong server name", err, openfl.CodeTLS, "")
 }

@@ -270,8 +270,8 @@ func (f *FedAvg) Metric(i int) (FedAvgMetric, error) {
 	var out FedAvgMetric
 	var err error
 	f.with(func(p *C.ofl_fedavg) {
-		var m C.ofl_metric
-		if err = takeError(C.ofl_fedavg_metric(p, C.size_t(i), &m)); err != nil {
+		var m C.ofl_fedavg_metric
+		if err = takeError(C.ofl_fedavg_get_metric(p, C.size_t(i), &m)); err != nil {
 			return
 		}
 		// The strings are owned by the FedAvg: copy them before Close may run.

@@ -102,23 +102,3 @@ func (l *ServerLimits) attach(set func(*C.ofl_server_limits) *C.ofl_error) error
 	}
 	return takeError(set(limits))
 }
-
-// directorLimitSetters: the director's 0.1 per-field setters, until its
-// options take an ofl_server_limits too (then attach replaces them).
-func directorLimitSetters(opts *C.ofl_director_server_options) limitSetters {
-	return limitSetters{
-		streams: func(v C.uint32_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_max_concurrent_streams(opts, v)
-		},
-		connections: func(v C.uint32_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_max_connections(opts, v)
-		},
-		handshake: func(v C.uint64_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_handshake_timeout_ms(opts, v)
-		},
-		idle: func(v C.uint64_t) *C.ofl_error { return C.ofl_director_server_options_set_idle_timeout_ms(opts, v) },
-		unary: func(v C.uint64_t) *C.ofl_error {
-			return C.ofl_director_server_options_set_max_unary_request_size(opts, v)
-		},
-	}
-}

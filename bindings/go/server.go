@@ -160,23 +160,6 @@ func recoverToError(method string, out **C.ofl_error) {
 	}
 }
 
-// replyError and recoverCallback answer the director's start hook, which
-// still returns a code with the reply's error message (until it returns an
-// ofl_error too; then callbackError and recoverToError replace them).
-func replyError(reply *C.ofl_reply, err error) C.int32_t {
-	e := callbackError(err)
-	code := C.ofl_error_code(e)
-	_ = takeError(C.ofl_reply_set_error_message(reply, C.ofl_error_message(e)))
-	C.ofl_error_free(e)
-	return C.int32_t(code)
-}
-
-func recoverCallback(method string, reply *C.ofl_reply, code *C.int32_t) {
-	if r := recover(); r != nil {
-		*code = replyError(reply, Errorf(CodeInternal, "%s panicked: %v", method, r))
-	}
-}
-
 //export oflGoGetTasks
 func oflGoGetTasks(h C.uintptr_t, collaborator *C.char, reply *C.ofl_reply) (out *C.ofl_error) {
 	defer recoverToError("GetTasks", &out)

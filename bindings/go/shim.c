@@ -37,9 +37,8 @@ static bool tramp_review_experiment(void *user_data, const ofl_experiment *exper
     return oflGoReviewExperiment(handle_of(user_data), (ofl_experiment *)experiment) != 0;
 }
 
-static int32_t tramp_start_experiment(void *user_data, const ofl_experiment *experiment,
-                                      ofl_reply *reply) {
-    return oflGoStartExperiment(handle_of(user_data), (ofl_experiment *)experiment, reply);
+static ofl_error *tramp_start_experiment(void *user_data, const ofl_experiment *experiment) {
+    return oflGoStartExperiment(handle_of(user_data), (ofl_experiment *)experiment);
 }
 
 static void tramp_experiment_failed(void *user_data, const ofl_experiment *experiment,
@@ -51,14 +50,21 @@ static void tramp_experiment_failed(void *user_data, const ofl_experiment *exper
 
 ofl_error *ofl_go_director_server_start(const ofl_director_server_options *options, uintptr_t handle,
                                         ofl_director_server **out) {
-    ofl_director_hooks hooks = {
-        .user_data = (void *)handle,
-        .free_user_data = tramp_free_user_data,
-        .review_experiment = tramp_review_experiment,
-        .start_experiment = tramp_start_experiment,
-        .experiment_failed = tramp_experiment_failed,
-    };
-    return ofl_director_server_start(options, &hooks, out);
+    ofl_director_hooks *hooks = NULL;
+    ofl_error *err = ofl_director_hooks_new(&hooks);
+    if (err != NULL) {
+        tramp_free_user_data((void *)handle); /* never handed over */
+        return err;
+    }
+    /* From here the library owns the handle: it is released exactly once,
+     * when neither the hooks object nor the server holds it. */
+    err = ofl_director_hooks_set_user_data(hooks, (void *)handle, tramp_free_user_data);
+    if (err == NULL) err = ofl_director_hooks_set_review_experiment(hooks, tramp_review_experiment);
+    if (err == NULL) err = ofl_director_hooks_set_start_experiment(hooks, tramp_start_experiment);
+    if (err == NULL) err = ofl_director_hooks_set_experiment_failed(hooks, tramp_experiment_failed);
+    if (err == NULL) err = ofl_director_server_start(options, hooks, out);
+    ofl_director_hooks_free(hooks);
+    return err;
 }
 
 static bool tramp_metric(void *user_data, const ofl_director_metric *metric) {

@@ -298,8 +298,8 @@ static void collect_metrics(const ofl_fedavg *fedavg, round_metrics *rows) {
     }
     uintptr_t n = ofl_fedavg_metrics_len(fedavg);
     for (uintptr_t i = 0; i < n; i++) {
-        ofl_metric m;
-        TRY(ofl_fedavg_metric(fedavg, i, &m));
+        ofl_fedavg_metric m;
+        TRY(ofl_fedavg_get_metric(fedavg, i, &m));
         if (strcmp(m.task, TASK_VALIDATE_GLOBAL) != 0 || m.round < 0 || m.round >= ROUNDS) continue;
         int k = -1;
         if (m.aggregated) {

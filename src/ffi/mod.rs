@@ -34,10 +34,7 @@ pub mod tensor;
 pub mod borrow;
 pub mod aggregator;
 pub mod fedavg;
-pub mod director_types;
-pub mod director_hooks;
-pub mod director_server;
-pub mod director_client;
+pub mod director;
 
 #[cfg(test)]
 mod tests {

@@ -101,6 +101,29 @@ static bool file_has_pattern(const char *path, size_t len, unsigned mul, unsigne
 
 /* ---- option builders ----------------------------------------------------- */
 
+/* TLS settings with ca.crt as root, `crt`/`key` as identity (none when `crt`
+ * is NULL) and one-way or mutual client authentication. Caller frees. */
+static ofl_tls_config *tls_config(const char *crt, const char *key, bool one_way) {
+    ofl_tls_config *tls = NULL;
+    REQUIRE_OK(ofl_tls_config_new(&tls));
+    REQUIRE_OK(ofl_tls_config_set_root_certificate_file(tls, g_certs.ca));
+    if (crt != NULL) REQUIRE_OK(ofl_tls_config_set_identity_files(tls, crt, key));
+    REQUIRE_OK(ofl_tls_config_set_client_auth(tls, one_way ? OFL_CLIENT_AUTH_NONE : OFL_CLIENT_AUTH_MUTUAL));
+    return tls;
+}
+
+/* Connection settings: a 5 s retry deadline and connect timeout, 64 MiB
+ * messages, and `server_name` (NULL: the host). Caller frees. */
+static ofl_connect_options *connect_options(const char *server_name) {
+    ofl_connect_options *c = NULL;
+    REQUIRE_OK(ofl_connect_options_new(&c));
+    REQUIRE_OK(ofl_connect_options_set_retry(c, 50, 500, 5000));
+    REQUIRE_OK(ofl_connect_options_set_connect_timeout_ms(c, 5000));
+    REQUIRE_OK(ofl_connect_options_set_max_message_size(c, 64u << 20));
+    if (server_name != NULL) REQUIRE_OK(ofl_connect_options_set_server_name(c, server_name));
+    return c;
+}
+
 static ofl_director_server_options *director_options(tls_mode mode, const char *archive_dir) {
     ofl_director_server_options *o = NULL;
     REQUIRE_OK(ofl_director_server_options_new(&o));
@@ -113,13 +136,10 @@ static ofl_director_server_options *director_options(tls_mode mode, const char *
     REQUIRE_OK(ofl_director_server_options_set_max_message_size(o, 64u << 20));
     REQUIRE_OK(ofl_director_server_options_set_max_queued_metrics(o, 1000));
     REQUIRE_OK(ofl_director_server_options_set_check_envoy_identity(o, true));
-    if (mode == TLS_INSECURE) {
-        REQUIRE_OK(ofl_director_server_options_set_tls(o, false));
-    } else {
-        REQUIRE_OK(ofl_director_server_options_set_tls_files(o, g_certs.ca, g_certs.server_crt,
-                                                             g_certs.server_key));
-        REQUIRE_OK(ofl_director_server_options_set_disable_client_auth(o, mode == TLS_ONE_WAY));
-    }
+    ofl_tls_config *tls = NULL;
+    if (mode != TLS_INSECURE) tls = tls_config(g_certs.server_crt, g_certs.server_key, mode == TLS_ONE_WAY);
+    REQUIRE_OK(ofl_director_server_options_set_tls(o, tls)); /* NULL: TLS off */
+    ofl_tls_config_free(tls);
     return o;
 }
 
@@ -128,16 +148,13 @@ static ofl_director_server_options *director_options(tls_mode mode, const char *
 static ofl_director_client_options *client_options(uint16_t port, const char *crt, const char *key) {
     ofl_director_client_options *o = NULL;
     REQUIRE_OK(ofl_director_client_options_new("127.0.0.1", port, &o));
-    REQUIRE_OK(ofl_director_client_options_set_retry(o, 50, 500, 5000));
-    REQUIRE_OK(ofl_director_client_options_set_connect_timeout_ms(o, 5000));
-    REQUIRE_OK(ofl_director_client_options_set_max_message_size(o, 64u << 20));
     REQUIRE_OK(ofl_director_client_options_set_max_archive_size(o, 64u << 20));
-    if (crt == NULL) {
-        REQUIRE_OK(ofl_director_client_options_set_tls(o, false));
-    } else {
-        REQUIRE_OK(ofl_director_client_options_set_tls_files(o, g_certs.ca, crt, key));
-        REQUIRE_OK(ofl_director_client_options_set_server_name(o, "localhost"));
-    }
+    ofl_connect_options *c = connect_options(crt == NULL ? NULL : "localhost");
+    REQUIRE_OK(ofl_director_client_options_set_connect(o, c));
+    ofl_connect_options_free(c);
+    ofl_tls_config *tls = crt == NULL ? NULL : tls_config(crt, key, false);
+    REQUIRE_OK(ofl_director_client_options_set_tls(o, tls)); /* NULL: TLS off */
+    ofl_tls_config_free(tls);
     return o;
 }
 
@@ -296,14 +313,13 @@ static bool initial_model_ok(const ofl_tensor_list *m) {
            memcmp(ofl_tensor_data(b), INIT_B, sizeof INIT_B) == 0;
 }
 
-static int32_t host_start(void *ud, const ofl_experiment *e, ofl_reply *reply) {
+static ofl_error *host_start(void *ud, const ofl_experiment *e) {
     host *h = ud;
     if (h->server == NULL) atomic_fetch_add(&h->server_unset, 1);
     const char *name = ofl_experiment_name(e);
     if (strncmp(name, "nostart", 7) == 0) {
-        EXPECT_OK(ofl_reply_set_error_message(reply, "no aggregator for you"));
         atomic_fetch_add(&h->starts, 1);
-        return OFL_CODE_UNAVAILABLE;
+        return ofl_error_new(OFL_CODE_UNAVAILABLE, "no aggregator for you");
     }
     if (strcmp(name, "mnist") == 0) {
         pthread_mutex_lock(&h->lock);
@@ -325,7 +341,7 @@ static int32_t host_start(void *ud, const ofl_experiment *e, ofl_reply *reply) {
         EXPECT_OK(ofl_director_server_set_round(h->server, name, 0, 2));
     }
     atomic_fetch_add(&h->starts, 1);
-    return OFL_CODE_OK;
+    return NULL;
 }
 
 static void host_failed(void *ud, const ofl_experiment *e, const char *collaborator,
@@ -340,15 +356,53 @@ static void host_failed(void *ud, const ofl_experiment *e, const char *collabora
     atomic_fetch_add(&h->failed_hooks, 1);
 }
 
-static ofl_director_hooks host_hooks(host *h) {
-    ofl_director_hooks hooks = {
-        .user_data = h,
-        .free_user_data = host_free_user_data,
-        .review_experiment = host_review,
-        .start_experiment = host_start,
-        .experiment_failed = host_failed,
-    };
+/* Hooks calling the host's functions with `h` (freed with
+ * host_free_user_data). Caller frees. */
+static ofl_director_hooks *host_hooks(host *h) {
+    ofl_director_hooks *hooks = NULL;
+    REQUIRE_OK(ofl_director_hooks_new(&hooks));
+    REQUIRE_OK(ofl_director_hooks_set_user_data(hooks, h, host_free_user_data));
+    REQUIRE_OK(ofl_director_hooks_set_review_experiment(hooks, host_review));
+    REQUIRE_OK(ofl_director_hooks_set_start_experiment(hooks, host_start));
+    REQUIRE_OK(ofl_director_hooks_set_experiment_failed(hooks, host_failed));
     return hooks;
+}
+
+static ofl_error *start_nothing(void *ud, const ofl_experiment *e) {
+    (void)ud, (void)e;
+    return NULL;
+}
+
+/* Hooks with the defaults and a start hook that starts nothing. Caller frees. */
+static ofl_director_hooks *default_hooks(void) {
+    ofl_director_hooks *hooks = NULL;
+    REQUIRE_OK(ofl_director_hooks_new(&hooks));
+    REQUIRE_OK(ofl_director_hooks_set_start_experiment(hooks, start_nothing));
+    return hooks;
+}
+
+/* Starts a director with default_hooks(). */
+static ofl_director_server *start_default(const ofl_director_server_options *o) {
+    ofl_director_hooks *hooks = default_hooks();
+    ofl_director_server *s = NULL;
+    REQUIRE_OK(ofl_director_server_start(o, hooks, &s));
+    ofl_director_hooks_free(hooks); /* the server keeps its share */
+    return s;
+}
+
+/* Error log lines, concatenated (the library's log callback). */
+typedef struct log_capture {
+    pthread_mutex_t lock;
+    char text[4096];
+} log_capture;
+
+static void capture_log(void *ud, ofl_log_level level, const char *target, const char *message) {
+    (void)level, (void)target;
+    log_capture *cap = ud;
+    pthread_mutex_lock(&cap->lock);
+    size_t used = strlen(cap->text);
+    snprintf(cap->text + used, sizeof cap->text - used, "%s\n", message);
+    pthread_mutex_unlock(&cap->lock);
 }
 
 /* Polls the frontend's view of `name` until it is `want` (10 s at most). */
@@ -540,20 +594,14 @@ static void test_null_arguments(void) {
     EXPECT_CODE(ofl_director_server_options_set_listen(o, NULL, 1), INVALID, "host");
     EXPECT_CODE(ofl_director_server_options_set_listen(o, "", 1), INVALID, "host");
     EXPECT_CODE(ofl_director_server_options_set_listen(o, BAD_UTF8, 1), INVALID, "UTF-8");
-    EXPECT_CODE(ofl_director_server_options_set_tls(NULL, true), INVALID, "options");
-    EXPECT_CODE(ofl_director_server_options_set_tls_files(NULL, g_certs.ca, NULL, NULL), INVALID,
-                "options");
-    EXPECT_CODE(ofl_director_server_options_set_tls_files(o, NULL, NULL, NULL), INVALID,
-                "root_certificate");
-    EXPECT_CODE(ofl_director_server_options_set_tls_pem(NULL, (const uint8_t *)"x", 1, NULL, 0,
-                                                        NULL, 0),
-                INVALID, "options");
-    EXPECT_CODE(ofl_director_server_options_set_tls_pem(o, NULL, 0, NULL, 0, NULL, 0), INVALID,
-                "root_certificate");
-    EXPECT_CODE(ofl_director_server_options_set_tls_pem(o, NULL, 5, NULL, 0, NULL, 0), INVALID,
-                "root_certificate");
-    EXPECT_CODE(ofl_director_server_options_set_disable_client_auth(NULL, true), INVALID,
-                "options");
+    EXPECT_CODE(ofl_director_server_options_set_tls(NULL, NULL), INVALID, "options");
+    EXPECT_CODE(ofl_director_server_options_set_limits(NULL, NULL), INVALID, "options");
+    EXPECT_CODE(ofl_director_server_options_set_limits(o, NULL), INVALID, "limits");
+    ofl_server_limits *limits = NULL;
+    REQUIRE_OK(ofl_server_limits_new(&limits));
+    REQUIRE_OK(ofl_server_limits_set_max_connections(limits, 64));
+    EXPECT_OK(ofl_director_server_options_set_limits(o, limits));
+    ofl_server_limits_free(limits);
     EXPECT_CODE(ofl_director_server_options_set_sample_shape(NULL, SAMPLE_SHAPE, 2), INVALID,
                 "options");
     EXPECT_CODE(ofl_director_server_options_set_sample_shape(o, NULL, 2), INVALID, "dims");
@@ -587,10 +635,13 @@ static void test_null_arguments(void) {
     work_path(archives, sizeof archives, "null-archives");
     o = director_options(TLS_INSECURE, archives);
     ofl_director_server *s = NULL;
-    EXPECT_CODE(ofl_director_server_start(NULL, NULL, &s), INVALID, "options");
-    EXPECT_CODE(ofl_director_server_start(o, NULL, NULL), INVALID, "out");
+    ofl_director_hooks *dh = default_hooks();
+    EXPECT_CODE(ofl_director_server_start(NULL, dh, &s), INVALID, "options");
+    EXPECT_CODE(ofl_director_server_start(o, dh, NULL), INVALID, "out");
+    EXPECT_CODE(ofl_director_server_start(o, NULL, &s), INVALID, "hooks");
     CHECK(s == NULL);
-    REQUIRE_OK(ofl_director_server_start(o, NULL, &s));
+    ofl_director_hooks_free(dh);
+    s = start_default(o);
     ofl_director_server_options_free(o);
     CHECK(ofl_director_server_port(NULL) == 0);
     CHECK_STR(ofl_director_server_archive_dir(NULL), "");
@@ -689,30 +740,9 @@ static void test_null_arguments(void) {
     EXPECT_CODE(ofl_director_client_options_new("h", 1, NULL), INVALID, "out");
     CHECK(co == NULL);
     REQUIRE_OK(ofl_director_client_options_new("127.0.0.1", 1, &co));
-    EXPECT_CODE(ofl_director_client_options_set_tls(NULL, false), INVALID, "options");
-    EXPECT_CODE(ofl_director_client_options_set_tls_files(NULL, g_certs.ca, NULL, NULL), INVALID,
-                "options");
-    EXPECT_CODE(ofl_director_client_options_set_tls_files(co, NULL, NULL, NULL), INVALID,
-                "root_certificate");
-    EXPECT_CODE(ofl_director_client_options_set_tls_files(co, g_certs.ca, BAD_UTF8, NULL), INVALID,
-                "certificate");
-    EXPECT_CODE(ofl_director_client_options_set_tls_pem(NULL, (const uint8_t *)"x", 1, NULL, 0,
-                                                        NULL, 0),
-                INVALID, "options");
-    EXPECT_CODE(ofl_director_client_options_set_tls_pem(co, NULL, 0, NULL, 0, NULL, 0), INVALID,
-                "root_certificate");
-    EXPECT_CODE(ofl_director_client_options_set_disable_client_auth(NULL, true), INVALID,
-                "options");
-    EXPECT_CODE(ofl_director_client_options_set_server_name(NULL, "localhost"), INVALID, "options");
-    EXPECT_CODE(ofl_director_client_options_set_server_name(co, NULL), INVALID, "server_name");
-    EXPECT_CODE(ofl_director_client_options_set_retry(NULL, 1, 2, -1), INVALID, "options");
-    EXPECT_CODE(ofl_director_client_options_set_retry(co, 0, 2, -1), INVALID, "initial_backoff_ms");
-    EXPECT_CODE(ofl_director_client_options_set_retry(co, 5, 2, -1), INVALID, "max_backoff_ms");
-    EXPECT_CODE(ofl_director_client_options_set_connect_timeout_ms(NULL, 1), INVALID, "options");
-    EXPECT_CODE(ofl_director_client_options_set_connect_timeout_ms(co, 0), INVALID, "timeout_ms");
-    EXPECT_CODE(ofl_director_client_options_set_max_message_size(NULL, 1 << 20), INVALID,
-                "options");
-    EXPECT_CODE(ofl_director_client_options_set_max_message_size(co, 10), INVALID, "out of range");
+    EXPECT_CODE(ofl_director_client_options_set_tls(NULL, NULL), INVALID, "options");
+    EXPECT_CODE(ofl_director_client_options_set_connect(NULL, NULL), INVALID, "options");
+    EXPECT_CODE(ofl_director_client_options_set_connect(co, NULL), INVALID, "connect");
     EXPECT_CODE(ofl_director_client_options_set_max_archive_size(NULL, 1), INVALID, "options");
     EXPECT_CODE(ofl_director_client_options_set_max_archive_size(co, 0), INVALID, "positive");
     EXPECT_CODE(ofl_director_client_options_set_client_id(NULL, "alice"), INVALID, "options");
@@ -721,10 +751,15 @@ static void test_null_arguments(void) {
     EXPECT_CODE(ofl_director_client_options_set_client_id(co, BAD_UTF8), INVALID, "UTF-8");
     EXPECT_OK(ofl_director_client_options_set_client_id(co, "alice"));
     EXPECT_OK(ofl_director_client_options_set_client_id(co, NULL));
-    REQUIRE_OK(ofl_director_client_options_set_tls(co, false));
+    /* TLS on (the default) with nothing attached: no client. */
+    ofl_envoy_client *ec = NULL;
+    ofl_frontend_client *fc = NULL;
+    EXPECT_CODE(ofl_envoy_client_new(co, "col1", &ec), INVALID, "ofl_director_client_options_set_tls");
+    EXPECT_CODE(ofl_frontend_client_new(co, &fc), INVALID, "ofl_director_client_options_set_tls");
+    CHECK(ec == NULL && fc == NULL);
+    REQUIRE_OK(ofl_director_client_options_set_tls(co, NULL));
 
     /* Envoy client (never connects: every check comes first). */
-    ofl_envoy_client *ec = NULL;
     EXPECT_CODE(ofl_envoy_client_new(NULL, "col1", &ec), INVALID, "options");
     EXPECT_CODE(ofl_envoy_client_new(co, NULL, &ec), INVALID, "shard_name");
     EXPECT_CODE(ofl_envoy_client_new(co, "", &ec), INVALID, "shard_name");
@@ -773,7 +808,7 @@ static void test_null_arguments(void) {
     ofl_envoy_client_free(ec);
 
     /* Frontend client. */
-    ofl_frontend_client *fc = NULL;
+    fc = NULL;
     EXPECT_CODE(ofl_frontend_client_new(NULL, &fc), INVALID, "options");
     EXPECT_CODE(ofl_frontend_client_new(co, NULL), INVALID, "out");
     REQUIRE_OK(ofl_frontend_client_new(co, &fc));
@@ -884,16 +919,20 @@ static void expect_start_fails_at(const char *file, int line, const char *what,
                                   ofl_code code, const char *needle) {
     host h;
     host_init(&h);
-    ofl_director_hooks hooks = host_hooks(&h);
+    ofl_director_hooks *hooks = host_hooks(&h);
     ofl_director_server *server = NULL;
-    ofl_error *err = ofl_director_server_start(options, &hooks, null_out ? NULL : &server);
-    /* Released before the start returned, exactly once. */
+    ofl_error *err = ofl_director_server_start(options, hooks, null_out ? NULL : &server);
+    /* The failed server dropped its share: the hooks object holds the last. */
     int freed = atomic_load(&h.free_calls);
     if (expect_code_at(file, line, what, err, code, needle) && server != NULL)
         test_fail_at(file, line, "%s: *out written on failure", what);
-    if (freed != 1)
-        test_fail_at(file, line, "%s: free_user_data ran %d times before the start returned",
+    if (freed != 0)
+        test_fail_at(file, line, "%s: free_user_data ran %d times while the hooks object lives",
                      what, freed);
+    ofl_director_hooks_free(hooks);
+    if (atomic_load(&h.free_calls) != 1)
+        test_fail_at(file, line, "%s: free_user_data ran %d times after ofl_director_hooks_free",
+                     what, atomic_load(&h.free_calls));
     sleep_ms(50);
     if (atomic_load(&h.free_calls) != 1)
         test_fail_at(file, line, "%s: free_user_data ran %d times", what,
@@ -917,17 +956,20 @@ static void test_failed_starts(void) {
     REQUIRE_OK(ofl_director_server_options_new(&bare));
     REQUIRE_OK(ofl_director_server_options_set_listen(bare, "127.0.0.1", 0));
     REQUIRE_OK(ofl_director_server_options_set_archive_dir(bare, archives));
-    EXPECT_START_FAILS(bare, false, INVALID, NULL);
+    EXPECT_START_FAILS(bare, false, INVALID, "ofl_director_server_options_set_tls");
     /* A certificate file that does not exist. */
-    REQUIRE_OK(ofl_director_server_options_set_tls_files(bare, "/nonexistent/ca.crt",
-                                                         g_certs.server_crt, g_certs.server_key));
+    ofl_tls_config *missing = NULL;
+    REQUIRE_OK(ofl_tls_config_new(&missing));
+    REQUIRE_OK(ofl_tls_config_set_root_certificate_file(missing, "/nonexistent/ca.crt"));
+    REQUIRE_OK(ofl_tls_config_set_identity_files(missing, g_certs.server_crt, g_certs.server_key));
+    REQUIRE_OK(ofl_director_server_options_set_tls(bare, missing));
+    ofl_tls_config_free(missing); /* attached: copied */
     EXPECT_START_FAILS(bare, false, OFL_CODE_IO, "/nonexistent/ca.crt");
 
     /* The port is taken. */
     ofl_director_server_options *first = director_options(TLS_INSECURE, archives);
-    ofl_director_server *running = NULL;
-    REQUIRE_OK(ofl_director_server_start(first, NULL, &running));
-    REQUIRE_OK(ofl_director_server_options_set_tls(bare, false));
+    ofl_director_server *running = start_default(first);
+    REQUIRE_OK(ofl_director_server_options_set_tls(bare, NULL));
     REQUIRE_OK(ofl_director_server_options_set_listen(bare, "127.0.0.1",
                                                       ofl_director_server_port(running)));
     EXPECT_START_FAILS(bare, false, OFL_CODE_IO, NULL);
@@ -1023,9 +1065,10 @@ static void test_life_cycle(void) {
 
     host h;
     host_init(&h);
-    ofl_director_hooks hooks = host_hooks(&h);
+    ofl_director_hooks *hooks = host_hooks(&h);
     ofl_director_server_options *o = director_options(TLS_MUTUAL, archives);
-    REQUIRE_OK(ofl_director_server_start(o, &hooks, &h.server));
+    REQUIRE_OK(ofl_director_server_start(o, hooks, &h.server));
+    ofl_director_hooks_free(hooks); /* the server keeps its share of user_data */
     ofl_director_server_options_free(o);
     uint16_t port = ofl_director_server_port(h.server);
     REQUIRE(port != 0);
@@ -1275,10 +1318,18 @@ static void test_life_cycle(void) {
     CHECK(atomic_load(&h.starts) == starts);
     CHECK(atomic_load(&h.reviews) == 3);
 
-    /* The start hook fails: the experiment fails. */
+    /* The start hook fails with ofl_error_new: the frontend sees the
+     * experiment failed, and the director's error log names the hook's code
+     * and message. */
+    log_capture cap = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    REQUIRE_OK(ofl_set_log_callback(OFL_LOG_LEVEL_ERROR, capture_log, &cap));
     REQUIRE_OK(ofl_frontend_client_set_new_experiment(f, "nostart-1", BOTH_COLS, 2, archive, NULL,
                                                       0));
     CHECK(WAIT_STATUS(f, "nostart-1", OFL_EXPERIMENT_STATUS_FAILED));
+    REQUIRE_OK(ofl_set_log_callback(OFL_LOG_LEVEL_OFF, NULL, NULL));
+    CHECK_MSG(strstr(cap.text, "nostart-1") != NULL && strstr(cap.text, "Unavailable") != NULL &&
+                  strstr(cap.text, "no aggregator for you") != NULL,
+              "error log: %s", cap.text);
     CHECK(atomic_load(&h.starts) == starts + 1);
     EXPECT_CODE(ofl_director_server_mark_finished(h.server, "nostart-1"),
                 OFL_CODE_FAILED_PRECONDITION, NULL);
@@ -1333,7 +1384,7 @@ static void test_life_cycle(void) {
 /* ---- without TLS, default hooks ------------------------------------------- */
 
 static void test_insecure_defaults(void) {
-    test_note("no TLS, NULL hooks");
+    test_note("no TLS, default hooks");
     char archives[512], archive[512], dest[512];
     work_path(archives, sizeof archives, "plain-archives");
     work_path(archive, sizeof archive, "plain.zip");
@@ -1341,8 +1392,7 @@ static void test_insecure_defaults(void) {
     write_pattern_file(archive, 4096, 3, 1);
 
     ofl_director_server_options *o = director_options(TLS_INSECURE, archives);
-    ofl_director_server *s = NULL;
-    REQUIRE_OK(ofl_director_server_start(o, NULL, &s));
+    ofl_director_server *s = start_default(o);
     ofl_director_server_options_free(o);
     uint16_t port = ofl_director_server_port(s);
 
@@ -1383,6 +1433,147 @@ static void test_insecure_defaults(void) {
     ofl_director_server_free(s);
 }
 
+/* ---- hooks object ------------------------------------------------------------ */
+
+static atomic_int g_freed;
+static void count_free(void *ud) {
+    (void)ud;
+    atomic_fetch_add(&g_freed, 1);
+}
+
+static void test_hooks_setters(void) {
+    test_note("hooks setters and user_data ownership");
+    EXPECT_CODE(ofl_director_hooks_new(NULL), INVALID, "out");
+    /* Handed over with a NULL hooks object: released at once. */
+    EXPECT_CODE(ofl_director_hooks_set_user_data(NULL, NULL, count_free), INVALID, "hooks");
+    CHECK(atomic_load(&g_freed) == 1);
+    EXPECT_CODE(ofl_director_hooks_set_review_experiment(NULL, host_review), INVALID, "hooks");
+    EXPECT_CODE(ofl_director_hooks_set_start_experiment(NULL, start_nothing), INVALID, "hooks");
+    EXPECT_CODE(ofl_director_hooks_set_experiment_failed(NULL, host_failed), INVALID, "hooks");
+    ofl_director_hooks_free(NULL);
+
+    ofl_director_hooks *hooks = NULL;
+    REQUIRE_OK(ofl_director_hooks_new(&hooks));
+    REQUIRE_OK(ofl_director_hooks_set_user_data(hooks, NULL, count_free));
+    /* A second pair replaces the first, which is released now. */
+    REQUIRE_OK(ofl_director_hooks_set_user_data(hooks, NULL, count_free));
+    CHECK(atomic_load(&g_freed) == 2);
+    REQUIRE_OK(ofl_director_hooks_set_review_experiment(hooks, host_review));
+
+    char archives[512];
+    work_path(archives, sizeof archives, "hooks-archives");
+    ofl_director_server_options *o = director_options(TLS_INSECURE, archives);
+    ofl_director_server *s = NULL;
+    /* start_experiment is required; the error names its setter. */
+    EXPECT_CODE(ofl_director_server_start(o, hooks, &s), INVALID,
+                "ofl_director_hooks_set_start_experiment");
+    CHECK(s == NULL);
+    CHECK(atomic_load(&g_freed) == 2);
+
+    /* Hooks freed first: the server releases user_data when it is freed. */
+    REQUIRE_OK(ofl_director_hooks_set_start_experiment(hooks, start_nothing));
+    REQUIRE_OK(ofl_director_server_start(o, hooks, &s));
+    ofl_director_hooks_free(hooks);
+    CHECK(atomic_load(&g_freed) == 2);
+    ofl_director_server_free(s);
+    CHECK_MSG(atomic_load(&g_freed) == 3, "free_user_data ran %d times", atomic_load(&g_freed) - 2);
+
+    /* Server freed first: the hooks object releases it. */
+    REQUIRE_OK(ofl_director_hooks_new(&hooks));
+    REQUIRE_OK(ofl_director_hooks_set_user_data(hooks, NULL, count_free));
+    REQUIRE_OK(ofl_director_hooks_set_start_experiment(hooks, start_nothing));
+    REQUIRE_OK(ofl_director_server_start(o, hooks, &s));
+    ofl_director_server_free(s);
+    CHECK(atomic_load(&g_freed) == 3);
+    ofl_director_hooks_free(hooks);
+    CHECK(atomic_load(&g_freed) == 4);
+    sleep_ms(50);
+    CHECK(atomic_load(&g_freed) == 4);
+    ofl_director_server_options_free(o);
+}
+
+/* ---- one-way TLS and connection settings ------------------------------------ */
+
+static ofl_director_client_options *one_way_client(uint16_t port, const char *server_name) {
+    ofl_director_client_options *o = NULL;
+    REQUIRE_OK(ofl_director_client_options_new("127.0.0.1", port, &o));
+    ofl_tls_config *tls = tls_config(NULL, NULL, true); /* root only, no identity */
+    REQUIRE_OK(ofl_director_client_options_set_tls(o, tls));
+    ofl_tls_config_free(tls);
+    ofl_connect_options *c = connect_options(server_name);
+    REQUIRE_OK(ofl_director_client_options_set_connect(o, c));
+    ofl_connect_options_free(c);
+    REQUIRE_OK(ofl_director_client_options_set_client_id(o, "carol"));
+    return o;
+}
+
+static void test_one_way_tls_and_connect(void) {
+    test_note("one-way TLS, connect options");
+    char archives[512];
+    work_path(archives, sizeof archives, "oneway-archives");
+    ofl_director_server_options *so = director_options(TLS_ONE_WAY, archives);
+    ofl_director_server *s = start_default(so);
+    ofl_director_server_options_free(so);
+    uint16_t port = ofl_director_server_port(s);
+
+    /* A frontend with no certificate reaches a one-way director. */
+    ofl_director_client_options *o = one_way_client(port, "localhost");
+    ofl_frontend_client *f = NULL;
+    REQUIRE_OK(ofl_frontend_client_new(o, &f));
+    ofl_string_list *sample = NULL, *target = NULL;
+    if (EXPECT_OK(ofl_frontend_client_get_dataset_info(f, &sample, &target))) {
+        CHECK(ofl_string_list_len(sample) == 2);
+        CHECK_STR(ofl_string_list_get(sample, 0), "28");
+        CHECK(ofl_string_list_len(target) == 1);
+    }
+    ofl_string_list_free(sample);
+    ofl_string_list_free(target);
+    ofl_frontend_client_free(f);
+    /* So does an envoy (it sends no client_id). */
+    ofl_envoy_client *e = NULL;
+    REQUIRE_OK(ofl_envoy_client_new(o, "col1", &e));
+    ofl_shard_info good = shard_info(SAMPLE_SHAPE);
+    bool accepted = false;
+    EXPECT_OK(ofl_envoy_client_update_shard_info(e, &good, &accepted));
+    CHECK(accepted);
+    ofl_envoy_client_free(e);
+    ofl_director_client_options_free(o);
+
+    /* The connect options' server name is what the certificate is checked
+     * against: a name the director's certificate lacks fails the
+     * handshake, for both clients (and is not retried). */
+    o = one_way_client(port, "not-the-director.example");
+    REQUIRE_OK(ofl_frontend_client_new(o, &f));
+    EXPECT_CODE(ofl_frontend_client_get_dataset_info(f, &sample, &target), OFL_CODE_TLS, NULL);
+    ofl_frontend_client_free(f);
+    REQUIRE_OK(ofl_envoy_client_new(o, "col1", &e));
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(e, &good, &accepted), OFL_CODE_TLS, NULL);
+    ofl_envoy_client_free(e);
+    ofl_director_client_options_free(o);
+
+    /* A later ofl_director_client_options_set_connect replaces the earlier. */
+    o = one_way_client(port, "not-the-director.example");
+    ofl_connect_options *c = connect_options("localhost");
+    REQUIRE_OK(ofl_director_client_options_set_connect(o, c));
+    ofl_connect_options_free(c);
+    REQUIRE_OK(ofl_frontend_client_new(o, &f));
+    EXPECT_OK(ofl_frontend_client_get_dataset_info(f, &sample, &target));
+    ofl_string_list_free(sample);
+    ofl_string_list_free(target);
+    ofl_frontend_client_free(f);
+    ofl_director_client_options_free(o);
+
+    /* A client without TLS does not get through to a TLS director. */
+    o = client_options(port, NULL, NULL);
+    REQUIRE_OK(ofl_frontend_client_new(o, &f));
+    ofl_error *err = ofl_frontend_client_get_dataset_info(f, &sample, &target);
+    CHECK_MSG(err != NULL, "a plain-text client talked to a TLS director");
+    ofl_error_free(err);
+    ofl_frontend_client_free(f);
+    ofl_director_client_options_free(o);
+    ofl_director_server_free(s);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void remove_tree(const char *dir) {
@@ -1412,6 +1603,8 @@ int main(int argc, char **argv) {
     test_failed_starts();
     test_life_cycle();
     test_insecure_defaults();
+    test_hooks_setters();
+    test_one_way_tls_and_connect();
 
     if (test_failures() == 0) remove_tree(g_work);
     return test_finish("test_director");

@@ -223,10 +223,10 @@ static void test_handle_arguments(void) {
     CHECK(!ofl_fedavg_best_model_score(NULL, &round, &score));
     CHECK(round == -7 && score == -7.0);
 
-    ofl_metric metric;
+    ofl_fedavg_metric metric;
     memset(&metric, 0, sizeof metric);
     ofl_model *m = NULL;
-    EXPECT_CODE(ofl_fedavg_metric(NULL, 0, &metric), OFL_CODE_INVALID_ARGUMENT, "fedavg");
+    EXPECT_CODE(ofl_fedavg_get_metric(NULL, 0, &metric), OFL_CODE_INVALID_ARGUMENT, "fedavg");
     EXPECT_CODE(ofl_fedavg_last_model(NULL, &m), OFL_CODE_INVALID_ARGUMENT, "fedavg");
     EXPECT_CODE(ofl_fedavg_best_model(NULL, &m), OFL_CODE_INVALID_ARGUMENT, "fedavg");
     CHECK(m == NULL);
@@ -241,9 +241,9 @@ static void test_handle_arguments(void) {
     CHECK(ofl_fedavg_rounds_to_train(fa) == 3);
     CHECK(!ofl_fedavg_is_finished(fa));
     CHECK(ofl_fedavg_metrics_len(fa) == 0);
-    EXPECT_CODE(ofl_fedavg_metric(fa, 0, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
-    EXPECT_CODE(ofl_fedavg_metric(fa, 0, &metric), OFL_CODE_OUT_OF_RANGE, "out of range");
-    EXPECT_CODE(ofl_fedavg_metric(fa, (size_t)-1, &metric), OFL_CODE_OUT_OF_RANGE, NULL);
+    EXPECT_CODE(ofl_fedavg_get_metric(fa, 0, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
+    EXPECT_CODE(ofl_fedavg_get_metric(fa, 0, &metric), OFL_CODE_OUT_OF_RANGE, "out of range");
+    EXPECT_CODE(ofl_fedavg_get_metric(fa, (size_t)-1, &metric), OFL_CODE_OUT_OF_RANGE, NULL);
     EXPECT_CODE(ofl_fedavg_last_model(fa, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
     EXPECT_CODE(ofl_fedavg_best_model(fa, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
     EXPECT_CODE(ofl_fedavg_best_model(fa, &m), OFL_CODE_FAILED_PRECONDITION, "no best model");
@@ -354,7 +354,7 @@ typedef struct collaborator {
     col_record rec;
     /* A metric read while the server ran (its strings must stay valid). */
     bool have_early_metric;
-    ofl_metric early_metric;
+    ofl_fedavg_metric early_metric;
 } collaborator;
 
 /* The model a collaborator "trains" to: a step away from the global model
@@ -534,7 +534,7 @@ static void *collaborator_main(void *arg) {
         ofl_tasks_free(tasks);
         /* Read the FedAvg's metrics while the server runs (another thread). */
         if (!c->have_early_metric && ofl_fedavg_metrics_len(g_fedavg) > 0) {
-            c->have_early_metric = EXPECT_OK(ofl_fedavg_metric(g_fedavg, 0, &c->early_metric));
+            c->have_early_metric = EXPECT_OK(ofl_fedavg_get_metric(g_fedavg, 0, &c->early_metric));
         }
     }
     ofl_aggregator_client_free(c->client);
@@ -601,8 +601,8 @@ static void check_metrics(const ofl_fedavg *fa, const collaborator *cols) {
     int seen[ROUNDS][3][NCOLS + 1];
     memset(seen, 0, sizeof seen);
     for (size_t i = 0; i < n; i++) {
-        ofl_metric m;
-        if (!EXPECT_OK(ofl_fedavg_metric(fa, i, &m))) continue;
+        ofl_fedavg_metric m;
+        if (!EXPECT_OK(ofl_fedavg_get_metric(fa, i, &m))) continue;
         int t = -1, who = -1;
         for (int k = 0; k < 3; k++)
             if (strcmp(m.task, TASKS[k]) == 0) t = k;
@@ -720,11 +720,11 @@ static void test_federation(void) {
     ofl_model_free(m);
 
     check_metrics(fa, cols);
-    ofl_metric m0;
-    REQUIRE_OK(ofl_fedavg_metric(fa, 0, &m0));
+    ofl_fedavg_metric m0;
+    REQUIRE_OK(ofl_fedavg_get_metric(fa, 0, &m0));
     for (int c = 0; c < NCOLS; c++) {
         if (!cols[c].have_early_metric) continue;
-        const ofl_metric *e = &cols[c].early_metric;
+        const ofl_fedavg_metric *e = &cols[c].early_metric;
         /* Same record, same strings, still valid (ASan checks the reads). */
         CHECK(e->origin == m0.origin && e->task == m0.task && e->name == m0.name);
         CHECK_STR(e->origin, m0.origin);
@@ -790,8 +790,8 @@ static void test_state_dir(void) {
     CHECK(ofl_fedavg_current_round(second) == 0);
     CHECK_MSG(ofl_fedavg_metrics_len(second) == 1, "%zu metrics",
               ofl_fedavg_metrics_len(second));
-    ofl_metric m;
-    if (EXPECT_OK(ofl_fedavg_metric(second, 0, &m))) {
+    ofl_fedavg_metric m;
+    if (EXPECT_OK(ofl_fedavg_get_metric(second, 0, &m))) {
         CHECK_STR(m.origin, "col1");
         CHECK_STR(m.task, TASK_VALIDATE);
         CHECK(m.value == 0.625 && !m.aggregated);

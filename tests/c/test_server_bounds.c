@@ -194,19 +194,38 @@ static void test_aggregator_bounds(void) {
     ofl_aggregator_server_options_free(o);
 }
 
+static ofl_error *start_nothing(void *ud, const ofl_experiment *e) {
+    (void)ud, (void)e;
+    return NULL;
+}
+
 static void test_director_bounds(void) {
     ofl_director_server_options *o = NULL;
     REQUIRE_OK(ofl_director_server_options_new(&o));
-    CHECK_COMMON_BOUNDS(ofl_director_server_options, o);
+    ofl_server_limits *limits = NULL;
+    REQUIRE_OK(ofl_server_limits_new(&limits));
+    REQUIRE_OK(ofl_server_limits_set_max_concurrent_streams(limits, 1));
+    REQUIRE_OK(ofl_server_limits_set_max_connections(limits, 64));
+    REQUIRE_OK(ofl_server_limits_set_handshake_timeout_ms(limits, 2000));
+    REQUIRE_OK(ofl_server_limits_set_idle_timeout_ms(limits, 5000));
+    REQUIRE_OK(ofl_server_limits_set_max_unary_request_size(limits, 1024));
+    EXPECT_CODE(ofl_director_server_options_set_limits(NULL, limits), OFL_CODE_INVALID_ARGUMENT, "options");
+    EXPECT_CODE(ofl_director_server_options_set_limits(o, NULL), OFL_CODE_INVALID_ARGUMENT, "limits");
+    REQUIRE_OK(ofl_director_server_options_set_limits(o, limits));
+    ofl_server_limits_free(limits);
 
     REQUIRE_OK(ofl_director_server_options_set_listen(o, "127.0.0.1", 0));
-    REQUIRE_OK(ofl_director_server_options_set_tls(o, false));
+    REQUIRE_OK(ofl_director_server_options_set_tls(o, NULL));
+    ofl_director_hooks *hooks = NULL;
+    REQUIRE_OK(ofl_director_hooks_new(&hooks));
+    REQUIRE_OK(ofl_director_hooks_set_start_experiment(hooks, start_nothing));
     ofl_director_server *server = NULL;
-    if (EXPECT_OK(ofl_director_server_start(o, NULL, &server))) {
+    if (EXPECT_OK(ofl_director_server_start(o, hooks, &server))) {
         CHECK(ofl_director_server_port(server) != 0);
         EXPECT_OK(ofl_director_server_stop(server));
         ofl_director_server_free(server);
     }
+    ofl_director_hooks_free(hooks);
     ofl_director_server_options_free(o);
 }
 

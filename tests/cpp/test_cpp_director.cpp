@@ -28,6 +28,7 @@
 #include <fstream>
 #include <future>
 #include <iterator>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -204,6 +205,24 @@ bool wait_status(const openfl::FrontendClient &f, const std::string &name, Exper
     });
 }
 
+// TLS settings: ca.crt as root, `identity` (a certificate name; empty:
+// none) as identity, mutual or one-way.
+openfl::TlsConfig tls_config(const std::string &identity, bool one_way) {
+    openfl::TlsConfig t;
+    t.root_certificate_file(cert("ca.crt")).client_auth(!one_way);
+    if (!identity.empty()) t.identity_files(cert(identity + ".crt"), cert(identity + ".key"));
+    return t;
+}
+
+// A 5 s retry deadline and connect timeout, 64 MiB messages, `server_name`
+// (empty: the host).
+openfl::ConnectOptions connect_options(const std::string &server_name) {
+    openfl::ConnectOptions c;
+    c.retry(50ms, 500ms, 5000ms).connect_timeout(5000ms).max_message_size(64u << 20);
+    if (!server_name.empty()) c.server_name(server_name);
+    return c;
+}
+
 openfl::DirectorServerOptions director_options(bool tls, const std::string &archives) {
     openfl::DirectorServerOptions o;
     o.listen("127.0.0.1", 0)
@@ -215,20 +234,20 @@ openfl::DirectorServerOptions director_options(bool tls, const std::string &arch
         .max_message_size(64u << 20)
         .max_queued_metrics(1000);
     if (tls)
-        o.tls_files(cert("ca.crt"), cert("server.crt"), cert("server.key"));
+        o.tls(tls_config("server", false));
     else
-        o.tls(false);
+        o.no_tls();
     return o;
 }
 
 // mTLS as `identity` (a certificate name), or no TLS when it is empty.
 openfl::DirectorClientOptions client_options(std::uint16_t port, const std::string &identity) {
     openfl::DirectorClientOptions o("127.0.0.1", port);
-    o.retry(50ms, 500ms, 5000ms).connect_timeout(5000ms).max_message_size(64u << 20).max_archive_size(64u << 20);
+    o.connect(connect_options(identity.empty() ? "" : "localhost")).max_archive_size(64u << 20);
     if (identity.empty())
-        o.tls(false);
+        o.no_tls();
     else
-        o.tls_files(cert("ca.crt"), cert(identity + ".crt"), cert(identity + ".key")).server_name("localhost");
+        o.tls(tls_config(identity, false));
     return o;
 }
 
@@ -534,7 +553,7 @@ void insecure_defaults() {
                  [] { openfl::DirectorClientOptions("127.0.0.1", 1).client_id("tab\there"); });
     EXPECT_ERROR("empty shard name", Code::invalid_argument, "shard_name", [] {
         openfl::DirectorClientOptions o("127.0.0.1", 1);
-        o.tls(false);
+        o.no_tls();
         openfl::EnvoyClient e(o, "");
     });
     EXPECT_ERROR("port in use", Code::io, nullptr, [&] {
@@ -542,7 +561,25 @@ void insecure_defaults() {
         o.listen("127.0.0.1", server.port());
         openfl::DirectorServer s(o, std::make_shared<Host>());
     });
-    EXPECT_ERROR("TLS without certificates", Code::invalid_argument, nullptr, [] {
+    EXPECT_ERROR("client TLS not attached", Code::invalid_argument, "ofl_director_client_options_set_tls", [] {
+        openfl::DirectorClientOptions o("127.0.0.1", 1);
+        openfl::FrontendClient f(o);
+    });
+    // One-way TLS: a frontend without a certificate, named by its client_id.
+    {
+        openfl::DirectorServerOptions so = director_options(false, work("oneway-archives"));
+        so.tls(tls_config("server", true));
+        openfl::DirectorServer oneway(so);
+        openfl::DirectorClientOptions co("127.0.0.1", oneway.port());
+        co.tls(tls_config("", true)).connect(connect_options("localhost")).client_id("carol");
+        openfl::FrontendClient carol(co);
+        CHECK(carol.get_dataset_info().sample_shape == kSampleShape);
+        // The connect options' server name is checked against the certificate.
+        co.connect(connect_options("not-the-director.example"));
+        openfl::FrontendClient wrong(co);
+        EXPECT_ERROR("wrong server name", Code::tls, nullptr, [&] { wrong.get_dataset_info(); });
+    }
+    EXPECT_ERROR("TLS without certificates", Code::invalid_argument, "ofl_director_server_options_set_tls", [] {
         openfl::DirectorServerOptions o;
         o.listen("127.0.0.1", 0).archive_dir(work("no-tls-archives"));
         openfl::DirectorServer s(o);

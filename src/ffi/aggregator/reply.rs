@@ -39,22 +39,6 @@ pub struct ofl_tensor_request {
 pub struct ofl_reply {
     pub(super) tasks: TasksReply,
     pub(super) tensor: Option<NamedTensor>,
-    /// Only the director's start_experiment hook still reports its error
-    /// this way (`ofl_reply_set_error_message`); removed with it.
-    error_message: Option<String>,
-}
-
-/// The result of a director hook that returns an `ofl_code` (0 = OK) with
-/// its message in the reply. Aggregator callbacks return `ofl_error *`
-/// instead; this goes away once the director hooks do too.
-pub(crate) fn outcome(callback: &str, code: i32, reply: &mut ofl_reply) -> Result<()> {
-    use crate::error::ofl_code;
-    if code == 0 {
-        return Ok(());
-    }
-    let code = ofl_code::from_i32(code).unwrap_or(ofl_code::Unknown);
-    let message = reply.error_message.take().unwrap_or_else(|| format!("{callback} callback failed"));
-    Err(Error::new(code, message))
 }
 
 fn reply_mut<'a>(reply: *mut ofl_reply) -> Result<&'a mut ofl_reply> {
@@ -164,17 +148,6 @@ ffi_fn! {
         let data = BorrowedData { data: view.data, len: view.data_len, _owner: owner };
         let named = named_tensor_from_view(view, Bytes::from_owner(data))?;
         reply_mut(reply)?.tensor = Some(named);
-        Ok(())
-    }
-}
-
-ffi_fn! {
-    /// For the director's start_experiment hook only: the message that goes
-    /// with its non-OK return code (copied). Aggregator callbacks return an
-    /// `ofl_error *` instead.
-    fn ofl_reply_set_error_message(reply: *mut ofl_reply, message: *const c_char) -> *mut ofl_error {
-        let message = arg_str(message, "message")?.to_owned();
-        reply_mut(reply)?.error_message = Some(message);
         Ok(())
     }
 }

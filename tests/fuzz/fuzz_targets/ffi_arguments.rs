@@ -33,10 +33,11 @@ use openfl_transport::error::ofl_code;
 use openfl_transport::ffi::aggregator::client::*;
 use openfl_transport::ffi::aggregator::client_options::*;
 use openfl_transport::ffi::connect_options::*;
+use openfl_transport::ffi::director::experiment::ofl_experiment;
+use openfl_transport::ffi::director::{hooks::*, reports::*, server::*, server_options::*};
 use openfl_transport::ffi::tls_config::*;
-use openfl_transport::ffi::director_server::*;
 use openfl_transport::ffi::error::{ofl_error, ofl_error_code, ofl_error_free, ofl_error_message};
-use openfl_transport::ffi::fedavg::*;
+use openfl_transport::ffi::fedavg::{fedavg::*, model::*, options::*};
 use openfl_transport::ffi::logging::ofl_set_log_callback;
 use openfl_transport::ffi::tensor::{ofl_metadata_view, ofl_tensor_view};
 use openfl_transport_fuzz::{same_bits, Input};
@@ -274,10 +275,17 @@ fn director() -> *const ofl_director_server {
             let mut options = null_mut();
             assert!(outcome(ofl_director_server_options_new(&mut options)).is_none());
             assert!(outcome(ofl_director_server_options_set_listen(options, c"127.0.0.1".as_ptr(), 0)).is_none());
-            assert!(outcome(ofl_director_server_options_set_tls(options, false)).is_none());
+            assert!(outcome(ofl_director_server_options_set_tls(options, null())).is_none());
             assert!(outcome(ofl_director_server_options_set_archive_dir(options, dir.as_ptr())).is_none());
+            extern "C" fn start(_: *mut std::ffi::c_void, _: *const ofl_experiment) -> *mut ofl_error {
+                null_mut()
+            }
+            let mut hooks = null_mut();
+            assert!(outcome(ofl_director_hooks_new(&mut hooks)).is_none());
+            assert!(outcome(ofl_director_hooks_set_start_experiment(hooks, Some(start))).is_none());
             let mut server = null_mut();
-            assert!(outcome(ofl_director_server_start(options, null(), &mut server)).is_none());
+            assert!(outcome(ofl_director_server_start(options, hooks, &mut server)).is_none());
+            ofl_director_hooks_free(hooks);
             ofl_director_server_options_free(options);
             Server(server)
         })

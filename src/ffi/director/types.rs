@@ -1,30 +1,32 @@
 //! Objects shared by the director's C API: owned strings (`ofl_string`,
 //! `ofl_string_list`), models as tensor lists (`ofl_tensor_list`, OpenFL's
-//! `ModelProto`), experiment statuses, metrics and CUDA device descriptions.
+//! `ModelProto`), experiment statuses, metrics and CUDA device descriptions;
+//! and the small index and output helpers the director's accessors share.
 
 use std::ffi::{c_char, CString};
 
-use super::boundary::{arg_opt_str, arg_ref, arg_slice, c_string, call, check_out, free_boxed, value, write_out};
-use super::error::ofl_error;
-use super::fedavg::ofl_model;
-use super::tensor::{copied_data, named_tensor_from_view, ofl_tensor, ofl_tensor_view};
 use crate::fedavg::codec::{Model, Tensor};
-use crate::director::{DirectorMetric, ExperimentStatus};
+use crate::director::{ExperimentStatus, DirectorMetric};
 use crate::error::{Error, Result};
+use crate::ffi::boundary::{
+    arg_opt_str, arg_ref, arg_slice, arg_str, c_string, check_out, ffi_fn, free_boxed, with_ref,
+    write_out,
+};
+use crate::ffi::fedavg::model::ofl_model;
+use crate::ffi::tensor::{copied_data, named_tensor_from_view, ofl_tensor, ofl_tensor_view};
 use crate::proto::director::CudaDeviceInfo;
 use crate::proto::ModelProto;
 
-/// Runs `f` on the object behind `ptr`, or returns `default` for NULL (and
-/// on a panic): the shape of every accessor.
-pub(crate) fn with_obj<O, T: Copy>(ptr: *const O, default: T, f: impl FnOnce(&O) -> T) -> T {
-    value(default, || {
-        // SAFETY: NULL or a live object handed out by this library, of this
-        // type (the documented contract of every accessor).
-        match unsafe { ptr.as_ref() } {
-            Some(o) => f(o),
-            None => default,
-        }
-    })
+/// Runs `f` on element `index` of the list `items` picks from the object
+/// behind `ptr`; `default` for NULL or an index out of range.
+pub(crate) fn with_index<O, E, T>(
+    ptr: *const O,
+    index: usize,
+    default: T,
+    items: impl FnOnce(&O) -> &[E],
+    f: impl FnOnce(&E) -> T,
+) -> T {
+    with_ref(ptr, None, |o| items(o).get(index).map(f)).unwrap_or(default)
 }
 
 /// The C string at `index` of `items`, or NULL when out of range.
@@ -41,7 +43,7 @@ pub(crate) fn write_opt<T>(out: *mut T, v: T) {
     }
 }
 
-/// Writes `v` to `*out`, which was checked non-NULL.
+/// Writes `v` to `*out`, which was checked non-NULL by [`check_value_out`].
 pub(crate) fn write_value<T>(out: *mut T, v: T) {
     debug_assert!(!out.is_null());
     // SAFETY: `out` was checked non-NULL by the caller and points to
@@ -77,23 +79,26 @@ impl ofl_string {
     }
 }
 
-/// The string: NUL-terminated UTF-8, valid until `ofl_string_free`. NULL
-/// gives "".
-#[no_mangle]
-pub extern "C" fn ofl_string_get(string: *const ofl_string) -> *const c_char {
-    with_obj(string, c"".as_ptr(), |s| s.value.as_ptr())
+ffi_fn! {
+    /// The string: NUL-terminated UTF-8, valid until `ofl_string_free`. NULL
+    /// gives "".
+    fn ofl_string_get(string: *const ofl_string) -> *const c_char {
+        with_ref(string, c"".as_ptr(), |s| s.value.as_ptr())
+    } ?= c"".as_ptr()
 }
 
-/// Its length in bytes, without the terminating NUL. 0 for NULL.
-#[no_mangle]
-pub extern "C" fn ofl_string_len(string: *const ofl_string) -> usize {
-    with_obj(string, 0, |s| s.value.as_bytes().len())
+ffi_fn! {
+    /// Its length in bytes, without the terminating NUL. 0 for NULL.
+    fn ofl_string_len(string: *const ofl_string) -> usize {
+        with_ref(string, 0, |s| s.value.as_bytes().len())
+    } ?= 0
 }
 
-/// Frees a string. NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn ofl_string_free(string: *mut ofl_string) {
-    value((), || free_boxed(string))
+ffi_fn! {
+    /// Frees a string. NULL is a no-op.
+    fn ofl_string_free(string: *mut ofl_string) {
+        free_boxed(string)
+    }
 }
 
 /// A list of strings the library returns (e.g. a shape as OpenFL writes it:
@@ -106,27 +111,32 @@ pub struct ofl_string_list {
 impl ofl_string_list {
     /// Wraps strings.
     pub fn new<S: AsRef<str>>(items: &[S]) -> Self {
-        Self { items: items.iter().map(|s| c_string(s.as_ref())).collect() }
+        Self {
+            items: items.iter().map(|s| c_string(s.as_ref())).collect(),
+        }
     }
 }
 
-/// Number of strings. 0 for NULL.
-#[no_mangle]
-pub extern "C" fn ofl_string_list_len(list: *const ofl_string_list) -> usize {
-    with_obj(list, 0, |l| l.items.len())
+ffi_fn! {
+    /// Number of strings. 0 for NULL.
+    fn ofl_string_list_len(list: *const ofl_string_list) -> usize {
+        with_ref(list, 0, |l| l.items.len())
+    } ?= 0
 }
 
-/// String `index` (NUL-terminated UTF-8, valid until
-/// `ofl_string_list_free`); NULL when out of range.
-#[no_mangle]
-pub extern "C" fn ofl_string_list_get(list: *const ofl_string_list, index: usize) -> *const c_char {
-    with_obj(list, std::ptr::null(), |l| item_ptr(&l.items, index))
+ffi_fn! {
+    /// String `index` (NUL-terminated UTF-8, valid until
+    /// `ofl_string_list_free`); NULL when out of range.
+    fn ofl_string_list_get(list: *const ofl_string_list, index: usize) -> *const c_char {
+        with_ref(list, std::ptr::null(), |l| item_ptr(&l.items, index))
+    } ?= std::ptr::null()
 }
 
-/// Frees a string list. NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn ofl_string_list_free(list: *mut ofl_string_list) {
-    value((), || free_boxed(list))
+ffi_fn! {
+    /// Frees a string list. NULL is a no-op.
+    fn ofl_string_list_free(list: *mut ofl_string_list) {
+        free_boxed(list)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -145,40 +155,50 @@ pub struct ofl_tensor_list {
 impl ofl_tensor_list {
     /// Wraps a received model (no copy of tensor data).
     pub fn new(model: ModelProto) -> Self {
-        Self { tensors: model.tensors.into_iter().map(ofl_tensor::new).collect() }
+        Self {
+            tensors: model.tensors.into_iter().map(ofl_tensor::new).collect(),
+        }
     }
 }
 
 /// A model built from `len` tensor views, their data copied.
-pub(crate) fn model_from_views(views: *const ofl_tensor_view, len: usize, name: &str) -> Result<ModelProto> {
+pub(crate) fn model_from_views(
+    views: *const ofl_tensor_view,
+    len: usize,
+    name: &str,
+) -> Result<ModelProto> {
     let views = arg_slice(views, len, name)?;
-    let tensors = views.iter().map(|v| named_tensor_from_view(v, copied_data(v)?)).collect::<Result<Vec<_>>>()?;
+    let tensors = views
+        .iter()
+        .map(|v| named_tensor_from_view(v, copied_data(v)?))
+        .collect::<Result<Vec<_>>>()?;
     Ok(ModelProto { tensors })
 }
 
-/// Number of tensors. 0 for NULL.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_list_len(list: *const ofl_tensor_list) -> usize {
-    with_obj(list, 0, |l| l.tensors.len())
+ffi_fn! {
+    /// Number of tensors. 0 for NULL.
+    fn ofl_tensor_list_len(list: *const ofl_tensor_list) -> usize {
+        with_ref(list, 0, |l| l.tensors.len())
+    } ?= 0
 }
 
-/// Tensor `index`, borrowed: valid until the list is freed (or, for a list
-/// passed to a hook, until the hook returns); do not free it. NULL when out
-/// of range.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_list_get(list: *const ofl_tensor_list, index: usize) -> *const ofl_tensor {
-    with_obj(list, std::ptr::null(), |l| l.tensors.get(index).map_or(std::ptr::null(), |t| t as *const ofl_tensor))
+ffi_fn! {
+    /// Tensor `index`, borrowed: valid until the list is freed (or, for a
+    /// list passed to a hook, until the hook returns); do not free it. NULL
+    /// when out of range.
+    fn ofl_tensor_list_get(list: *const ofl_tensor_list, index: usize) -> *const ofl_tensor {
+        with_index(list, index, std::ptr::null(), |l| &l.tensors, |t| t as *const ofl_tensor)
+    } ?= std::ptr::null()
 }
 
-/// Decodes the list as OpenFL's uncompressed float32 pipeline encodes a
-/// model (values little-endian float32, the shape in the `int_list` of the
-/// one transformer-metadata entry; no entry: one dimension) into a new
-/// `ofl_model` written to `*out` (free it with `ofl_model_free`).
-/// Errors: INVALID_ARGUMENT naming a tensor that is not encoded so, or a
-/// name that occurs twice.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_list_to_model(list: *const ofl_tensor_list, out: *mut *mut ofl_model) -> *mut ofl_error {
-    call("ofl_tensor_list_to_model", || {
+ffi_fn! {
+    /// Decodes the list as OpenFL's uncompressed float32 pipeline encodes a
+    /// model (values little-endian float32, the shape in the `int_list` of
+    /// the one transformer-metadata entry; no entry: one dimension) into a
+    /// new `ofl_model` written to `*out` (free it with `ofl_model_free`).
+    /// Errors: INVALID_ARGUMENT naming a tensor that is not encoded so, or a
+    /// name that occurs twice.
+    fn ofl_tensor_list_to_model(list: *const ofl_tensor_list, out: *mut *mut ofl_model) -> *mut ofl_error {
         check_out(out, "out")?;
         let list = arg_ref(list, "list")?;
         let mut model = Model::new();
@@ -191,13 +211,14 @@ pub extern "C" fn ofl_tensor_list_to_model(list: *const ofl_tensor_list, out: *m
         }
         write_out(out, ofl_model::new(model));
         Ok(())
-    })
+    }
 }
 
-/// Frees a tensor list and its tensors. NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn ofl_tensor_list_free(list: *mut ofl_tensor_list) {
-    value((), || free_boxed(list))
+ffi_fn! {
+    /// Frees a tensor list and its tensors. NULL is a no-op.
+    fn ofl_tensor_list_free(list: *mut ofl_tensor_list) {
+        free_boxed(list)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -233,19 +254,20 @@ impl From<ExperimentStatus> for ofl_experiment_status {
     }
 }
 
-/// The wire name of an `ofl_experiment_status` value ("pending",
-/// "in_progress", "finished", "failed", "rejected"; static, NUL-terminated);
-/// values that are no status give "unknown".
-#[no_mangle]
-pub extern "C" fn ofl_experiment_status_name(status: i32) -> *const c_char {
-    value(c"unknown".as_ptr(), || match status {
-        0 => c"pending".as_ptr(),
-        1 => c"in_progress".as_ptr(),
-        2 => c"finished".as_ptr(),
-        3 => c"failed".as_ptr(),
-        4 => c"rejected".as_ptr(),
-        _ => c"unknown".as_ptr(),
-    })
+ffi_fn! {
+    /// The wire name of an `ofl_experiment_status` value ("pending",
+    /// "in_progress", "finished", "failed", "rejected"; static,
+    /// NUL-terminated); values that are no status give "unknown".
+    fn ofl_experiment_status_name(status: i32) -> *const c_char {
+        match status {
+            0 => c"pending".as_ptr(),
+            1 => c"in_progress".as_ptr(),
+            2 => c"finished".as_ptr(),
+            3 => c"failed".as_ptr(),
+            4 => c"rejected".as_ptr(),
+            _ => c"unknown".as_ptr(),
+        }
+    } ?= c"unknown".as_ptr()
 }
 
 /// One metric of an experiment, as GetMetricStream carries it (OpenFL's
@@ -269,7 +291,6 @@ pub struct ofl_director_metric {
 
 /// The metric described by a C view (strings required).
 pub(crate) fn metric_from_c(metric: &ofl_director_metric) -> Result<DirectorMetric> {
-    use super::boundary::arg_str;
     Ok(DirectorMetric {
         origin: arg_str(metric.origin, "metric.origin")?.to_owned(),
         task_name: arg_str(metric.task_name, "metric.task_name")?.to_owned(),
@@ -305,7 +326,9 @@ pub struct ofl_cuda_device {
 /// The device described by a C view.
 pub(crate) fn cuda_device_from_c(d: &ofl_cuda_device, i: usize) -> Result<CudaDeviceInfo> {
     let s = |ptr: *const c_char, field: &str| -> Result<String> {
-        Ok(arg_opt_str(ptr, &format!("devices[{i}].{field}"))?.unwrap_or("").to_owned())
+        Ok(arg_opt_str(ptr, &format!("devices[{i}].{field}"))?
+            .unwrap_or("")
+            .to_owned())
     };
     Ok(CudaDeviceInfo {
         index: d.index,
@@ -316,6 +339,18 @@ pub(crate) fn cuda_device_from_c(d: &ofl_cuda_device, i: usize) -> Result<CudaDe
         cuda_version: s(d.cuda_version, "cuda_version")?,
         name: s(d.name, "name")?,
     })
+}
+
+/// `len` devices described by C views (NULL when `len` is 0).
+pub(crate) fn devices_from_c(
+    devices: *const ofl_cuda_device,
+    len: usize,
+) -> Result<Vec<CudaDeviceInfo>> {
+    arg_slice(devices, len, "cuda_devices")?
+        .iter()
+        .enumerate()
+        .map(|(i, d)| cuda_device_from_c(d, i))
+        .collect()
 }
 
 /// A received device with C strings, kept by the object that hands it out.
@@ -350,3 +385,4 @@ impl CudaDeviceStrings {
         }
     }
 }
+
