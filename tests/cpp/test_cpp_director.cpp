@@ -18,6 +18,7 @@
 //
 // usage: test_cpp_director CERT_DIR
 #include "openfl_transport.hpp"
+#include "check.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -41,39 +42,6 @@ using openfl::Code;
 using openfl::ExperimentStatus;
 
 namespace {
-
-std::atomic<int> g_failures{0};
-
-void fail(const char *file, int line, const std::string &what) {
-    std::fprintf(stderr, "%s:%d: FAILED: %s\n", file, line, what.c_str());
-    g_failures++;
-}
-
-#define CHECK(cond)                                                \
-    do {                                                           \
-        if (!(cond)) fail(__FILE__, __LINE__, "CHECK(" #cond ")"); \
-    } while (0)
-
-template <class F>
-void expect_error_at(const char *file, int line, const char *what, Code code, const char *needle, F &&body) {
-    try {
-        body();
-        fail(file, line, std::string(what) + ": no exception, expected " + openfl::code_name(code));
-    } catch (const openfl::Error &e) {
-        if (e.code() != code)
-            fail(file, line, std::string(what) + ": " + e.what() + ", expected " + openfl::code_name(code));
-        else if (needle && e.message().find(needle) == std::string::npos)
-            fail(file, line, std::string(what) + ": message \"" + e.message() + "\" lacks \"" + needle + "\"");
-    } catch (const std::exception &e) {
-        fail(file, line, std::string(what) + ": unexpected exception " + e.what());
-    }
-}
-#define EXPECT_ERROR(what, code, needle, ...) expect_error_at(__FILE__, __LINE__, what, code, needle, __VA_ARGS__)
-
-void note(const char *what) {
-    std::printf("-- %s\n", what);
-    std::fflush(stdout);
-}
 
 // Handles are RAII and move-only.
 static_assert(!std::is_copy_constructible_v<openfl::DirectorServer> &&
