@@ -8,6 +8,30 @@
  *  - `_new`/`_free` pairs; `_free(NULL)` is a no-op;
  *  - handles may be used from several threads unless a function says otherwise;
  *  - callbacks run on library threads, possibly concurrently.
+ *
+ * Threads and signals:
+ *  - the library starts threads (all named "openfl-transport") on the first
+ *    server start (ofl_aggregator_server_start, ..._start_fedavg,
+ *    ofl_director_server_start) or client creation
+ *    (ofl_aggregator_client_new, ofl_envoy_client_new,
+ *    ofl_frontend_client_new), whichever comes first: a pool of workers
+ *    then, which live until the process exits, and later, as needed,
+ *    threads for callbacks and other blocking work, which end when idle.
+ *    No other function starts a thread;
+ *  - every library thread blocks all signals except the synchronous fault
+ *    signals SIGSEGV, SIGBUS, SIGFPE and SIGILL (raised by a fault in that
+ *    very thread). A process-directed signal (SIGINT, SIGTERM, SIGCHLD,
+ *    SIGUSR1, ...) is thus delivered to one of the host's threads, so the
+ *    host's handlers run only on its own threads, and SIGPIPE never reaches
+ *    the host from a socket the library writes. The library changes no
+ *    signal disposition nor any host thread's mask;
+ *  - a host that handles signals may install handlers as usual, or, more
+ *    robustly, block the signals it handles in main() before it starts
+ *    threads of its own (they inherit the mask) and receive them on one
+ *    thread of its own with sigwait()/sigwaitinfo() or a signalfd; that
+ *    thread may call any library function, e.g. ofl_aggregator_server_stop().
+ *    Do not call the library from a signal handler: no library function is
+ *    async-signal-safe.
  */
 
 #ifndef OPENFL_TRANSPORT_H

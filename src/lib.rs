@@ -8,7 +8,7 @@
 //! retry, runtime) → [`proto`] (the wire contract).
 //!
 //! Unsafe code is denied crate-wide. Allowed only in [`ffi`] (the C ABI),
-//! in the runtime's SIGPIPE mask (`runtime.rs`) and in the FedAvg state
+//! in the runtime threads' signal mask (`runtime.rs`) and in the FedAvg state
 //! directory's `flock` (`fedavg/state_file.rs`), each with a `// SAFETY:` comment.
 #![deny(unsafe_code)]
 

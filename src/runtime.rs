@@ -1,10 +1,19 @@
 //! The one process-wide Tokio runtime, created on first use.
 //!
-//! Every socket operation runs on this runtime's threads, never on a caller's
-//! thread: the runtime's threads block SIGPIPE at start, so a peer that hangs
-//! up cannot kill a C or Go host (a cdylib does not get Rust's start-up code
-//! that ignores SIGPIPE, and rustls writes with `writev`). The host's own
-//! signal dispositions are left untouched.
+//! The runtime is built by the first call that needs it: in C, the first
+//! server start (`ofl_*_server_start*`) or client creation
+//! (`ofl_aggregator_client_new`, `ofl_envoy_client_new`,
+//! `ofl_frontend_client_new`); its worker threads start then, its blocking
+//! threads (which run C callbacks) on demand. These are the only threads the
+//! library starts; all are named `openfl-transport`.
+//!
+//! Every one of them blocks every asynchronous signal at start (see
+//! [`block_signals`]), so a host's signal handlers run only on the host's own
+//! threads. In particular SIGPIPE is blocked: every socket operation runs on
+//! these threads, never on a caller's thread, so a peer that hangs up cannot
+//! kill a C or Go host (a cdylib does not get Rust's start-up code that
+//! ignores SIGPIPE, and rustls writes with `writev`). The host's own signal
+//! dispositions and its threads' masks are left untouched.
 
 use std::future::Future;
 use std::sync::mpsc;
@@ -22,7 +31,7 @@ fn build_runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("openfl-transport")
-        .on_thread_start(block_sigpipe)
+        .on_thread_start(block_signals)
         .enable_all()
         .build()
         .expect("creating the openfl-transport Tokio runtime")
@@ -34,17 +43,30 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Blocks SIGPIPE on the calling thread (inherited by threads it spawns).
-/// One of the crate's few unsafe exceptions: std has no signal-mask call.
+/// The signals a library thread leaves unblocked: the synchronous ones a
+/// fault raises in the faulting thread itself. Blocking them would not keep
+/// them off the thread: Linux then kills the process at once, without the
+/// host's (or a sanitizer's, or Rust's stack-overflow) handler.
+const FAULT_SIGNALS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+
+/// Blocks every signal but [`FAULT_SIGNALS`] on the calling thread (inherited
+/// by threads it spawns): process-directed signals (SIGINT, SIGTERM, SIGCHLD,
+/// SIGUSR1, ...) are then delivered to a host thread, and SIGPIPE never
+/// kills the process from here. One of the crate's few unsafe exceptions:
+/// std has no signal-mask call.
 #[allow(unsafe_code)]
-fn block_sigpipe() {
-    // SAFETY: `set` is a local, zero-initialised sigset_t that sigemptyset and
-    // sigaddset initialise fully before pthread_sigmask reads it; the old-mask
-    // pointer may be NULL. These calls only change this thread's signal mask.
+fn block_signals() {
+    // SAFETY: `set` is a local, zero-initialised sigset_t that sigfillset
+    // initialises fully before sigdelset and pthread_sigmask read it; the
+    // old-mask pointer may be NULL. These calls only change this thread's
+    // signal mask (glibc silently keeps its own internal signals unblocked;
+    // SIGKILL and SIGSTOP cannot be blocked).
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::sigfillset(&mut set);
+        for signal in FAULT_SIGNALS {
+            libc::sigdelset(&mut set, signal);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
