@@ -15,7 +15,7 @@ pub fn check_request(federation: &Federation, header: &MessageHeader) -> Result<
     if !federation.is_authorized(&header.sender) {
         return Err(Error::new(
             ofl_code::PermissionDenied,
-            format!("header.sender {:?} is not an authorized collaborator", header.sender),
+            format!("header.sender: {}", federation.not_authorized(&header.sender)),
         ));
     }
     expect_field("header.receiver", &header.receiver, &federation.aggregator_uuid)?;

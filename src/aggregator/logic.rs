@@ -54,6 +54,40 @@ impl Federation {
         };
         cert_common_name == expected_cn && self.is_authorized(sender)
     }
+
+    /// Why `valid_collaborator_cn_and_id` refuses this CN and sender: every
+    /// cause, each named ("certificate CN differs from header sender", "not
+    /// among the authorized collaborators"), joined by "; ".
+    pub fn refusal_cause(&self, cert_common_name: &str, sender: &str) -> String {
+        let mut causes = Vec::new();
+        if self.single_col_cert_common_name.is_empty() {
+            if cert_common_name != sender {
+                causes.push(format!("certificate CN |{cert_common_name}| differs from header sender |{sender}|"));
+            }
+        } else if cert_common_name != self.single_col_cert_common_name {
+            causes.push(format!(
+                "certificate CN |{cert_common_name}| is not the shared collaborator certificate CN |{}|",
+                self.single_col_cert_common_name
+            ));
+        }
+        if !self.is_authorized(sender) {
+            causes.push(self.not_authorized(sender));
+        }
+        if causes.is_empty() {
+            causes.push("refused by the aggregator logic".into());
+        }
+        causes.join("; ")
+    }
+
+    /// "`name` is not among the authorized collaborators", saying so when
+    /// there are none at all.
+    pub fn not_authorized(&self, name: &str) -> String {
+        if self.authorized_collaborators.is_empty() {
+            format!("|{name}| is not among the authorized collaborators (this aggregator authorizes none)")
+        } else {
+            format!("|{name}| is not among the authorized collaborators")
+        }
+    }
 }
 
 /// The answer to GetTasks. OpenFL treats `tasks`, `sleep_time` and `quit` as
@@ -153,6 +187,14 @@ pub trait AggregatorLogic: Send + Sync + 'static {
     /// OpenFL's `valid_collaborator_cn_and_id`; the default follows OpenFL 1.6.
     fn valid_collaborator_cn_and_id(&self, cert_common_name: &str, sender: &str) -> bool {
         self.federation().valid_collaborator_cn_and_id(cert_common_name, sender)
+    }
+
+    /// Why [`valid_collaborator_cn_and_id`](Self::valid_collaborator_cn_and_id)
+    /// refused: the UNAUTHENTICATED answer carries it. The default names
+    /// OpenFL 1.6's causes (see [`Federation::refusal_cause`]); overrides of
+    /// that rule should override this too.
+    fn refusal_cause(&self, cert_common_name: &str, sender: &str) -> String {
+        self.federation().refusal_cause(cert_common_name, sender)
     }
 
     /// Whether a client certificate with this CN can be valid for some

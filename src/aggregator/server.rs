@@ -133,8 +133,9 @@ impl Service {
             return Ok(());
         }
         self.auth_failure_delay().await;
+        let cause = self.logic.refusal_cause(&cn, sender);
         Err(Status::unauthenticated(format!(
-            "Invalid collaborator. CN: |{cn}| collaborator_common_name: |{sender}|"
+            "Invalid collaborator. CN: |{cn}| collaborator_common_name: |{sender}|: {cause}"
         )))
     }
 
@@ -154,7 +155,13 @@ impl Service {
             return Ok(());
         }
         self.auth_failure_delay().await;
-        Err(Status::unauthenticated(format!("Invalid collaborator certificate. CN: |{cn}| is not a collaborator")))
+        let federation = self.logic.federation();
+        let cause = if federation.single_col_cert_common_name.is_empty() {
+            federation.not_authorized(&cn)
+        } else {
+            format!("it is not the shared collaborator certificate CN |{}|", federation.single_col_cert_common_name)
+        };
+        Err(Status::unauthenticated(format!("Invalid collaborator certificate. CN: |{cn}|: {cause}")))
     }
 
     /// A random delay that blocks no worker: honest peers never wait on it.
@@ -380,6 +387,13 @@ impl AggregatorServer {
                  a certificate are identified by their header sender only"
             ),
             Some(_) => {}
+        }
+        if logic.federation().authorized_collaborators.is_empty() {
+            log::warn!(
+                "aggregator server authorizes no collaborator: every call will be refused \
+                 (add collaborators: ofl_aggregator_server_options_add_collaborator, \
+                 Federation::authorized_collaborators)"
+            );
         }
         let listener = crate::listen::bind(&config.host, config.port).await?;
         let local_addr = crate::listen::local_addr(&listener)?;

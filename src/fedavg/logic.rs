@@ -79,12 +79,31 @@ impl AggregatorLogic for FedAvg {
 
     /// Stores an upload, records its metrics, and ends the round when every
     /// collaborator has reported every task. Late, early and duplicate
-    /// uploads are ignored with a warning and answered `Ok`.
+    /// uploads are ignored with a warning and answered `Ok`; an upload FedAvg
+    /// cannot use (unknown task, malformed tensor, a tensor neither metric
+    /// nor `trained`) is refused whole with `InvalidArgument`, also with a
+    /// warning.
     ///
     /// With a state directory the upload is saved before it is counted and
     /// acknowledged; the state lock is not held while saving, so other calls
     /// go on meanwhile (uploads take turns).
     fn send_local_task_results(&self, collaborator: &str, results: TaskResults) -> Result<()> {
+        let task = results.task_name.clone();
+        self.take_results(collaborator, results).inspect_err(|e| {
+            log::warn!("FedAvg: results of {collaborator} for task {task:?} not taken: {}", e.message());
+        })
+    }
+
+    /// True once every collaborator has been told to quit.
+    fn all_quit_jobs_sent(&self) -> bool {
+        let state = self.lock();
+        self.federation.authorized_collaborators.iter().all(|c| state.quit_sent.contains(c))
+    }
+}
+
+impl FedAvg {
+    /// `send_local_task_results` before its warning.
+    fn take_results(&self, collaborator: &str, results: TaskResults) -> Result<()> {
         self.check_collaborator(collaborator)?;
         // Only uploads change the round and its results: while this turn is
         // held, what was checked below stays true.
@@ -104,11 +123,5 @@ impl AggregatorLogic for FedAvg {
             self.save_round(save);
         }
         Ok(())
-    }
-
-    /// True once every collaborator has been told to quit.
-    fn all_quit_jobs_sent(&self) -> bool {
-        let state = self.lock();
-        self.federation.authorized_collaborators.iter().all(|c| state.quit_sent.contains(c))
     }
 }

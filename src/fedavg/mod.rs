@@ -73,7 +73,10 @@
 //!   length, several transformer-metadata entries, lossy or delta tags, a
 //!   metric with more than one value, a trained tensor whose shape differs
 //!   from the model's or another collaborator's, the same tensor twice in
-//!   one upload): `InvalidArgument`, and nothing of that upload is kept.
+//!   one upload), and tensors FedAvg cannot use (neither a metric, i.e.
+//!   `report` or tag `metric`, nor tagged `trained`; OpenFL 1.6 would
+//!   aggregate and then silently drop them): `InvalidArgument`, logged at
+//!   WARN, and nothing of that upload is kept.
 //!
 //! # OpenFL 1.6 behaviours left out
 //!

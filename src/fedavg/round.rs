@@ -190,10 +190,7 @@ impl FedAvg {
         if self.federation.is_authorized(collaborator) {
             Ok(())
         } else {
-            Err(Error::new(
-                ofl_code::PermissionDenied,
-                format!("{collaborator:?} is not an authorized collaborator"),
-            ))
+            Err(Error::new(ofl_code::PermissionDenied, self.federation.not_authorized(collaborator)))
         }
     }
 
@@ -286,7 +283,14 @@ impl FedAvg {
         let stored = decode_named_tensor(tensor)?;
         let identity = TensorKey::new(&tensor.name, self.origin(), state.round, tensor.report, tags);
         let metric = if identity.is_metric() { Some(metric_value(&tensor.name, &stored)?) } else { None };
-        if !identity.is_metric() && identity.has_tag(TAG_TRAINED) {
+        if !identity.is_metric() {
+            if !identity.has_tag(TAG_TRAINED) {
+                return Err(invalid(format!(
+                    "tensor {:?} (tags {:?}) is neither a metric (report, or tag \"metric\") nor trained \
+                     weights (tag \"trained\"): FedAvg cannot use it",
+                    tensor.name, tensor.tags
+                )));
+            }
             self.check_trained_shape(state, task, &identity, &stored)?;
         }
         Ok(DecodedResult { key: identity.with_tag(collaborator), tensor: stored, metric })

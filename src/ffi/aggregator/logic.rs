@@ -43,6 +43,13 @@ impl AggregatorLogic for CallbackLogic {
         }
     }
 
+    fn refusal_cause(&self, cert_common_name: &str, sender: &str) -> String {
+        match self.callbacks.valid_collaborator {
+            Some(_) => "refused by the host's valid_collaborator_cn_and_id callback".into(),
+            None => self.federation.refusal_cause(cert_common_name, sender),
+        }
+    }
+
     fn certificate_may_speak(&self, cert_common_name: &str) -> bool {
         // A host-provided rule may accept any CN: leave the decision to it.
         self.callbacks.valid_collaborator.is_some() || self.federation.certificate_may_speak(cert_common_name)
