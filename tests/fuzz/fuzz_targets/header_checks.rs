@@ -65,7 +65,8 @@ fn check(federation: &Federation, header: &MessageHeader) {
         (Ok(()), true, None) => {}
         (Err(e), false, _) => {
             assert_eq!(e.code(), ofl_code::PermissionDenied);
-            assert!(e.message().starts_with("header.sender "), "{}", e.message());
+            assert!(e.message().starts_with("header.sender: "), "{}", e.message());
+            assert!(e.message().contains("is not among the authorized collaborators"), "{}", e.message());
         }
         (Err(e), true, Some((field, _, _))) => {
             assert_eq!(e.code(), ofl_code::InvalidArgument);
@@ -83,6 +84,9 @@ fn check_cn(federation: &Federation, cn: &str, sender: &str) {
     assert_eq!(valid, authorized && cn == expected_cn);
     if valid {
         assert!(federation.certificate_may_speak(cn), "a valid CN must pass the pre-check");
+    } else {
+        let cause = federation.refusal_cause(cn, sender);
+        assert_eq!(cause.contains("is not among the authorized collaborators"), !authorized, "{cause}");
     }
 }
 
