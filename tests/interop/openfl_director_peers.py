@@ -108,9 +108,10 @@ def wait_status(frontend, name, wanted, deadline_s=60):
         time.sleep(0.05)
 
 
-def run_envoy(args, name, experiments, out, errors):
+def run_envoy(args, name, experiments, out, errors, stop):
     """One envoy: waits for each expected experiment, downloads it, reports
-    health; fails the ones named 'doomed*'."""
+    health; fails the ones named 'doomed*'; then keeps reporting health (as a
+    real envoy does) until `stop` is set, so it stays online."""
     try:
         client = envoy_client(args, name)
         record = out[name] = {"experiments": []}
@@ -137,6 +138,8 @@ def run_envoy(args, name, experiments, out, errors):
                 entry["reported_failure"] = True
             record["experiments"].append(entry)
         client.send_health_check(envoy_name=name, is_experiment_running=False)
+        while not stop.wait(0.5):
+            client.send_health_check(envoy_name=name, is_experiment_running=False)
     except Exception as e:  # reported to the main thread
         errors.append(f"envoy {name}: {type(e).__name__}: {e}")
 
@@ -184,10 +187,11 @@ def main():
     # 3. The experiment.
     errors = []
     per_envoy = {}
+    stop = threading.Event()
     threads = [
-        threading.Thread(target=run_envoy, args=(args, "col1", ["mnist", "doomed"], per_envoy, errors),
+        threading.Thread(target=run_envoy, args=(args, "col1", ["mnist", "doomed"], per_envoy, errors, stop),
                          daemon=True),
-        threading.Thread(target=run_envoy, args=(args, "col2", ["mnist"], per_envoy, errors), daemon=True),
+        threading.Thread(target=run_envoy, args=(args, "col2", ["mnist"], per_envoy, errors, stop), daemon=True),
     ]
     for t in threads:
         t.start()
@@ -255,19 +259,29 @@ def main():
     result["doomed_submitted"] = alice.set_new_experiment(
         "doomed", ["col1"], small, initial_tensor_dict=initial).accepted
     result["doomed_statuses"] = wait_status(alice, "doomed", ("failed", "finished"))
+    # Both envoys done with their experiments and still reporting health (col2
+    # finished long before col1): what GetEnvoys says of live envoys.
+    deadline = time.monotonic() + 30
+    while True:
+        raw_envoys = alice.get_envoys(raw_result=True)
+        infos = list(raw_envoys.envoy_infos)
+        settled = len(infos) == 2 and all(e.is_online and not e.is_experiment_running for e in infos)
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    result["envoys"] = sorted((
+        {"name": e.shard_info.node_info.name, "is_online": e.is_online,
+         "is_experiment_running": e.is_experiment_running,
+         "valid_duration_s": e.valid_duration.seconds,
+         "cuda": [d.name for d in e.shard_info.node_info.cuda_devices]}
+        for e in infos), key=lambda e: e["name"])
+    stop.set()
     for t in threads:
         t.join(timeout=60)
     if any(t.is_alive() for t in threads):
         common.fail(f"envoy threads still running; errors: {errors}")
     result["envoy_errors"] = errors
     result["per_envoy"] = per_envoy
-    raw_envoys = alice.get_envoys(raw_result=True)
-    result["envoys"] = sorted((
-        {"name": e.shard_info.node_info.name, "is_online": e.is_online,
-         "is_experiment_running": e.is_experiment_running,
-         "valid_duration_s": e.valid_duration.seconds,
-         "cuda": [d.name for d in e.shard_info.node_info.cuda_devices]}
-        for e in raw_envoys.envoy_infos), key=lambda e: e["name"])
     result["envoys_dict_keys"] = sorted(alice.get_envoys())
 
 
