@@ -35,20 +35,15 @@ pub struct ofl_tls_config {
 /// TLS as held by an options object: on by default with nothing attached
 /// (start/connect then fails, naming `ofl_<x>_options_set_tls`), a copied
 /// `ofl_tls_config`, or off.
-#[derive(Clone, Debug)]
-pub struct TlsOptions {
-    /// Whether TLS is used (default true).
-    pub enabled: bool,
-    /// Certificates and client-auth setting.
-    pub config: TlsConfig,
-    /// Whether certificates were given (an `ofl_tls_config` attached).
-    attached: bool,
-}
-
-impl Default for TlsOptions {
-    fn default() -> Self {
-        Self { enabled: true, config: TlsConfig::default(), attached: false }
-    }
+#[derive(Clone, Debug, Default)]
+pub enum TlsOptions {
+    /// TLS on (the default, as OpenFL) but no `ofl_tls_config` given yet.
+    #[default]
+    Unset,
+    /// TLS off (`_set_tls(options, NULL)`, OpenFL's `tls=False`).
+    Off,
+    /// TLS with these certificates and client-auth setting.
+    On(TlsConfig),
 }
 
 impl TlsOptions {
@@ -56,10 +51,10 @@ impl TlsOptions {
     pub fn attach(&mut self, tls: *const ofl_tls_config) -> Result<()> {
         // SAFETY: NULL or a live `ofl_tls_config` (documented on every
         // `_set_tls`); only read during this call.
-        match unsafe { tls.as_ref() } {
-            None => *self = Self { enabled: false, config: TlsConfig::default(), attached: true },
-            Some(tls) => *self = Self { enabled: true, config: tls.config.clone(), attached: true },
-        }
+        *self = match unsafe { tls.as_ref() } {
+            None => Self::Off,
+            Some(tls) => Self::On(tls.config.clone()),
+        };
         Ok(())
     }
 
@@ -68,17 +63,13 @@ impl TlsOptions {
     /// (the options type's `_set_tls`), so a forgotten call is not a
     /// certificate error later.
     pub fn resolve(&self, setter: &str) -> Result<Option<TlsConfig>> {
-        if self.enabled && !self.attached {
-            return Err(Error::invalid_argument(format!(
+        match self {
+            Self::Unset => Err(Error::invalid_argument(format!(
                 "TLS is on but no ofl_tls_config is attached: call {setter} (NULL for no TLS)"
-            )));
+            ))),
+            Self::Off => Ok(None),
+            Self::On(config) => Ok(Some(config.clone())),
         }
-        Ok(self.resolved())
-    }
-
-    /// The configuration to use, unchecked: `None` without TLS.
-    pub fn resolved(&self) -> Option<TlsConfig> {
-        self.enabled.then(|| self.config.clone())
     }
 }
 
