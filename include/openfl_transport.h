@@ -139,6 +139,11 @@ typedef enum ofl_code {
    * The client's retry budget was spent while the peer stayed unavailable.
    */
   OFL_CODE_RETRIES_EXHAUSTED = 104,
+  /**
+   * The server speaks another protocol: TLS vs plaintext, HTTP/1, no
+   * HTTP/2 (ALPN h2), or an HTTP/2 protocol error. Never retried.
+   */
+  OFL_CODE_PROTOCOL_MISMATCH = 105,
 } ofl_code;
 
 /**

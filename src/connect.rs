@@ -1,12 +1,12 @@
 //! What every client of this crate does to reach a server: build the URI,
-//! TLS connector (src/connector.rs), TCP_NODELAY and HTTP/2 settings, and a lazily connecting
+//! connector (src/connector.rs: TLS, protocol check), TCP_NODELAY and HTTP/2 settings, and a lazily connecting
 //! channel that is reused across calls and reconnects by itself.
 
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::connector::TlsConnector;
+use crate::connector::Connector;
 use crate::error::{Error, Result};
 use crate::tls::TlsConfig;
 
@@ -66,13 +66,15 @@ impl ConnectConfig {
             .initial_connection_window_size(32 << 20)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(false);
-        let Some(tls) = &self.tls else {
-            return Ok(endpoint.connect_timeout(self.connect_timeout).connect_lazy());
+        // The connection is ours (src/connector.rs): tonic keeps the scheme
+        // on the wire and runs HTTP/2 over the stream the connector hands it.
+        let connector = match &self.tls {
+            None => Connector::plaintext(self.uri(), self.connect_timeout),
+            Some(tls) => {
+                let name = self.server_name.as_deref().unwrap_or(self.bare_host());
+                Connector::tls(self.uri(), name, tls.rustls_client_config()?, self.connect_timeout)?
+            }
         };
-        // TLS is ours (src/connector.rs): tonic keeps the `https` scheme on
-        // the wire and runs HTTP/2 over the stream the connector hands it.
-        let name = self.server_name.as_deref().unwrap_or(self.bare_host());
-        let connector = TlsConnector::new(self.uri(), name, tls.rustls_client_config()?, self.connect_timeout)?;
         Ok(endpoint.connect_with_connector_lazy(connector))
     }
 }

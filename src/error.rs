@@ -56,6 +56,9 @@ pub enum ofl_code {
     InvalidResponse = 103,
     /// The client's retry budget was spent while the peer stayed unavailable.
     RetriesExhausted = 104,
+    /// The server speaks another protocol: TLS vs plaintext, HTTP/1, no
+    /// HTTP/2 (ALPN h2), or an HTTP/2 protocol error. Never retried.
+    ProtocolMismatch = 105,
 }
 
 /// An error with a code and a message naming the cause.
@@ -107,11 +110,11 @@ impl ofl_code {
     /// The code with this number, if any (C passes codes as integers).
     pub fn from_i32(n: i32) -> Option<Self> {
         use ofl_code::*;
-        const ALL: [ofl_code; 22] = [
+        const ALL: [ofl_code; 23] = [
             Ok, Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists,
             PermissionDenied, ResourceExhausted, FailedPrecondition, Aborted, OutOfRange,
             Unimplemented, Internal, Unavailable, DataLoss, Unauthenticated, Tls, Io, Panic,
-            InvalidResponse, RetriesExhausted,
+            InvalidResponse, RetriesExhausted, ProtocolMismatch,
         ];
         ALL.into_iter().find(|c| *c as i32 == n)
     }
@@ -148,7 +151,7 @@ impl ofl_code {
             _ => match self {
                 ofl_code::Tls => tonic::Code::Unauthenticated,
                 ofl_code::InvalidResponse => tonic::Code::Internal,
-                ofl_code::RetriesExhausted => tonic::Code::Unavailable,
+                ofl_code::RetriesExhausted | ofl_code::ProtocolMismatch => tonic::Code::Unavailable,
                 _ => tonic::Code::Internal,
             },
         }

@@ -25,6 +25,7 @@ pub mod ffi;
 mod limits;
 mod listen;
 mod method_route;
+mod protocol_check;
 pub mod proto;
 mod request_limits;
 mod retry;

@@ -67,6 +67,9 @@ pub enum Verdict {
 
 /// Sorts a failed call's status into retry or fail.
 pub fn classify(status: Status) -> Verdict {
+    if let Some(mismatch) = crate::protocol_check::mismatch_in(&status) {
+        return Verdict::Fail(Error::new(ofl_code::ProtocolMismatch, mismatch));
+    }
     if let Some(tls) = crate::tls::tls_failure_in(&status) {
         return Verdict::Fail(Error::tls(format!("TLS handshake failed: {tls}")));
     }
@@ -181,6 +184,7 @@ impl Retrying<'_> {
         let started = Instant::now();
         let mut closed = self.closed.subscribe();
         let mut attempt = 0u32;
+        let mut warnings = RetryWarnings::default();
         loop {
             if *closed.borrow() {
                 return Err(Error::new(ofl_code::Cancelled, format!("{what}: the client was closed")));
@@ -191,12 +195,20 @@ impl Retrying<'_> {
                 _ = closed.wait_for(|c| *c) => continue,
             };
             let last = match outcome {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    warnings.succeeded(what, &self.peer, attempt, started.elapsed());
+                    return Ok(value);
+                }
                 Err(AttemptError::Final(e)) => return Err(e),
                 Err(AttemptError::Status(status)) => {
                     let refused_early = self.presents_certificate && closed_by_server(&status);
                     match classify(status) {
-                        Verdict::Fail(e) => return Err(e),
+                        Verdict::Fail(e) => {
+                            if matches!(e.code(), ofl_code::Tls | ofl_code::ProtocolMismatch) {
+                                log::warn!("{what}: cannot talk to {}: {e}; not retried", self.peer);
+                            }
+                            return Err(e);
+                        }
                         Verdict::Retry(e) if refused_early => with_certificate_hint(e),
                         Verdict::Retry(e) => e,
                     }
@@ -208,15 +220,49 @@ impl Retrying<'_> {
                     return Err(exhausted(what, attempt, started.elapsed(), &last));
                 }
             }
-            log::info!(
-                "{what}: attempt {attempt} to reach {} failed ({last}); retrying in {:.2} s",
-                self.peer,
-                wait.as_secs_f64()
-            );
+            warnings.failed(what, &self.peer, attempt, started.elapsed(), &last, wait);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = closed.wait_for(|c| *c) => {}
             }
+        }
+    }
+}
+
+/// Longest silence at WARN while a call keeps failing.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// What a retrying call says at WARN: its first failure (address and
+/// cause), then at most one summary per [`WARN_EVERY`]; every attempt at
+/// INFO; and, after a WARN, that the peer was reached in the end.
+#[derive(Default)]
+struct RetryWarnings {
+    last_warn: Option<Instant>,
+}
+
+impl RetryWarnings {
+    fn failed(&mut self, what: &str, peer: &str, attempt: u32, elapsed: Duration, last: &Error, wait: Duration) {
+        let due = self.last_warn.map_or(true, |at| at.elapsed() >= WARN_EVERY);
+        if due && attempt == 1 {
+            log::warn!("{what}: cannot reach {peer}: {last}; retrying (at most one warning per {} s)", WARN_EVERY.as_secs());
+        } else if due {
+            log::warn!(
+                "{what}: still cannot reach {peer} after {attempt} attempts in {:.0} s; last error: {last}; retrying",
+                elapsed.as_secs_f64()
+            );
+        } else {
+            log::info!(
+                "{what}: attempt {attempt} to reach {peer} failed ({last}); retrying in {:.2} s",
+                wait.as_secs_f64()
+            );
+            return;
+        }
+        self.last_warn = Some(Instant::now());
+    }
+
+    fn succeeded(&self, what: &str, peer: &str, attempt: u32, elapsed: Duration) {
+        if self.last_warn.is_some() {
+            log::warn!("{what}: reached {peer} after {attempt} attempts in {:.1} s", elapsed.as_secs_f64());
         }
     }
 }

@@ -41,6 +41,7 @@ const (
 	CodePanic              Code = 102 // a panic inside the library, caught at its boundary
 	CodeInvalidResponse    Code = 103 // the reply header failed validation
 	CodeRetriesExhausted   Code = 104 // the retry budget was spent while the peer stayed unavailable
+	CodeProtocolMismatch   Code = 105 // the server speaks another protocol (TLS vs plaintext, HTTP/1); never retried
 )
 
 var codeNames = map[Code]string{
@@ -53,6 +54,7 @@ var codeNames = map[Code]string{
 	CodeUnavailable: "UNAVAILABLE", CodeDataLoss: "DATA_LOSS",
 	CodeUnauthenticated: "UNAUTHENTICATED", CodeTLS: "TLS", CodeIO: "IO", CodePanic: "PANIC",
 	CodeInvalidResponse: "INVALID_RESPONSE", CodeRetriesExhausted: "RETRIES_EXHAUSTED",
+	CodeProtocolMismatch: "PROTOCOL_MISMATCH",
 }
 
 // String gives the code's name as the library spells it (ofl_code_name),

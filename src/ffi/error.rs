@@ -137,5 +137,6 @@ fn code_name(code: ofl_code) -> &'static std::ffi::CStr {
         Panic => c"PANIC",
         InvalidResponse => c"INVALID_RESPONSE",
         RetriesExhausted => c"RETRIES_EXHAUSTED",
+        ProtocolMismatch => c"PROTOCOL_MISMATCH",
     }
 }
