@@ -4,7 +4,9 @@
 //! REFUSED_STREAM), and a GOAWAY once no call has been in flight for
 //! `idle_timeout`. Each request carries tonic's connection information (so
 //! `Request::peer_certs` works as under tonic's own server) and has its body
-//! capped by method ([`RequestRules`]).
+//! capped by method ([`RequestRules`]). A stop ends it as
+//! [`crate::shutdown`] says: GOAWAY, then its calls cancelled (UNAVAILABLE)
+//! after the grace, then a reset.
 
 use std::convert::Infallible;
 use std::io;
@@ -18,7 +20,7 @@ use futures_util::future::BoxFuture;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
@@ -30,6 +32,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::limits::ServerLimits;
 use crate::request_limits::{oversize_as_resource_exhausted, RequestRules};
+use crate::shutdown::{fired, Signals, StreamExecutor};
 use crate::tls::PeerCertificates;
 
 /// The HTTP/2 connection preface a client sends first.
@@ -41,7 +44,7 @@ pub(crate) struct Shared<S> {
     pub tls: Option<TlsAcceptor>,
     pub limits: ServerLimits,
     pub rules: RequestRules,
-    pub http: http2::Builder<TokioExecutor>,
+    pub http: http2::Builder<StreamExecutor>,
 }
 
 /// Who is on the other end, as tonic's handlers look it up.
@@ -68,15 +71,17 @@ impl ConnInfo {
     }
 }
 
-/// Calls in flight and whether the HTTP/2 preface arrived.
+/// Calls in flight, whether the HTTP/2 preface arrived, and whether the
+/// socket is reset (not closed gracefully) when the connection is dropped.
 struct Activity {
     calls: watch::Sender<usize>,
     preface_seen: AtomicBool,
+    reset: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Arc<Self> {
-        Arc::new(Self { calls: watch::Sender::new(0), preface_seen: AtomicBool::new(false) })
+        Arc::new(Self { calls: watch::Sender::new(0), preface_seen: AtomicBool::new(false), reset: AtomicBool::new(false) })
     }
 
     fn call_started(self: &Arc<Self>) -> CallGuard {
@@ -115,7 +120,7 @@ impl Drop for CallGuard {
 pub(crate) async fn serve<S>(
     tcp: TcpStream,
     shared: Arc<Shared<S>>,
-    mut stop: watch::Receiver<bool>,
+    signals: Signals,
     _slot: OwnedSemaphorePermit,
 ) where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
@@ -124,11 +129,12 @@ pub(crate) async fn serve<S>(
     let deadline = Instant::now() + shared.limits.handshake_timeout;
     let Some(acceptor) = shared.tls.clone() else {
         let info = ConnInfo::Tcp(tcp.connect_info());
-        return run(tcp, info, deadline, &shared, stop).await;
+        return run(tcp, info, deadline, &shared, signals).await;
     };
     let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
+    let mut stop = signals.stop.clone();
     let tls = tokio::select! {
-        _ = stop.wait_for(|stopped| *stopped) => return,
+        _ = fired(&mut stop) => return,
         done = handshake => match done {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
@@ -138,14 +144,15 @@ pub(crate) async fn serve<S>(
     let (tcp, session) = tls.get_ref();
     let certs = session.peer_certificates().map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
     let info = ConnInfo::Tls(tcp.connect_info(), certs);
-    run(tls, info, deadline, &shared, stop).await
+    run(tls, info, deadline, &shared, signals).await
 }
 
 /// Serves HTTP/2 on `io` until the connection ends, is idle too long, never
-/// sends its preface, or the server stops.
-async fn run<IO, S>(io: IO, info: ConnInfo, preface_deadline: Instant, shared: &Shared<S>, mut stop: watch::Receiver<bool>)
+/// sends its preface, or the server stops (GOAWAY, then a reset at the
+/// close step of a stop).
+async fn run<IO, S>(io: IO, info: ConnInfo, preface_deadline: Instant, shared: &Shared<S>, signals: Signals)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: Socket + AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -156,7 +163,9 @@ where
         info,
         activity: Arc::clone(&activity),
         rules: shared.rules.clone(),
+        cancel: signals.cancel.clone(),
     };
+    let (mut stop, mut close) = (signals.stop, signals.close);
     let conn = shared.http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let preface = tokio::time::sleep_until(preface_deadline);
@@ -193,17 +202,21 @@ where
                 }
                 grace.as_mut().reset(Instant::now() + shared.limits.handshake_timeout);
             }
-            _ = stop.wait_for(|stopped| *stopped), if !stopping => {
+            _ = fired(&mut stop), if !stopping => {
                 conn.as_mut().graceful_shutdown();
                 stopping = true;
+            }
+            _ = fired(&mut close) => {
+                activity.reset.store(true, Ordering::Relaxed);
+                return log::debug!("connection still open when its server closed: reset");
             }
         }
     }
 }
 
 /// The HTTP/2 settings of every server connection.
-pub(crate) fn http2_builder(limits: &ServerLimits) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+pub(crate) fn http2_builder(limits: &ServerLimits, executor: StreamExecutor) -> http2::Builder<StreamExecutor> {
+    let mut builder = http2::Builder::new(executor);
     builder
         .timer(TokioTimer::new())
         .max_frame_size(crate::listen::MAX_FRAME_SIZE)
@@ -214,14 +227,43 @@ pub(crate) fn http2_builder(limits: &ServerLimits) -> http2::Builder<TokioExecut
     builder
 }
 
+/// The TCP socket under a connection's IO.
+pub(crate) trait Socket {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
 /// The IO under HTTP/2, noting when the preface has been read.
-struct Watched<IO> {
+struct Watched<IO: Socket> {
     inner: IO,
     activity: Arc<Activity>,
     read: usize,
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+impl<IO: Socket> Drop for Watched<IO> {
+    /// A connection closed by a stop is reset: its peer may have stopped
+    /// reading, and what is queued for it would otherwise keep the socket.
+    fn drop(&mut self) {
+        if self.activity.reset.load(Ordering::Relaxed) {
+            if let Err(e) = self.inner.tcp().set_zero_linger() {
+                log::debug!("SO_LINGER 0 on a connection to reset: {e}");
+            }
+        }
+    }
+}
+
+impl<IO: Socket + AsyncRead + Unpin> AsyncRead for Watched<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
@@ -235,7 +277,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+impl<IO: Socket + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -268,6 +310,8 @@ struct ConnService<S> {
     info: ConnInfo,
     activity: Arc<Activity>,
     rules: RequestRules,
+    /// The cancel step of a stop: calls still in flight end UNAVAILABLE.
+    cancel: watch::Receiver<bool>,
 }
 
 impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
@@ -284,18 +328,37 @@ where
         let mut request = self.rules.apply(request.map(Body::new));
         self.info.insert_into(request.extensions_mut());
         let mut service = self.inner.clone();
+        let mut cancel = self.cancel.clone();
         Box::pin(async move {
-            futures_util::future::poll_fn(|cx| service.poll_ready(cx)).await?;
-            let response = service.call(request).await?;
-            Ok(response.map(|body| Body::new(InFlight { inner: body, _guard: guard })))
+            let call = async {
+                futures_util::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                service.call(request).await
+            };
+            // Dropping `call` at the cancel step drops the handler wherever
+            // it is: an upload not read to its end never reaches the logic.
+            let response = tokio::select! {
+                biased;
+                response = call => response?,
+                _ = fired(&mut cancel) => cancelled().into_http(),
+            };
+            let cancelled = Box::pin(async move { fired(&mut cancel).await });
+            Ok(response.map(|body| Body::new(InFlight { inner: body, _guard: guard, cancelled: Some(cancelled) })))
         })
     }
 }
 
-/// A response body that counts as a call in flight until it is done.
+/// The answer of a call cancelled by a stop.
+fn cancelled() -> tonic::Status {
+    tonic::Status::unavailable("the server is shutting down: the call was cancelled at the end of its shutdown grace")
+}
+
+/// A response body that counts as a call in flight until it is done, and
+/// ends with UNAVAILABLE trailers at the cancel step of a stop.
 struct InFlight {
     inner: Body,
     _guard: CallGuard,
+    /// Resolves at the cancel step; `None` once the body ended.
+    cancelled: Option<BoxFuture<'static, ()>>,
 }
 
 impl HttpBody for InFlight {
@@ -303,7 +366,19 @@ impl HttpBody for InFlight {
     type Error = tonic::Status;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let Some(cancel) = self.cancelled.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if cancel.as_mut().poll(cx).is_ready() {
+            self.cancelled = None;
+            let mut trailers = http::HeaderMap::new();
+            let _ = cancelled().add_header(&mut trailers);
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() {
+            self.cancelled = None;
+        }
         Poll::Ready(frame.map(|frame| {
             frame.map(|frame| match frame.into_trailers() {
                 Ok(mut trailers) => {
@@ -316,7 +391,7 @@ impl HttpBody for InFlight {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.cancelled.is_none() || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -28,6 +28,7 @@ mod method_route;
 mod protocol_check;
 pub mod proto;
 mod request_limits;
+mod shutdown;
 mod retry;
 mod runtime;
 mod stream;

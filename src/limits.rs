@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 /// Longest handshake or idle timeout: a year (longer would overflow deadlines).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Default of [`ServerLimits::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Connection and request bounds shared by the aggregator and the director
 /// servers. The defaults are safe for a federation of up to about a
 /// thousand collaborators or envoys; see each field for its reason.
@@ -38,6 +41,16 @@ pub struct ServerLimits {
     /// Default 4 MiB (gRPC's default receive limit): such requests carry
     /// names and small descriptions, well under 64 KiB.
     pub max_unary_request_size: usize,
+    /// How long a stopping server lets calls in flight finish. When it asks
+    /// to stop, the server closes its listener and tells every connection
+    /// to take no new call (GOAWAY); calls still in flight after this grace
+    /// are cancelled (their clients see UNAVAILABLE, an upload cut short is
+    /// never handed to the logic) and their connections closed, so `stop`
+    /// returns within about this grace plus half a second whatever the peers
+    /// do (a stalled upload, a client that stopped reading). Zero cancels at
+    /// once. Default 5 s. (OpenFL 1.6's aggregator checks every 5 s whether
+    /// to stop, then stops with no grace: `server.stop(0)`.)
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerLimits {
@@ -48,6 +61,7 @@ impl Default for ServerLimits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_unary_request_size: 4 << 20,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -69,6 +83,12 @@ impl ServerLimits {
             if timeout.is_zero() || timeout > MAX_TIMEOUT {
                 return Err(Error::invalid_argument(format!("{name} {timeout:?} is out of range (up to a year)")));
             }
+        }
+        if self.shutdown_grace > MAX_TIMEOUT {
+            return Err(Error::invalid_argument(format!(
+                "shutdown_grace {:?} is out of range (up to a year)",
+                self.shutdown_grace
+            )));
         }
         if self.max_unary_request_size < 1024 {
             return Err(Error::invalid_argument(format!(

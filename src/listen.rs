@@ -3,7 +3,7 @@
 //! bounds ([`ServerLimits`]: a connection-count limit, a back-off when file
 //! descriptors run out instead of a spinning accept loop, TCP_NODELAY on
 //! every socket), and serve each ([`crate::connection`]) in the background
-//! until stopped ([`Serving`]).
+//! until stopped ([`Serving`]; how a stop ends calls: [`crate::shutdown`]).
 
 use std::convert::Infallible;
 use std::io;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tonic::body::Body;
 use tonic::codegen::{http, Service};
@@ -21,6 +22,7 @@ use crate::connection::Shared;
 use crate::error::{ofl_code, Error, Result};
 use crate::limits::ServerLimits;
 use crate::request_limits::{RequestRules, UploadBudget};
+use crate::shutdown::{fired, StreamExecutor, Switches};
 use crate::tls::TlsConfig;
 
 /// HTTP/2 frame size: 1 MiB frames moved 20–30 % more than the 16 KiB default
@@ -91,22 +93,25 @@ impl Listen {
 }
 
 /// Accepts connections until stopped, each under a slot of
-/// `max_connections`; then closes the listener and waits until every
-/// connection has ended (calls in flight finish).
-async fn accept_loop<S>(listener: TcpListener, shared: Arc<Shared<S>>, mut stop: watch::Receiver<bool>)
+/// `max_connections`; then closes the listener and winds the connections
+/// down ([`crate::shutdown`]: calls in flight get the shutdown grace, then
+/// are cancelled).
+async fn accept_loop<S>(listener: TcpListener, shared: Arc<Shared<S>>, switches: Arc<Switches>)
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    let max = shared.limits.max_connections;
-    let slots = Arc::new(Semaphore::new(max));
+    let signals = switches.signals();
+    let mut stop = signals.stop.clone();
+    let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let mut connections = JoinSet::new();
     loop {
         let slot = tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = fired(&mut stop) => break,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let accepted = tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = fired(&mut stop) => break,
             accepted = listener.accept() => accepted,
         };
         let tcp = match accepted {
@@ -120,10 +125,11 @@ where
         if let Err(e) = tcp.set_nodelay(true) {
             log::debug!("TCP_NODELAY on an accepted connection: {e}");
         }
-        tokio::spawn(crate::connection::serve(tcp, Arc::clone(&shared), stop.clone(), slot));
+        connections.spawn(crate::connection::serve(tcp, Arc::clone(&shared), signals.clone(), slot));
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    let _ = slots.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
+    crate::shutdown::wind_down(&mut connections, shared.limits.shutdown_grace, &switches).await;
 }
 
 /// After a failed accept: a connection that vanished before it was accepted
@@ -136,7 +142,7 @@ async fn back_off(error: &io::Error, stop: &mut watch::Receiver<bool>) {
     }
     log::warn!("accepting a connection failed ({error}); retrying in {ACCEPT_BACKOFF:?}");
     tokio::select! {
-        _ = stop.wait_for(|stopped| *stopped) => {}
+        _ = fired(stop) => {}
         _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
     }
 }
@@ -144,7 +150,7 @@ async fn back_off(error: &io::Error, stop: &mut watch::Receiver<bool>) {
 /// A server's background task: a stop switch that every part of the server
 /// can watch, and the result of serving once it ended.
 pub struct Serving {
-    stop: watch::Sender<bool>,
+    switches: Arc<Switches>,
     finished: watch::Receiver<Option<Result<()>>>,
     finished_tx: Option<watch::Sender<Option<Result<()>>>>,
 }
@@ -152,19 +158,24 @@ pub struct Serving {
 impl Serving {
     /// A stop switch, not yet serving.
     pub fn new() -> Self {
-        let (stop, _) = watch::channel(false);
         let (finished_tx, finished) = watch::channel(None);
-        Self { stop, finished, finished_tx: Some(finished_tx) }
+        Self { switches: Arc::new(Switches::new()), finished, finished_tx: Some(finished_tx) }
     }
 
     /// A receiver that turns true when the server is asked to stop.
     pub fn stopping(&self) -> watch::Receiver<bool> {
-        self.stop.subscribe()
+        self.switches.signals().stop
+    }
+
+    /// A receiver that turns true when the shutdown grace is over: calls
+    /// still in flight are cancelled (they answer UNAVAILABLE).
+    pub fn cancelling(&self) -> watch::Receiver<bool> {
+        self.switches.signals().cancel
     }
 
     /// Serves `service` on `listener` as `listen` says, in the background
-    /// until stopped; then shuts down gracefully (calls in flight finish).
-    /// Called once.
+    /// until stopped; then winds down (calls in flight get the shutdown
+    /// grace, then are cancelled: [`crate::shutdown`]). Called once.
     pub fn run<S>(&mut self, service: S, listener: TcpListener, listen: Listen)
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -175,18 +186,19 @@ impl Serving {
         S::Future: Send + 'static,
     {
         let finished_tx = self.finished_tx.take().expect("Serving::run is called once");
-        let http = crate::connection::http2_builder(&listen.limits);
+        let executor = StreamExecutor::new(&self.switches.signals());
+        let http = crate::connection::http2_builder(&listen.limits, executor);
         let shared = Arc::new(Shared { service, tls: listen.tls, limits: listen.limits, rules: listen.rules, http });
-        let stopping = self.stopping();
+        let switches = Arc::clone(&self.switches);
         tokio::spawn(async move {
-            accept_loop(listener, shared, stopping).await;
+            accept_loop(listener, shared, switches).await;
             let _ = finished_tx.send(Some(Ok(())));
         });
     }
 
     /// Asks the server to stop. Idempotent.
     pub fn stop(&self) {
-        self.stop.send_replace(true);
+        self.switches.stop();
     }
 
     /// Waits until serving ended, with its result.
@@ -199,7 +211,8 @@ impl Serving {
         done.clone().expect("checked by wait_for")
     }
 
-    /// Stops and waits until the listener is closed.
+    /// Stops and waits until the server wound down (within the shutdown
+    /// grace plus about half a second).
     pub async fn shutdown(&self) -> Result<()> {
         self.stop();
         self.wait_finished().await

@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use prost::Message;
 use rand::Rng;
 use rustls::pki_types::CertificateDer;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::blocking::BlockingCalls;
@@ -115,6 +115,8 @@ pub(super) struct Service {
     max_tensors_per_upload: usize,
     quit_sent: Arc<Notify>,
     blocking: BlockingCalls,
+    /// Turns true at the end of a stop's grace: no logic call starts after.
+    cancelled: watch::Receiver<bool>,
 }
 
 impl Service {
@@ -192,7 +194,7 @@ impl Service {
         T: Send + 'static,
         F: FnOnce(&dyn AggregatorLogic) -> Result<T> + Send + 'static,
     {
-        call_logic(&self.logic, &self.blocking, call, collaborator, f).await
+        call_logic(&self.logic, &self.blocking, &self.cancelled, call, collaborator, f).await
     }
 
     /// GetAggregatedTensor's logic call: polls until the tensor is there or
@@ -332,10 +334,14 @@ impl Aggregator for Service {
 }
 
 /// Runs `f` on `logic`: on the calling task when the logic says `call` never
-/// blocks, otherwise on the blocking pool within `blocking`'s bounds.
+/// blocks, otherwise on the blocking pool within `blocking`'s bounds. Once
+/// `cancelled` (a stop's grace is over) it no longer starts: UNAVAILABLE. A
+/// call already running on the blocking pool when its caller is dropped
+/// runs to its end; its answer is dropped.
 async fn call_logic<T, F>(
     logic: &Arc<dyn AggregatorLogic>,
     blocking: &BlockingCalls,
+    cancelled: &watch::Receiver<bool>,
     call: LogicCall,
     collaborator: Option<&str>,
     f: F,
@@ -349,7 +355,17 @@ where
     }
     let _turn = blocking.acquire(call, collaborator).await;
     let logic = Arc::clone(logic);
-    match tokio::task::spawn_blocking(move || f(logic.as_ref())).await {
+    let cancelled = cancelled.clone();
+    let run = move || {
+        if *cancelled.borrow() {
+            return Err(crate::Error::new(
+                crate::error::ofl_code::Unavailable,
+                "the server is shutting down: the call was cancelled at the end of its shutdown grace",
+            ));
+        }
+        f(logic.as_ref())
+    };
+    match tokio::task::spawn_blocking(run).await {
         Ok(result) => result.map_err(Status::from),
         Err(e) => Err(Status::internal(format!("aggregator logic failed: {e}"))),
     }
@@ -398,6 +414,7 @@ impl AggregatorServer {
         let listener = crate::listen::bind(&config.host, config.port).await?;
         let local_addr = crate::listen::local_addr(&listener)?;
         let quit_sent = Arc::new(Notify::new());
+        let mut serving = Serving::new();
         let service = Service {
             logic: Arc::clone(&logic),
             tls: config.tls.is_some(),
@@ -406,13 +423,13 @@ impl AggregatorServer {
             max_tensors_per_upload: config.max_tensors_per_upload,
             quit_sent: Arc::clone(&quit_sent),
             blocking: BlockingCalls::default(),
+            cancelled: serving.cancelling(),
         };
         let service = Arc::new(service);
         let grpc = AggregatorGrpc::from_arc(Arc::clone(&service))
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
         let grpc = MethodRoute::new(grpc, super::tensor_route::ZeroCopyTensors(Arc::clone(&service)));
-        let mut serving = Serving::new();
         serving.run(grpc, listener, listen);
         log::info!("aggregator server listening on {local_addr}");
         Ok(Self { local_addr, logic, service, serving, quit_sent, quit_poll_interval: config.quit_poll_interval })
@@ -423,12 +440,24 @@ impl AggregatorServer {
         self.local_addr
     }
 
-    /// Serves until the logic reports that all quit jobs were sent, or until
-    /// [`stop`](Self::stop); then shuts down gracefully (in-flight calls finish).
+    /// Serves until the logic reports that all quit jobs were sent (asked
+    /// every [`quit_poll_interval`](AggregatorServerOptions::quit_poll_interval)),
+    /// or until [`stop`](Self::stop); then shuts down: calls in flight get
+    /// [`ServerLimits::shutdown_grace`] to finish, then are cancelled
+    /// (UNAVAILABLE). Returns within that grace plus about half a second of
+    /// the stop, whatever the peers do.
     pub async fn serve(&self) -> Result<()> {
         let mut stopped = self.serving.stopping();
         loop {
-            if *stopped.borrow() || self.all_quit_jobs_sent().await {
+            if *stopped.borrow() {
+                break;
+            }
+            // A quit check stuck in host code does not hold the stop back.
+            let all_sent = tokio::select! {
+                all_sent = self.all_quit_jobs_sent() => all_sent,
+                _ = stopped.wait_for(|s| *s) => break,
+            };
+            if all_sent {
                 break;
             }
             tokio::select! {
@@ -442,17 +471,20 @@ impl AggregatorServer {
 
     async fn all_quit_jobs_sent(&self) -> bool {
         let blocking = &self.service.blocking;
-        call_logic(&self.logic, blocking, LogicCall::AllQuitJobsSent, None, |l| Ok(l.all_quit_jobs_sent()))
+        let cancelled = &self.service.cancelled;
+        call_logic(&self.logic, blocking, cancelled, LogicCall::AllQuitJobsSent, None, |l| Ok(l.all_quit_jobs_sent()))
             .await
             .unwrap_or(false)
     }
 
-    /// Asks the server to stop; `serve` then returns. Idempotent.
+    /// Asks the server to stop; returns at once, and `serve` returns once
+    /// the server wound down. Idempotent.
     pub fn stop(&self) {
         self.serving.stop();
     }
 
-    /// Stops and waits until the listener is closed.
+    /// Stops and waits until the server wound down: calls in flight get
+    /// [`ServerLimits::shutdown_grace`], then are cancelled.
     pub async fn shutdown(&self) -> Result<()> {
         self.serving.shutdown().await
     }

@@ -161,7 +161,8 @@ impl DirectorServer {
         let downloads = Downloads {
             state: Arc::clone(&state),
             budget: DownloadBudget::new(config.max_download_buffer),
-            stopping: serving.stopping(),
+            // Downloads in flight get the shutdown grace to finish.
+            stopping: serving.cancelling(),
         };
         let grpc = MethodRoute::new(grpc, StreamedArchives::new(service, downloads));
         serving.run(grpc, listener, listen);
@@ -186,20 +187,24 @@ impl DirectorServer {
     }
 
     /// Serves until [`stop`](Self::stop) (a director runs until told to
-    /// stop), then shuts down: long polls end with UNAVAILABLE, other calls
-    /// in flight finish.
+    /// stop), then shuts down: long polls (WaitExperiment, GetMetricStream)
+    /// end at once with UNAVAILABLE, other calls in flight get
+    /// [`ServerLimits::shutdown_grace`](crate::ServerLimits::shutdown_grace)
+    /// to finish, then are cancelled (UNAVAILABLE). Returns within that
+    /// grace plus about half a second of the stop, whatever the peers do.
     pub async fn serve(&self) -> Result<()> {
         let mut stopped = self.serving.stopping();
         let _ = stopped.wait_for(|s| *s).await;
         self.serving.wait_finished().await
     }
 
-    /// Asks the server to stop; `serve` then returns. Idempotent.
+    /// Asks the server to stop; returns at once, and `serve` returns once
+    /// the server wound down. Idempotent.
     pub fn stop(&self) {
         self.serving.stop();
     }
 
-    /// Stops and waits until the listener is closed.
+    /// Stops and waits until the server wound down (see [`serve`](Self::serve)).
     pub async fn shutdown(&self) -> Result<()> {
         self.serving.shutdown().await
     }
