@@ -998,6 +998,21 @@ struct ofl_error *ofl_server_limits_set_max_unary_request_size(struct ofl_server
                                                                uint64_t bytes);
 
 /**
+ * How long a stopping server lets calls in flight finish (default
+ * 5000 ms; 0 cancels them at once). After it, calls still in flight are
+ * cancelled (their clients see UNAVAILABLE; an upload cut short never
+ * reaches the callbacks) and their connections reset, so `_stop`
+ * followed by `_serve` returning, and `_free`, take at most about this
+ * grace plus half a second whatever the peers do (a stalled upload, a
+ * client that stopped reading). A callback still running then is
+ * abandoned: it runs to its end on its library thread and its answer is
+ * dropped. INVALID_ARGUMENT over a year. (OpenFL 1.6's aggregator stops
+ * with no grace, after checking every 5 s whether to stop.)
+ */
+struct ofl_error *ofl_server_limits_set_shutdown_grace_ms(struct ofl_server_limits *limits,
+                                                          uint64_t grace_ms);
+
+/**
  * The tensor's name (valid as long as the tensor). NULL gives "".
  */
 const char *ofl_tensor_name(const struct ofl_tensor *tensor);
@@ -1166,6 +1181,15 @@ struct ofl_error *ofl_aggregator_server_options_set_max_tensors_per_upload(struc
                                                                            uint64_t max);
 
 /**
+ * How often `ofl_aggregator_server_serve` asks the `all_quit_jobs_sent`
+ * callback whether the federation is over (default 1000 ms; it also asks
+ * right after each GetTasks that told a collaborator to quit; OpenFL 1.6
+ * asks every 5 s). INVALID_ARGUMENT when 0 or over a year.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_quit_poll_interval_ms(struct ofl_aggregator_server_options *options,
+                                                                          uint64_t interval_ms);
+
+/**
  * A new, empty callback set (no user data, no callbacks), written to
  * `*out`.
  */
@@ -1317,21 +1341,34 @@ uint16_t ofl_aggregator_server_port(const struct ofl_aggregator_server *server);
 
 /**
  * Blocks until the logic reports all quit jobs sent (OpenFL's
- * `serve`), or until `ofl_aggregator_server_stop`; then stops the
- * server gracefully (calls in flight finish).
+ * `serve`; asked every quit-poll interval:
+ * `ofl_aggregator_server_options_set_quit_poll_interval_ms`), or until
+ * `ofl_aggregator_server_stop`; then stops the server: calls in flight
+ * get the shutdown grace to finish (`ofl_server_limits_set_shutdown_grace_ms`,
+ * default 5 s), then are cancelled (UNAVAILABLE) and their connections
+ * reset. Returns within that grace plus about half a second of the
+ * stop, whatever the peers do. A callback still running then is
+ * abandoned: it runs to its end on its library thread, its answer is
+ * dropped, and no callback starts after the grace.
  */
 struct ofl_error *ofl_aggregator_server_serve(const struct ofl_aggregator_server *server);
 
 /**
  * Asks the server to stop; returns at once. `ofl_aggregator_server_serve`
- * then returns. Idempotent; safe from any thread and from callbacks.
+ * then returns once the server wound down (within the shutdown grace
+ * plus about half a second). Idempotent; safe from any thread and from
+ * callbacks.
  */
 struct ofl_error *ofl_aggregator_server_stop(const struct ofl_aggregator_server *server);
 
 /**
- * Stops the server, waits until it no longer listens, and frees it; the
- * server's share of the callbacks' user data is released once the last
- * call in flight finished. Do not call from a callback. NULL is a no-op.
+ * Stops the server, waits until it wound down as after
+ * `ofl_aggregator_server_stop` (at most the shutdown grace plus about
+ * half a second), and frees it. No callback starts after this returns;
+ * one still running is abandoned (its answer is dropped), and the
+ * server's share of the callbacks' user data is released once it
+ * returned (`free_user_data` may then run on a library thread). Do not
+ * call from a callback. NULL is a no-op.
  */
 void ofl_aggregator_server_free(struct ofl_aggregator_server *server);
 
@@ -2047,20 +2084,30 @@ const char *ofl_director_server_archive_dir(const struct ofl_director_server *se
 /**
  * Blocks until `ofl_director_server_stop` (a director serves until told
  * to stop; OpenFL's `start`), then shuts the server down: long polls
- * (WaitExperiment, GetMetricStream) end with UNAVAILABLE, other calls
- * in flight finish.
+ * (WaitExperiment, GetMetricStream) end at once with UNAVAILABLE, other
+ * calls in flight get the shutdown grace to finish
+ * (`ofl_server_limits_set_shutdown_grace_ms`, default 5 s), then are
+ * cancelled (UNAVAILABLE; an archive upload cut short registers no
+ * experiment) and their connections reset. Returns within that grace
+ * plus about half a second of the stop, whatever the peers do; it does
+ * not wait for hooks still running (see `ofl_director_server_free`).
  */
 struct ofl_error *ofl_director_server_serve(const struct ofl_director_server *server);
 
 /**
  * Asks the server to stop; returns at once. `ofl_director_server_serve`
- * then returns. Idempotent; safe from any thread and from hooks.
+ * then returns once the server wound down (within the shutdown grace
+ * plus about half a second). Idempotent; safe from any thread and from
+ * hooks.
  */
 struct ofl_error *ofl_director_server_stop(const struct ofl_director_server *server);
 
 /**
- * Stops the server, waits until it no longer listens and until running
- * hooks have returned, drops its share of the hooks' `user_data`
+ * Stops the server, waits until it wound down (as after
+ * `ofl_director_server_stop`: at most the shutdown grace plus about half
+ * a second, whatever the peers do) and until running hooks have
+ * returned (hooks are host code: a hook that never returns holds this),
+ * drops its share of the hooks' `user_data`
  * (released now when the hooks object was freed already), and frees
  * the server. No hook runs after this returns. Do not call from a hook.
  * NULL is a no-op.

@@ -336,10 +336,12 @@ where
             };
             // Dropping `call` at the cancel step drops the handler wherever
             // it is: an upload not read to its end never reaches the logic.
+            // Cancel first: once it fired, the handler is never polled again
+            // (so it starts no callback after the grace).
             let response = tokio::select! {
                 biased;
-                response = call => response?,
                 _ = fired(&mut cancel) => cancelled().into_http(),
+                response = call => response?,
             };
             let cancelled = Box::pin(async move { fired(&mut cancel).await });
             Ok(response.map(|body| Body::new(InFlight { inner: body, _guard: guard, cancelled: Some(cancelled) })))

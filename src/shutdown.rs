@@ -134,8 +134,9 @@ where
         let mut close = self.close.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = call => {}
+                biased;
                 _ = fired(&mut close) => {}
+                _ = call => {}
             }
         });
     }

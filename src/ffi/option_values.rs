@@ -60,6 +60,14 @@ pub fn timeout_millis(ms: u64, name: &str) -> Result<Duration> {
     Ok(Duration::from_millis(ms))
 }
 
+/// A grace named `name`: zero (none) to a year.
+pub fn grace_millis(ms: u64, name: &str) -> Result<Duration> {
+    if ms > MAX_TIMEOUT_MS {
+        return Err(Error::invalid_argument(format!("{name} {ms} ms is out of range (0 to {MAX_TIMEOUT_MS})")));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// A count named `name`: at least 1 and at most `max`.
 pub fn count(value: u64, max: u64, name: &str) -> Result<usize> {
     if value == 0 || value > max {

@@ -98,3 +98,21 @@ ffi_fn! {
         Ok(())
     }
 }
+
+ffi_fn! {
+    /// How long a stopping server lets calls in flight finish (default
+    /// 5000 ms; 0 cancels them at once). After it, calls still in flight are
+    /// cancelled (their clients see UNAVAILABLE; an upload cut short never
+    /// reaches the callbacks) and their connections reset, so `_stop`
+    /// followed by `_serve` returning, and `_free`, take at most about this
+    /// grace plus half a second whatever the peers do (a stalled upload, a
+    /// client that stopped reading). A callback still running then is
+    /// abandoned: it runs to its end on its library thread and its answer is
+    /// dropped. INVALID_ARGUMENT over a year. (OpenFL 1.6's aggregator stops
+    /// with no grace, after checking every 5 s whether to stop.)
+    fn ofl_server_limits_set_shutdown_grace_ms(limits: *mut ofl_server_limits, grace_ms: u64) -> *mut ofl_error {
+        let value = option_values::grace_millis(grace_ms, "shutdown_grace")?;
+        limits_mut(limits)?.shutdown_grace = value;
+        Ok(())
+    }
+}

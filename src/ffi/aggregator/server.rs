@@ -69,8 +69,15 @@ ffi_fn! {
 
 ffi_fn! {
     /// Blocks until the logic reports all quit jobs sent (OpenFL's
-    /// `serve`), or until `ofl_aggregator_server_stop`; then stops the
-    /// server gracefully (calls in flight finish).
+    /// `serve`; asked every quit-poll interval:
+    /// `ofl_aggregator_server_options_set_quit_poll_interval_ms`), or until
+    /// `ofl_aggregator_server_stop`; then stops the server: calls in flight
+    /// get the shutdown grace to finish (`ofl_server_limits_set_shutdown_grace_ms`,
+    /// default 5 s), then are cancelled (UNAVAILABLE) and their connections
+    /// reset. Returns within that grace plus about half a second of the
+    /// stop, whatever the peers do. A callback still running then is
+    /// abandoned: it runs to its end on its library thread, its answer is
+    /// dropped, and no callback starts after the grace.
     fn ofl_aggregator_server_serve(server: *const ofl_aggregator_server) -> *mut ofl_error {
         let server = server_arc(server)?;
         runtime::block_on(async move { server.serve().await })?
@@ -79,7 +86,9 @@ ffi_fn! {
 
 ffi_fn! {
     /// Asks the server to stop; returns at once. `ofl_aggregator_server_serve`
-    /// then returns. Idempotent; safe from any thread and from callbacks.
+    /// then returns once the server wound down (within the shutdown grace
+    /// plus about half a second). Idempotent; safe from any thread and from
+    /// callbacks.
     fn ofl_aggregator_server_stop(server: *const ofl_aggregator_server) -> *mut ofl_error {
         server_arc(server)?.stop();
         Ok(())
@@ -87,9 +96,13 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Stops the server, waits until it no longer listens, and frees it; the
-    /// server's share of the callbacks' user data is released once the last
-    /// call in flight finished. Do not call from a callback. NULL is a no-op.
+    /// Stops the server, waits until it wound down as after
+    /// `ofl_aggregator_server_stop` (at most the shutdown grace plus about
+    /// half a second), and frees it. No callback starts after this returns;
+    /// one still running is abandoned (its answer is dropped), and the
+    /// server's share of the callbacks' user data is released once it
+    /// returned (`free_user_data` may then run on a library thread). Do not
+    /// call from a callback. NULL is a no-op.
     fn ofl_aggregator_server_free(server: *mut ofl_aggregator_server) {
         if let Ok(inner) = server_arc(server) {
             let _ = runtime::block_on(async move { inner.shutdown().await });

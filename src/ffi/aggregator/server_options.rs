@@ -181,3 +181,18 @@ ffi_fn! {
         Ok(())
     }
 }
+
+ffi_fn! {
+    /// How often `ofl_aggregator_server_serve` asks the `all_quit_jobs_sent`
+    /// callback whether the federation is over (default 1000 ms; it also asks
+    /// right after each GetTasks that told a collaborator to quit; OpenFL 1.6
+    /// asks every 5 s). INVALID_ARGUMENT when 0 or over a year.
+    fn ofl_aggregator_server_options_set_quit_poll_interval_ms(
+        options: *mut ofl_aggregator_server_options,
+        interval_ms: u64,
+    ) -> *mut ofl_error {
+        let value = option_values::timeout_millis(interval_ms, "quit_poll_interval")?;
+        options_mut(options)?.config.quit_poll_interval = value;
+        Ok(())
+    }
+}

@@ -109,8 +109,13 @@ ffi_fn! {
 ffi_fn! {
     /// Blocks until `ofl_director_server_stop` (a director serves until told
     /// to stop; OpenFL's `start`), then shuts the server down: long polls
-    /// (WaitExperiment, GetMetricStream) end with UNAVAILABLE, other calls
-    /// in flight finish.
+    /// (WaitExperiment, GetMetricStream) end at once with UNAVAILABLE, other
+    /// calls in flight get the shutdown grace to finish
+    /// (`ofl_server_limits_set_shutdown_grace_ms`, default 5 s), then are
+    /// cancelled (UNAVAILABLE; an archive upload cut short registers no
+    /// experiment) and their connections reset. Returns within that grace
+    /// plus about half a second of the stop, whatever the peers do; it does
+    /// not wait for hooks still running (see `ofl_director_server_free`).
     fn ofl_director_server_serve(server: *const ofl_director_server) -> *mut ofl_error {
         let server = Arc::clone(&server_ref(server)?.inner);
         runtime::block_on(async move { server.serve().await })?
@@ -119,7 +124,9 @@ ffi_fn! {
 
 ffi_fn! {
     /// Asks the server to stop; returns at once. `ofl_director_server_serve`
-    /// then returns. Idempotent; safe from any thread and from hooks.
+    /// then returns once the server wound down (within the shutdown grace
+    /// plus about half a second). Idempotent; safe from any thread and from
+    /// hooks.
     fn ofl_director_server_stop(server: *const ofl_director_server) -> *mut ofl_error {
         server_ref(server)?.inner.stop();
         Ok(())
@@ -127,8 +134,11 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Stops the server, waits until it no longer listens and until running
-    /// hooks have returned, drops its share of the hooks' `user_data`
+    /// Stops the server, waits until it wound down (as after
+    /// `ofl_director_server_stop`: at most the shutdown grace plus about half
+    /// a second, whatever the peers do) and until running hooks have
+    /// returned (hooks are host code: a hook that never returns holds this),
+    /// drops its share of the hooks' `user_data`
     /// (released now when the hooks object was freed already), and frees
     /// the server. No hook runs after this returns. Do not call from a hook.
     /// NULL is a no-op.
