@@ -195,7 +195,9 @@ func (s *DirectorServer) ArchiveDir() string { return s.archiveDir }
 // Serve blocks until Stop or Close is called, or ctx is done (which stops
 // the server; OpenFL's Director serves until told to stop). The server then
 // shuts down: long polls (WaitExperiment, metric streams) end with
-// CodeUnavailable, other calls in flight finish. It returns nil, or a
+// CodeUnavailable, other calls in flight get Limits.ShutdownGrace to
+// finish, then are cancelled (CodeUnavailable); it returns within that
+// grace plus about half a second whatever the peers do. It returns nil, or a
 // context error when ctx ended it.
 func (s *DirectorServer) Serve(ctx context.Context) error { return s.life.serve(ctx) }
 

@@ -29,6 +29,16 @@ type ServerLimits struct {
 	// streamed upload, gRPC framing included (refused before it is
 	// buffered). 0 means 4 MiB; at least 1024.
 	MaxUnaryRequestSize uint64
+	// ShutdownGrace is how long a stopping server lets calls in flight
+	// finish. After it they are cancelled (clients see CodeUnavailable; an
+	// upload cut short never reaches the logic) and their connections reset,
+	// so Stop followed by Serve returning, and Close, take at most about this
+	// grace plus half a second whatever the peers do. Logic still running
+	// then is abandoned: it runs to its end and its answer is dropped.
+	// 0 means 5 s; set NoShutdownGrace to cancel at once. Millisecond
+	// resolution, at most a year.
+	ShutdownGrace   time.Duration
+	NoShutdownGrace bool
 }
 
 // limitSetters are the C setters for ServerLimits' fields (of an
@@ -37,6 +47,7 @@ type limitSetters struct {
 	streams, connections func(C.uint32_t) *C.ofl_error
 	handshake, idle      func(C.uint64_t) *C.ofl_error
 	unary                func(C.uint64_t) *C.ofl_error
+	grace                func(C.uint64_t) *C.ofl_error
 }
 
 // limitMillis converts a non-zero duration for a C setter; below 1 ms is an error.
@@ -80,6 +91,23 @@ func (l *ServerLimits) apply(set limitSetters) error {
 			return err
 		}
 	}
+	return l.applyGrace(set.grace)
+}
+
+// applyGrace sets ShutdownGrace (or none, for NoShutdownGrace).
+func (l *ServerLimits) applyGrace(set func(C.uint64_t) *C.ofl_error) error {
+	switch {
+	case l.NoShutdownGrace:
+		return takeError(set(0))
+	case l.ShutdownGrace < 0:
+		return invalidArgument("ShutdownGrace %v is negative", l.ShutdownGrace)
+	case l.ShutdownGrace > 0:
+		ms, err := limitMillis("ShutdownGrace", l.ShutdownGrace)
+		if err != nil {
+			return err
+		}
+		return takeError(set(ms))
+	}
 	return nil
 }
 
@@ -97,6 +125,7 @@ func (l *ServerLimits) attach(set func(*C.ofl_server_limits) *C.ofl_error) error
 		handshake:   func(v C.uint64_t) *C.ofl_error { return C.ofl_server_limits_set_handshake_timeout_ms(limits, v) },
 		idle:        func(v C.uint64_t) *C.ofl_error { return C.ofl_server_limits_set_idle_timeout_ms(limits, v) },
 		unary:       func(v C.uint64_t) *C.ofl_error { return C.ofl_server_limits_set_max_unary_request_size(limits, v) },
+		grace:       func(v C.uint64_t) *C.ofl_error { return C.ofl_server_limits_set_shutdown_grace_ms(limits, v) },
 	}); err != nil {
 		return err
 	}

@@ -367,6 +367,11 @@ type AggregatorServerOptions struct {
 	// MaxTensorsPerUpload is the most tensors one upload may carry (more
 	// get CodeResourceExhausted before they are decoded). 0 means 100 000.
 	MaxTensorsPerUpload uint64
+	// QuitPollInterval is how often Serve asks the logic's AllQuitJobsSent
+	// whether the federation is over (it also asks right after each
+	// GetTasks that told a collaborator to quit). 0 means 1 s (OpenFL 1.6:
+	// 5 s). Millisecond resolution, at most a year.
+	QuitPollInterval time.Duration
 }
 
 func (o *AggregatorServerOptions) build() (*C.ofl_aggregator_server_options, error) {
@@ -436,6 +441,15 @@ func (o *AggregatorServerOptions) apply(opts *C.ofl_aggregator_server_options, m
 	}
 	if o.MaxTensorsPerUpload != 0 {
 		if err := takeError(C.ofl_aggregator_server_options_set_max_tensors_per_upload(opts, C.uint64_t(o.MaxTensorsPerUpload))); err != nil {
+			return err
+		}
+	}
+	if o.QuitPollInterval != 0 {
+		ms, err := limitMillis("QuitPollInterval", o.QuitPollInterval)
+		if err != nil {
+			return err
+		}
+		if err := takeError(C.ofl_aggregator_server_options_set_quit_poll_interval_ms(opts, ms)); err != nil {
 			return err
 		}
 	}

@@ -109,9 +109,12 @@ func StartAggregatorServer(opts AggregatorServerOptions, logic AggregatorLogic) 
 func (s *AggregatorServer) Port() uint16 { return s.port }
 
 // Serve blocks until the logic reports all quit jobs sent (OpenFL's
-// serve), Stop or Close is called, or ctx is done (which stops the
-// server); then the server stops gracefully (calls in flight finish).
-// It returns nil, or a context error when ctx ended it.
+// serve; asked every QuitPollInterval), Stop or Close is called, or ctx is
+// done (which stops the server); then the server stops: calls in flight
+// get Limits.ShutdownGrace to finish, then are cancelled (CodeUnavailable)
+// and their connections reset, so it returns within that grace plus about
+// half a second whatever the peers do. It returns nil, or a context error
+// when ctx ended it.
 func (s *AggregatorServer) Serve(ctx context.Context) error { return s.life.serve(ctx) }
 
 // Stop asks the server to stop and returns at once; Serve then returns.
@@ -119,10 +122,11 @@ func (s *AggregatorServer) Serve(ctx context.Context) error { return s.life.serv
 // logic callbacks.
 func (s *AggregatorServer) Stop() error { return s.life.stop() }
 
-// Close stops the server, waits until Serve has returned and the server no
-// longer listens, and releases it; the logic is no longer called once the
-// calls in flight have finished. Do not call it from logic callbacks (use
-// Stop). Idempotent; always returns nil.
+// Close stops the server, waits until Serve has returned and the server
+// wound down (at most Limits.ShutdownGrace plus about half a second), and
+// releases it; no logic call starts after it returns, and one still running
+// is abandoned (its answer is dropped). Do not call it from logic callbacks
+// (use Stop). Idempotent; always returns nil.
 func (s *AggregatorServer) Close() error {
 	runtime.SetFinalizer(s, nil)
 	s.life.close()
