@@ -413,6 +413,16 @@ public:
     ServerLimits &max_unary_request_size(std::uint64_t bytes) {
         return set(ofl_server_limits_set_max_unary_request_size, bytes);
     }
+    /** How long a stopping server lets calls in flight finish (default 5 s;
+     *  0 cancels them at once; up to a year). After it they are cancelled
+     *  (clients see UNAVAILABLE) and their connections reset, so stop() +
+     *  serve() returning, and the destructor, take at most about this grace
+     *  plus half a second whatever the peers do. A callback still running
+     *  then is abandoned: it runs to its end, its answer is dropped. */
+    ServerLimits &shutdown_grace(std::chrono::milliseconds grace) {
+        if (grace.count() < 0) throw Error(Code::invalid_argument, "shutdown_grace is negative");
+        return set(ofl_server_limits_set_shutdown_grace_ms, millis(grace));
+    }
     const ofl_server_limits *get() const noexcept { return p_.get(); }
 
 private:
@@ -702,6 +712,12 @@ public:
     /** Most tensors in one upload; more get RESOURCE_EXHAUSTED (default 100000). */
     AggregatorServerOptions &max_tensors_per_upload(std::uint64_t max) {
         return set(ofl_aggregator_server_options_set_max_tensors_per_upload, max);
+    }
+    /** How often serve() asks all_quit_jobs_sent whether the federation is
+     *  over (default 1 s; 1 ms to a year). */
+    AggregatorServerOptions &quit_poll_interval(std::chrono::milliseconds interval) {
+        return set(ofl_aggregator_server_options_set_quit_poll_interval_ms,
+                   interval.count() < 0 ? 0 : static_cast<std::uint64_t>(interval.count()));
     }
 };
 
