@@ -882,9 +882,10 @@ inline void free_holder(void *user_data) noexcept { delete static_cast<LogicHold
 }  // namespace detail
 
 /** A running aggregator server (OpenFL's AggregatorGRPCServer): serving in
- *  the background once constructed. Move-only; the destructor stops it,
- *  waits until it no longer listens and releases the logic once the calls
- *  in flight have finished. Do not destroy it from a logic callback. */
+ *  the background once constructed. Move-only; the destructor stops it and
+ *  waits until it wound down (calls in flight get ServerLimits::shutdown_grace,
+ *  then are cancelled), and the logic is released once no callback still
+ *  runs. Do not destroy it from a logic callback. */
 class AggregatorServer {
 public:
     AggregatorServer(const AggregatorServerOptions &options, std::shared_ptr<AggregatorLogic> logic) {
