@@ -64,6 +64,13 @@ impl Call {
         self.body.send_data(bytes, end_stream).expect("sending DATA");
     }
 
+    /// Sends raw DATA unless the server has already ended the stream (a
+    /// server may refuse before the body is complete); says whether it did.
+    pub fn offer_bytes(&mut self, bytes: Bytes, end_stream: bool) -> bool {
+        self.body.reserve_capacity(bytes.len());
+        self.body.send_data(bytes, end_stream).is_ok()
+    }
+
     /// Ends the request body with RST_STREAM(`reason`) instead of END_STREAM.
     pub fn reset(&mut self, reason: Reason) {
         self.body.send_reset(reason);
