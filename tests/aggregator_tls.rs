@@ -162,14 +162,14 @@ async fn server_certificate_from_an_untrusted_ca_is_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_client_of_a_plaintext_server_is_tls() {
+async fn tls_client_of_a_plaintext_server_is_a_protocol_mismatch() {
     let server = start_server(None, TestLogic::new()).await;
     let client = long_retry_client(server.local_addr().port(), client_tls(&pki().col1));
 
     let started = Instant::now();
     let result = within(30, client.get_tasks("col1")).await;
-    assert_error(result, ofl_code::Tls, "TLS handshake failed");
-    assert!(started.elapsed() < Duration::from_secs(5), "the TLS failure was retried");
+    assert_error(result, ofl_code::ProtocolMismatch, "plaintext (insecure) server");
+    assert!(started.elapsed() < Duration::from_secs(5), "the mismatch was retried");
 }
 
 // ---------------------------------------------------------------------------

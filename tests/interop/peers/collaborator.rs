@@ -135,6 +135,7 @@ fn code_name(code: ofl_code) -> &'static str {
         Panic => "PANIC",
         InvalidResponse => "INVALID_RESPONSE",
         RetriesExhausted => "RETRIES_EXHAUSTED",
+        ProtocolMismatch => "PROTOCOL_MISMATCH",
     }
 }
 
