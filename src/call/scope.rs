@@ -52,7 +52,7 @@ impl CallScope {
         let shared = Shared {
             what: what.to_owned(),
             timeout,
-            deadline: timeout.map(|t| Instant::now() + t),
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
             cancel: options.cancel.clone(),
             abort,
             closed: closed.subscribe(),
