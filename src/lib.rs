@@ -34,7 +34,7 @@ mod runtime;
 mod stream;
 pub mod tls;
 
-pub use call::{CallOptions, CancelToken, Progress};
+pub use call::{CallOptions, CancelToken, Progress, PROGRESS_STEP};
 pub use connect::ConnectConfig;
 pub use error::{ofl_code, Error, Result};
 pub use limits::ServerLimits;

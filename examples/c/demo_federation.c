@@ -178,7 +178,7 @@ static void fetch_tensor(collaborator *c, const char *name, int32_t round, float
                          bool vector) {
     ofl_tensor *t = NULL;
     TRY(ofl_aggregator_client_get_aggregated_tensor(c->client, c->name, name, round, false, TAGS_MODEL,
-                                         NTAGS(TAGS_MODEL), true, &t));
+                                         NTAGS(TAGS_MODEL), true, NULL, &t));
     uintptr_t ndim = 0;
     const int32_t *shape = ofl_tensor_metadata_len(t) == 1 ? ofl_tensor_metadata_int_list(t, 0, &ndim) : NULL;
     bool compressed = false;
@@ -236,7 +236,7 @@ static void run_task(collaborator *c, const ofl_tasks *tasks, uintptr_t i) {
     } else {
         fail(c->name, "the aggregator asked for an unknown task function");
     }
-    TRY(ofl_aggregator_client_send_local_task_results(c->client, c->name, round, task, data_size, u.views, u.n));
+    TRY(ofl_aggregator_client_send_local_task_results(c->client, c->name, round, task, data_size, u.views, u.n, NULL));
 }
 
 static void *collaborator_main(void *arg) {
@@ -267,7 +267,7 @@ static void *collaborator_main(void *arg) {
 
     for (;;) {
         ofl_tasks *tasks = NULL;
-        TRY(ofl_aggregator_client_get_tasks(c->client, c->name, &tasks));
+        TRY(ofl_aggregator_client_get_tasks(c->client, c->name, NULL, &tasks));
         if (ofl_tasks_quit(tasks)) {
             ofl_tasks_free(tasks);
             break;
