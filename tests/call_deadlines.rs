@@ -310,3 +310,40 @@ async fn close_cancels_every_call_of_the_client() {
     closer.join().unwrap();
     logic.release();
 }
+
+/// A gRPC `grpc-timeout` value as a duration.
+fn parse_grpc_timeout(value: &str) -> Duration {
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().expect("grpc-timeout digits");
+    match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        other => panic!("bad grpc-timeout unit {other:?} in {value:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attempt_tells_the_server_the_time_left() {
+    // A bare HTTP/2 server that reads the first request's headers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(tcp).await.unwrap();
+        let (request, _respond) = connection.accept().await.unwrap().unwrap();
+        request.headers().get("grpc-timeout").map(|v| v.to_str().unwrap().to_owned())
+    });
+    let mut config = client_config(port, None);
+    config.connect.call_timeout = Some(Duration::from_secs(2));
+    let client = AggregatorClient::new(config).unwrap();
+    let call = tokio::spawn(async move { client.get_tasks("col1").await });
+    let value = within(10, server).await.unwrap().expect("the request carries grpc-timeout");
+    let left = parse_grpc_timeout(&value);
+    assert!(left > Duration::from_millis(1000) && left <= Duration::from_secs(2), "grpc-timeout {value}");
+    // The server went away: the call still ends at its limit.
+    assert_error(within(10, call).await.unwrap(), ofl_code::DeadlineExceeded, "2000 ms");
+}
