@@ -170,7 +170,10 @@ async fn a_cancel_token_from_another_thread_ends_a_waiting_download() {
 }
 
 /// Progress reports of one call.
-fn recorder() -> (Arc<Mutex<Vec<(u64, u64)>>>, CallOptions) {
+/// Progress reports `(bytes_done, bytes_total)` as recorded.
+type Reports = Arc<Mutex<Vec<(u64, u64)>>>;
+
+fn recorder() -> (Reports, CallOptions) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     let options = CallOptions::default().progress(move |done, total| {

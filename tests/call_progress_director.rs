@@ -15,7 +15,10 @@ use openfl_transport::{ofl_code, CallOptions, PROGRESS_STEP};
 
 const SIZE: usize = 20 << 20;
 
-fn recorder() -> (Arc<Mutex<Vec<(u64, u64)>>>, CallOptions) {
+/// Progress reports `(bytes_done, bytes_total)` as recorded.
+type Reports = Arc<Mutex<Vec<(u64, u64)>>>;
+
+fn recorder() -> (Reports, CallOptions) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     let options = CallOptions::default().progress(move |done, total| {

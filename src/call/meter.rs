@@ -107,7 +107,10 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn recording() -> (Arc<Mutex<Vec<(u64, u64)>>>, Meter) {
+    /// Progress reports `(bytes_done, bytes_total)` as recorded.
+    type Reports = Arc<Mutex<Vec<(u64, u64)>>>;
+
+    fn recording() -> (Reports, Meter) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let meter = Meter::new(Arc::new(move |d, t| { log.lock().unwrap().push((d, t)); true }), CancelToken::new());
