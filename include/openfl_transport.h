@@ -268,6 +268,22 @@ typedef struct ofl_aggregator_server ofl_aggregator_server;
 typedef struct ofl_aggregator_server_options ofl_aggregator_server_options;
 
 /**
+ * Settings of one call. Passing NULL as a call's `call` argument means
+ * the client's defaults. The object is only read during the call that
+ * receives it: it may be reused for other calls and freed after. Not
+ * thread-safe: do not change it while a call that received it runs.
+ */
+typedef struct ofl_call_options ofl_call_options;
+
+/**
+ * A cancellation token: cancels one call, or every call sharing it, from
+ * any thread. Shared, not copied: `ofl_call_options_set_cancel_token`
+ * keeps a reference, so the token may be freed while a call uses it.
+ * Thread-safe.
+ */
+typedef struct ofl_cancel_token ofl_cancel_token;
+
+/**
  * Connection settings of a client; what is not set keeps the client's
  * default (given in each setter's doc). Not thread-safe: configure from
  * one thread; once attached (copied) it may be freed.
@@ -456,6 +472,18 @@ typedef void (*ofl_log_fn)(void *user_data,
                            enum ofl_log_level level,
                            const char *target,
                            const char *message);
+
+/**
+ * Progress of one transfer: `bytes_done` of `bytes_total` (0 when the
+ * total is unknown; the last report has `bytes_done == bytes_total`).
+ * Called on a library thread, at most once per 4 MiB and once at the end,
+ * never with a smaller `bytes_done` than before, and never after the call
+ * returned; keep it short (it holds up the transfer). `user_data` is the
+ * pointer given to `ofl_call_options_set_progress`. Return true to go on,
+ * false to abort the call with OFL_CODE_CANCELLED (an upload is then reset:
+ * the server never counts it).
+ */
+typedef bool (*ofl_progress_fn)(void *user_data, uint64_t bytes_done, uint64_t bytes_total);
 
 /**
  * A destructor for host data: `free_user_data`, a borrowed tensor's
@@ -946,6 +974,81 @@ struct ofl_error *ofl_connect_options_set_retry(struct ofl_connect_options *conn
  */
 struct ofl_error *ofl_connect_options_set_max_message_size(struct ofl_connect_options *connect,
                                                            uint64_t bytes);
+
+/**
+ * Default time limit of every call of the client, in milliseconds
+ * (every attempt, retry and backoff of a call): when it passes the call
+ * ends with OFL_CODE_DEADLINE_EXCEEDED. 0 (the default, like OpenFL)
+ * means no limit. A call's `ofl_call_options_set_timeout_ms` overrides
+ * it. INVALID_ARGUMENT above a year.
+ */
+struct ofl_error *ofl_connect_options_set_call_timeout_ms(struct ofl_connect_options *connect,
+                                                          uint64_t timeout_ms);
+
+/**
+ * A new cancel token, not cancelled, written to `*out`.
+ */
+struct ofl_error *ofl_cancel_token_new(struct ofl_cancel_token **out);
+
+/**
+ * Cancels the token, from any thread (idempotent): every call that
+ * carries it ends with OFL_CODE_CANCELLED as soon as possible, and
+ * later calls carrying it fail so at once. An upload in flight is reset:
+ * the server never counts it as complete.
+ */
+struct ofl_error *ofl_cancel_token_cancel(const struct ofl_cancel_token *token);
+
+/**
+ * Whether the token was cancelled (false for NULL).
+ */
+bool ofl_cancel_token_is_cancelled(const struct ofl_cancel_token *token);
+
+/**
+ * Frees the caller's reference to the token; calls (and call options)
+ * holding it keep theirs. NULL is a no-op.
+ */
+void ofl_cancel_token_free(struct ofl_cancel_token *token);
+
+/**
+ * New call settings (the client's defaults), written to `*out`.
+ */
+struct ofl_error *ofl_call_options_new(struct ofl_call_options **out);
+
+/**
+ * Frees call settings (and their reference to a cancel token). NULL is
+ * a no-op.
+ */
+void ofl_call_options_free(struct ofl_call_options *call);
+
+/**
+ * Time limit of the whole call (every attempt, retry and backoff), in
+ * milliseconds: when it passes the call ends with
+ * OFL_CODE_DEADLINE_EXCEEDED, and each attempt tells the server the
+ * time left (gRPC `grpc-timeout`). 0 means no limit. Overrides
+ * `ofl_connect_options_set_call_timeout_ms`. Distinct from the retry
+ * deadline of `ofl_connect_options_set_retry`, which only bounds
+ * retrying. INVALID_ARGUMENT above a year.
+ */
+struct ofl_error *ofl_call_options_set_timeout_ms(struct ofl_call_options *call,
+                                                  uint64_t timeout_ms);
+
+/**
+ * The cancel token of the call: shared (reference counted), not
+ * copied, so cancelling it later cancels the call. NULL removes it.
+ */
+struct ofl_error *ofl_call_options_set_cancel_token(struct ofl_call_options *call,
+                                                    const struct ofl_cancel_token *token);
+
+/**
+ * The progress callback of the call's transfer (the aggregated tensor
+ * download, the task results upload, the director's archive and model
+ * transfers; other calls ignore it). `user_data` is borrowed for the
+ * duration of each call that receives these settings (the library never
+ * frees it). A NULL `progress` removes the callback.
+ */
+struct ofl_error *ofl_call_options_set_progress(struct ofl_call_options *call,
+                                                ofl_progress_fn progress,
+                                                void *user_data);
 
 /**
  * New server limits with every default, written to `*out`.
@@ -1457,17 +1560,21 @@ struct ofl_error *ofl_aggregator_client_reconnect(const struct ofl_aggregator_cl
 
 /**
  * GetTasks for `collaborator_name`: writes the answer to `*out` (free
- * it with `ofl_tasks_free`).
+ * it with `ofl_tasks_free`). `call`: per-call settings, NULL for the
+ * client's defaults.
  */
 struct ofl_error *ofl_aggregator_client_get_tasks(const struct ofl_aggregator_client *client,
                                                   const char *collaborator_name,
+                                                  const struct ofl_call_options *call,
                                                   struct ofl_tasks **out);
 
 /**
  * GetAggregatedTensor: the tensor `tensor_name` of `round_number` with
  * the given `report` flag and `tags_len` tags, written to `*out` (free
  * it with `ofl_tensor_free`; its data points into the received buffer,
- * no copy).
+ * no copy). `call`: per-call settings (NULL for the client's
+ * defaults); its progress counts the reply's bytes, with the total from
+ * the gRPC length prefix.
  */
 struct ofl_error *ofl_aggregator_client_get_aggregated_tensor(const struct ofl_aggregator_client *client,
                                                               const char *collaborator_name,
@@ -1477,6 +1584,7 @@ struct ofl_error *ofl_aggregator_client_get_aggregated_tensor(const struct ofl_a
                                                               const char *const *tags,
                                                               size_t tags_len,
                                                               bool require_lossless,
+                                                              const struct ofl_call_options *call,
                                                               struct ofl_tensor **out);
 
 /**
@@ -1485,7 +1593,10 @@ struct ofl_error *ofl_aggregator_client_get_aggregated_tensor(const struct ofl_a
  * tensors are borrowed for the call only: their data is streamed
  * straight from the caller's memory (no copy) in chunks of at most
  * 2 MiB, resent whole after a reconnect, and no longer referenced when
- * this returns.
+ * this returns. `call`: per-call settings (NULL for the client's
+ * defaults); its progress counts the serialized bytes handed to the
+ * transport; a cancelled, aborted or timed-out upload is reset, never
+ * counted by the aggregator.
  */
 struct ofl_error *ofl_aggregator_client_send_local_task_results(const struct ofl_aggregator_client *client,
                                                                 const char *collaborator_name,
@@ -1493,7 +1604,8 @@ struct ofl_error *ofl_aggregator_client_send_local_task_results(const struct ofl
                                                                 const char *task_name,
                                                                 int32_t data_size,
                                                                 const struct ofl_tensor_view *tensors,
-                                                                size_t tensors_len);
+                                                                size_t tensors_len,
+                                                                const struct ofl_call_options *call);
 
 /**
  * The round the tasks belong to.
@@ -2278,6 +2390,7 @@ void ofl_envoy_client_free(struct ofl_envoy_client *client);
  */
 struct ofl_error *ofl_envoy_client_update_shard_info(const struct ofl_envoy_client *client,
                                                      const struct ofl_shard_info *shard_info,
+                                                     const struct ofl_call_options *call,
                                                      bool *accepted);
 
 /**
@@ -2285,9 +2398,11 @@ struct ofl_error *ofl_envoy_client_update_shard_info(const struct ofl_envoy_clie
  * envoy, then writes its name to `*out` (free it with
  * `ofl_string_free`). Asking again while that experiment runs returns
  * it again (a reconnect). `ofl_envoy_client_close` from another thread
- * cancels the wait.
+ * cancels the wait, as does `call`'s cancel token; `call`'s time limit
+ * bounds it (OFL_CODE_DEADLINE_EXCEEDED). `call` may be NULL.
  */
 struct ofl_error *ofl_envoy_client_wait_experiment(const struct ofl_envoy_client *client,
+                                                   const struct ofl_call_options *call,
                                                    struct ofl_string **out);
 
 /**
@@ -2297,11 +2412,14 @@ struct ofl_error *ofl_envoy_client_wait_experiment(const struct ofl_envoy_client
  * when `size` is not NULL. Errors: PERMISSION_DENIED when this envoy is
  * not one of its collaborators, FAILED_PRECONDITION when it is not in
  * progress, RESOURCE_EXHAUSTED beyond the maximum archive size, IO for
- * the file.
+ * the file. `call`: per-call settings (NULL for the client's
+ * defaults); its progress counts the archive bytes received (total
+ * unknown, 0, until the last report).
  */
 struct ofl_error *ofl_envoy_client_get_experiment_data(const struct ofl_envoy_client *client,
                                                        const char *experiment_name,
                                                        const char *dest_path,
+                                                       const struct ofl_call_options *call,
                                                        uint64_t *size);
 
 /**
@@ -2316,6 +2434,7 @@ struct ofl_error *ofl_envoy_client_send_health_check(const struct ofl_envoy_clie
                                                      bool is_experiment_running,
                                                      const struct ofl_cuda_device *cuda_devices,
                                                      size_t cuda_devices_len,
+                                                     const struct ofl_call_options *call,
                                                      uint64_t *period_ms);
 
 /**
@@ -2328,7 +2447,8 @@ struct ofl_error *ofl_envoy_client_send_health_check(const struct ofl_envoy_clie
 struct ofl_error *ofl_envoy_client_set_experiment_failed(const struct ofl_envoy_client *client,
                                                          const char *experiment_name,
                                                          uint32_t error_code,
-                                                         const char *description);
+                                                         const char *description,
+                                                         const struct ofl_call_options *call);
 
 /**
  * A new frontend client, written to `*out`. Certificates are read and
@@ -2359,7 +2479,10 @@ void ofl_frontend_client_free(struct ofl_frontend_client *client);
  * tensors (copied; NULL and 0 for none). On success the experiment is
  * pending. Errors: INVALID_ARGUMENT (bad name, no collaborators, empty
  * archive), ALREADY_EXISTS, RESOURCE_EXHAUSTED (archive too large), IO
- * (the file).
+ * (the file). `call`: per-call settings (NULL for the client's
+ * defaults); its progress counts the archive bytes handed to the
+ * transport; a cancelled, aborted or timed-out upload is reset and the
+ * director registers nothing.
  */
 struct ofl_error *ofl_frontend_client_set_new_experiment(const struct ofl_frontend_client *client,
                                                          const char *name,
@@ -2367,7 +2490,8 @@ struct ofl_error *ofl_frontend_client_set_new_experiment(const struct ofl_fronte
                                                          size_t collaborators_len,
                                                          const char *archive_path,
                                                          const struct ofl_tensor_view *initial_model,
-                                                         size_t initial_model_len);
+                                                         size_t initial_model_len,
+                                                         const struct ofl_call_options *call);
 
 /**
  * GetExperimentStatus: writes the status of `name` to `*out`. Errors:
@@ -2375,6 +2499,7 @@ struct ofl_error *ofl_frontend_client_set_new_experiment(const struct ofl_fronte
  */
 struct ofl_error *ofl_frontend_client_get_experiment_status(const struct ofl_frontend_client *client,
                                                             const char *name,
+                                                            const struct ofl_call_options *call,
                                                             enum ofl_experiment_status *out);
 
 /**
@@ -2383,6 +2508,7 @@ struct ofl_error *ofl_frontend_client_get_experiment_status(const struct ofl_fro
  * `ofl_string_list_free`).
  */
 struct ofl_error *ofl_frontend_client_get_dataset_info(const struct ofl_frontend_client *client,
+                                                       const struct ofl_call_options *call,
                                                        struct ofl_string_list **sample_shape,
                                                        struct ofl_string_list **target_shape);
 
@@ -2391,10 +2517,13 @@ struct ofl_error *ofl_frontend_client_get_dataset_info(const struct ofl_frontend
  * it, written to `*out` (free it with `ofl_tensor_list_free`; decode it
  * with `ofl_tensor_list_to_model`). Errors: FAILED_PRECONDITION while
  * there is none, NOT_FOUND for an experiment this frontend did not
- * submit.
+ * submit. `call`: per-call settings (NULL for the client's defaults);
+ * its progress counts the reply's bytes, with the total from the gRPC
+ * length prefix.
  */
 struct ofl_error *ofl_frontend_client_get_best_model(const struct ofl_frontend_client *client,
                                                      const char *name,
+                                                     const struct ofl_call_options *call,
                                                      struct ofl_tensor_list **out);
 
 /**
@@ -2402,6 +2531,7 @@ struct ofl_error *ofl_frontend_client_get_best_model(const struct ofl_frontend_c
  */
 struct ofl_error *ofl_frontend_client_get_last_model(const struct ofl_frontend_client *client,
                                                      const char *name,
+                                                     const struct ofl_call_options *call,
                                                      struct ofl_tensor_list **out);
 
 /**
@@ -2423,7 +2553,8 @@ struct ofl_error *ofl_frontend_client_get_last_model(const struct ofl_frontend_c
 struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_client *client,
                                                      const char *name,
                                                      ofl_director_metric_fn callback,
-                                                     void *user_data);
+                                                     void *user_data,
+                                                     const struct ofl_call_options *call);
 
 /**
  * RemoveExperimentData: forgets a finished, failed, rejected or pending
@@ -2433,13 +2564,15 @@ struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_c
  * director acknowledges it, as OpenFL 1.6's does.
  */
 struct ofl_error *ofl_frontend_client_remove_experiment(const struct ofl_frontend_client *client,
-                                                        const char *name);
+                                                        const char *name,
+                                                        const struct ofl_call_options *call);
 
 /**
  * GetEnvoys: every registered envoy, written to `*out` (free it with
  * `ofl_envoys_free`).
  */
 struct ofl_error *ofl_frontend_client_get_envoys(const struct ofl_frontend_client *client,
+                                                 const struct ofl_call_options *call,
                                                  struct ofl_envoys **out);
 
 /**
@@ -2539,6 +2672,7 @@ void ofl_envoys_free(struct ofl_envoys *envoys);
  * to `*out` (free it with `ofl_experiment_list_free`).
  */
 struct ofl_error *ofl_frontend_client_get_experiments_list(const struct ofl_frontend_client *client,
+                                                           const struct ofl_call_options *call,
                                                            struct ofl_experiment_list **out);
 
 /**
@@ -2588,6 +2722,7 @@ void ofl_experiment_list_free(struct ofl_experiment_list *list);
  */
 struct ofl_error *ofl_frontend_client_get_experiment_description(const struct ofl_frontend_client *client,
                                                                  const char *name,
+                                                                 const struct ofl_call_options *call,
                                                                  struct ofl_experiment_description **out);
 
 /**

@@ -624,7 +624,7 @@ public:
 
     Tasks get_tasks(std::string_view collaborator) const {
         ofl_tasks *raw = nullptr;
-        detail::check(ofl_aggregator_client_get_tasks(p_.get(), detail::z(collaborator, "collaborator").c_str(), &raw));
+        detail::check(ofl_aggregator_client_get_tasks(p_.get(), detail::z(collaborator, "collaborator").c_str(), nullptr, &raw));
         detail::Handle<ofl_tasks, ofl_tasks_free> t(raw);
         Tasks out;
         out.round_number = ofl_tasks_round_number(raw);
@@ -651,7 +651,7 @@ public:
         ofl_tensor *out = nullptr;
         detail::check(ofl_aggregator_client_get_aggregated_tensor(p_.get(), col.c_str(), name.c_str(), request.round_number,
                                                        request.report, tag_ptrs.empty() ? nullptr : tag_ptrs.data(),
-                                                       tag_ptrs.size(), request.require_lossless, &out));
+                                                       tag_ptrs.size(), request.require_lossless, nullptr, &out));
         return Tensor(out);
     }
 
@@ -661,7 +661,7 @@ public:
         detail::Views views(tensors, count);
         detail::check(ofl_aggregator_client_send_local_task_results(p_.get(), detail::z(collaborator, "collaborator").c_str(),
                                                          round_number, detail::z(task_name, "task_name").c_str(),
-                                                         data_size, views.data(), views.size()));
+                                                         data_size, views.data(), views.size(), nullptr));
     }
     void send_local_task_results(std::string_view collaborator, std::int32_t round_number, std::string_view task_name,
                                  std::int32_t data_size, const std::vector<TensorView> &tensors) const {
@@ -1499,13 +1499,13 @@ public:
         ofl_shard_info si{description.c_str(), info.n_samples, sample.data(), sample.size(), target.data(),
                           target.size(), devices.empty() ? nullptr : devices.data(), devices.size()};
         bool accepted = false;
-        detail::check(ofl_envoy_client_update_shard_info(p_.get(), &si, &accepted));
+        detail::check(ofl_envoy_client_update_shard_info(p_.get(), &si, nullptr, &accepted));
         return accepted;
     }
     /** Blocks until the director has an experiment for this envoy; its name. */
     std::string wait_experiment() const {
         ofl_string *out = nullptr;
-        detail::check(ofl_envoy_client_wait_experiment(p_.get(), &out));
+        detail::check(ofl_envoy_client_wait_experiment(p_.get(), nullptr, &out));
         detail::Handle<ofl_string, ofl_string_free> owned(out);
         return std::string(ofl_string_get(out), ofl_string_len(out));
     }
@@ -1513,7 +1513,7 @@ public:
     std::uint64_t get_experiment_data(std::string_view experiment, std::string_view dest_path) const {
         std::uint64_t size = 0;
         detail::check(ofl_envoy_client_get_experiment_data(p_.get(), detail::z(experiment, "experiment_name").c_str(),
-                                                           detail::z(dest_path, "dest_path").c_str(), &size));
+                                                           detail::z(dest_path, "dest_path").c_str(), nullptr, &size));
         return size;
     }
     /** A health check; returns the period within which to send the next. */
@@ -1522,7 +1522,7 @@ public:
         std::vector<ofl_cuda_device> c = detail::c_devices(devices);
         std::uint64_t period_ms = 0;
         detail::check(ofl_envoy_client_send_health_check(p_.get(), is_experiment_running,
-                                                         c.empty() ? nullptr : c.data(), c.size(), &period_ms));
+                                                         c.empty() ? nullptr : c.data(), c.size(), nullptr, &period_ms));
         return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(period_ms));
     }
     /** Tells the director this envoy failed `experiment`. */
@@ -1530,7 +1530,7 @@ public:
                                std::string_view description = {}) const {
         detail::check(ofl_envoy_client_set_experiment_failed(p_.get(), detail::z(experiment, "experiment_name").c_str(),
                                                              error_code,
-                                                             detail::z(description, "description").c_str()));
+                                                             detail::z(description, "description").c_str(), nullptr));
     }
     /** Cancels calls in progress on other threads and refuses new ones. */
     void close() const { detail::check(ofl_envoy_client_close(p_.get())); }
@@ -1558,28 +1558,28 @@ public:
         detail::Views views(initial_model.data(), initial_model.size());
         detail::check(ofl_frontend_client_set_new_experiment(p_.get(), detail::z(name, "name").c_str(), cols.data(),
                                                              cols.size(), detail::z(archive_path, "archive_path").c_str(),
-                                                             views.data(), views.size()));
+                                                             views.data(), views.size(), nullptr));
     }
     ExperimentStatus get_experiment_status(std::string_view name) const {
         ofl_experiment_status st = OFL_EXPERIMENT_STATUS_PENDING;
-        detail::check(ofl_frontend_client_get_experiment_status(p_.get(), detail::z(name, "name").c_str(), &st));
+        detail::check(ofl_frontend_client_get_experiment_status(p_.get(), detail::z(name, "name").c_str(), nullptr, &st));
         return static_cast<ExperimentStatus>(st);
     }
     DatasetInfo get_dataset_info() const {
         ofl_string_list *sample = nullptr, *target = nullptr;
-        detail::check(ofl_frontend_client_get_dataset_info(p_.get(), &sample, &target));
+        detail::check(ofl_frontend_client_get_dataset_info(p_.get(), nullptr, &sample, &target));
         detail::Handle<ofl_string_list, ofl_string_list_free> s(sample), t(target);
         return DatasetInfo{detail::strings(sample), detail::strings(target)};
     }
     /** The best model as the host set it (FAILED_PRECONDITION while none). */
     TensorList get_best_model(std::string_view name) const {
         ofl_tensor_list *out = nullptr;
-        detail::check(ofl_frontend_client_get_best_model(p_.get(), detail::z(name, "name").c_str(), &out));
+        detail::check(ofl_frontend_client_get_best_model(p_.get(), detail::z(name, "name").c_str(), nullptr, &out));
         return TensorList(out);
     }
     TensorList get_last_model(std::string_view name) const {
         ofl_tensor_list *out = nullptr;
-        detail::check(ofl_frontend_client_get_last_model(p_.get(), detail::z(name, "name").c_str(), &out));
+        detail::check(ofl_frontend_client_get_last_model(p_.get(), detail::z(name, "name").c_str(), nullptr, &out));
         return TensorList(out);
     }
     /** Calls `fn` with each metric until the experiment is over and every
@@ -1590,7 +1590,7 @@ public:
         if (!fn) throw Error(Code::invalid_argument, "fn is empty");
         detail::MetricSink sink{&fn, nullptr};
         ofl_error *error =
-            ofl_frontend_client_stream_metrics(p_.get(), detail::z(name, "name").c_str(), detail::on_metric, &sink);
+            ofl_frontend_client_stream_metrics(p_.get(), detail::z(name, "name").c_str(), detail::on_metric, &sink, nullptr);
         if (sink.error) {
             ofl_error_free(error);
             std::rethrow_exception(sink.error);
@@ -1600,11 +1600,11 @@ public:
     /** Forgets a finished, failed, rejected or pending experiment and deletes its archive.
      *  Another frontend's (or an unknown) experiment is left alone without error, as OpenFL 1.6 does. */
     void remove_experiment(std::string_view name) const {
-        detail::check(ofl_frontend_client_remove_experiment(p_.get(), detail::z(name, "name").c_str()));
+        detail::check(ofl_frontend_client_remove_experiment(p_.get(), detail::z(name, "name").c_str(), nullptr));
     }
     std::vector<EnvoyInfo> get_envoys() const {
         ofl_envoys *raw = nullptr;
-        detail::check(ofl_frontend_client_get_envoys(p_.get(), &raw));
+        detail::check(ofl_frontend_client_get_envoys(p_.get(), nullptr, &raw));
         detail::Handle<ofl_envoys, ofl_envoys_free> owned(raw);
         std::vector<EnvoyInfo> out(ofl_envoys_len(raw));
         for (std::size_t i = 0; i < out.size(); i++) {
@@ -1633,7 +1633,7 @@ public:
     /** The experiments this frontend submitted, in submission order. */
     std::vector<ExperimentSummary> get_experiments_list() const {
         ofl_experiment_list *raw = nullptr;
-        detail::check(ofl_frontend_client_get_experiments_list(p_.get(), &raw));
+        detail::check(ofl_frontend_client_get_experiments_list(p_.get(), nullptr, &raw));
         detail::Handle<ofl_experiment_list, ofl_experiment_list_free> owned(raw);
         std::vector<ExperimentSummary> out(ofl_experiment_list_len(raw));
         for (std::size_t i = 0; i < out.size(); i++)
@@ -1645,7 +1645,7 @@ public:
     }
     ExperimentDescription get_experiment_description(std::string_view name) const {
         ofl_experiment_description *d = nullptr;
-        detail::check(ofl_frontend_client_get_experiment_description(p_.get(), detail::z(name, "name").c_str(), &d));
+        detail::check(ofl_frontend_client_get_experiment_description(p_.get(), detail::z(name, "name").c_str(), nullptr, &d));
         detail::Handle<ofl_experiment_description, ofl_experiment_description_free> owned(d);
         ExperimentDescription out;
         out.name = ofl_experiment_description_name(d);

@@ -23,12 +23,24 @@ pub struct ConnectConfig {
     pub server_name: Option<String>,
     /// Time allowed for the TCP and TLS connection set-up.
     pub connect_timeout: Duration,
+    /// Default time limit of every call (all its attempts and retries;
+    /// `DeadlineExceeded` when it passes), overridden by
+    /// [`CallOptions::timeout`](crate::CallOptions); `None`: no limit, like
+    /// OpenFL.
+    pub call_timeout: Option<Duration>,
 }
 
 impl ConnectConfig {
     /// A configuration for `host:port` with default timeouts and no TLS.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Self { host: host.into(), port, tls: None, server_name: None, connect_timeout: Duration::from_secs(10) }
+        Self {
+            host: host.into(),
+            port,
+            tls: None,
+            server_name: None,
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: None,
+        }
     }
 
     fn bare_host(&self) -> &str {

@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod aggregator;
+pub mod call;
 mod connect;
 mod connector;
 mod crl;
@@ -34,6 +35,7 @@ mod runtime;
 mod stream;
 pub mod tls;
 
+pub use call::{CallOptions, CancelToken, Progress, PROGRESS_STEP};
 pub use connect::ConnectConfig;
 pub use error::{ofl_code, Error, Result};
 pub use limits::ServerLimits;

@@ -18,9 +18,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::watch;
 use tonic::{Code, Status};
 
+use crate::call::CallScope;
 use crate::error::{ofl_code, Error, Result};
 
 /// When and how long a client keeps trying.
@@ -162,8 +162,6 @@ pub struct Retrying<'a> {
     pub policy: &'a RetryPolicy,
     /// The peer, for log lines: e.g. "the aggregator at host:port".
     pub peer: String,
-    /// Turns true when the client is closed: the call ends with `Cancelled`.
-    pub closed: &'a watch::Sender<bool>,
     /// The client presents a certificate: a connection the server closes is
     /// then reported as a possible refusal of it ([`closed_by_server`]).
     pub presents_certificate: bool,
@@ -171,29 +169,37 @@ pub struct Retrying<'a> {
 
 impl Retrying<'_> {
     /// Runs `call` on a fresh `stub()` until it succeeds, fails for good,
-    /// the retry budget is spent, or the client is closed.
+    /// the retry budget is spent, or the call's `scope` ends it: its time
+    /// limit (`DeadlineExceeded`, retries and backoff included), its cancel
+    /// token, its progress callback or the client's close (`Cancelled`).
+    /// Ending drops the attempt in flight, which resets its stream.
     pub async fn run<S, T, Fut>(
         &self,
-        what: &str,
+        scope: &CallScope,
         mut stub: impl FnMut() -> Result<S>,
         mut call: impl FnMut(S) -> Fut,
     ) -> Result<T>
     where
         Fut: Future<Output = std::result::Result<T, AttemptError>>,
     {
+        let what = scope.what();
         let started = Instant::now();
-        let mut closed = self.closed.subscribe();
         let mut attempt = 0u32;
         let mut warnings = RetryWarnings::default();
         loop {
-            if *closed.borrow() {
-                return Err(Error::new(ofl_code::Cancelled, format!("{what}: the client was closed")));
+            if let Some(stop) = scope.stop_reason() {
+                return Err(stop);
             }
             attempt += 1;
             let outcome = tokio::select! {
                 outcome = call(stub()?) => outcome,
-                _ = closed.wait_for(|c| *c) => continue,
+                stop = scope.stopped() => return Err(stop),
             };
+            // An attempt that failed because the call had to end (e.g. the
+            // server saw the same deadline) reports why the call ended.
+            if let (Err(_), Some(stop)) = (&outcome, scope.stop_reason()) {
+                return Err(stop);
+            }
             let last = match outcome {
                 Ok(value) => {
                     warnings.succeeded(what, &self.peer, attempt, started.elapsed());
@@ -223,7 +229,7 @@ impl Retrying<'_> {
             warnings.failed(what, &self.peer, attempt, started.elapsed(), &last, wait);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = closed.wait_for(|c| *c) => {}
+                stop = scope.stopped() => return Err(stop),
             }
         }
     }

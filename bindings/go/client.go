@@ -201,7 +201,7 @@ func (c *AggregatorClient) GetTasks(ctx context.Context, collaborator string) (*
 		name := C.CString(collaborator)
 		defer C.free(unsafe.Pointer(name))
 		var out *C.ofl_tasks
-		if err := takeError(C.ofl_aggregator_client_get_tasks(p, name, &out)); err != nil {
+		if err := takeError(C.ofl_aggregator_client_get_tasks(p, name, nil, &out)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_tasks_free(out)
@@ -256,7 +256,7 @@ func (c *AggregatorClient) GetAggregatedTensor(ctx context.Context, collaborator
 		var out *C.ofl_tensor
 		if err := takeError(C.ofl_aggregator_client_get_aggregated_tensor(p, mem.str(collaborator), mem.str(req.TensorName),
 			C.int32_t(req.RoundNumber), C.bool(req.Report), tags, C.size_t(len(req.Tags)),
-			C.bool(req.RequireLossless), &out)); err != nil {
+			C.bool(req.RequireLossless), nil, &out)); err != nil {
 			return nil, err
 		}
 		return newTensor(out), nil

@@ -418,7 +418,7 @@ func (c *EnvoyClient) UpdateShardInfo(ctx context.Context, info ShardInfo) (bool
 		si.cuda_devices = cDevices(info.CUDADevices, &mem)
 		si.cuda_devices_len = C.size_t(len(info.CUDADevices))
 		var accepted C.bool
-		if err := takeError(C.ofl_envoy_client_update_shard_info(p, si, &accepted)); err != nil {
+		if err := takeError(C.ofl_envoy_client_update_shard_info(p, si, nil, &accepted)); err != nil {
 			return false, err
 		}
 		return bool(accepted), nil
@@ -432,7 +432,7 @@ func (c *EnvoyClient) UpdateShardInfo(ctx context.Context, info ShardInfo) (bool
 func (c *EnvoyClient) WaitExperiment(ctx context.Context) (string, error) {
 	return dirCall(ctx, &c.conn, "WaitExperiment", true, func(p *C.ofl_envoy_client) (string, error) {
 		var out *C.ofl_string
-		if err := takeError(C.ofl_envoy_client_wait_experiment(p, &out)); err != nil {
+		if err := takeError(C.ofl_envoy_client_wait_experiment(p, nil, &out)); err != nil {
 			return "", err
 		}
 		defer C.ofl_string_free(out)
@@ -457,7 +457,7 @@ func (c *EnvoyClient) GetExperimentData(ctx context.Context, experiment, destPat
 		var mem cstrings
 		defer mem.free()
 		var size C.uint64_t
-		if err := takeError(C.ofl_envoy_client_get_experiment_data(p, mem.str(experiment), mem.str(destPath), &size)); err != nil {
+		if err := takeError(C.ofl_envoy_client_get_experiment_data(p, mem.str(experiment), mem.str(destPath), nil, &size)); err != nil {
 			return 0, err
 		}
 		return uint64(size), nil
@@ -478,7 +478,7 @@ func (c *EnvoyClient) SendHealthCheck(ctx context.Context, experimentRunning boo
 		defer mem.free()
 		var period C.uint64_t
 		if err := takeError(C.ofl_envoy_client_send_health_check(p, C.bool(experimentRunning),
-			cDevices(devices, &mem), C.size_t(len(devices)), &period)); err != nil {
+			cDevices(devices, &mem), C.size_t(len(devices)), nil, &period)); err != nil {
 			return 0, err
 		}
 		return time.Duration(period) * time.Millisecond, nil
@@ -500,7 +500,7 @@ func (c *EnvoyClient) SetExperimentFailed(ctx context.Context, experiment string
 		var mem cstrings
 		defer mem.free()
 		return struct{}{}, takeError(C.ofl_envoy_client_set_experiment_failed(p, mem.str(experiment),
-			C.uint32_t(errorCode), mem.optStr(description)))
+			C.uint32_t(errorCode), mem.optStr(description), nil))
 	}, func(struct{}) {})
 	return err
 }
@@ -607,7 +607,7 @@ func frontendName[T any](ctx context.Context, c *FrontendClient, what, name stri
 func (c *FrontendClient) GetExperimentStatus(ctx context.Context, name string) (ExperimentStatus, error) {
 	return frontendName(ctx, c, "GetExperimentStatus", name, func(p *C.ofl_frontend_client, n *C.char) (ExperimentStatus, error) {
 		var st uint32 // enum ofl_experiment_status
-		if err := takeError(C.ofl_frontend_client_get_experiment_status(p, n, &st)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_experiment_status(p, n, nil, &st)); err != nil {
 			return 0, err
 		}
 		return ExperimentStatus(st), nil
@@ -619,7 +619,7 @@ func (c *FrontendClient) GetDatasetInfo(ctx context.Context) (sampleShape, targe
 	type shapes struct{ sample, target []string }
 	r, err := dirCall(ctx, &c.conn, "GetDatasetInfo", false, func(p *C.ofl_frontend_client) (shapes, error) {
 		var sample, target *C.ofl_string_list
-		if err := takeError(C.ofl_frontend_client_get_dataset_info(p, &sample, &target)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_dataset_info(p, nil, &sample, &target)); err != nil {
 			return shapes{}, err
 		}
 		defer C.ofl_string_list_free(sample)
@@ -655,9 +655,9 @@ func (c *FrontendClient) getModel(ctx context.Context, what, name string, best b
 		var out *C.ofl_tensor_list
 		var err error
 		if best {
-			err = takeError(C.ofl_frontend_client_get_best_model(p, n, &out))
+			err = takeError(C.ofl_frontend_client_get_best_model(p, n, nil, &out))
 		} else {
-			err = takeError(C.ofl_frontend_client_get_last_model(p, n, &out))
+			err = takeError(C.ofl_frontend_client_get_last_model(p, n, nil, &out))
 		}
 		if err != nil {
 			return nil, err
@@ -737,7 +737,7 @@ func oflGoMetric(h C.uintptr_t, m *C.ofl_director_metric) (more C.int) {
 // 1.6's director.
 func (c *FrontendClient) RemoveExperiment(ctx context.Context, name string) error {
 	_, err := frontendName(ctx, c, "RemoveExperiment", name, func(p *C.ofl_frontend_client, n *C.char) (struct{}, error) {
-		return struct{}{}, takeError(C.ofl_frontend_client_remove_experiment(p, n))
+		return struct{}{}, takeError(C.ofl_frontend_client_remove_experiment(p, n, nil))
 	}, func(struct{}) {})
 	return err
 }
@@ -746,7 +746,7 @@ func (c *FrontendClient) RemoveExperiment(ctx context.Context, name string) erro
 func (c *FrontendClient) GetEnvoys(ctx context.Context) ([]EnvoyInfo, error) {
 	return dirCall(ctx, &c.conn, "GetEnvoys", false, func(p *C.ofl_frontend_client) ([]EnvoyInfo, error) {
 		var e *C.ofl_envoys
-		if err := takeError(C.ofl_frontend_client_get_envoys(p, &e)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_envoys(p, nil, &e)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_envoys_free(e)
@@ -792,7 +792,7 @@ func (c *FrontendClient) GetEnvoys(ctx context.Context) ([]EnvoyInfo, error) {
 func (c *FrontendClient) GetExperimentsList(ctx context.Context) ([]ExperimentSummary, error) {
 	return dirCall(ctx, &c.conn, "GetExperimentsList", false, func(p *C.ofl_frontend_client) ([]ExperimentSummary, error) {
 		var l *C.ofl_experiment_list
-		if err := takeError(C.ofl_frontend_client_get_experiments_list(p, &l)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_experiments_list(p, nil, &l)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_experiment_list_free(l)
@@ -816,7 +816,7 @@ func (c *FrontendClient) GetExperimentsList(ctx context.Context) ([]ExperimentSu
 func (c *FrontendClient) GetExperimentDescription(ctx context.Context, name string) (*ExperimentDescription, error) {
 	return frontendName(ctx, c, "GetExperimentDescription", name, func(p *C.ofl_frontend_client, n *C.char) (*ExperimentDescription, error) {
 		var d *C.ofl_experiment_description
-		if err := takeError(C.ofl_frontend_client_get_experiment_description(p, n, &d)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_experiment_description(p, n, nil, &d)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_experiment_description_free(d)

@@ -194,7 +194,7 @@ func TestVersionAndCodes(t *testing.T) {
 	if v := openfl.Version(); v == "" {
 		t.Fatal("empty version")
 	}
-	for c := openfl.Code(-1); c <= 105; c++ {
+	for c := openfl.Code(-1); c <= 106; c++ {
 		want := openfl.LibraryCodeName(c)
 		got := c.String()
 		if want == "UNKNOWN_CODE" {

@@ -73,7 +73,7 @@ static bool tramp_metric(void *user_data, const ofl_director_metric *metric) {
 
 ofl_error *ofl_go_frontend_stream_metrics(const ofl_frontend_client *client, const char *name,
                                           uintptr_t handle) {
-    return ofl_frontend_client_stream_metrics(client, name, tramp_metric, (void *)handle);
+    return ofl_frontend_client_stream_metrics(client, name, tramp_metric, (void *)handle, NULL);
 }
 
 ofl_error *ofl_go_server_start(const ofl_aggregator_server_options *options, uintptr_t handle,
@@ -137,7 +137,7 @@ void ofl_go_send_step(ofl_go_send *s, size_t first, size_t count, const void *p0
         case OFL_GO_SEND_TASK_RESULTS:
             s->error = ofl_aggregator_client_send_local_task_results(s->client, s->collaborator,
                                                           s->round_number, s->task_name,
-                                                          s->data_size, s->views, s->len);
+                                                          s->data_size, s->views, s->len, NULL);
             break;
         case OFL_GO_SET_BEST_MODEL:
             s->error = ofl_director_server_set_best_model(s->director, s->collaborator, s->views,
@@ -150,7 +150,7 @@ void ofl_go_send_step(ofl_go_send *s, size_t first, size_t count, const void *p0
         case OFL_GO_SET_NEW_EXPERIMENT:
             s->error = ofl_frontend_client_set_new_experiment(
                 s->frontend, s->collaborator, s->collaborators, s->collaborators_len,
-                s->archive_path, s->views, s->len);
+                s->archive_path, s->views, s->len, NULL);
             break;
         default:
             abort(); /* unreachable: Go sets the kind */

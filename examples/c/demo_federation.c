@@ -172,13 +172,36 @@ typedef struct collaborator {
     int32_t local_round;  /* -1: none trained yet */
 } collaborator;
 
+/* Progress of a transfer as a host would show it: one line per report
+ * (every 4 MiB and at the end; the demo's tensors are small, so only the
+ * end). Returning false would abort the transfer with OFL_CODE_CANCELLED. */
+static bool print_progress(void *user_data, uint64_t done, uint64_t total) {
+    printf("  progress: %s: %llu of %llu bytes\n", (const char *)user_data, (unsigned long long)done,
+           (unsigned long long)total);
+    fflush(stdout);
+    return true;
+}
+
+/* Call settings showing progress for col1's transfers of the last round
+ * (NULL otherwise: the client's defaults). Free with ofl_call_options_free. */
+static ofl_call_options *progress_options(const collaborator *c, int32_t round, const char *what) {
+    if (c->index != 0 || round != ROUNDS - 1) return NULL;
+    ofl_call_options *call = NULL;
+    TRY(ofl_call_options_new(&call));
+    TRY(ofl_call_options_set_progress(call, print_progress, (void *)what));
+    return call;
+}
+
 /* GetAggregatedTensor for a model tensor of `round`, decoded into `out`
  * after checking the encoding: `len` values, a vector or a scalar. */
 static void fetch_tensor(collaborator *c, const char *name, int32_t round, float *out, size_t len,
                          bool vector) {
     ofl_tensor *t = NULL;
+    const char *what = vector ? "col1 downloads the global weights" : "col1 downloads the global bias";
+    ofl_call_options *call = progress_options(c, round, what);
     TRY(ofl_aggregator_client_get_aggregated_tensor(c->client, c->name, name, round, false, TAGS_MODEL,
-                                         NTAGS(TAGS_MODEL), true, &t));
+                                         NTAGS(TAGS_MODEL), true, call, &t));
+    ofl_call_options_free(call);
     uintptr_t ndim = 0;
     const int32_t *shape = ofl_tensor_metadata_len(t) == 1 ? ofl_tensor_metadata_int_list(t, 0, &ndim) : NULL;
     bool compressed = false;
@@ -236,7 +259,10 @@ static void run_task(collaborator *c, const ofl_tasks *tasks, uintptr_t i) {
     } else {
         fail(c->name, "the aggregator asked for an unknown task function");
     }
-    TRY(ofl_aggregator_client_send_local_task_results(c->client, c->name, round, task, data_size, u.views, u.n));
+    bool trained = strcmp(function, "train_task") == 0;
+    ofl_call_options *call = trained ? progress_options(c, round, "col1 uploads its trained model") : NULL;
+    TRY(ofl_aggregator_client_send_local_task_results(c->client, c->name, round, task, data_size, u.views, u.n, call));
+    ofl_call_options_free(call);
 }
 
 static void *collaborator_main(void *arg) {
@@ -267,7 +293,7 @@ static void *collaborator_main(void *arg) {
 
     for (;;) {
         ofl_tasks *tasks = NULL;
-        TRY(ofl_aggregator_client_get_tasks(c->client, c->name, &tasks));
+        TRY(ofl_aggregator_client_get_tasks(c->client, c->name, NULL, &tasks));
         if (ofl_tasks_quit(tasks)) {
             ofl_tasks_free(tasks);
             break;

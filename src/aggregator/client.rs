@@ -15,6 +15,7 @@ use tonic::Status;
 
 use super::checks::validate_response;
 use super::logic::{Federation, TaskResults, TasksReply, TensorRequest};
+use crate::call::{CallChannel, CallOptions, CallScope, Metered};
 use crate::connect::ConnectConfig;
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::aggregator_client::AggregatorClient as AggregatorGrpcClient;
@@ -55,6 +56,8 @@ impl AggregatorClientOptions {
         }
     }
 }
+
+type Stub = AggregatorGrpcClient<CallChannel>;
 
 /// A collaborator's connection to an aggregator.
 pub struct AggregatorClient {
@@ -109,7 +112,7 @@ impl AggregatorClient {
         Ok(guard.clone().expect("set above"))
     }
 
-    fn stub(&self, channel: Channel) -> AggregatorGrpcClient<Channel> {
+    fn stub(&self, channel: CallChannel) -> Stub {
         AggregatorGrpcClient::new(channel)
             .max_decoding_message_size(self.config.max_message_size)
             .max_encoding_message_size(self.config.max_message_size)
@@ -125,32 +128,43 @@ impl AggregatorClient {
         })
     }
 
+    /// The scope of a call `what` with `options`.
+    fn scope(&self, what: &str, options: &CallOptions) -> CallScope {
+        CallScope::new(what, options, self.config.connect.call_timeout, &self.closed)
+    }
+
     /// Runs `call` until it succeeds, fails for good, the retry budget is
-    /// spent, or the client is closed.
-    async fn with_retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    /// spent, or `scope` ends it. With `download`, the response's bytes
+    /// report the call's progress.
+    async fn with_retry<T, F, Fut>(&self, scope: &CallScope, download: bool, mut call: F) -> Result<T>
     where
-        F: FnMut(AggregatorGrpcClient<Channel>) -> Fut,
+        F: FnMut(Stub) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let retrying = Retrying {
             policy: &self.config.retry,
             peer: format!("the aggregator at {}", self.uri()),
-            closed: &self.closed,
             presents_certificate: self.config.connect.presents_certificate(),
         };
-        let stub = || Ok(self.stub(self.current_channel()?));
+        let stub = || Ok(self.stub(CallChannel::new(self.current_channel()?, scope, download)));
         let attempt = |stub| {
             let pending = call(stub);
             async move { pending.await.map_err(AttemptError::from) }
         };
-        retrying.run(what, stub, attempt).await
+        retrying.run(scope, stub, attempt).await
     }
 
     /// GetTasks for `collaborator`.
     pub async fn get_tasks(&self, collaborator: &str) -> Result<TasksReply> {
+        self.get_tasks_with(collaborator, &CallOptions::default()).await
+    }
+
+    /// GetTasks for `collaborator`, with per-call `options`.
+    pub async fn get_tasks_with(&self, collaborator: &str, options: &CallOptions) -> Result<TasksReply> {
         let request = pb::GetTasksRequest { header: self.header(collaborator) };
+        let scope = self.scope("GetTasks", options);
         let reply = self
-            .with_retry("GetTasks", |mut stub| {
+            .with_retry(&scope, false, |mut stub| {
                 let request = request.clone();
                 async move { stub.get_tasks(request).await.map(|r| r.into_inner()) }
             })
@@ -166,6 +180,17 @@ impl AggregatorClient {
 
     /// GetAggregatedTensor for `collaborator`.
     pub async fn get_aggregated_tensor(&self, collaborator: &str, request: &TensorRequest) -> Result<NamedTensor> {
+        self.get_aggregated_tensor_with(collaborator, request, &CallOptions::default()).await
+    }
+
+    /// GetAggregatedTensor for `collaborator`, with per-call `options` (its
+    /// progress counts the reply's bytes, total from the gRPC length prefix).
+    pub async fn get_aggregated_tensor_with(
+        &self,
+        collaborator: &str,
+        request: &TensorRequest,
+        options: &CallOptions,
+    ) -> Result<NamedTensor> {
         let request = pb::GetAggregatedTensorRequest {
             header: self.header(collaborator),
             tensor_name: request.tensor_name.clone(),
@@ -174,8 +199,9 @@ impl AggregatorClient {
             tags: request.tags.clone(),
             require_lossless: request.require_lossless,
         };
+        let scope = self.scope("GetAggregatedTensor", options);
         let reply = self
-            .with_retry("GetAggregatedTensor", |mut stub| {
+            .with_retry(&scope, true, |mut stub| {
                 let request = request.clone();
                 async move { stub.get_aggregated_tensor(request).await.map(|r| r.into_inner()) }
             })
@@ -190,6 +216,18 @@ impl AggregatorClient {
     /// `chunk_size` bytes, with tensor data sliced from the tensors' own
     /// buffers (no copy); after a reconnect the whole upload is sent again.
     pub async fn send_local_task_results(&self, collaborator: &str, results: &TaskResults) -> Result<()> {
+        self.send_local_task_results_with(collaborator, results, &CallOptions::default()).await
+    }
+
+    /// SendLocalTaskResults with per-call `options`: progress counts the
+    /// serialized bytes handed to the transport; a cancelled or timed-out
+    /// upload is reset, never finished.
+    pub async fn send_local_task_results_with(
+        &self,
+        collaborator: &str,
+        results: &TaskResults,
+        options: &CallOptions,
+    ) -> Result<()> {
         let message = pb::TaskResults {
             header: self.header(collaborator),
             round_number: results.round_number,
@@ -198,10 +236,10 @@ impl AggregatorClient {
             tensors: results.tensors.clone(),
         };
         let chunks = super::upload::encode_in_chunks(&message, self.config.chunk_size);
-        self.send_chunks(collaborator, chunks).await
+        self.send_chunks(collaborator, chunks, options).await
     }
 
-    async fn send_chunks(&self, collaborator: &str, chunks: Vec<Bytes>) -> Result<()> {
+    async fn send_chunks(&self, collaborator: &str, chunks: Vec<Bytes>, options: &CallOptions) -> Result<()> {
         let total: usize = chunks.iter().map(Bytes::len).sum();
         if total > self.config.max_message_size {
             return Err(Error::new(
@@ -213,17 +251,16 @@ impl AggregatorClient {
                 ),
             ));
         }
+        let scope = self.scope("SendLocalTaskResults", options);
         let reply = self
-            .with_retry("SendLocalTaskResults", |mut stub| {
+            .with_retry(&scope, false, |mut stub| {
                 let messages: Vec<DataStream> = chunks
                     .iter()
                     .map(|c| DataStream { size: c.len() as u32, npbytes: c.clone() })
                     .collect();
-                async move {
-                    stub.send_local_task_results(tokio_stream::iter(messages))
-                        .await
-                        .map(|r| r.into_inner())
-                }
+                let size_of = |m: &DataStream| m.npbytes.len() as u64;
+                let stream = Metered::new(tokio_stream::iter(messages), size_of, &scope, total as u64);
+                async move { stub.send_local_task_results(stream).await.map(|r| r.into_inner()) }
             })
             .await?;
         validate_response(&self.config.federation, collaborator, reply.header.as_ref())

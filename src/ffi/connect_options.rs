@@ -25,6 +25,8 @@ pub struct ofl_connect_options {
     pub retry: Option<RetryPolicy>,
     /// Largest message sent or received.
     pub max_message_size: Option<usize>,
+    /// Default time limit of every call (`Duration::ZERO`: none).
+    pub call_timeout: Option<Duration>,
 }
 
 impl ofl_connect_options {
@@ -48,6 +50,9 @@ impl ofl_connect_options {
         }
         if let Some(size) = self.max_message_size {
             *max_message_size = size;
+        }
+        if let Some(timeout) = self.call_timeout {
+            connect.call_timeout = Some(timeout).filter(|t| !t.is_zero());
         }
     }
 }
@@ -120,6 +125,19 @@ ffi_fn! {
     fn ofl_connect_options_set_max_message_size(connect: *mut ofl_connect_options, bytes: u64) -> *mut ofl_error {
         let size = option_values::message_size(bytes)?;
         connect_mut(connect)?.max_message_size = Some(size);
+        Ok(())
+    }
+}
+
+ffi_fn! {
+    /// Default time limit of every call of the client, in milliseconds
+    /// (every attempt, retry and backoff of a call): when it passes the call
+    /// ends with OFL_CODE_DEADLINE_EXCEEDED. 0 (the default, like OpenFL)
+    /// means no limit. A call's `ofl_call_options_set_timeout_ms` overrides
+    /// it. INVALID_ARGUMENT above a year.
+    fn ofl_connect_options_set_call_timeout_ms(connect: *mut ofl_connect_options, timeout_ms: u64) -> *mut ofl_error {
+        let timeout = super::call_options::call_timeout(timeout_ms)?;
+        connect_mut(connect)?.call_timeout = Some(timeout);
         Ok(())
     }
 }

@@ -29,6 +29,7 @@ pub mod foreign_data;
 pub mod option_values;
 pub mod tls_config;
 pub mod connect_options;
+pub mod call_options;
 pub mod server_limits;
 pub mod tensor;
 pub mod borrow;

@@ -112,7 +112,7 @@ static ofl_error *get_tasks_with(uint16_t port, tls_mode mode) {
     ofl_aggregator_client *client =
         make_client(&g_certs, port, mode, g_certs.col1_crt, g_certs.col1_key);
     ofl_tasks *tasks = NULL;
-    ofl_error *err = ofl_aggregator_client_get_tasks(client, "col1", &tasks);
+    ofl_error *err = ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks);
     if (err == NULL) CHECK(ofl_tasks_round_number(tasks) == 42);
     ofl_tasks_free(tasks);
     ofl_aggregator_client_free(client);
@@ -225,18 +225,18 @@ static void test_callback_errors_reach_the_client(void) {
     ofl_aggregator_client *client = make_client(&g_certs, ofl_aggregator_server_port(server),
                                                 TLS_MUTUAL, g_certs.col1_crt, g_certs.col1_key);
     ofl_tasks *tasks = NULL;
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", &tasks),
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks),
                 OFL_CODE_PERMISSION_DENIED, "col1 is benched this round");
     CHECK(tasks == NULL);
     ofl_tensor *t = NULL;
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "w", 1, false, NULL,
-                                                            0, false, &t),
+                                                            0, false, NULL, &t),
                 OFL_CODE_UNIMPLEMENTED, "no tensors here");
     CHECK(t == NULL);
     static const uint8_t data[8] = {0};
     ofl_tensor_view v = {.name = "w", .data = data, .data_len = sizeof data};
     EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 7, "train", 1, &v,
-                                                              1),
+                                                              1, NULL),
                 OFL_CODE_ABORTED, "results of round 7 came too late");
     ofl_aggregator_client_free(client);
     ofl_aggregator_server_free(server);
@@ -394,7 +394,7 @@ static void test_connect_options(void) {
     ofl_aggregator_client_options_free(o);
     ofl_tasks *tasks = NULL;
     double t0 = now_seconds();
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", &tasks),
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks),
                 OFL_CODE_RETRIES_EXHAUSTED, NULL);
     double took = now_seconds() - t0;
     CHECK_MSG(took < 5.0, "a 300 ms retry deadline took %.2f s", took);

@@ -66,7 +66,7 @@ static ofl_error *get_tasks_as(uint16_t port, const char *crt, const char *key,
                                const char *sender) {
     ofl_aggregator_client *client = make_client(&g_certs, port, TLS_MUTUAL, crt, key);
     ofl_tasks *tasks = NULL;
-    ofl_error *err = ofl_aggregator_client_get_tasks(client, sender, &tasks);
+    ofl_error *err = ofl_aggregator_client_get_tasks(client, sender, NULL, &tasks);
     ofl_tasks_free(tasks);
     ofl_aggregator_client_free(client);
     return err;

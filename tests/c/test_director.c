@@ -411,7 +411,7 @@ static bool wait_status_at(const char *file, int line, ofl_frontend_client *f, c
     ofl_experiment_status st = (ofl_experiment_status)-1;
     double deadline = now_seconds() + 10;
     while (now_seconds() < deadline) {
-        ofl_error *err = ofl_frontend_client_get_experiment_status(f, name, &st);
+        ofl_error *err = ofl_frontend_client_get_experiment_status(f, name, NULL, &st);
         if (err == NULL && st == want) return true;
         ofl_error_free(err);
         sleep_ms(20);
@@ -461,7 +461,7 @@ typedef struct stream_run {
 static void *stream_main(void *arg) {
     stream_run *r = arg;
     r->log.thread = pthread_self();
-    r->result = ofl_frontend_client_stream_metrics(r->frontend, r->experiment, on_metric, &r->log);
+    r->result = ofl_frontend_client_stream_metrics(r->frontend, r->experiment, on_metric, &r->log, NULL);
     return NULL;
 }
 
@@ -496,28 +496,28 @@ static void *envoy_main(void *arg) {
     bool accepted = true;
     if (r->try_wrong_shape) {
         ofl_shard_info wrong = shard_info(WRONG_SHAPE);
-        if (EXPECT_OK(ofl_envoy_client_update_shard_info(c, &wrong, &accepted)))
+        if (EXPECT_OK(ofl_envoy_client_update_shard_info(c, &wrong, NULL, &accepted)))
             r->refused_wrong_shape = !accepted;
     }
     ofl_shard_info good = shard_info(SAMPLE_SHAPE);
     accepted = false;
-    EXPECT_OK(ofl_envoy_client_update_shard_info(c, &good, &accepted));
+    EXPECT_OK(ofl_envoy_client_update_shard_info(c, &good, NULL, &accepted));
     CHECK_MSG(accepted, "%s: shard refused", r->name);
     ofl_cuda_device gpu = {
         .index = 0, .memory_total = 16ull << 30, .memory_utilized = 1ull << 30,
         .device_utilization = "35%", .cuda_driver_version = "535.54", .cuda_version = "12.2",
         .name = "gpu0",
     };
-    EXPECT_OK(ofl_envoy_client_send_health_check(c, false, &gpu, 1, &r->period_ms));
+    EXPECT_OK(ofl_envoy_client_send_health_check(c, false, &gpu, 1, NULL, &r->period_ms));
 
     ofl_string *name = NULL;
-    if (EXPECT_OK(ofl_envoy_client_wait_experiment(c, &name))) {
+    if (EXPECT_OK(ofl_envoy_client_wait_experiment(c, NULL, &name))) {
         snprintf(r->experiment, sizeof r->experiment, "%s", ofl_string_get(name));
         r->experiment_len = ofl_string_len(name);
         ofl_string_free(name);
-        EXPECT_OK(ofl_envoy_client_get_experiment_data(c, r->experiment, r->dest, &r->size));
+        EXPECT_OK(ofl_envoy_client_get_experiment_data(c, r->experiment, r->dest, NULL, &r->size));
         /* The device pointer is optional. */
-        EXPECT_OK(ofl_envoy_client_send_health_check(c, true, NULL, 0, NULL));
+        EXPECT_OK(ofl_envoy_client_send_health_check(c, true, NULL, 0, NULL, NULL));
     }
     ofl_envoy_client_free(c);
     return NULL;
@@ -535,7 +535,7 @@ static ofl_envoys *wait_envoys(ofl_frontend_client *f) {
     double deadline = now_seconds() + 10;
     for (;;) {
         ofl_envoys *e = NULL;
-        REQUIRE_OK(ofl_frontend_client_get_envoys(f, &e));
+        REQUIRE_OK(ofl_frontend_client_get_envoys(f, NULL, &e));
         long a = envoy_index(e, "col1"), b = envoy_index(e, "col2");
         if (a >= 0 && b >= 0 && ofl_envoys_cuda_devices_len(e, (size_t)a) == 1 &&
             ofl_envoys_cuda_devices_len(e, (size_t)b) == 1)
@@ -554,7 +554,7 @@ typedef struct wait_run {
 
 static void *wait_main(void *arg) {
     wait_run *r = arg;
-    r->result = ofl_envoy_client_wait_experiment(r->client, &r->name);
+    r->result = ofl_envoy_client_wait_experiment(r->client, NULL, &r->name);
     return NULL;
 }
 
@@ -770,41 +770,41 @@ static void test_null_arguments(void) {
     ofl_envoy_client_free(NULL);
     ofl_shard_info si = shard_info(SAMPLE_SHAPE);
     bool accepted = false;
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(NULL, &si, &accepted), INVALID, "client");
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, NULL, &accepted), INVALID, "shard_info");
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, NULL), INVALID, "accepted");
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(NULL, &si, NULL, &accepted), INVALID, "client");
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, NULL, NULL, &accepted), INVALID, "shard_info");
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, NULL, NULL), INVALID, "accepted");
     si.sample_shape = NULL;
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, &accepted), INVALID, "sample_shape");
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, NULL, &accepted), INVALID, "sample_shape");
     si.sample_shape = SAMPLE_SHAPE, si.target_shape = NULL;
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, &accepted), INVALID, "target_shape");
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, NULL, &accepted), INVALID, "target_shape");
     si.target_shape = TARGET_SHAPE, si.cuda_devices_len = 1;
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, &accepted), INVALID, "cuda_devices");
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, NULL, &accepted), INVALID, "cuda_devices");
     si.cuda_devices_len = 0, si.shard_description = BAD_UTF8;
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, &accepted), INVALID,
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(ec, &si, NULL, &accepted), INVALID,
                 "shard_description");
     ofl_string *str = NULL;
-    EXPECT_CODE(ofl_envoy_client_wait_experiment(NULL, &str), INVALID, "client");
-    EXPECT_CODE(ofl_envoy_client_wait_experiment(ec, NULL), INVALID, "out");
-    EXPECT_CODE(ofl_envoy_client_get_experiment_data(NULL, "e", "/tmp/x", NULL), INVALID,
+    EXPECT_CODE(ofl_envoy_client_wait_experiment(NULL, NULL, &str), INVALID, "client");
+    EXPECT_CODE(ofl_envoy_client_wait_experiment(ec, NULL, NULL), INVALID, "out");
+    EXPECT_CODE(ofl_envoy_client_get_experiment_data(NULL, "e", "/tmp/x", NULL, NULL), INVALID,
                 "client");
-    EXPECT_CODE(ofl_envoy_client_get_experiment_data(ec, NULL, "/tmp/x", NULL), INVALID,
+    EXPECT_CODE(ofl_envoy_client_get_experiment_data(ec, NULL, "/tmp/x", NULL, NULL), INVALID,
                 "experiment_name");
-    EXPECT_CODE(ofl_envoy_client_get_experiment_data(ec, "e", NULL, NULL), INVALID, "dest_path");
-    EXPECT_CODE(ofl_envoy_client_get_experiment_data(ec, "e", "", NULL), INVALID, "dest_path");
-    EXPECT_CODE(ofl_envoy_client_send_health_check(NULL, false, NULL, 0, NULL), INVALID, "client");
-    EXPECT_CODE(ofl_envoy_client_send_health_check(ec, false, NULL, 2, NULL), INVALID,
+    EXPECT_CODE(ofl_envoy_client_get_experiment_data(ec, "e", NULL, NULL, NULL), INVALID, "dest_path");
+    EXPECT_CODE(ofl_envoy_client_get_experiment_data(ec, "e", "", NULL, NULL), INVALID, "dest_path");
+    EXPECT_CODE(ofl_envoy_client_send_health_check(NULL, false, NULL, 0, NULL, NULL), INVALID, "client");
+    EXPECT_CODE(ofl_envoy_client_send_health_check(ec, false, NULL, 2, NULL, NULL), INVALID,
                 "cuda_devices");
     ofl_cuda_device bad_dev = {.name = BAD_UTF8};
-    EXPECT_CODE(ofl_envoy_client_send_health_check(ec, false, &bad_dev, 1, NULL), INVALID,
+    EXPECT_CODE(ofl_envoy_client_send_health_check(ec, false, &bad_dev, 1, NULL, NULL), INVALID,
                 "devices[0].name");
-    EXPECT_CODE(ofl_envoy_client_set_experiment_failed(NULL, "e", 1, NULL), INVALID, "client");
-    EXPECT_CODE(ofl_envoy_client_set_experiment_failed(ec, NULL, 1, NULL), INVALID,
+    EXPECT_CODE(ofl_envoy_client_set_experiment_failed(NULL, "e", 1, NULL, NULL), INVALID, "client");
+    EXPECT_CODE(ofl_envoy_client_set_experiment_failed(ec, NULL, 1, NULL, NULL), INVALID,
                 "experiment_name");
-    EXPECT_CODE(ofl_envoy_client_set_experiment_failed(ec, "e", 1, BAD_UTF8), INVALID,
+    EXPECT_CODE(ofl_envoy_client_set_experiment_failed(ec, "e", 1, BAD_UTF8, NULL), INVALID,
                 "description");
     EXPECT_OK(ofl_envoy_client_close(ec));
     /* A closed client refuses calls. */
-    EXPECT_CODE(ofl_envoy_client_wait_experiment(ec, &str), OFL_CODE_CANCELLED, "closed");
+    EXPECT_CODE(ofl_envoy_client_wait_experiment(ec, NULL, &str), OFL_CODE_CANCELLED, "closed");
     ofl_envoy_client_free(ec);
 
     /* Frontend client. */
@@ -816,49 +816,49 @@ static void test_null_arguments(void) {
     ofl_director_client_options_free(NULL);
     EXPECT_CODE(ofl_frontend_client_close(NULL), INVALID, "client");
     ofl_frontend_client_free(NULL);
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(NULL, "e", BOTH_COLS, 2, "/tmp/x", NULL, 0),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(NULL, "e", BOTH_COLS, 2, "/tmp/x", NULL, 0, NULL),
                 INVALID, "client");
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, NULL, BOTH_COLS, 2, "/tmp/x", NULL, 0),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, NULL, BOTH_COLS, 2, "/tmp/x", NULL, 0, NULL),
                 INVALID, "name");
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, "e", NULL, 2, "/tmp/x", NULL, 0),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, "e", NULL, 2, "/tmp/x", NULL, 0, NULL),
                 INVALID, "collaborators");
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, "e", dims, 2, "/tmp/x", NULL, 0),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, "e", dims, 2, "/tmp/x", NULL, 0, NULL),
                 INVALID, "collaborators[1]");
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, "e", BOTH_COLS, 2, NULL, NULL, 0),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, "e", BOTH_COLS, 2, NULL, NULL, 0, NULL),
                 INVALID, "archive_path");
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, "e", BOTH_COLS, 2, "/tmp/x", NULL, 2),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(fc, "e", BOTH_COLS, 2, "/tmp/x", NULL, 2, NULL),
                 INVALID, "initial_model");
-    EXPECT_CODE(ofl_frontend_client_get_experiment_status(NULL, "e", &st), INVALID, "client");
-    EXPECT_CODE(ofl_frontend_client_get_experiment_status(fc, NULL, &st), INVALID, "name");
-    EXPECT_CODE(ofl_frontend_client_get_experiment_status(fc, "e", NULL), INVALID, "out");
+    EXPECT_CODE(ofl_frontend_client_get_experiment_status(NULL, "e", NULL, &st), INVALID, "client");
+    EXPECT_CODE(ofl_frontend_client_get_experiment_status(fc, NULL, NULL, &st), INVALID, "name");
+    EXPECT_CODE(ofl_frontend_client_get_experiment_status(fc, "e", NULL, NULL), INVALID, "out");
     ofl_string_list *sl1 = NULL, *sl2 = NULL;
-    EXPECT_CODE(ofl_frontend_client_get_dataset_info(NULL, &sl1, &sl2), INVALID, "client");
-    EXPECT_CODE(ofl_frontend_client_get_dataset_info(fc, NULL, &sl2), INVALID, "sample_shape");
-    EXPECT_CODE(ofl_frontend_client_get_dataset_info(fc, &sl1, NULL), INVALID, "target_shape");
+    EXPECT_CODE(ofl_frontend_client_get_dataset_info(NULL, NULL, &sl1, &sl2), INVALID, "client");
+    EXPECT_CODE(ofl_frontend_client_get_dataset_info(fc, NULL, NULL, &sl2), INVALID, "sample_shape");
+    EXPECT_CODE(ofl_frontend_client_get_dataset_info(fc, NULL, &sl1, NULL), INVALID, "target_shape");
     ofl_tensor_list *tl = NULL;
-    EXPECT_CODE(ofl_frontend_client_get_best_model(NULL, "e", &tl), INVALID, "client");
-    EXPECT_CODE(ofl_frontend_client_get_best_model(fc, NULL, &tl), INVALID, "name");
-    EXPECT_CODE(ofl_frontend_client_get_best_model(fc, "e", NULL), INVALID, "out");
-    EXPECT_CODE(ofl_frontend_client_get_last_model(NULL, "e", &tl), INVALID, "client");
-    EXPECT_CODE(ofl_frontend_client_get_last_model(fc, NULL, &tl), INVALID, "name");
-    EXPECT_CODE(ofl_frontend_client_get_last_model(fc, "e", NULL), INVALID, "out");
-    EXPECT_CODE(ofl_frontend_client_stream_metrics(NULL, "e", never_called, NULL), INVALID,
+    EXPECT_CODE(ofl_frontend_client_get_best_model(NULL, "e", NULL, &tl), INVALID, "client");
+    EXPECT_CODE(ofl_frontend_client_get_best_model(fc, NULL, NULL, &tl), INVALID, "name");
+    EXPECT_CODE(ofl_frontend_client_get_best_model(fc, "e", NULL, NULL), INVALID, "out");
+    EXPECT_CODE(ofl_frontend_client_get_last_model(NULL, "e", NULL, &tl), INVALID, "client");
+    EXPECT_CODE(ofl_frontend_client_get_last_model(fc, NULL, NULL, &tl), INVALID, "name");
+    EXPECT_CODE(ofl_frontend_client_get_last_model(fc, "e", NULL, NULL), INVALID, "out");
+    EXPECT_CODE(ofl_frontend_client_stream_metrics(NULL, "e", never_called, NULL, NULL), INVALID,
                 "client");
-    EXPECT_CODE(ofl_frontend_client_stream_metrics(fc, NULL, never_called, NULL), INVALID, "name");
-    EXPECT_CODE(ofl_frontend_client_stream_metrics(fc, "e", NULL, NULL), INVALID, "callback");
-    EXPECT_CODE(ofl_frontend_client_remove_experiment(NULL, "e"), INVALID, "client");
-    EXPECT_CODE(ofl_frontend_client_remove_experiment(fc, NULL), INVALID, "name");
+    EXPECT_CODE(ofl_frontend_client_stream_metrics(fc, NULL, never_called, NULL, NULL), INVALID, "name");
+    EXPECT_CODE(ofl_frontend_client_stream_metrics(fc, "e", NULL, NULL, NULL), INVALID, "callback");
+    EXPECT_CODE(ofl_frontend_client_remove_experiment(NULL, "e", NULL), INVALID, "client");
+    EXPECT_CODE(ofl_frontend_client_remove_experiment(fc, NULL, NULL), INVALID, "name");
     ofl_envoys *envoys = NULL;
-    EXPECT_CODE(ofl_frontend_client_get_envoys(NULL, &envoys), INVALID, "client");
-    EXPECT_CODE(ofl_frontend_client_get_envoys(fc, NULL), INVALID, "out");
+    EXPECT_CODE(ofl_frontend_client_get_envoys(NULL, NULL, &envoys), INVALID, "client");
+    EXPECT_CODE(ofl_frontend_client_get_envoys(fc, NULL, NULL), INVALID, "out");
     ofl_experiment_list *list = NULL;
-    EXPECT_CODE(ofl_frontend_client_get_experiments_list(NULL, &list), INVALID, "client");
-    EXPECT_CODE(ofl_frontend_client_get_experiments_list(fc, NULL), INVALID, "out");
+    EXPECT_CODE(ofl_frontend_client_get_experiments_list(NULL, NULL, &list), INVALID, "client");
+    EXPECT_CODE(ofl_frontend_client_get_experiments_list(fc, NULL, NULL), INVALID, "out");
     ofl_experiment_description *desc = NULL;
-    EXPECT_CODE(ofl_frontend_client_get_experiment_description(NULL, "e", &desc), INVALID,
+    EXPECT_CODE(ofl_frontend_client_get_experiment_description(NULL, "e", NULL, &desc), INVALID,
                 "client");
-    EXPECT_CODE(ofl_frontend_client_get_experiment_description(fc, NULL, &desc), INVALID, "name");
-    EXPECT_CODE(ofl_frontend_client_get_experiment_description(fc, "e", NULL), INVALID, "out");
+    EXPECT_CODE(ofl_frontend_client_get_experiment_description(fc, NULL, NULL, &desc), INVALID, "name");
+    EXPECT_CODE(ofl_frontend_client_get_experiment_description(fc, "e", NULL, NULL), INVALID, "out");
     CHECK(sl1 == NULL && sl2 == NULL && tl == NULL && envoys == NULL && list == NULL &&
           desc == NULL && str == NULL);
     ofl_frontend_client_free(fc);
@@ -1018,7 +1018,7 @@ static void check_envoys(const ofl_envoys *e, const char *experiment) {
 
 static void check_description_running(ofl_frontend_client *f) {
     ofl_experiment_description *d = NULL;
-    if (!EXPECT_OK(ofl_frontend_client_get_experiment_description(f, "mnist", &d))) return;
+    if (!EXPECT_OK(ofl_frontend_client_get_experiment_description(f, "mnist", NULL, &d))) return;
     CHECK_STR(ofl_experiment_description_name(d), "mnist");
     CHECK_STR(ofl_experiment_description_status(d), "in_progress");
     CHECK(ofl_experiment_description_current_round(d) == 1);
@@ -1093,7 +1093,7 @@ static void test_life_cycle(void) {
     ofl_envoys_free(envoys);
 
     ofl_string_list *sample = NULL, *target = NULL;
-    if (EXPECT_OK(ofl_frontend_client_get_dataset_info(f, &sample, &target))) {
+    if (EXPECT_OK(ofl_frontend_client_get_dataset_info(f, NULL, &sample, &target))) {
         CHECK(ofl_string_list_len(sample) == 2);
         CHECK_STR(ofl_string_list_get(sample, 0), "28");
         CHECK_STR(ofl_string_list_get(sample, 1), "28");
@@ -1108,7 +1108,7 @@ static void test_life_cycle(void) {
     model_views init;
     make_model(&init, INIT_W, INIT_B);
     REQUIRE_OK(ofl_frontend_client_set_new_experiment(f, "mnist", BOTH_COLS, 2, archive,
-                                                      init.tensors, 2));
+                                                      init.tensors, 2, NULL));
     CHECK(wait_for_count(&h.starts, 1, 10000) == 1);
     CHECK(atomic_load(&h.reviews) == 1);
     pthread_mutex_lock(&h.lock);
@@ -1134,7 +1134,7 @@ static void test_life_cycle(void) {
     CHECK(runs[0].refused_wrong_shape);
 
     ofl_experiment_status st = OFL_EXPERIMENT_STATUS_REJECTED;
-    EXPECT_OK(ofl_frontend_client_get_experiment_status(f, "mnist", &st));
+    EXPECT_OK(ofl_frontend_client_get_experiment_status(f, "mnist", NULL, &st));
     CHECK(st == OFL_EXPERIMENT_STATUS_IN_PROGRESS);
     st = OFL_EXPERIMENT_STATUS_REJECTED;
     EXPECT_OK(ofl_director_server_experiment_status(h.server, "mnist", &st));
@@ -1152,7 +1152,7 @@ static void test_life_cycle(void) {
     EXPECT_OK(ofl_director_server_set_tasks(h.server, "mnist", task_names, task_descriptions, 2));
     check_description_running(f);
     ofl_experiment_list *list = NULL;
-    if (EXPECT_OK(ofl_frontend_client_get_experiments_list(f, &list))) {
+    if (EXPECT_OK(ofl_frontend_client_get_experiments_list(f, NULL, &list))) {
         CHECK(ofl_experiment_list_len(list) == 1);
         CHECK_STR(ofl_experiment_list_name(list, 0), "mnist");
         CHECK_STR(ofl_experiment_list_status(list, 0), "in_progress");
@@ -1163,7 +1163,7 @@ static void test_life_cycle(void) {
     }
     ofl_experiment_list_free(list);
     ofl_tensor_list *model = NULL;
-    EXPECT_CODE(ofl_frontend_client_get_best_model(f, "mnist", &model),
+    EXPECT_CODE(ofl_frontend_client_get_best_model(f, "mnist", NULL, &model),
                 OFL_CODE_FAILED_PRECONDITION, "best");
     CHECK(model == NULL);
 
@@ -1211,13 +1211,13 @@ static void test_life_cycle(void) {
 
     /* The frontend reads the outcome. */
     CHECK(WAIT_STATUS(f, "mnist", OFL_EXPERIMENT_STATUS_FINISHED));
-    if (EXPECT_OK(ofl_frontend_client_get_best_model(f, "mnist", &model))) CHECK_MODEL(model, BEST_W, BEST_B);
+    if (EXPECT_OK(ofl_frontend_client_get_best_model(f, "mnist", NULL, &model))) CHECK_MODEL(model, BEST_W, BEST_B);
     ofl_tensor_list_free(model);
     model = NULL;
-    if (EXPECT_OK(ofl_frontend_client_get_last_model(f, "mnist", &model))) CHECK_MODEL(model, LAST_W, LAST_B);
+    if (EXPECT_OK(ofl_frontend_client_get_last_model(f, "mnist", NULL, &model))) CHECK_MODEL(model, LAST_W, LAST_B);
     ofl_tensor_list_free(model);
     ofl_experiment_description *d = NULL;
-    if (EXPECT_OK(ofl_frontend_client_get_experiment_description(f, "mnist", &d))) {
+    if (EXPECT_OK(ofl_frontend_client_get_experiment_description(f, "mnist", NULL, &d))) {
         CHECK_STR(ofl_experiment_description_status(d), "finished");
         CHECK(ofl_experiment_description_progress(d) == 1.0f);
         CHECK_STR(ofl_experiment_description_collaborator_status(d, 0), "finished");
@@ -1233,20 +1233,20 @@ static void test_life_cycle(void) {
 
     /* Another frontend sees none of it. */
     ofl_frontend_client *f2 = make_frontend(port, g_frontend2_crt, g_frontend2_key, NULL);
-    EXPECT_CODE(ofl_frontend_client_get_experiment_status(f2, "mnist", &st), OFL_CODE_NOT_FOUND,
+    EXPECT_CODE(ofl_frontend_client_get_experiment_status(f2, "mnist", NULL, &st), OFL_CODE_NOT_FOUND,
                 "mnist");
-    EXPECT_CODE(ofl_frontend_client_get_experiment_description(f2, "mnist", &d),
+    EXPECT_CODE(ofl_frontend_client_get_experiment_description(f2, "mnist", NULL, &d),
                 OFL_CODE_NOT_FOUND, "mnist");
-    EXPECT_CODE(ofl_frontend_client_get_best_model(f2, "mnist", &model), OFL_CODE_NOT_FOUND,
+    EXPECT_CODE(ofl_frontend_client_get_best_model(f2, "mnist", NULL, &model), OFL_CODE_NOT_FOUND,
                 "mnist");
-    EXPECT_CODE(ofl_frontend_client_stream_metrics(f2, "mnist", never_called, NULL),
+    EXPECT_CODE(ofl_frontend_client_stream_metrics(f2, "mnist", never_called, NULL, NULL),
                 OFL_CODE_NOT_FOUND, "mnist");
     /* As OpenFL: removing another's experiment is a no-op that succeeds. */
-    EXPECT_OK(ofl_frontend_client_remove_experiment(f2, "mnist"));
-    EXPECT_OK(ofl_frontend_client_get_experiment_status(f, "mnist", &st));
+    EXPECT_OK(ofl_frontend_client_remove_experiment(f2, "mnist", NULL));
+    EXPECT_OK(ofl_frontend_client_get_experiment_status(f, "mnist", NULL, &st));
     CHECK(st == OFL_EXPERIMENT_STATUS_FINISHED);
     list = NULL;
-    if (EXPECT_OK(ofl_frontend_client_get_experiments_list(f2, &list)))
+    if (EXPECT_OK(ofl_frontend_client_get_experiments_list(f2, NULL, &list)))
         CHECK(ofl_experiment_list_len(list) == 0);
     ofl_experiment_list_free(list);
 
@@ -1255,38 +1255,38 @@ static void test_life_cycle(void) {
     work_path(empty, sizeof empty, "empty.zip");
     write_pattern_file(empty, 0, 1, 0);
     work_path(missing, sizeof missing, "missing.zip");
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(f, "mnist", BOTH_COLS, 2, archive, NULL, 0),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(f, "mnist", BOTH_COLS, 2, archive, NULL, 0, NULL),
                 OFL_CODE_ALREADY_EXISTS, "mnist");
     EXPECT_CODE(ofl_frontend_client_set_new_experiment(f, "../escape", BOTH_COLS, 2, archive, NULL,
-                                                       0),
+                                                       0, NULL),
                 INVALID, "path separator");
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(f, "nocols", NULL, 0, archive, NULL, 0),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(f, "nocols", NULL, 0, archive, NULL, 0, NULL),
                 INVALID, "collaborators");
-    EXPECT_CODE(ofl_frontend_client_set_new_experiment(f, "empty", BOTH_COLS, 2, empty, NULL, 0),
+    EXPECT_CODE(ofl_frontend_client_set_new_experiment(f, "empty", BOTH_COLS, 2, empty, NULL, 0, NULL),
                 INVALID, "empty");
     EXPECT_CODE(ofl_frontend_client_set_new_experiment(f, "missing", BOTH_COLS, 2, missing, NULL,
-                                                       0),
+                                                       0, NULL),
                 OFL_CODE_IO, "missing.zip");
 
     /* An envoy fails an experiment; the hook hears of it. */
     ofl_envoy_client *col1 = make_envoy(port, "col1", g_certs.col1_crt, g_certs.col1_key);
     ofl_envoy_client *col2 = make_envoy(port, "col2", g_certs.col2_crt, g_certs.col2_key);
     REQUIRE_OK(ofl_frontend_client_set_new_experiment(f, "exp-fail", BOTH_COLS, 1, archive, NULL,
-                                                      0));
+                                                      0, NULL));
     ofl_string *name = NULL;
-    if (EXPECT_OK(ofl_envoy_client_wait_experiment(col1, &name)))
+    if (EXPECT_OK(ofl_envoy_client_wait_experiment(col1, NULL, &name)))
         CHECK_STR(ofl_string_get(name), "exp-fail");
     ofl_string_free(name);
     char dest[512];
     work_path(dest, sizeof dest, "col2-exp-fail.zip");
-    EXPECT_CODE(ofl_envoy_client_get_experiment_data(col2, "exp-fail", dest, NULL),
+    EXPECT_CODE(ofl_envoy_client_get_experiment_data(col2, "exp-fail", dest, NULL, NULL),
                 OFL_CODE_PERMISSION_DENIED, "col2");
     CHECK(!file_exists(dest));
-    EXPECT_CODE(ofl_envoy_client_set_experiment_failed(col2, "exp-fail", 1, "not mine"),
+    EXPECT_CODE(ofl_envoy_client_set_experiment_failed(col2, "exp-fail", 1, "not mine", NULL),
                 OFL_CODE_PERMISSION_DENIED, "col2");
-    EXPECT_CODE(ofl_frontend_client_remove_experiment(f, "exp-fail"),
+    EXPECT_CODE(ofl_frontend_client_remove_experiment(f, "exp-fail", NULL),
                 OFL_CODE_FAILED_PRECONDITION, "exp-fail");
-    EXPECT_OK(ofl_envoy_client_set_experiment_failed(col1, "exp-fail", 7, "out of memory"));
+    EXPECT_OK(ofl_envoy_client_set_experiment_failed(col1, "exp-fail", 7, "out of memory", NULL));
     CHECK(wait_for_count(&h.failed_hooks, 1, 10000) == 1);
     pthread_mutex_lock(&h.lock);
     CHECK_STR(h.failed_experiment, "exp-fail");
@@ -1303,14 +1303,14 @@ static void test_life_cycle(void) {
     ofl_envoy_client *impostor = make_envoy(port, "col2", g_certs.col1_crt, g_certs.col1_key);
     ofl_shard_info good = shard_info(SAMPLE_SHAPE);
     bool accepted = false;
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(impostor, &good, &accepted),
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(impostor, &good, NULL, &accepted),
                 OFL_CODE_PERMISSION_DENIED, "col1");
     ofl_envoy_client_free(impostor);
 
     /* The review rejects: the archive is deleted, nothing starts. */
     int starts = atomic_load(&h.starts);
     REQUIRE_OK(ofl_frontend_client_set_new_experiment(f, "reject-me", BOTH_COLS, 2, archive, NULL,
-                                                      0));
+                                                      0, NULL));
     CHECK(WAIT_STATUS(f, "reject-me", OFL_EXPERIMENT_STATUS_REJECTED));
     char stored[1024];
     snprintf(stored, sizeof stored, "%s/reject-me.archive", archives);
@@ -1324,7 +1324,7 @@ static void test_life_cycle(void) {
     log_capture cap = {.lock = PTHREAD_MUTEX_INITIALIZER};
     REQUIRE_OK(ofl_set_log_callback(OFL_LOG_LEVEL_ERROR, capture_log, &cap));
     REQUIRE_OK(ofl_frontend_client_set_new_experiment(f, "nostart-1", BOTH_COLS, 2, archive, NULL,
-                                                      0));
+                                                      0, NULL));
     CHECK(WAIT_STATUS(f, "nostart-1", OFL_EXPERIMENT_STATUS_FAILED));
     REQUIRE_OK(ofl_set_log_callback(OFL_LOG_LEVEL_OFF, NULL, NULL));
     CHECK_MSG(strstr(cap.text, "nostart-1") != NULL && strstr(cap.text, "Unavailable") != NULL &&
@@ -1339,13 +1339,13 @@ static void test_life_cycle(void) {
     /* Removal. */
     snprintf(stored, sizeof stored, "%s/mnist.archive", archives);
     CHECK(file_exists(stored));
-    EXPECT_OK(ofl_frontend_client_remove_experiment(f, "mnist"));
+    EXPECT_OK(ofl_frontend_client_remove_experiment(f, "mnist", NULL));
     CHECK(!file_exists(stored));
-    EXPECT_CODE(ofl_frontend_client_get_experiment_status(f, "mnist", &st), OFL_CODE_NOT_FOUND,
+    EXPECT_CODE(ofl_frontend_client_get_experiment_status(f, "mnist", NULL, &st), OFL_CODE_NOT_FOUND,
                 "mnist");
     EXPECT_CODE(ofl_director_server_experiment_status(h.server, "mnist", &st), OFL_CODE_NOT_FOUND,
                 "mnist");
-    EXPECT_OK(ofl_frontend_client_remove_experiment(f, "reject-me"));
+    EXPECT_OK(ofl_frontend_client_remove_experiment(f, "reject-me", NULL));
 
     /* close cancels a WaitExperiment in progress (col2 has nothing coming). */
     wait_run w = {.client = col2};
@@ -1399,32 +1399,32 @@ static void test_insecure_defaults(void) {
     ofl_envoy_client *envoy = make_envoy(port, "col1", NULL, NULL);
     ofl_shard_info good = shard_info(SAMPLE_SHAPE);
     bool accepted = false;
-    EXPECT_OK(ofl_envoy_client_update_shard_info(envoy, &good, &accepted));
+    EXPECT_OK(ofl_envoy_client_update_shard_info(envoy, &good, NULL, &accepted));
     CHECK(accepted);
     ofl_frontend_client *alice = make_frontend(port, NULL, NULL, "alice");
     ofl_frontend_client *bob = make_frontend(port, NULL, NULL, "bob");
     REQUIRE_OK(ofl_frontend_client_set_new_experiment(alice, "plain", BOTH_COLS, 1, archive, NULL,
-                                                      0));
+                                                      0, NULL));
     /* Default hooks: approved and started at once. */
     CHECK(WAIT_STATUS(alice, "plain", OFL_EXPERIMENT_STATUS_IN_PROGRESS));
     ofl_experiment_status st;
-    EXPECT_CODE(ofl_frontend_client_get_experiment_status(bob, "plain", &st), OFL_CODE_NOT_FOUND,
+    EXPECT_CODE(ofl_frontend_client_get_experiment_status(bob, "plain", NULL, &st), OFL_CODE_NOT_FOUND,
                 "plain");
     ofl_string *name = NULL;
-    if (EXPECT_OK(ofl_envoy_client_wait_experiment(envoy, &name)))
+    if (EXPECT_OK(ofl_envoy_client_wait_experiment(envoy, NULL, &name)))
         CHECK_STR(ofl_string_get(name), "plain");
     ofl_string_free(name);
     uint64_t size = 0;
-    EXPECT_OK(ofl_envoy_client_get_experiment_data(envoy, "plain", dest, &size));
+    EXPECT_OK(ofl_envoy_client_get_experiment_data(envoy, "plain", dest, NULL, &size));
     CHECK(size == 4096 && file_has_pattern(dest, 4096, 3, 1));
     uint64_t period = 0;
-    EXPECT_OK(ofl_envoy_client_send_health_check(envoy, true, NULL, 0, &period));
+    EXPECT_OK(ofl_envoy_client_send_health_check(envoy, true, NULL, 0, NULL, &period));
     CHECK(period == HEALTH_PERIOD_MS);
     EXPECT_OK(ofl_director_server_mark_finished(s, "plain"));
     CHECK(WAIT_STATUS(alice, "plain", OFL_EXPERIMENT_STATUS_FINISHED));
     /* No model was set. */
     ofl_tensor_list *model = NULL;
-    EXPECT_CODE(ofl_frontend_client_get_last_model(alice, "plain", &model),
+    EXPECT_CODE(ofl_frontend_client_get_last_model(alice, "plain", NULL, &model),
                 OFL_CODE_FAILED_PRECONDITION, "last");
 
     ofl_frontend_client_free(bob);
@@ -1521,7 +1521,7 @@ static void test_one_way_tls_and_connect(void) {
     ofl_frontend_client *f = NULL;
     REQUIRE_OK(ofl_frontend_client_new(o, &f));
     ofl_string_list *sample = NULL, *target = NULL;
-    if (EXPECT_OK(ofl_frontend_client_get_dataset_info(f, &sample, &target))) {
+    if (EXPECT_OK(ofl_frontend_client_get_dataset_info(f, NULL, &sample, &target))) {
         CHECK(ofl_string_list_len(sample) == 2);
         CHECK_STR(ofl_string_list_get(sample, 0), "28");
         CHECK(ofl_string_list_len(target) == 1);
@@ -1534,7 +1534,7 @@ static void test_one_way_tls_and_connect(void) {
     REQUIRE_OK(ofl_envoy_client_new(o, "col1", &e));
     ofl_shard_info good = shard_info(SAMPLE_SHAPE);
     bool accepted = false;
-    EXPECT_OK(ofl_envoy_client_update_shard_info(e, &good, &accepted));
+    EXPECT_OK(ofl_envoy_client_update_shard_info(e, &good, NULL, &accepted));
     CHECK(accepted);
     ofl_envoy_client_free(e);
     ofl_director_client_options_free(o);
@@ -1544,10 +1544,10 @@ static void test_one_way_tls_and_connect(void) {
      * handshake, for both clients (and is not retried). */
     o = one_way_client(port, "not-the-director.example");
     REQUIRE_OK(ofl_frontend_client_new(o, &f));
-    EXPECT_CODE(ofl_frontend_client_get_dataset_info(f, &sample, &target), OFL_CODE_TLS, NULL);
+    EXPECT_CODE(ofl_frontend_client_get_dataset_info(f, NULL, &sample, &target), OFL_CODE_TLS, NULL);
     ofl_frontend_client_free(f);
     REQUIRE_OK(ofl_envoy_client_new(o, "col1", &e));
-    EXPECT_CODE(ofl_envoy_client_update_shard_info(e, &good, &accepted), OFL_CODE_TLS, NULL);
+    EXPECT_CODE(ofl_envoy_client_update_shard_info(e, &good, NULL, &accepted), OFL_CODE_TLS, NULL);
     ofl_envoy_client_free(e);
     ofl_director_client_options_free(o);
 
@@ -1557,7 +1557,7 @@ static void test_one_way_tls_and_connect(void) {
     REQUIRE_OK(ofl_director_client_options_set_connect(o, c));
     ofl_connect_options_free(c);
     REQUIRE_OK(ofl_frontend_client_new(o, &f));
-    EXPECT_OK(ofl_frontend_client_get_dataset_info(f, &sample, &target));
+    EXPECT_OK(ofl_frontend_client_get_dataset_info(f, NULL, &sample, &target));
     ofl_string_list_free(sample);
     ofl_string_list_free(target);
     ofl_frontend_client_free(f);
@@ -1566,7 +1566,7 @@ static void test_one_way_tls_and_connect(void) {
     /* A client without TLS does not get through to a TLS director. */
     o = client_options(port, NULL, NULL);
     REQUIRE_OK(ofl_frontend_client_new(o, &f));
-    ofl_error *err = ofl_frontend_client_get_dataset_info(f, &sample, &target);
+    ofl_error *err = ofl_frontend_client_get_dataset_info(f, NULL, &sample, &target);
     CHECK_MSG(err != NULL, "a plain-text client talked to a TLS director");
     ofl_error_free(err);
     ofl_frontend_client_free(f);

@@ -769,36 +769,41 @@ static void check_client_call_arguments(ofl_aggregator_client *client) {
     static const char *const null_tag[1] = {NULL};
     static const char *const bad_tag[1] = {BAD_UTF8};
 
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(NULL, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT, "client");
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, NULL, &tasks), OFL_CODE_INVALID_ARGUMENT,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(NULL, "col1", NULL, &tasks), OFL_CODE_INVALID_ARGUMENT, "client");
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, NULL, NULL, &tasks), OFL_CODE_INVALID_ARGUMENT,
                 "collaborator_name");
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, BAD_UTF8, &tasks), OFL_CODE_INVALID_ARGUMENT,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, BAD_UTF8, NULL, &tasks), OFL_CODE_INVALID_ARGUMENT,
                 "collaborator_name");
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", NULL), OFL_CODE_INVALID_ARGUMENT, "out");
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", NULL, NULL), OFL_CODE_INVALID_ARGUMENT, "out");
     CHECK(tasks == NULL);
 
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(NULL, "col1", "t", 0, false, NULL, 0, false,
+                                                 NULL,
                                                  &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "client");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, NULL, "t", 0, false, NULL, 0, false,
+                                                 NULL,
                                                  &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "collaborator_name");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", NULL, 0, false, NULL, 0, false,
+                                                 NULL,
                                                  &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tensor_name");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", BAD_UTF8, 0, false, NULL, 0,
-                                                 false, &tensor),
+                                                 false, NULL, &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tensor_name");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "t", 0, false, NULL, 1, false,
+                                                 NULL,
                                                  &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tags");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "t", 0, false, null_tag, 1,
-                                                 false, &tensor),
+                                                 false, NULL, &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tags[0]");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "t", 0, false, bad_tag, 1,
-                                                 false, &tensor),
+                                                 false, NULL, &tensor),
                 OFL_CODE_INVALID_ARGUMENT, "tags[0]");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "t", 0, false, NULL, 0, false,
+                                                 NULL,
                                                  NULL),
                 OFL_CODE_INVALID_ARGUMENT, "out");
     CHECK(tensor == NULL);
@@ -809,36 +814,36 @@ static void check_client_call_arguments(ofl_aggregator_client *client) {
     ofl_tensor_view good = {.name = "w", .metadata = &md, .metadata_len = 1, .data = data,
                             .data_len = sizeof data};
     ofl_tensor_view bad;
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(NULL, "col1", 1, "train", 1, &good, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(NULL, "col1", 1, "train", 1, &good, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "client");
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, NULL, 1, "train", 1, &good, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, NULL, 1, "train", 1, &good, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "collaborator_name");
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, NULL, 1, &good, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, NULL, 1, &good, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "task_name");
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, BAD_UTF8, 1, &good, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, BAD_UTF8, 1, &good, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "task_name");
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, NULL, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, NULL, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "tensors");
     bad = good;
     bad.name = NULL;
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "tensor.name");
     bad = good;
     bad.data = NULL;
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "tensor.data");
     bad = good;
     bad.tags_len = 1;
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "tensor.tags");
     bad = good;
     bad.metadata = NULL;
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "tensor.metadata");
     ofl_metadata_view bad_md = {.int_list = NULL, .int_list_len = 2};
     bad = good;
     bad.metadata = &bad_md;
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col1", 1, "train", 1, &bad, 1, NULL),
                 OFL_CODE_INVALID_ARGUMENT, "int_list");
 }
 
@@ -910,7 +915,7 @@ static void test_live_server(void) {
 
     /* get_tasks: reply built despite the rejected arguments. */
     ofl_tasks *tasks = NULL;
-    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", &tasks))) {
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks))) {
         CHECK(ofl_tasks_round_number(tasks) == 7);
         CHECK(ofl_tasks_sleep_time(tasks) == 3);
         CHECK(ofl_tasks_quit(tasks) == false);
@@ -925,11 +930,11 @@ static void test_live_server(void) {
         CHECK(ofl_tasks_apply_local(tasks, 1) == false);
         ofl_tasks_free(tasks);
     }
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNKNOWN,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", NULL, &tasks), OFL_CODE_UNKNOWN,
                 "custom failure for col2");
 
     /* Header checks on the server, with precise codes naming the field. */
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col3", &tasks), OFL_CODE_PERMISSION_DENIED,
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col3", NULL, &tasks), OFL_CODE_PERMISSION_DENIED,
                 "header.sender");
     {
         ofl_aggregator_client_options *co = make_client_options(&g_certs, port, TLS_INSECURE, NULL, NULL,
@@ -937,13 +942,13 @@ static void test_live_server(void) {
         REQUIRE_OK(ofl_aggregator_client_options_set_federation(co, TEST_AGGREGATOR_UUID, "other-fed", NULL));
         ofl_aggregator_client *other = NULL;
         REQUIRE_OK(ofl_aggregator_client_new(co, &other));
-        EXPECT_CODE(ofl_aggregator_client_get_tasks(other, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT,
+        EXPECT_CODE(ofl_aggregator_client_get_tasks(other, "col1", NULL, &tasks), OFL_CODE_INVALID_ARGUMENT,
                     "header.federation_uuid");
         REQUIRE_OK(ofl_aggregator_client_options_set_federation(co, "other-agg", TEST_FEDERATION_UUID, NULL));
         ofl_aggregator_client_free(other);
         other = NULL;
         REQUIRE_OK(ofl_aggregator_client_new(co, &other));
-        EXPECT_CODE(ofl_aggregator_client_get_tasks(other, "col1", &tasks), OFL_CODE_INVALID_ARGUMENT,
+        EXPECT_CODE(ofl_aggregator_client_get_tasks(other, "col1", NULL, &tasks), OFL_CODE_INVALID_ARGUMENT,
                     "header.receiver");
         ofl_aggregator_client_free(other);
         ofl_aggregator_client_options_free(co);
@@ -952,23 +957,23 @@ static void test_live_server(void) {
     /* get_aggregated_tensor: argument checks inside the callback, then a copy. */
     ofl_tensor *t = NULL;
     if (EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "args", 4, true, NULL, 0,
-                                                   true, &t))) {
+                                                   true, NULL, &t))) {
         check_args_tensor(t);
         ofl_tensor_free(t);
         t = NULL;
     }
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "unset", 0, false, NULL, 0,
-                                                 false, &t),
+                                                 false, NULL, &t),
                 OFL_CODE_INTERNAL, "no error and no tensor");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "notfound", 0, false, NULL, 0,
-                                                 false, &t),
+                                                 false, NULL, &t),
                 OFL_CODE_NOT_FOUND, "no tensor named notfound");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "nomessage", 0, false, NULL, 0,
-                                                 false, &t),
+                                                 false, NULL, &t),
                 OFL_CODE_FAILED_PRECONDITION, "get_aggregated_tensor");
     CHECK(t == NULL);
     if (EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "twice", 0, false, NULL, 0,
-                                                   false, &t))) {
+                                                   false, NULL, &t))) {
         CHECK(ofl_tensor_data_len(t) == sizeof g_twice_second);
         CHECK(ofl_tensor_data_len(t) == sizeof g_twice_second &&
               memcmp(ofl_tensor_data(t), g_twice_second, sizeof g_twice_second) == 0);
@@ -980,16 +985,16 @@ static void test_live_server(void) {
               "sent borrowed tensor released %d times", atomic_load(&s.second_release));
 
     /* An upload without tensors. */
-    EXPECT_OK(ofl_aggregator_client_send_local_task_results(client, "col1", 2, "empty", 0, NULL, 0));
+    EXPECT_OK(ofl_aggregator_client_send_local_task_results(client, "col1", 2, "empty", 0, NULL, 0, NULL));
     CHECK(atomic_load(&s.results_calls) == 1);
 
     /* disconnect / reconnect keep the client usable. */
     EXPECT_OK(ofl_aggregator_client_disconnect(client));
-    EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", &tasks));
+    EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks));
     ofl_tasks_free(tasks);
     tasks = NULL;
     EXPECT_OK(ofl_aggregator_client_reconnect(client));
-    EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", &tasks));
+    EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks));
     ofl_tasks_free(tasks);
 
     ofl_aggregator_client_free(client);
@@ -1013,7 +1018,7 @@ typedef struct close_call {
 static void *get_tasks_until_cancelled(void *arg) {
     close_call *c = arg;
     ofl_tasks *tasks = NULL;
-    c->error = ofl_aggregator_client_get_tasks(c->client, "col1", &tasks);
+    c->error = ofl_aggregator_client_get_tasks(c->client, "col1", NULL, &tasks);
     ofl_tasks_free(tasks);
     return NULL;
 }
@@ -1039,7 +1044,7 @@ static void test_client_close_cancels(void) {
     EXPECT_CODE(call.error, OFL_CODE_CANCELLED, "closed");
 
     ofl_tasks *tasks = NULL;
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", &tasks), OFL_CODE_CANCELLED, "closed");
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks), OFL_CODE_CANCELLED, "closed");
     CHECK(tasks == NULL);
     EXPECT_OK(ofl_aggregator_client_close(client));
     ofl_aggregator_client_free(client);

@@ -375,7 +375,7 @@ static bool fetch(collaborator *c, const char *name, int32_t round, float *out, 
                   const int32_t *shape, size_t ndim) {
     ofl_tensor *t = NULL;
     if (!EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(c->client, COLS[c->index], name, round, false,
-                                                    TAGS_MODEL, NTAGS(TAGS_MODEL), true, &t))) {
+                                                    TAGS_MODEL, NTAGS(TAGS_MODEL), true, NULL, &t))) {
         return false;
     }
     bool ok = true;
@@ -489,7 +489,7 @@ static void run_task(collaborator *c, const ofl_tasks *tasks, size_t i) {
         return;
     }
     if (EXPECT_OK(ofl_aggregator_client_send_local_task_results(c->client, COLS[col], round, task, data_size,
-                                                     u.views, u.n))) {
+                                                     u.views, u.n, NULL))) {
         c->rec.uploads[round]++;
     }
 }
@@ -504,18 +504,18 @@ static void *collaborator_main(void *arg) {
     if (c->index == 0) {
         ofl_tensor *t = NULL;
         EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(c->client, COLS[0], "nope", 0, false,
-                                                     TAGS_MODEL, 1, true, &t),
+                                                     TAGS_MODEL, 1, true, NULL, &t),
                     OFL_CODE_FAILED_PRECONDITION, "\"nope\"");
         static const char *const delta_tags[] = {"aggregated", "delta"};
         EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(c->client, COLS[0], "w", 0, false,
-                                                     delta_tags, 2, true, &t),
+                                                     delta_tags, 2, true, NULL, &t),
                     OFL_CODE_INVALID_ARGUMENT, "delta");
         CHECK(t == NULL);
     }
 
     for (int calls = 0; calls < 100; calls++) {
         ofl_tasks *tasks = NULL;
-        if (!EXPECT_OK(ofl_aggregator_client_get_tasks(c->client, COLS[c->index], &tasks))) break;
+        if (!EXPECT_OK(ofl_aggregator_client_get_tasks(c->client, COLS[c->index], NULL, &tasks))) break;
         if (ofl_tasks_quit(tasks)) {
             c->rec.quits++;
             CHECK(ofl_tasks_round_number(tasks) == ROUNDS);
@@ -780,7 +780,7 @@ static void test_state_dir(void) {
     float score = 0.625f;
     upload_add(&u, 0, "score", true, TAGS_VALIDATE_AGG, NTAGS(TAGS_VALIDATE_AGG), &score, 1, NULL,
                0);
-    EXPECT_OK(ofl_aggregator_client_send_local_task_results(client, "col1", 0, TASK_VALIDATE, 8, u.views, u.n));
+    EXPECT_OK(ofl_aggregator_client_send_local_task_results(client, "col1", 0, TASK_VALIDATE, 8, u.views, u.n, NULL));
     ofl_aggregator_client_free(client);
     ofl_aggregator_server_free(server);
     ofl_fedavg_free(fa); /* the aggregator is gone; its directory stays */

@@ -476,7 +476,7 @@ static void *collaborator_main(void *p) {
     ofl_aggregator_client *client = collaborator_client(c);
 
     ofl_tasks *tasks = NULL;
-    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, c->name, &tasks))) {
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, c->name, NULL, &tasks))) {
         CHECK(ofl_tasks_round_number(tasks) == ROUND);
         CHECK(ofl_tasks_quit(tasks) == false);
         CHECK(ofl_tasks_sleep_time(tasks) == 0);
@@ -495,7 +495,7 @@ static void *collaborator_main(void *p) {
 
     ofl_tensor *model = NULL;
     if (EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(client, c->name, "model", ROUND, false,
-                                                   REQUEST_TAGS, 2, true, &model))) {
+                                                   REQUEST_TAGS, 2, true, NULL, &model))) {
         check_model(c->name, model);
         ofl_tensor_free(model);
     }
@@ -509,10 +509,10 @@ static void *collaborator_main(void *p) {
                             .report = false, .tags = tags, .tags_len = 2, .metadata = &md,
                             .metadata_len = 1, .data = update, .data_len = TENSOR_SIZE};
     EXPECT_OK(ofl_aggregator_client_send_local_task_results(client, c->name, ROUND, "train", DATA_SIZE,
-                                                 &view, 1));
+                                                 &view, 1, NULL));
     free(update); /* borrowed for the call only */
 
-    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, c->name, &tasks))) {
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, c->name, NULL, &tasks))) {
         CHECK_MSG(ofl_tasks_quit(tasks) == true, "%s was not told to quit", c->name);
         CHECK(ofl_tasks_len(tasks) == 0);
         ofl_tasks_free(tasks);
@@ -537,7 +537,7 @@ static void expect_tls_failure(const char *what, ofl_aggregator_client_options *
     REQUIRE_OK(ofl_aggregator_client_new(o, &client));
     ofl_tasks *tasks = NULL;
     double t0 = now_seconds();
-    expect_code_at(__FILE__, __LINE__, what, ofl_aggregator_client_get_tasks(client, sender, &tasks),
+    expect_code_at(__FILE__, __LINE__, what, ofl_aggregator_client_get_tasks(client, sender, NULL, &tasks),
                    OFL_CODE_TLS, NULL);
     test_note("%s: TLS failure after %.3f s", what, now_seconds() - t0);
     CHECK(tasks == NULL);
@@ -552,19 +552,19 @@ static void mtls_negative_checks(fed_state *s, uint16_t port) {
     collaborator col1 = {.name = "col1", .port = port, .mode = TLS_MUTUAL};
     ofl_aggregator_client *client = collaborator_client(&col1);
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "missing", ROUND, false,
-                                                 REQUEST_TAGS, 2, true, &t),
+                                                 REQUEST_TAGS, 2, true, NULL, &t),
                 OFL_CODE_NOT_FOUND, "tensor missing of round 1 is not known");
     CHECK(t == NULL);
 
     /* Spoofed sender: col1's certificate speaking for col2. */
     double t0 = now_seconds();
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNAUTHENTICATED, "col2");
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", NULL, &tasks), OFL_CODE_UNAUTHENTICATED, "col2");
     EXPECT_CODE(ofl_aggregator_client_get_aggregated_tensor(client, "col2", "model", ROUND, false,
-                                                 REQUEST_TAGS, 2, true, &t),
+                                                 REQUEST_TAGS, 2, true, NULL, &t),
                 OFL_CODE_UNAUTHENTICATED, NULL);
     static const uint8_t small[16] = {0};
     ofl_tensor_view v = {.name = "model", .data = small, .data_len = sizeof small};
-    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col2", ROUND, "train", 1, &v, 1),
+    EXPECT_CODE(ofl_aggregator_client_send_local_task_results(client, "col2", ROUND, "train", 1, &v, 1, NULL),
                 OFL_CODE_UNAUTHENTICATED, NULL);
     double spoof_s = now_seconds() - t0;
     CHECK_MSG(spoof_s < 3.0, "3 spoofed calls took %.2f s with no authentication delay", spoof_s);
@@ -657,7 +657,7 @@ static void scenario_insecure(void) {
     CHECK_MSG(logged_since(client_logs, OFL_LOG_LEVEL_WARN, client_warning),
               "no WARN record from a client without TLS");
     ofl_tasks *tasks = NULL;
-    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col2", &tasks))) ofl_tasks_free(tasks);
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col2", NULL, &tasks))) ofl_tasks_free(tasks);
     ofl_aggregator_client_free(client);
 
     run_collaborators(&col1, 1);
@@ -688,7 +688,7 @@ static void scenario_one_way(void) {
     REQUIRE_OK(ofl_aggregator_client_new(o, &client));
     ofl_aggregator_client_options_free(o);
     ofl_tasks *tasks = NULL;
-    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", &tasks), OFL_CODE_UNAUTHENTICATED, NULL);
+    EXPECT_CODE(ofl_aggregator_client_get_tasks(client, "col2", NULL, &tasks), OFL_CODE_UNAUTHENTICATED, NULL);
     ofl_aggregator_client_free(client);
 
     /* The round itself, without a client certificate. */

@@ -184,7 +184,7 @@ static void test_aggregator_bounds(void) {
         REQUIRE_OK(ofl_aggregator_client_new(co, &client));
         ofl_aggregator_client_options_free(co);
         ofl_tasks *tasks = NULL;
-        EXPECT_CODE(ofl_aggregator_client_get_tasks(client, long_name, &tasks),
+        EXPECT_CODE(ofl_aggregator_client_get_tasks(client, long_name, NULL, &tasks),
                     OFL_CODE_RESOURCE_EXHAUSTED, NULL);
         CHECK(tasks == NULL);
         ofl_aggregator_client_free(client);

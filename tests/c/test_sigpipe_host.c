@@ -257,7 +257,7 @@ static void *slot_call(void *p) {
     slot *sl = p;
     ofl_tensor *t = NULL;
     ofl_error *e = ofl_aggregator_client_get_aggregated_tensor(sl->client, "col1", sl->tensor_name, 0, false,
-                                                    NULL, 0, false, &t);
+                                                    NULL, 0, false, NULL, &t);
     sl->result = ofl_error_code(e);
     if (e == NULL) {
         /* Finished before the free: the data must be whole. */
@@ -573,7 +573,7 @@ static void *upload_main(void *p) {
     REQUIRE_OK(ofl_aggregator_client_new(o, &client));
     ofl_aggregator_client_options_free(o);
     ofl_tensor_view v = {.name = "update", .data = g_update, .data_len = TENSOR_SIZE};
-    ofl_error *e = ofl_aggregator_client_send_local_task_results(client, "col1", 0, "train", 1, &v, 1);
+    ofl_error *e = ofl_aggregator_client_send_local_task_results(client, "col1", 0, "train", 1, &v, 1, NULL);
     if (e == NULL) {
         test_fail_at(__FILE__, __LINE__, "an upload through a peer that hangs up succeeded");
     } else if (ofl_error_code(e) == OFL_CODE_PANIC) {
@@ -591,7 +591,7 @@ static void normal_call(uint16_t port, tls_mode mode, const char *what) {
     ofl_aggregator_client *client = make_client(&g_certs, port, mode, g_certs.col1_crt, g_certs.col1_key);
     ofl_tensor *t = NULL;
     if (EXPECT_OK(ofl_aggregator_client_get_aggregated_tensor(client, "col1", "final", 3, false, NULL, 0,
-                                                   true, &t))) {
+                                                   true, NULL, &t))) {
         CHECK_STR(ofl_tensor_name(t), "final");
         CHECK(ofl_tensor_round_number(t) == 3);
         CHECK_MSG(ofl_tensor_data_len(t) == TENSOR_SIZE &&
@@ -600,7 +600,7 @@ static void normal_call(uint16_t port, tls_mode mode, const char *what) {
         ofl_tensor_free(t);
     }
     ofl_tasks *tasks = NULL;
-    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", &tasks))) {
+    if (EXPECT_OK(ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks))) {
         CHECK(ofl_tasks_sleep_time(tasks) == 1);
         ofl_tasks_free(tasks);
     }

@@ -8,12 +8,13 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use crate::call::{CallChannel, CallOptions, CallScope};
 use crate::connect::ConnectConfig;
 use crate::error::{Error, Result};
 use crate::proto::director::director_client::DirectorClient as DirectorGrpcClient;
 use crate::retry::{AttemptError, RetryPolicy, Retrying};
 
-pub(super) type Stub = DirectorGrpcClient<Channel>;
+pub(super) type Stub = DirectorGrpcClient<CallChannel>;
 
 /// The channel, retry loop and caller metadata shared by both clients.
 pub(super) struct Connection {
@@ -51,7 +52,9 @@ impl Connection {
         self.channel.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
-    pub(super) fn stub(&self) -> Result<Stub> {
+    /// The stub of the next attempt of the call of `scope`; with
+    /// `download`, the response's bytes report the call's progress.
+    fn stub(&self, scope: &CallScope, download: bool) -> Result<Stub> {
         let channel = {
             let mut guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
             if guard.is_none() {
@@ -59,9 +62,14 @@ impl Connection {
             }
             guard.clone().expect("set above")
         };
-        Ok(DirectorGrpcClient::new(channel)
+        Ok(DirectorGrpcClient::new(CallChannel::new(channel, scope, download))
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size))
+    }
+
+    /// The scope of a call `what` with `options`.
+    pub(super) fn scope(&self, what: &str, options: &CallOptions) -> CallScope {
+        CallScope::new(what, options, self.connect.call_timeout, &self.closed)
     }
 
     /// A request carrying the caller's `client_id` metadata, if any.
@@ -74,8 +82,8 @@ impl Connection {
     }
 
     /// Runs `call` until it succeeds, fails for good, the retry budget is
-    /// spent, or the client is closed.
-    pub(super) async fn with_retry<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    /// spent, or `scope` ends it (time limit, cancel token, progress, close).
+    pub(super) async fn with_retry<T, F, Fut>(&self, scope: &CallScope, download: bool, call: F) -> Result<T>
     where
         F: FnMut(Stub) -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
@@ -83,20 +91,41 @@ impl Connection {
         let retrying = Retrying {
             policy: &self.retry,
             peer: format!("the director at {}", self.connect.uri()),
-            closed: &self.closed,
             presents_certificate: self.connect.presents_certificate(),
         };
-        retrying.run(what, || self.stub(), call).await
+        retrying.run(scope, || self.stub(scope, download), call).await
     }
 
-    /// A unary call with retries.
-    pub(super) async fn unary<Req, Resp, F, Fut>(&self, what: &str, message: Req, mut call: F) -> Result<Resp>
+    /// A unary call `what` with retries and per-call `options`.
+    pub(super) async fn unary<Req, Resp, F, Fut>(
+        &self,
+        what: &str,
+        options: &CallOptions,
+        message: Req,
+        call: F,
+    ) -> Result<Resp>
     where
         Req: Clone,
         F: FnMut(Stub, Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        self.with_retry(what, |stub| {
+        self.unary_in(&self.scope(what, options), false, message, call).await
+    }
+
+    /// A unary call in `scope`; with `download`, its response reports progress.
+    pub(super) async fn unary_in<Req, Resp, F, Fut>(
+        &self,
+        scope: &CallScope,
+        download: bool,
+        message: Req,
+        mut call: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        F: FnMut(Stub, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.with_retry(scope, download, |stub| {
             let request = self.request(message.clone());
             let fut = call(stub, request);
             async move { fut.await.map(tonic::Response::into_inner).map_err(AttemptError::from) }

@@ -7,10 +7,11 @@ use tokio::io::AsyncWriteExt;
 
 use super::connection::Connection;
 use super::file_error;
+use crate::call::CallOptions;
 use crate::connect::ConnectConfig;
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::director::*;
-use crate::retry::RetryPolicy;
+use crate::retry::{AttemptError, RetryPolicy};
 use crate::stream::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// How an envoy reaches the director.
@@ -74,12 +75,17 @@ impl EnvoyClient {
     /// UpdateShardInfo: registers the shard (its `node_info.name` is set to
     /// the shard name). True when the director accepted it (its sample and
     /// target shapes are the director's).
-    pub async fn report_shard_info(&self, mut shard_info: ShardInfo) -> Result<bool> {
+    pub async fn report_shard_info(&self, shard_info: ShardInfo) -> Result<bool> {
+        self.report_shard_info_with(shard_info, &CallOptions::default()).await
+    }
+
+    /// UpdateShardInfo with per-call `options`.
+    pub async fn report_shard_info_with(&self, mut shard_info: ShardInfo, options: &CallOptions) -> Result<bool> {
         shard_info.node_info.get_or_insert_with(Default::default).name = self.shard_name.clone();
         let message = UpdateShardInfoRequest { shard_info: Some(shard_info) };
         let reply = self
             .conn
-            .unary("UpdateShardInfo", message, |mut stub, r| async move { stub.update_shard_info(r).await })
+            .unary("UpdateShardInfo", options, message, |mut stub, r| async move { stub.update_shard_info(r).await })
             .await?;
         Ok(reply.accepted)
     }
@@ -87,10 +93,15 @@ impl EnvoyClient {
     /// WaitExperiment: blocks until the director has an experiment for this
     /// envoy, and returns its name.
     pub async fn wait_experiment(&self) -> Result<String> {
+        self.wait_experiment_with(&CallOptions::default()).await
+    }
+
+    /// WaitExperiment with per-call `options` (a time limit bounds the wait).
+    pub async fn wait_experiment_with(&self, options: &CallOptions) -> Result<String> {
         let message = WaitExperimentRequest { collaborator_name: self.shard_name.clone() };
         let reply = self
             .conn
-            .unary("WaitExperiment", message, |mut stub, r| async move { stub.wait_experiment(r).await })
+            .unary("WaitExperiment", options, message, |mut stub, r| async move { stub.wait_experiment(r).await })
             .await?;
         if reply.experiment_name.is_empty() {
             return Err(Error::new(ofl_code::InvalidResponse, "WaitExperiment returned no experiment"));
@@ -101,6 +112,17 @@ impl EnvoyClient {
     /// GetExperimentData: downloads the experiment's archive into `dest`
     /// (through `dest` + ".part", renamed when complete). Returns its size.
     pub async fn get_experiment_data(&self, experiment_name: &str, dest: &Path) -> Result<u64> {
+        self.get_experiment_data_with(experiment_name, dest, &CallOptions::default()).await
+    }
+
+    /// GetExperimentData with per-call `options`: progress counts the
+    /// archive bytes received (total unknown until the end).
+    pub async fn get_experiment_data_with(
+        &self,
+        experiment_name: &str,
+        dest: &Path,
+        options: &CallOptions,
+    ) -> Result<u64> {
         let part = {
             let mut name = dest.as_os_str().to_owned();
             name.push(".part");
@@ -111,12 +133,17 @@ impl EnvoyClient {
             collaborator_name: self.shard_name.clone(),
         };
         let max = self.max_archive_size;
+        let scope = self.conn.scope("GetExperimentData", options);
         let result = self
             .conn
-            .with_retry("GetExperimentData", |mut stub| {
+            .with_retry(&scope, false, |mut stub| {
                 let request = self.conn.request(message.clone());
                 let part = part.clone();
+                let meter = scope.meter();
                 async move {
+                    if let Some(meter) = &meter {
+                        meter.restart(0);
+                    }
                     let mut stream = stub.get_experiment_data(request).await?.into_inner();
                     let mut file =
                         tokio::fs::File::create(&part).await.map_err(|e| file_error("cannot create", &part, e))?;
@@ -144,8 +171,14 @@ impl EnvoyClient {
                         }
                         file.write_all(&chunk.npbytes).await.map_err(|e| file_error("writing", &part, e))?;
                         index += 1;
+                        if meter.as_ref().is_some_and(|m| !m.advance(chunk.npbytes.len() as u64)) {
+                            return Err(stopped_by_progress());
+                        }
                     }
                     file.flush().await.map_err(|e| file_error("writing", &part, e))?;
+                    if meter.as_ref().is_some_and(|m| !m.finish()) {
+                        return Err(stopped_by_progress());
+                    }
                     Ok(total)
                 }
             })
@@ -170,10 +203,20 @@ impl EnvoyClient {
         is_experiment_running: bool,
         cuda_devices: Vec<CudaDeviceInfo>,
     ) -> Result<Duration> {
+        self.send_health_check_with(is_experiment_running, cuda_devices, &CallOptions::default()).await
+    }
+
+    /// UpdateEnvoyStatus with per-call `options`.
+    pub async fn send_health_check_with(
+        &self,
+        is_experiment_running: bool,
+        cuda_devices: Vec<CudaDeviceInfo>,
+        options: &CallOptions,
+    ) -> Result<Duration> {
         let message = UpdateEnvoyStatusRequest { name: self.shard_name.clone(), is_experiment_running, cuda_devices };
         let reply = self
             .conn
-            .unary("UpdateEnvoyStatus", message, |mut stub, r| async move { stub.update_envoy_status(r).await })
+            .unary("UpdateEnvoyStatus", options, message, |mut stub, r| async move { stub.update_envoy_status(r).await })
             .await?;
         let period = reply.health_check_period.unwrap_or_default();
         Ok(Duration::try_from(period).unwrap_or_default())
@@ -181,6 +224,17 @@ impl EnvoyClient {
 
     /// SetExperimentFailed: tells the director this envoy failed the experiment.
     pub async fn set_experiment_failed(&self, experiment_name: &str, error_code: u32, description: &str) -> Result<()> {
+        self.set_experiment_failed_with(experiment_name, error_code, description, &CallOptions::default()).await
+    }
+
+    /// SetExperimentFailed with per-call `options`.
+    pub async fn set_experiment_failed_with(
+        &self,
+        experiment_name: &str,
+        error_code: u32,
+        description: &str,
+        options: &CallOptions,
+    ) -> Result<()> {
         let message = SetExperimentFailedRequest {
             experiment_name: experiment_name.to_string(),
             collaborator_name: self.shard_name.clone(),
@@ -188,10 +242,16 @@ impl EnvoyClient {
             error_description: description.to_string(),
         };
         self.conn
-            .unary("SetExperimentFailed", message, |mut stub, r| async move { stub.set_experiment_failed(r).await })
+            .unary("SetExperimentFailed", options, message, |mut stub, r| async move { stub.set_experiment_failed(r).await })
             .await?;
         Ok(())
     }
+}
+
+/// The attempt's error when the progress callback said stop (the call then
+/// ends with the scope's `Cancelled`).
+fn stopped_by_progress() -> AttemptError {
+    AttemptError::Final(Error::new(ofl_code::Cancelled, "the progress callback asked to stop"))
 }
 
 impl Drop for EnvoyClient {

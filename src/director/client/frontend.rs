@@ -9,6 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::connection::Connection;
 use super::file_error;
+use crate::call::{CallOptions, Metered};
 use crate::connect::ConnectConfig;
 use crate::director::types::{DirectorMetric, ExperimentStatus};
 use crate::error::{ofl_code, Error, Result};
@@ -135,6 +136,20 @@ impl FrontendClient {
         archive: &Path,
         initial_model: Option<&ModelProto>,
     ) -> Result<bool> {
+        self.set_new_experiment_with(name, collaborators, archive, initial_model, &CallOptions::default()).await
+    }
+
+    /// SetNewExperiment with per-call `options`: progress counts the archive
+    /// bytes handed to the transport; a cancelled or timed-out upload is
+    /// reset, never finished (the director registers nothing).
+    pub async fn set_new_experiment_with(
+        &self,
+        name: &str,
+        collaborators: &[String],
+        archive: &Path,
+        initial_model: Option<&ModelProto>,
+        options: &CallOptions,
+    ) -> Result<bool> {
         let size = tokio::fs::metadata(archive).await.map_err(|e| file_error("cannot read", archive, e))?.len();
         if size == 0 {
             return Err(Error::invalid_argument(format!("the archive {} is empty", archive.display())));
@@ -146,9 +161,11 @@ impl FrontendClient {
             model_proto: None,
         };
         let chunk_size = self.chunk_size;
+        let scope = self.conn.scope("SetNewExperiment", options);
+        let scope = &scope;
         let reply = self
             .conn
-            .with_retry("SetNewExperiment", |mut stub| {
+            .with_retry(scope, false, |mut stub| {
                 let template = template.clone();
                 let model = initial_model.cloned();
                 let archive = archive.to_path_buf();
@@ -159,7 +176,8 @@ impl FrontendClient {
                     let (tx, rx) = mpsc::channel(2);
                     let (failed_tx, mut failed_rx) = oneshot::channel();
                     let feeder = tokio::spawn(feed_archive(file, archive, template, model, chunk_size, tx, failed_tx));
-                    let request = conn.request(ReceiverStream::new(rx));
+                    let size_of = |m: &ExperimentInfo| m.experiment_data.as_ref().map_or(0, |d| d.npbytes.len() as u64);
+                    let request = conn.request(Metered::new(ReceiverStream::new(rx), size_of, scope, size));
                     let call = stub.set_new_experiment(request);
                     tokio::pin!(call);
                     let outcome = tokio::select! {
@@ -179,10 +197,19 @@ impl FrontendClient {
     /// status: it has no experiment of that name for this caller (OpenFL's
     /// director, and ours, answer so for an unknown or another caller's one).
     pub async fn get_experiment_status(&self, experiment_name: &str) -> Result<ExperimentStatus> {
+        self.get_experiment_status_with(experiment_name, &CallOptions::default()).await
+    }
+
+    /// GetExperimentStatus with per-call `options`.
+    pub async fn get_experiment_status_with(
+        &self,
+        experiment_name: &str,
+        options: &CallOptions,
+    ) -> Result<ExperimentStatus> {
         let message = GetExperimentStatusRequest { experiment_name: experiment_name.to_string() };
         let reply = self
             .conn
-            .unary("GetExperimentStatus", message, |mut stub, r| async move { stub.get_experiment_status(r).await })
+            .unary("GetExperimentStatus", options, message, |mut stub, r| async move { stub.get_experiment_status(r).await })
             .await?;
         if reply.experiment_status.is_empty() {
             return Err(Error::new(
@@ -197,9 +224,14 @@ impl FrontendClient {
 
     /// GetDatasetInfo: the director's (sample shape, target shape).
     pub async fn get_dataset_info(&self) -> Result<(Vec<String>, Vec<String>)> {
+        self.get_dataset_info_with(&CallOptions::default()).await
+    }
+
+    /// GetDatasetInfo with per-call `options`.
+    pub async fn get_dataset_info_with(&self, options: &CallOptions) -> Result<(Vec<String>, Vec<String>)> {
         let reply =
             self.conn
-                .unary("GetDatasetInfo", GetDatasetInfoRequest {}, |mut stub, r| async move {
+                .unary("GetDatasetInfo", options, GetDatasetInfoRequest {}, |mut stub, r| async move {
                     stub.get_dataset_info(r).await
                 })
                 .await?;
@@ -207,35 +239,65 @@ impl FrontendClient {
         Ok((shard.sample_shape, shard.target_shape))
     }
 
-    async fn trained_model(&self, experiment_name: &str, model_type: ModelType) -> Result<Option<ModelProto>> {
+    async fn trained_model(
+        &self,
+        experiment_name: &str,
+        model_type: ModelType,
+        options: &CallOptions,
+    ) -> Result<Option<ModelProto>> {
         let message =
             GetTrainedModelRequest { experiment_name: experiment_name.to_string(), model_type: model_type as i32 };
+        let scope = self.conn.scope("GetTrainedModel", options);
         let reply = self
             .conn
-            .unary("GetTrainedModel", message, |mut stub, r| async move { stub.get_trained_model(r).await })
+            .unary_in(&scope, true, message, |mut stub, r| async move { stub.get_trained_model(r).await })
             .await?;
         Ok(reply.model_proto)
     }
 
     /// GetTrainedModel(BEST_MODEL); `None` while there is none.
     pub async fn get_best_model(&self, experiment_name: &str) -> Result<Option<ModelProto>> {
-        self.trained_model(experiment_name, ModelType::BestModel).await
+        self.get_best_model_with(experiment_name, &CallOptions::default()).await
+    }
+
+    /// GetTrainedModel(BEST_MODEL) with per-call `options`: progress counts
+    /// the reply's bytes (total from the gRPC length prefix).
+    pub async fn get_best_model_with(&self, experiment_name: &str, options: &CallOptions) -> Result<Option<ModelProto>> {
+        self.trained_model(experiment_name, ModelType::BestModel, options).await
     }
 
     /// GetTrainedModel(LAST_MODEL); `None` while there is none.
     pub async fn get_last_model(&self, experiment_name: &str) -> Result<Option<ModelProto>> {
-        self.trained_model(experiment_name, ModelType::LastModel).await
+        self.get_last_model_with(experiment_name, &CallOptions::default()).await
+    }
+
+    /// GetTrainedModel(LAST_MODEL) with per-call `options`, as
+    /// [`get_best_model_with`](Self::get_best_model_with).
+    pub async fn get_last_model_with(&self, experiment_name: &str, options: &CallOptions) -> Result<Option<ModelProto>> {
+        self.trained_model(experiment_name, ModelType::LastModel, options).await
     }
 
     /// GetMetricStream: calls `on_metric` for each metric until the
     /// experiment is over (Ok), or until `on_metric` returns false (the
     /// stream is cancelled, Ok). A broken connection reopens the stream
     /// (metrics already delivered are not sent again).
-    pub async fn stream_metrics(&self, experiment_name: &str, mut on_metric: impl FnMut(DirectorMetric) -> bool) -> Result<()> {
+    pub async fn stream_metrics(&self, experiment_name: &str, on_metric: impl FnMut(DirectorMetric) -> bool) -> Result<()> {
+        self.stream_metrics_with(experiment_name, on_metric, &CallOptions::default()).await
+    }
+
+    /// GetMetricStream with per-call `options` (a time limit bounds the
+    /// whole stream).
+    pub async fn stream_metrics_with(
+        &self,
+        experiment_name: &str,
+        mut on_metric: impl FnMut(DirectorMetric) -> bool,
+        options: &CallOptions,
+    ) -> Result<()> {
         let message = GetMetricStreamRequest { experiment_name: experiment_name.to_string() };
         let conn = &self.conn;
         let on_metric = Mutex::new(&mut on_metric);
-        conn.with_retry("GetMetricStream", |mut stub| {
+        let scope = conn.scope("GetMetricStream", options);
+        conn.with_retry(&scope, false, |mut stub| {
             let request = conn.request(message.clone());
             let on_metric = &on_metric;
             async move {
@@ -257,28 +319,43 @@ impl FrontendClient {
     /// director acknowledges (true) also when it has no such experiment for
     /// this caller and removes nothing (as OpenFL 1.6 does).
     pub async fn remove_experiment_data(&self, experiment_name: &str) -> Result<bool> {
+        self.remove_experiment_data_with(experiment_name, &CallOptions::default()).await
+    }
+
+    /// RemoveExperimentData with per-call `options`.
+    pub async fn remove_experiment_data_with(&self, experiment_name: &str, options: &CallOptions) -> Result<bool> {
         let message = RemoveExperimentRequest { experiment_name: experiment_name.to_string() };
         let reply = self
             .conn
-            .unary("RemoveExperimentData", message, |mut stub, r| async move { stub.remove_experiment_data(r).await })
+            .unary("RemoveExperimentData", options, message, |mut stub, r| async move { stub.remove_experiment_data(r).await })
             .await?;
         Ok(reply.acknowledgement)
     }
 
     /// GetEnvoys: every registered envoy.
     pub async fn get_envoys(&self) -> Result<Vec<EnvoyInfo>> {
+        self.get_envoys_with(&CallOptions::default()).await
+    }
+
+    /// GetEnvoys with per-call `options`.
+    pub async fn get_envoys_with(&self, options: &CallOptions) -> Result<Vec<EnvoyInfo>> {
         let reply = self
             .conn
-            .unary("GetEnvoys", GetEnvoysRequest {}, |mut stub, r| async move { stub.get_envoys(r).await })
+            .unary("GetEnvoys", options, GetEnvoysRequest {}, |mut stub, r| async move { stub.get_envoys(r).await })
             .await?;
         Ok(reply.envoy_infos)
     }
 
     /// GetExperimentsList: the caller's experiments.
     pub async fn get_experiments_list(&self) -> Result<Vec<ExperimentListItem>> {
+        self.get_experiments_list_with(&CallOptions::default()).await
+    }
+
+    /// GetExperimentsList with per-call `options`.
+    pub async fn get_experiments_list_with(&self, options: &CallOptions) -> Result<Vec<ExperimentListItem>> {
         let reply = self
             .conn
-            .unary("GetExperimentsList", GetExperimentsListRequest {}, |mut stub, r| async move {
+            .unary("GetExperimentsList", options, GetExperimentsListRequest {}, |mut stub, r| async move {
                 stub.get_experiments_list(r).await
             })
             .await?;
@@ -287,10 +364,19 @@ impl FrontendClient {
 
     /// GetExperimentDescription.
     pub async fn get_experiment_description(&self, name: &str) -> Result<ExperimentDescription> {
+        self.get_experiment_description_with(name, &CallOptions::default()).await
+    }
+
+    /// GetExperimentDescription with per-call `options`.
+    pub async fn get_experiment_description_with(
+        &self,
+        name: &str,
+        options: &CallOptions,
+    ) -> Result<ExperimentDescription> {
         let message = GetExperimentDescriptionRequest { name: name.to_string() };
         let reply = self
             .conn
-            .unary("GetExperimentDescription", message, |mut stub, r| async move {
+            .unary("GetExperimentDescription", options, message, |mut stub, r| async move {
                 stub.get_experiment_description(r).await
             })
             .await?;

@@ -13,6 +13,7 @@ use super::tasks::ofl_tasks;
 use crate::aggregator::{AggregatorClient, TaskResults, TensorRequest};
 use crate::error::Result;
 use crate::ffi::borrow::Loan;
+use crate::ffi::call_options::{call_options, ofl_call_options};
 use crate::ffi::boundary::{arg_ref, arg_slice, arg_str, check_out, ffi_fn, free_boxed, with_ref, write_out};
 use crate::ffi::tensor::{named_tensor_from_view, ofl_tensor, ofl_tensor_view, string_list};
 use crate::proto::NamedTensor;
@@ -86,16 +87,19 @@ ffi_fn! {
 
 ffi_fn! {
     /// GetTasks for `collaborator_name`: writes the answer to `*out` (free
-    /// it with `ofl_tasks_free`).
+    /// it with `ofl_tasks_free`). `call`: per-call settings, NULL for the
+    /// client's defaults.
     fn ofl_aggregator_client_get_tasks(
         client: *const ofl_aggregator_client,
         collaborator_name: *const c_char,
+        call: *const ofl_call_options,
         out: *mut *mut ofl_tasks,
     ) -> *mut ofl_error {
         check_out(out, "out")?;
         let client = client_arc(client)?;
         let name = arg_str(collaborator_name, "collaborator_name")?.to_owned();
-        let reply = runtime::block_on(async move { client.get_tasks(&name).await })??;
+        let options = call_options(call)?;
+        let reply = runtime::block_on(async move { client.get_tasks_with(&name, &options).await })??;
         write_out(out, ofl_tasks::new(reply));
         Ok(())
     }
@@ -105,7 +109,9 @@ ffi_fn! {
     /// GetAggregatedTensor: the tensor `tensor_name` of `round_number` with
     /// the given `report` flag and `tags_len` tags, written to `*out` (free
     /// it with `ofl_tensor_free`; its data points into the received buffer,
-    /// no copy).
+    /// no copy). `call`: per-call settings (NULL for the client's
+    /// defaults); its progress counts the reply's bytes, with the total from
+    /// the gRPC length prefix.
     fn ofl_aggregator_client_get_aggregated_tensor(
         client: *const ofl_aggregator_client,
         collaborator_name: *const c_char,
@@ -115,6 +121,7 @@ ffi_fn! {
         tags: *const *const c_char,
         tags_len: usize,
         require_lossless: bool,
+        call: *const ofl_call_options,
         out: *mut *mut ofl_tensor,
     ) -> *mut ofl_error {
         check_out(out, "out")?;
@@ -127,7 +134,9 @@ ffi_fn! {
             tags: string_list(tags, tags_len, "tags")?,
             require_lossless,
         };
-        let tensor = runtime::block_on(async move { client.get_aggregated_tensor(&name, &request).await })??;
+        let options = call_options(call)?;
+        let tensor =
+            runtime::block_on(async move { client.get_aggregated_tensor_with(&name, &request, &options).await })??;
         write_out(out, ofl_tensor::new(tensor));
         Ok(())
     }
@@ -139,7 +148,10 @@ ffi_fn! {
     /// tensors are borrowed for the call only: their data is streamed
     /// straight from the caller's memory (no copy) in chunks of at most
     /// 2 MiB, resent whole after a reconnect, and no longer referenced when
-    /// this returns.
+    /// this returns. `call`: per-call settings (NULL for the client's
+    /// defaults); its progress counts the serialized bytes handed to the
+    /// transport; a cancelled, aborted or timed-out upload is reset, never
+    /// counted by the aggregator.
     fn ofl_aggregator_client_send_local_task_results(
         client: *const ofl_aggregator_client,
         collaborator_name: *const c_char,
@@ -148,15 +160,18 @@ ffi_fn! {
         data_size: i32,
         tensors: *const ofl_tensor_view,
         tensors_len: usize,
+        call: *const ofl_call_options,
     ) -> *mut ofl_error {
         let client = client_arc(client)?;
         let name = arg_str(collaborator_name, "collaborator_name")?.to_owned();
         let views = arg_slice(tensors, tensors_len, "tensors")?;
         let task_name = arg_str(task_name, "task_name")?.to_owned();
+        let options = call_options(call)?;
         let loan = Loan::new();
         let tensors = lend_tensors(&loan, views)?;
         let results = TaskResults { round_number, task_name, data_size, tensors };
-        let outcome = runtime::block_on(async move { client.send_local_task_results(&name, &results).await });
+        let outcome =
+            runtime::block_on(async move { client.send_local_task_results_with(&name, &results, &options).await });
         // The caller's tensor memory must not be referenced once we return.
         loan.wait_until_returned();
         outcome?

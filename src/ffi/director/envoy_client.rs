@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::ffi::boundary::{
     arg_opt_str, arg_ref, arg_str, check_out, ffi_fn, free_boxed, with_ref, write_out,
 };
+use crate::ffi::call_options::{call_options, ofl_call_options};
 use crate::ffi::tensor::string_list;
 use crate::proto::director::{NodeInfo, ShardInfo};
 use crate::runtime;
@@ -131,12 +132,14 @@ ffi_fn! {
     fn ofl_envoy_client_update_shard_info(
         client: *const ofl_envoy_client,
         shard_info: *const ofl_shard_info,
+        call: *const ofl_call_options,
         accepted: *mut bool,
     ) -> *mut ofl_error {
         check_value_out(accepted, "accepted")?;
         let client = envoy_arc(client)?;
         let shard = shard_from_c(&client, arg_ref(shard_info, "shard_info")?)?;
-        let ok = runtime::block_on(async move { client.report_shard_info(shard).await })??;
+        let options = call_options(call)?;
+        let ok = runtime::block_on(async move { client.report_shard_info_with(shard, &options).await })??;
         write_value(accepted, ok);
         Ok(())
     }
@@ -147,14 +150,17 @@ ffi_fn! {
     /// envoy, then writes its name to `*out` (free it with
     /// `ofl_string_free`). Asking again while that experiment runs returns
     /// it again (a reconnect). `ofl_envoy_client_close` from another thread
-    /// cancels the wait.
+    /// cancels the wait, as does `call`'s cancel token; `call`'s time limit
+    /// bounds it (OFL_CODE_DEADLINE_EXCEEDED). `call` may be NULL.
     fn ofl_envoy_client_wait_experiment(
         client: *const ofl_envoy_client,
+        call: *const ofl_call_options,
         out: *mut *mut ofl_string,
     ) -> *mut ofl_error {
         check_out(out, "out")?;
         let client = envoy_arc(client)?;
-        let name = runtime::block_on(async move { client.wait_experiment().await })??;
+        let options = call_options(call)?;
+        let name = runtime::block_on(async move { client.wait_experiment_with(&options).await })??;
         write_out(out, ofl_string::new(&name));
         Ok(())
     }
@@ -167,11 +173,14 @@ ffi_fn! {
     /// when `size` is not NULL. Errors: PERMISSION_DENIED when this envoy is
     /// not one of its collaborators, FAILED_PRECONDITION when it is not in
     /// progress, RESOURCE_EXHAUSTED beyond the maximum archive size, IO for
-    /// the file.
+    /// the file. `call`: per-call settings (NULL for the client's
+    /// defaults); its progress counts the archive bytes received (total
+    /// unknown, 0, until the last report).
     fn ofl_envoy_client_get_experiment_data(
         client: *const ofl_envoy_client,
         experiment_name: *const c_char,
         dest_path: *const c_char,
+        call: *const ofl_call_options,
         size: *mut u64,
     ) -> *mut ofl_error {
         let client = envoy_arc(client)?;
@@ -181,7 +190,9 @@ ffi_fn! {
             return Err(Error::invalid_argument("dest_path is empty"));
         }
         let dest = Path::new(dest).to_path_buf();
-        let total = runtime::block_on(async move { client.get_experiment_data(&name, &dest).await })??;
+        let options = call_options(call)?;
+        let total =
+            runtime::block_on(async move { client.get_experiment_data_with(&name, &dest, &options).await })??;
         write_opt(size, total);
         Ok(())
     }
@@ -199,12 +210,15 @@ ffi_fn! {
         is_experiment_running: bool,
         cuda_devices: *const ofl_cuda_device,
         cuda_devices_len: usize,
+        call: *const ofl_call_options,
         period_ms: *mut u64,
     ) -> *mut ofl_error {
         let client = envoy_arc(client)?;
         let devices = devices_from_c(cuda_devices, cuda_devices_len)?;
-        let period =
-            runtime::block_on(async move { client.send_health_check(is_experiment_running, devices).await })??;
+        let options = call_options(call)?;
+        let period = runtime::block_on(async move {
+            client.send_health_check_with(is_experiment_running, devices, &options).await
+        })??;
         write_opt(period_ms, u64::try_from(period.as_millis()).unwrap_or(u64::MAX));
         Ok(())
     }
@@ -221,10 +235,14 @@ ffi_fn! {
         experiment_name: *const c_char,
         error_code: u32,
         description: *const c_char,
+        call: *const ofl_call_options,
     ) -> *mut ofl_error {
         let client = envoy_arc(client)?;
         let name = arg_str(experiment_name, "experiment_name")?.to_owned();
         let description = arg_opt_str(description, "description")?.unwrap_or("").to_owned();
-        runtime::block_on(async move { client.set_experiment_failed(&name, error_code, &description).await })?
+        let options = call_options(call)?;
+        runtime::block_on(async move {
+            client.set_experiment_failed_with(&name, error_code, &description, &options).await
+        })?
     }
 }

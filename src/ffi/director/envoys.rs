@@ -5,6 +5,7 @@ use std::ffi::{c_char, CString};
 use super::frontend_client::{frontend_arc, ofl_frontend_client};
 use super::types::{item_ptr, ofl_cuda_device, with_index, write_value, CudaDeviceStrings};
 use crate::ffi::boundary::{c_string, check_out, ffi_fn, free_boxed, with_ref, write_out};
+use crate::ffi::call_options::{call_options, ofl_call_options};
 use crate::proto::director::EnvoyInfo;
 use crate::runtime;
 
@@ -49,10 +50,15 @@ pub struct ofl_envoys {
 ffi_fn! {
     /// GetEnvoys: every registered envoy, written to `*out` (free it with
     /// `ofl_envoys_free`).
-    fn ofl_frontend_client_get_envoys(client: *const ofl_frontend_client, out: *mut *mut ofl_envoys) -> *mut ofl_error {
+    fn ofl_frontend_client_get_envoys(
+        client: *const ofl_frontend_client,
+        call: *const ofl_call_options,
+        out: *mut *mut ofl_envoys,
+    ) -> *mut ofl_error {
         check_out(out, "out")?;
         let client = frontend_arc(client)?;
-        let infos = runtime::block_on(async move { client.get_envoys().await })??;
+        let options = call_options(call)?;
+        let infos = runtime::block_on(async move { client.get_envoys_with(&options).await })??;
         write_out(out, ofl_envoys { envoys: infos.into_iter().map(EnvoyEntry::new).collect() });
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::ffi::{c_char, CString};
 use super::frontend_client::{frontend_arc, ofl_frontend_client};
 use super::types::with_index;
 use crate::ffi::boundary::{arg_str, c_string, check_out, ffi_fn, free_boxed, with_ref, write_out};
+use crate::ffi::call_options::{call_options, ofl_call_options};
 use crate::proto::{DownloadStatus, ExperimentDescription};
 use crate::runtime;
 
@@ -80,12 +81,15 @@ ffi_fn! {
     fn ofl_frontend_client_get_experiment_description(
         client: *const ofl_frontend_client,
         name: *const c_char,
+        call: *const ofl_call_options,
         out: *mut *mut ofl_experiment_description,
     ) -> *mut ofl_error {
         check_out(out, "out")?;
         let client = frontend_arc(client)?;
         let name = arg_str(name, "name")?.to_owned();
-        let description = runtime::block_on(async move { client.get_experiment_description(&name).await })??;
+        let options = call_options(call)?;
+        let description =
+            runtime::block_on(async move { client.get_experiment_description_with(&name, &options).await })??;
         write_out(out, ofl_experiment_description::new(description));
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::ffi::{c_char, CString};
 use super::frontend_client::{frontend_arc, ofl_frontend_client};
 use super::types::with_index;
 use crate::ffi::boundary::{c_string, check_out, ffi_fn, free_boxed, with_ref, write_out};
+use crate::ffi::call_options::{call_options, ofl_call_options};
 use crate::proto::director::ExperimentListItem;
 use crate::runtime;
 
@@ -28,11 +29,13 @@ ffi_fn! {
     /// to `*out` (free it with `ofl_experiment_list_free`).
     fn ofl_frontend_client_get_experiments_list(
         client: *const ofl_frontend_client,
+        call: *const ofl_call_options,
         out: *mut *mut ofl_experiment_list,
     ) -> *mut ofl_error {
         check_out(out, "out")?;
         let client = frontend_arc(client)?;
-        let items = runtime::block_on(async move { client.get_experiments_list().await })??;
+        let options = call_options(call)?;
+        let items = runtime::block_on(async move { client.get_experiments_list_with(&options).await })??;
         let items = items
             .into_iter()
             .map(|item| ListEntry { name: c_string(&item.name), status: c_string(&item.status), item })

@@ -20,6 +20,7 @@ use crate::ffi::boundary::{
     arg_ref, arg_str, c_string, check_out, ffi_fn, free_boxed, with_ref, write_out,
 };
 use crate::ffi::tensor::{ofl_tensor_view, string_list};
+use crate::ffi::call_options::{call_options, ofl_call_options};
 use crate::proto::ModelProto;
 use crate::runtime;
 
@@ -85,7 +86,10 @@ ffi_fn! {
     /// tensors (copied; NULL and 0 for none). On success the experiment is
     /// pending. Errors: INVALID_ARGUMENT (bad name, no collaborators, empty
     /// archive), ALREADY_EXISTS, RESOURCE_EXHAUSTED (archive too large), IO
-    /// (the file).
+    /// (the file). `call`: per-call settings (NULL for the client's
+    /// defaults); its progress counts the archive bytes handed to the
+    /// transport; a cancelled, aborted or timed-out upload is reset and the
+    /// director registers nothing.
     fn ofl_frontend_client_set_new_experiment(
         client: *const ofl_frontend_client,
         name: *const c_char,
@@ -94,6 +98,7 @@ ffi_fn! {
         archive_path: *const c_char,
         initial_model: *const ofl_tensor_view,
         initial_model_len: usize,
+        call: *const ofl_call_options,
     ) -> *mut ofl_error {
         let client = frontend_arc(client)?;
         let name = arg_str(name, "name")?.to_owned();
@@ -104,8 +109,9 @@ ffi_fn! {
         } else {
             Some(model_from_views(initial_model, initial_model_len, "initial_model")?)
         };
+        let options = call_options(call)?;
         let accepted = runtime::block_on(async move {
-            client.set_new_experiment(&name, &collaborators, &archive, model.as_ref()).await
+            client.set_new_experiment_with(&name, &collaborators, &archive, model.as_ref(), &options).await
         })??;
         if !accepted {
             return Err(Error::new(ofl_code::FailedPrecondition, "the director did not accept the experiment"));
@@ -120,12 +126,14 @@ ffi_fn! {
     fn ofl_frontend_client_get_experiment_status(
         client: *const ofl_frontend_client,
         name: *const c_char,
+        call: *const ofl_call_options,
         out: *mut ofl_experiment_status,
     ) -> *mut ofl_error {
         check_value_out(out, "out")?;
         let client = frontend_arc(client)?;
         let name = arg_str(name, "name")?.to_owned();
-        let status = runtime::block_on(async move { client.get_experiment_status(&name).await })??;
+        let options = call_options(call)?;
+        let status = runtime::block_on(async move { client.get_experiment_status_with(&name, &options).await })??;
         write_value(out, ofl_experiment_status::from(status));
         Ok(())
     }
@@ -137,13 +145,15 @@ ffi_fn! {
     /// `ofl_string_list_free`).
     fn ofl_frontend_client_get_dataset_info(
         client: *const ofl_frontend_client,
+        call: *const ofl_call_options,
         sample_shape: *mut *mut ofl_string_list,
         target_shape: *mut *mut ofl_string_list,
     ) -> *mut ofl_error {
         check_out(sample_shape, "sample_shape")?;
         check_out(target_shape, "target_shape")?;
         let client = frontend_arc(client)?;
-        let (sample, target) = runtime::block_on(async move { client.get_dataset_info().await })??;
+        let options = call_options(call)?;
+        let (sample, target) = runtime::block_on(async move { client.get_dataset_info_with(&options).await })??;
         write_out(sample_shape, ofl_string_list::new(&sample));
         write_out(target_shape, ofl_string_list::new(&target));
         Ok(())
@@ -154,16 +164,18 @@ fn trained_model(
     client: *const ofl_frontend_client,
     name: *const c_char,
     best: bool,
+    call: *const ofl_call_options,
     out: *mut *mut ofl_tensor_list,
 ) -> Result<()> {
     check_out(out, "out")?;
     let client = frontend_arc(client)?;
     let name = arg_str(name, "name")?.to_owned();
+    let options = call_options(call)?;
     let model: Option<ModelProto> = runtime::block_on(async move {
         if best {
-            client.get_best_model(&name).await
+            client.get_best_model_with(&name, &options).await
         } else {
-            client.get_last_model(&name).await
+            client.get_last_model_with(&name, &options).await
         }
     })??;
     let which = if best { "best" } else { "last" };
@@ -182,13 +194,16 @@ ffi_fn! {
     /// it, written to `*out` (free it with `ofl_tensor_list_free`; decode it
     /// with `ofl_tensor_list_to_model`). Errors: FAILED_PRECONDITION while
     /// there is none, NOT_FOUND for an experiment this frontend did not
-    /// submit.
+    /// submit. `call`: per-call settings (NULL for the client's defaults);
+    /// its progress counts the reply's bytes, with the total from the gRPC
+    /// length prefix.
     fn ofl_frontend_client_get_best_model(
         client: *const ofl_frontend_client,
         name: *const c_char,
+        call: *const ofl_call_options,
         out: *mut *mut ofl_tensor_list,
     ) -> *mut ofl_error {
-        trained_model(client, name, true, out)
+        trained_model(client, name, true, call, out)
     }
 }
 
@@ -197,9 +212,10 @@ ffi_fn! {
     fn ofl_frontend_client_get_last_model(
         client: *const ofl_frontend_client,
         name: *const c_char,
+        call: *const ofl_call_options,
         out: *mut *mut ofl_tensor_list,
     ) -> *mut ofl_error {
-        trained_model(client, name, false, out)
+        trained_model(client, name, false, call, out)
     }
 }
 
@@ -258,14 +274,17 @@ ffi_fn! {
         name: *const c_char,
         callback: ofl_director_metric_fn,
         user_data: *mut c_void,
+        call: *const ofl_call_options,
     ) -> *mut ofl_error {
         let callback = callback.ok_or_else(|| Error::invalid_argument("callback is NULL"))?;
         let client = frontend_arc(client)?;
         let name = arg_str(name, "name")?.to_owned();
+        let options = call_options(call)?;
         let (tx, rx) = std::sync::mpsc::channel::<StreamEvent>();
         let task = runtime::handle().spawn(async move {
             let metrics = tx.clone();
-            let result = client.stream_metrics(&name, move |m| metrics.send(StreamEvent::Metric(m)).is_ok()).await;
+            let deliver = move |m| metrics.send(StreamEvent::Metric(m)).is_ok();
+            let result = client.stream_metrics_with(&name, deliver, &options).await;
             let _ = tx.send(StreamEvent::Done(result));
         });
         loop {
@@ -292,10 +311,13 @@ ffi_fn! {
     fn ofl_frontend_client_remove_experiment(
         client: *const ofl_frontend_client,
         name: *const c_char,
+        call: *const ofl_call_options,
     ) -> *mut ofl_error {
         let client = frontend_arc(client)?;
         let name = arg_str(name, "name")?.to_owned();
-        let acknowledged = runtime::block_on(async move { client.remove_experiment_data(&name).await })??;
+        let options = call_options(call)?;
+        let acknowledged =
+            runtime::block_on(async move { client.remove_experiment_data_with(&name, &options).await })??;
         if !acknowledged {
             return Err(Error::new(ofl_code::FailedPrecondition, "the director did not remove the experiment"));
         }

@@ -55,7 +55,7 @@ int main(void) {
     ofl_connect_options_free(connect);
     if (!e) e = ofl_aggregator_client_new(co, &client);
     ofl_aggregator_client_options_free(co);
-    if (!e) e = ofl_aggregator_client_get_tasks(client, "col1", &tasks);
+    if (!e) e = ofl_aggregator_client_get_tasks(client, "col1", NULL, &tasks);
     if (e) {
         ofl_aggregator_client_free(client);
         ofl_aggregator_server_free(server);
