@@ -29,6 +29,10 @@ use tonic::codegen::{http, Service};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::limits::ServerLimits;
+use crate::metrics::body::{status_in_head, Counted, Tracked};
+use crate::metrics::recorder::Direction;
+use crate::metrics::refusal::{refusal_of, Peer};
+use crate::metrics::Recorder;
 use crate::request_limits::{oversize_as_resource_exhausted, RequestRules};
 use crate::tls::PeerCertificates;
 
@@ -42,6 +46,7 @@ pub(crate) struct Shared<S> {
     pub limits: ServerLimits,
     pub rules: RequestRules,
     pub http: http2::Builder<TokioExecutor>,
+    pub metrics: Arc<Recorder>,
 }
 
 /// Who is on the other end, as tonic's handlers look it up.
@@ -53,6 +58,17 @@ enum ConnInfo {
 }
 
 impl ConnInfo {
+    /// The peer as refusal logs name it (its certificate parsed only now).
+    fn peer(&self) -> Peer {
+        match self {
+            ConnInfo::Tcp(info) => Peer { addr: info.remote_addr(), cn: None },
+            ConnInfo::Tls(info, certs) => Peer {
+                addr: info.remote_addr(),
+                cn: certs.as_ref().map(|c| crate::tls::peer_common_name(&c.0).unwrap_or_default()),
+            },
+        }
+    }
+
     fn insert_into(&self, extensions: &mut http::Extensions) {
         match self {
             ConnInfo::Tcp(info) => {
@@ -122,16 +138,18 @@ pub(crate) async fn serve<S>(
     S::Future: Send + 'static,
 {
     let deadline = Instant::now() + shared.limits.handshake_timeout;
+    let _open = shared.metrics.connection_opened();
     let Some(acceptor) = shared.tls.clone() else {
         let info = ConnInfo::Tcp(tcp.connect_info());
         return run(tcp, info, deadline, &shared, stop).await;
     };
+    let peer_addr = tcp.peer_addr().ok();
     let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
     let tls = tokio::select! {
         _ = stop.wait_for(|stopped| *stopped) => return,
         done = handshake => match done {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
+            Ok(Err(e)) => return handshake_failed(&shared.metrics, peer_addr, &e),
             Err(_) => return log::debug!("TLS handshake not done within {:?}: closed", shared.limits.handshake_timeout),
         },
     };
@@ -139,6 +157,15 @@ pub(crate) async fn serve<S>(
     let certs = session.peer_certificates().map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
     let info = ConnInfo::Tls(tcp.connect_info(), certs);
     run(tls, info, deadline, &shared, stop).await
+}
+
+/// A failed TLS handshake: counted and logged (rate-limited) when TLS
+/// refused the peer; a peer that just went away is only a debug line.
+fn handshake_failed(metrics: &Recorder, peer: Option<std::net::SocketAddr>, error: &io::Error) {
+    match crate::tls::tls_failure_in(error) {
+        Some(tls) => metrics.record_tls_failure(peer, &tls),
+        None => log::debug!("TLS handshake with {peer:?} failed: {error}"),
+    }
 }
 
 /// Serves HTTP/2 on `io` until the connection ends, is idle too long, never
@@ -156,6 +183,7 @@ where
         info,
         activity: Arc::clone(&activity),
         rules: shared.rules.clone(),
+        metrics: Arc::clone(&shared.metrics),
     };
     let conn = shared.http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -268,6 +296,7 @@ struct ConnService<S> {
     info: ConnInfo,
     activity: Arc<Activity>,
     rules: RequestRules,
+    metrics: Arc<Recorder>,
 }
 
 impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
@@ -281,14 +310,32 @@ where
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let guard = self.activity.call_started();
-        let mut request = self.rules.apply(request.map(Body::new));
+        let mut meter = self.metrics.start_call(request.uri().path());
+        let request = request.map(|body| Body::new(Counted::new(body, &meter, Direction::In)));
+        let mut request = self.rules.apply(request);
         self.info.insert_into(request.extensions_mut());
         let mut service = self.inner.clone();
+        let info = self.info.clone();
         Box::pin(async move {
             futures_util::future::poll_fn(|cx| service.poll_ready(cx)).await?;
             let response = service.call(request).await?;
-            Ok(response.map(|body| Body::new(InFlight { inner: body, _guard: guard })))
+            if let Some(code) = status_in_head(response.headers()) {
+                note_refusal(&meter, &response, &info);
+                meter.finish(code);
+            }
+            let body = |body| Body::new(Tracked::new(InFlight { inner: body, _guard: guard }, meter, Direction::Out));
+            Ok(response.map(body))
         })
+    }
+}
+
+/// A call answered with a status its server's checks marked as a refusal
+/// (see `crate::metrics::refusal`): counted and logged with the peer.
+fn note_refusal(meter: &crate::metrics::recorder::CallMeter, response: &http::Response<Body>, info: &ConnInfo) {
+    let Some(status) = response.extensions().get::<tonic::Status>() else { return };
+    if let Some(kind) = refusal_of(status) {
+        let rpc = meter.recorder().rpc_name_at(meter.rpc());
+        meter.recorder().record_refusal(kind, rpc, &info.peer(), status);
     }
 }
 
