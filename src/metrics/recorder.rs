@@ -164,9 +164,6 @@ impl CallMeter {
         self.recorder.in_flight.fetch_sub(1, Relaxed);
     }
 
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished
-    }
 }
 
 impl Drop for CallMeter {
