@@ -205,28 +205,28 @@ typedef enum ofl_experiment_status {
 /**
  * Whose metrics a snapshot holds.
  */
-typedef enum ofl_metrics_role {
+typedef enum ofl_role {
   /**
    * An aggregator server (`role="aggregator_server"`).
    */
-  OFL_METRICS_ROLE_AGGREGATOR_SERVER = 0,
+  OFL_ROLE_AGGREGATOR_SERVER = 0,
   /**
    * A director server (`role="director_server"`).
    */
-  OFL_METRICS_ROLE_DIRECTOR_SERVER = 1,
+  OFL_ROLE_DIRECTOR_SERVER = 1,
   /**
    * A collaborator's aggregator client (`role="aggregator_client"`).
    */
-  OFL_METRICS_ROLE_AGGREGATOR_CLIENT = 2,
+  OFL_ROLE_AGGREGATOR_CLIENT = 2,
   /**
    * An envoy's director client (`role="envoy_client"`).
    */
-  OFL_METRICS_ROLE_ENVOY_CLIENT = 3,
+  OFL_ROLE_ENVOY_CLIENT = 3,
   /**
    * A frontend's director client (`role="frontend_client"`).
    */
-  OFL_METRICS_ROLE_FRONTEND_CLIENT = 4,
-} ofl_metrics_role;
+  OFL_ROLE_FRONTEND_CLIENT = 4,
+} ofl_role;
 
 /**
  * Who authenticates whom (OpenFL's `disable_client_auth`).
@@ -2816,9 +2816,9 @@ struct ofl_error *ofl_frontend_client_metrics(const struct ofl_frontend_client *
 void ofl_metrics_free(struct ofl_metrics *metrics);
 
 /**
- * Whose metrics these are. NULL gives OFL_METRICS_ROLE_AGGREGATOR_SERVER.
+ * Whose metrics these are. NULL gives OFL_ROLE_AGGREGATOR_SERVER.
  */
-enum ofl_metrics_role ofl_metrics_role(const struct ofl_metrics *metrics);
+enum ofl_role ofl_metrics_role(const struct ofl_metrics *metrics);
 
 /**
  * How many RPCs the snapshot lists: every method of the service
@@ -2901,7 +2901,7 @@ uint64_t ofl_metrics_retries(const struct ofl_metrics *metrics);
  * 0.0.4: serve it with `Content-Type: text/plain; version=0.0.4`),
  * written to `*out` (free with `ofl_string_free`). Families, each with
  * HELP and TYPE lines, every sample labelled `role` (see
- * `ofl_metrics_role`):
+ * `ofl_role`):
  * `openfl_transport_calls_total{rpc,code}` (counter; code is the gRPC
  * name, e.g. "OK", "UNAVAILABLE"; listed for the pairs seen),
  * `openfl_transport_received_bytes_total{rpc}` and

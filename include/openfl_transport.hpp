@@ -584,11 +584,11 @@ public:
 
 /** Whose metrics a Metrics snapshot holds (ofl_metrics_role). */
 enum class MetricsRole : std::int32_t {
-    aggregator_server = OFL_METRICS_ROLE_AGGREGATOR_SERVER,
-    director_server = OFL_METRICS_ROLE_DIRECTOR_SERVER,
-    aggregator_client = OFL_METRICS_ROLE_AGGREGATOR_CLIENT,
-    envoy_client = OFL_METRICS_ROLE_ENVOY_CLIENT,
-    frontend_client = OFL_METRICS_ROLE_FRONTEND_CLIENT,
+    aggregator_server = OFL_ROLE_AGGREGATOR_SERVER,
+    director_server = OFL_ROLE_DIRECTOR_SERVER,
+    aggregator_client = OFL_ROLE_AGGREGATOR_CLIENT,
+    envoy_client = OFL_ROLE_ENVOY_CLIENT,
+    frontend_client = OFL_ROLE_FRONTEND_CLIENT,
 };
 
 /** Kinds of authentication failure (ofl_auth_failure). */

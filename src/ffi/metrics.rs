@@ -17,7 +17,7 @@ use crate::metrics::{AuthFailure, Rejection, Role, TransportMetrics};
 #[repr(C)]
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ofl_metrics_role {
+pub enum ofl_role {
     /// An aggregator server (`role="aggregator_server"`).
     AggregatorServer = 0,
     /// A director server (`role="director_server"`).
@@ -162,16 +162,16 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Whose metrics these are. NULL gives OFL_METRICS_ROLE_AGGREGATOR_SERVER.
-    fn ofl_metrics_role(metrics: *const ofl_metrics) -> ofl_metrics_role {
-        with_ref(metrics, ofl_metrics_role::AggregatorServer, |m| match m.inner.role {
-            Role::AggregatorServer => ofl_metrics_role::AggregatorServer,
-            Role::DirectorServer => ofl_metrics_role::DirectorServer,
-            Role::AggregatorClient => ofl_metrics_role::AggregatorClient,
-            Role::EnvoyClient => ofl_metrics_role::EnvoyClient,
-            Role::FrontendClient => ofl_metrics_role::FrontendClient,
+    /// Whose metrics these are. NULL gives OFL_ROLE_AGGREGATOR_SERVER.
+    fn ofl_metrics_role(metrics: *const ofl_metrics) -> ofl_role {
+        with_ref(metrics, ofl_role::AggregatorServer, |m| match m.inner.role {
+            Role::AggregatorServer => ofl_role::AggregatorServer,
+            Role::DirectorServer => ofl_role::DirectorServer,
+            Role::AggregatorClient => ofl_role::AggregatorClient,
+            Role::EnvoyClient => ofl_role::EnvoyClient,
+            Role::FrontendClient => ofl_role::FrontendClient,
         })
-    } ?= ofl_metrics_role::AggregatorServer
+    } ?= ofl_role::AggregatorServer
 }
 
 ffi_fn! {
@@ -298,7 +298,7 @@ ffi_fn! {
     /// 0.0.4: serve it with `Content-Type: text/plain; version=0.0.4`),
     /// written to `*out` (free with `ofl_string_free`). Families, each with
     /// HELP and TYPE lines, every sample labelled `role` (see
-    /// `ofl_metrics_role`):
+    /// `ofl_role`):
     /// `openfl_transport_calls_total{rpc,code}` (counter; code is the gRPC
     /// name, e.g. "OK", "UNAVAILABLE"; listed for the pairs seen),
     /// `openfl_transport_received_bytes_total{rpc}` and

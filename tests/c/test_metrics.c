@@ -168,8 +168,8 @@ int main(int argc, char **argv) {
     ofl_metrics *s = NULL, *c = NULL;
     REQUIRE_OK(ofl_aggregator_server_metrics(server, &s));
     REQUIRE_OK(ofl_aggregator_client_metrics(client, &c));
-    CHECK(ofl_metrics_role(s) == OFL_METRICS_ROLE_AGGREGATOR_SERVER);
-    CHECK(ofl_metrics_role(c) == OFL_METRICS_ROLE_AGGREGATOR_CLIENT);
+    CHECK(ofl_metrics_role(s) == OFL_ROLE_AGGREGATOR_SERVER);
+    CHECK(ofl_metrics_role(c) == OFL_ROLE_AGGREGATOR_CLIENT);
 
     /* The RPCs are listed by name, in the proto's order. */
     CHECK(ofl_metrics_rpc_count(s) == 7);
