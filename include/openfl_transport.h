@@ -203,6 +203,32 @@ typedef enum ofl_experiment_status {
 } ofl_experiment_status;
 
 /**
+ * Whose metrics a snapshot holds.
+ */
+typedef enum ofl_role {
+  /**
+   * An aggregator server (`role="aggregator_server"`).
+   */
+  OFL_ROLE_AGGREGATOR_SERVER = 0,
+  /**
+   * A director server (`role="director_server"`).
+   */
+  OFL_ROLE_DIRECTOR_SERVER = 1,
+  /**
+   * A collaborator's aggregator client (`role="aggregator_client"`).
+   */
+  OFL_ROLE_AGGREGATOR_CLIENT = 2,
+  /**
+   * An envoy's director client (`role="envoy_client"`).
+   */
+  OFL_ROLE_ENVOY_CLIENT = 3,
+  /**
+   * A frontend's director client (`role="frontend_client"`).
+   */
+  OFL_ROLE_FRONTEND_CLIENT = 4,
+} ofl_role;
+
+/**
  * Who authenticates whom (OpenFL's `disable_client_auth`).
  */
 typedef enum ofl_client_auth {
@@ -218,6 +244,58 @@ typedef enum ofl_client_auth {
    */
   OFL_CLIENT_AUTH_NONE = 1,
 } ofl_client_auth;
+
+/**
+ * Kinds of authentication failure (`ofl_metrics_auth_failures`; Prometheus
+ * `openfl_transport_auth_failures_total{kind=...}`).
+ */
+typedef enum ofl_auth_failure {
+  /**
+   * A TLS handshake failed: servers count handshakes that failed with a
+   * TLS error (unknown or missing client certificate, plaintext spoken to
+   * TLS, ...; a peer that just closes is not counted); clients count a
+   * handshake the server refused (`kind="tls_handshake"`).
+   */
+  OFL_AUTH_FAILURE_TLS_HANDSHAKE = 0,
+  /**
+   * The collaborator is not authorized: servers count refusals of a
+   * header sender or certificate CN missing from the authorized list;
+   * clients count UNAUTHENTICATED answers that do not name a CN mismatch
+   * (`kind="unauthorized_collaborator"`).
+   */
+  OFL_AUTH_FAILURE_UNAUTHORIZED_COLLABORATOR = 1,
+  /**
+   * The certificate CN differs from the identity the call claims (header
+   * sender, envoy name, shared collaborator CN) (`kind="cn_mismatch"`).
+   */
+  OFL_AUTH_FAILURE_CN_MISMATCH = 2,
+} ofl_auth_failure;
+
+/**
+ * Kinds of call a server refused before its logic saw it
+ * (`ofl_metrics_rejected`; `openfl_transport_rejected_calls_total{kind=...}`).
+ * Every one is also logged at WARN with the peer's address and certificate
+ * CN: the first of each kind, then at most one line per 30 s per kind,
+ * which says how many were not logged since.
+ */
+typedef enum ofl_rejection {
+  /**
+   * The caller's identity: UNAUTHENTICATED, or PERMISSION_DENIED for an
+   * unauthorized header sender or envoy (`kind="identity"`).
+   */
+  OFL_REJECTION_IDENTITY = 0,
+  /**
+   * A request header field that is wrong or missing: receiver,
+   * federation uuid, single-certificate CN, client_id, envoy name
+   * (INVALID_ARGUMENT) (`kind="bad_header"`).
+   */
+  OFL_REJECTION_BAD_HEADER = 1,
+  /**
+   * A limit: request or message size, upload memory budget, tensors per
+   * upload (RESOURCE_EXHAUSTED) (`kind="limits"`).
+   */
+  OFL_REJECTION_LIMITS = 2,
+} ofl_rejection;
 
 /**
  * The aggregation logic of a server, in C: made with
@@ -396,6 +474,32 @@ typedef struct ofl_fedavg_options ofl_fedavg_options;
  * sees only the experiments it submitted (same certificate CN or client_id).
  */
 typedef struct ofl_frontend_client ofl_frontend_client;
+
+/**
+ * A snapshot of one server's or client's transport metrics, taken when it
+ * was created: its numbers do not change. Free with `ofl_metrics_free`;
+ * immutable, so it may be read from several threads.
+ *
+ * What is counted:
+ * - calls: by RPC (method name, e.g. "GetTasks") and gRPC status code.
+ *   Servers count the status they answered; clients the status they
+ *   received, UNAVAILABLE for an attempt that got no answer (connection
+ *   refused, TLS failure), CANCELLED for one abandoned before its status.
+ *   A client's retried call counts once per attempt.
+ * - bytes in and out: the gRPC messages as framed in HTTP/2 DATA frames,
+ *   i.e. each serialized protobuf message plus its 5-byte gRPC prefix
+ *   (HTTP/2 frame headers, HTTP headers, trailers and TLS records are not
+ *   counted). A GetAggregatedTensor reply is the tensor data plus its
+ *   fields and header (tens of bytes); an upload of task results is the
+ *   serialized TaskResults plus at most 16 bytes per 2 MiB chunk. Client
+ *   and server count the same bytes for the same calls.
+ * - auth failures and rejected calls: see `ofl_auth_failure` and
+ *   `ofl_rejection` (rejected calls are counted by servers only).
+ * - active connections (open now), connections (opened in total), calls
+ *   in flight now, and retries (clients: attempts after the first one of
+ *   a call).
+ */
+typedef struct ofl_metrics ofl_metrics;
 
 /**
  * A model: float32 tensors by name (in name order). Owned by the caller;
@@ -2852,6 +2956,150 @@ const char *ofl_experiment_description_log_status(const struct ofl_experiment_de
  * Frees an experiment description. NULL is a no-op.
  */
 void ofl_experiment_description_free(struct ofl_experiment_description *description);
+
+/**
+ * A snapshot of the aggregator server's transport metrics, written to
+ * `*out` (free with `ofl_metrics_free`). Cheap (a copy of counters); may
+ * be called from any thread at any time, while the server serves.
+ */
+struct ofl_error *ofl_aggregator_server_metrics(const struct ofl_aggregator_server *server,
+                                                struct ofl_metrics **out);
+
+/**
+ * A snapshot of the director server's transport metrics (as
+ * `ofl_aggregator_server_metrics`).
+ */
+struct ofl_error *ofl_director_server_metrics(const struct ofl_director_server *server,
+                                              struct ofl_metrics **out);
+
+/**
+ * A snapshot of the collaborator client's transport metrics (as
+ * `ofl_aggregator_server_metrics`; calls in progress on other threads
+ * count as in flight).
+ */
+struct ofl_error *ofl_aggregator_client_metrics(const struct ofl_aggregator_client *client,
+                                                struct ofl_metrics **out);
+
+/**
+ * A snapshot of the envoy client's transport metrics.
+ */
+struct ofl_error *ofl_envoy_client_metrics(const struct ofl_envoy_client *client,
+                                           struct ofl_metrics **out);
+
+/**
+ * A snapshot of the frontend client's transport metrics.
+ */
+struct ofl_error *ofl_frontend_client_metrics(const struct ofl_frontend_client *client,
+                                              struct ofl_metrics **out);
+
+/**
+ * Frees a snapshot. NULL is a no-op.
+ */
+void ofl_metrics_free(struct ofl_metrics *metrics);
+
+/**
+ * Whose metrics these are. NULL gives OFL_ROLE_AGGREGATOR_SERVER.
+ */
+enum ofl_role ofl_metrics_role(const struct ofl_metrics *metrics);
+
+/**
+ * How many RPCs the snapshot lists: every method of the service
+ * (aggregator: GetTasks, GetAggregatedTensor, SendLocalTaskResults,
+ * GetMetricStream, GetTrainedModel, GetExperimentDescription; envoy and
+ * frontend clients: the director methods each calls; director: all),
+ * in the proto's order, then "unknown" (paths that are no method of the
+ * service). 0 for NULL.
+ */
+size_t ofl_metrics_rpc_count(const struct ofl_metrics *metrics);
+
+/**
+ * The name of RPC `index` (e.g. "GetTasks"), valid until
+ * `ofl_metrics_free`; NULL when out of range or `metrics` is NULL.
+ */
+const char *ofl_metrics_rpc_name(const struct ofl_metrics *metrics, size_t index);
+
+/**
+ * Calls of `rpc` (a name from `ofl_metrics_rpc_name`, e.g. "GetTasks";
+ * NULL for every RPC) that ended with `code` (an `ofl_code` value from
+ * 0 to 16, the gRPC codes). 0 for other codes, unknown names, or NULL
+ * `metrics`.
+ */
+uint64_t ofl_metrics_calls(const struct ofl_metrics *metrics, const char *rpc, int32_t code);
+
+/**
+ * Calls of `rpc` (NULL: every RPC), whatever their status.
+ */
+uint64_t ofl_metrics_calls_total(const struct ofl_metrics *metrics, const char *rpc);
+
+/**
+ * Message bytes received by `rpc` (NULL: every RPC): requests on a
+ * server, replies on a client (see `ofl_metrics` for what is counted).
+ */
+uint64_t ofl_metrics_bytes_in(const struct ofl_metrics *metrics, const char *rpc);
+
+/**
+ * Message bytes sent by `rpc` (NULL: every RPC): replies on a server,
+ * requests on a client.
+ */
+uint64_t ofl_metrics_bytes_out(const struct ofl_metrics *metrics, const char *rpc);
+
+/**
+ * Authentication failures of `kind` (an `ofl_auth_failure` value); 0
+ * for other values or NULL.
+ */
+uint64_t ofl_metrics_auth_failures(const struct ofl_metrics *metrics, int32_t kind);
+
+/**
+ * Calls a server rejected, of `kind` (an `ofl_rejection` value); 0 for
+ * other values, NULL, and clients.
+ */
+uint64_t ofl_metrics_rejected(const struct ofl_metrics *metrics, int32_t kind);
+
+/**
+ * Connections open when the snapshot was taken (a server: accepted
+ * connections, TLS handshakes in progress included; a client: 0 or 1,
+ * its one shared connection). 0 for NULL.
+ */
+uint64_t ofl_metrics_active_connections(const struct ofl_metrics *metrics);
+
+/**
+ * Connections opened since the server or client was created. 0 for NULL.
+ */
+uint64_t ofl_metrics_connections(const struct ofl_metrics *metrics);
+
+/**
+ * Calls in flight when the snapshot was taken. 0 for NULL.
+ */
+uint64_t ofl_metrics_in_flight(const struct ofl_metrics *metrics);
+
+/**
+ * Retried attempts of a client's calls (attempts after the first of
+ * each call); 0 for servers and NULL.
+ */
+uint64_t ofl_metrics_retries(const struct ofl_metrics *metrics);
+
+/**
+ * The snapshot in the Prometheus text exposition format (version
+ * 0.0.4: serve it with `Content-Type: text/plain; version=0.0.4`),
+ * written to `*out` (free with `ofl_string_free`). Families, each with
+ * HELP and TYPE lines, every sample labelled `role` (see
+ * `ofl_role`):
+ * `openfl_transport_calls_total{rpc,code}` (counter; code is the gRPC
+ * name, e.g. "OK", "UNAVAILABLE"; listed for the pairs seen),
+ * `openfl_transport_received_bytes_total{rpc}` and
+ * `openfl_transport_sent_bytes_total{rpc}` (counters, every RPC),
+ * `openfl_transport_auth_failures_total{kind}` (tls_handshake,
+ * unauthorized_collaborator, cn_mismatch),
+ * `openfl_transport_rejected_calls_total{kind}` (identity, bad_header,
+ * limits), `openfl_transport_active_connections` (gauge),
+ * `openfl_transport_connections_total`,
+ * `openfl_transport_in_flight_calls` (gauge),
+ * `openfl_transport_retries_total`. Several servers and clients in
+ * one process differ by `role`; a host exposing two of the same role
+ * adds its own label.
+ */
+struct ofl_error *ofl_metrics_prometheus(const struct ofl_metrics *metrics,
+                                         struct ofl_string **out);
 
 #ifdef __cplusplus
 }  // extern "C"

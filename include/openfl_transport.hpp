@@ -592,6 +592,93 @@ public:
     ~Tensor() { ofl_tensor_free(const_cast<ofl_tensor *>(t_)); }
 };
 
+/** Whose metrics a Metrics snapshot holds (ofl_metrics_role). */
+enum class MetricsRole : std::int32_t {
+    aggregator_server = OFL_ROLE_AGGREGATOR_SERVER,
+    director_server = OFL_ROLE_DIRECTOR_SERVER,
+    aggregator_client = OFL_ROLE_AGGREGATOR_CLIENT,
+    envoy_client = OFL_ROLE_ENVOY_CLIENT,
+    frontend_client = OFL_ROLE_FRONTEND_CLIENT,
+};
+
+/** Kinds of authentication failure (ofl_auth_failure). */
+enum class AuthFailure : std::int32_t {
+    tls_handshake = OFL_AUTH_FAILURE_TLS_HANDSHAKE,
+    unauthorized_collaborator = OFL_AUTH_FAILURE_UNAUTHORIZED_COLLABORATOR,
+    cn_mismatch = OFL_AUTH_FAILURE_CN_MISMATCH,
+};
+
+/** Kinds of call a server rejected (ofl_rejection). */
+enum class Rejection : std::int32_t {
+    identity = OFL_REJECTION_IDENTITY,
+    bad_header = OFL_REJECTION_BAD_HEADER,
+    limits = OFL_REJECTION_LIMITS,
+};
+
+/** A snapshot of one server's or client's transport metrics (ofl_metrics:
+ *  the header documents every counter). Its numbers do not change;
+ *  move-only. Get one from metrics() on a server or client. An RPC is named
+ *  as in the proto ("GetTasks"); accessors without one sum every RPC. */
+class Metrics {
+public:
+    explicit Metrics(ofl_metrics *owned) noexcept : p_(owned) {}
+
+    MetricsRole role() const noexcept { return static_cast<MetricsRole>(ofl_metrics_role(p_.get())); }
+    /** Every RPC of the service, in the proto's order, then "unknown". */
+    std::vector<std::string> rpcs() const {
+        std::vector<std::string> out(ofl_metrics_rpc_count(p_.get()));
+        for (std::size_t i = 0; i < out.size(); i++) out[i] = ofl_metrics_rpc_name(p_.get(), i);
+        return out;
+    }
+    /** Calls of `rpc` that ended with `code` (gRPC codes only; 0 otherwise). */
+    std::uint64_t calls(std::string_view rpc, Code code) const {
+        return ofl_metrics_calls(p_.get(), name(rpc).c_str(), static_cast<std::int32_t>(code));
+    }
+    std::uint64_t calls(Code code) const noexcept {
+        return ofl_metrics_calls(p_.get(), nullptr, static_cast<std::int32_t>(code));
+    }
+    std::uint64_t calls_total(std::string_view rpc) const { return ofl_metrics_calls_total(p_.get(), name(rpc).c_str()); }
+    std::uint64_t calls_total() const noexcept { return ofl_metrics_calls_total(p_.get(), nullptr); }
+    /** Message bytes received (gRPC framing of each message included). */
+    std::uint64_t bytes_in(std::string_view rpc) const { return ofl_metrics_bytes_in(p_.get(), name(rpc).c_str()); }
+    std::uint64_t bytes_in() const noexcept { return ofl_metrics_bytes_in(p_.get(), nullptr); }
+    /** Message bytes sent. */
+    std::uint64_t bytes_out(std::string_view rpc) const { return ofl_metrics_bytes_out(p_.get(), name(rpc).c_str()); }
+    std::uint64_t bytes_out() const noexcept { return ofl_metrics_bytes_out(p_.get(), nullptr); }
+    std::uint64_t auth_failures(AuthFailure kind) const noexcept {
+        return ofl_metrics_auth_failures(p_.get(), static_cast<std::int32_t>(kind));
+    }
+    std::uint64_t rejected(Rejection kind) const noexcept {
+        return ofl_metrics_rejected(p_.get(), static_cast<std::int32_t>(kind));
+    }
+    std::uint64_t active_connections() const noexcept { return ofl_metrics_active_connections(p_.get()); }
+    std::uint64_t connections() const noexcept { return ofl_metrics_connections(p_.get()); }
+    std::uint64_t in_flight() const noexcept { return ofl_metrics_in_flight(p_.get()); }
+    std::uint64_t retries() const noexcept { return ofl_metrics_retries(p_.get()); }
+    /** The Prometheus text exposition format (version 0.0.4) of the snapshot. */
+    std::string prometheus() const {
+        ofl_string *out = nullptr;
+        detail::check(ofl_metrics_prometheus(p_.get(), &out));
+        detail::Handle<ofl_string, ofl_string_free> owned(out);
+        return std::string(ofl_string_get(out), ofl_string_len(out));
+    }
+    const ofl_metrics *get() const noexcept { return p_.get(); }
+
+private:
+    static std::string name(std::string_view rpc) { return detail::z(rpc, "rpc"); }
+    detail::Handle<ofl_metrics, ofl_metrics_free> p_;
+};
+
+namespace detail {
+/** A snapshot through `take(handle, &out)` (one of the ofl_*_metrics). */
+template <class H>
+Metrics take_metrics(ofl_error *(*take)(const H *, ofl_metrics **), const H *handle) {
+    ofl_metrics *out = nullptr;
+    check(take(handle, &out));
+    return Metrics(out);
+}
+}  // namespace detail
+
 /** Settings for AggregatorClient (setters chain; each throws Error on a bad value).
  *  tls()/no_tls() and connect() are the shared ones (TlsConfig, ConnectOptions). */
 class AggregatorClientOptions
@@ -673,6 +760,8 @@ public:
     /** Replaces the connection with a new one (OpenFL's reconnect). */
     void reconnect() const { detail::check(ofl_aggregator_client_reconnect(p_.get())); }
 
+    /** A snapshot of the client's transport metrics. */
+    Metrics metrics() const { return detail::take_metrics(ofl_aggregator_client_metrics, p_.get()); }
     ofl_aggregator_client *get() const noexcept { return p_.get(); }
 
 private:
@@ -916,6 +1005,8 @@ public:
     void serve() const { detail::check(ofl_aggregator_server_serve(p_.get())); }
     /** Asks the server to stop; returns at once. Safe from callbacks. */
     void stop() const { detail::check(ofl_aggregator_server_stop(p_.get())); }
+    /** A snapshot of the server's transport metrics. */
+    Metrics metrics() const { return detail::take_metrics(ofl_aggregator_server_metrics, p_.get()); }
     ofl_aggregator_server *get() const noexcept { return p_.get(); }
 
 private:
@@ -1222,6 +1313,8 @@ public:
         detail::check(ofl_director_server_experiment_status(s_, detail::z(experiment, "experiment").c_str(), &st));
         return static_cast<ExperimentStatus>(st);
     }
+    /** A snapshot of the server's transport metrics. */
+    Metrics metrics() const { return detail::take_metrics(ofl_director_server_metrics, s_); }
     const ofl_director_server *get() const noexcept { return s_; }
 
 protected:
@@ -1534,6 +1627,8 @@ public:
     }
     /** Cancels calls in progress on other threads and refuses new ones. */
     void close() const { detail::check(ofl_envoy_client_close(p_.get())); }
+    /** A snapshot of the client's transport metrics. */
+    Metrics metrics() const { return detail::take_metrics(ofl_envoy_client_metrics, p_.get()); }
     ofl_envoy_client *get() const noexcept { return p_.get(); }
 
 private:
@@ -1674,6 +1769,8 @@ public:
     }
     /** Cancels calls in progress on other threads (a metric stream too) and refuses new ones. */
     void close() const { detail::check(ofl_frontend_client_close(p_.get())); }
+    /** A snapshot of the client's transport metrics. */
+    Metrics metrics() const { return detail::take_metrics(ofl_frontend_client_metrics, p_.get()); }
     ofl_frontend_client *get() const noexcept { return p_.get(); }
 
 private:

@@ -2,12 +2,15 @@
 //! connector (src/connector.rs: TLS, protocol check), TCP_NODELAY and HTTP/2 settings, and a lazily connecting
 //! channel that is reused across calls and reconnects by itself.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
 use crate::connector::Connector;
 use crate::error::{Error, Result};
+use crate::metrics::client::{CountedConnector, MeteredChannel};
+use crate::metrics::Recorder;
 use crate::tls::TlsConfig;
 
 /// Where and how a client connects.
@@ -68,8 +71,22 @@ impl ConnectConfig {
     pub fn channel(&self) -> Result<Channel> {
         let runtime = crate::runtime::handle();
         let _entered = runtime.enter();
+        Ok(self.endpoint()?.connect_with_connector_lazy(self.connector()?))
+    }
+
+    /// [`channel`](Self::channel) with its calls, bytes and connections
+    /// counted by `metrics`.
+    pub(crate) fn metered_channel(&self, metrics: &Arc<Recorder>) -> Result<MeteredChannel> {
+        let runtime = crate::runtime::handle();
+        let _entered = runtime.enter();
+        let connector = CountedConnector::new(self.connector()?, metrics);
+        Ok(MeteredChannel::new(self.endpoint()?.connect_with_connector_lazy(connector), metrics))
+    }
+
+    /// The endpoint's HTTP/2 settings.
+    fn endpoint(&self) -> Result<Endpoint> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let endpoint = Endpoint::from_shared(format!("{scheme}://{}", self.uri()))
+        Ok(Endpoint::from_shared(format!("{scheme}://{}", self.uri()))
             .map_err(|e| Error::invalid_argument(format!("bad server address {:?}: {e}", self.uri())))?
             .tcp_nodelay(true)
             // Frames the server may send us (downloads): 1 MiB instead of 16 KiB.
@@ -77,16 +94,18 @@ impl ConnectConfig {
             .initial_stream_window_size(8 << 20)
             .initial_connection_window_size(32 << 20)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(false);
-        // The connection is ours (src/connector.rs): tonic keeps the scheme
-        // on the wire and runs HTTP/2 over the stream the connector hands it.
-        let connector = match &self.tls {
+            .keep_alive_while_idle(false))
+    }
+
+    /// The connection is ours (src/connector.rs): tonic keeps the scheme on
+    /// the wire and runs HTTP/2 over the stream the connector hands it.
+    fn connector(&self) -> Result<Connector> {
+        Ok(match &self.tls {
             None => Connector::plaintext(self.uri(), self.connect_timeout),
             Some(tls) => {
                 let name = self.server_name.as_deref().unwrap_or(self.bare_host());
                 Connector::tls(self.uri(), name, tls.rustls_client_config()?, self.connect_timeout)?
             }
-        };
-        Ok(endpoint.connect_with_connector_lazy(connector))
+        })
     }
 }

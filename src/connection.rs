@@ -31,6 +31,10 @@ use tonic::codegen::{http, Service};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::limits::ServerLimits;
+use crate::metrics::body::{status_in_head, Counted, Tracked};
+use crate::metrics::recorder::Direction;
+use crate::metrics::refusal::{refusal_of, Peer};
+use crate::metrics::Recorder;
 use crate::request_limits::{oversize_as_resource_exhausted, RequestRules};
 use crate::shutdown::{fired, Signals, StreamExecutor};
 use crate::tls::PeerCertificates;
@@ -45,6 +49,7 @@ pub(crate) struct Shared<S> {
     pub limits: ServerLimits,
     pub rules: RequestRules,
     pub http: http2::Builder<StreamExecutor>,
+    pub metrics: Arc<Recorder>,
 }
 
 /// Who is on the other end, as tonic's handlers look it up.
@@ -56,6 +61,17 @@ enum ConnInfo {
 }
 
 impl ConnInfo {
+    /// The peer as refusal logs name it (its certificate parsed only now).
+    fn peer(&self) -> Peer {
+        match self {
+            ConnInfo::Tcp(info) => Peer { addr: info.remote_addr(), cn: None },
+            ConnInfo::Tls(info, certs) => Peer {
+                addr: info.remote_addr(),
+                cn: certs.as_ref().map(|c| crate::tls::peer_common_name(&c.0).unwrap_or_default()),
+            },
+        }
+    }
+
     fn insert_into(&self, extensions: &mut http::Extensions) {
         match self {
             ConnInfo::Tcp(info) => {
@@ -127,17 +143,19 @@ pub(crate) async fn serve<S>(
     S::Future: Send + 'static,
 {
     let deadline = Instant::now() + shared.limits.handshake_timeout;
+    let _open = shared.metrics.connection_opened();
     let Some(acceptor) = shared.tls.clone() else {
         let info = ConnInfo::Tcp(tcp.connect_info());
         return run(tcp, info, deadline, &shared, signals).await;
     };
+    let peer_addr = tcp.peer_addr().ok();
     let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
     let mut stop = signals.stop.clone();
     let tls = tokio::select! {
         _ = fired(&mut stop) => return,
         done = handshake => match done {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
+            Ok(Err(e)) => return handshake_failed(&shared.metrics, peer_addr, &e),
             Err(_) => return log::debug!("TLS handshake not done within {:?}: closed", shared.limits.handshake_timeout),
         },
     };
@@ -145,6 +163,15 @@ pub(crate) async fn serve<S>(
     let certs = session.peer_certificates().map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
     let info = ConnInfo::Tls(tcp.connect_info(), certs);
     run(tls, info, deadline, &shared, signals).await
+}
+
+/// A failed TLS handshake: counted and logged (rate-limited) when TLS
+/// refused the peer; a peer that just went away is only a debug line.
+fn handshake_failed(metrics: &Recorder, peer: Option<std::net::SocketAddr>, error: &io::Error) {
+    match crate::tls::tls_failure_in(error) {
+        Some(tls) => metrics.record_tls_failure(peer, &tls),
+        None => log::debug!("TLS handshake with {peer:?} failed: {error}"),
+    }
 }
 
 /// Serves HTTP/2 on `io` until the connection ends, is idle too long, never
@@ -164,6 +191,7 @@ where
         activity: Arc::clone(&activity),
         rules: shared.rules.clone(),
         cancel: signals.cancel.clone(),
+        metrics: Arc::clone(&shared.metrics),
     };
     let (mut stop, mut close) = (signals.stop, signals.close);
     let conn = shared.http.serve_connection(TokioIo::new(io), service);
@@ -312,6 +340,7 @@ struct ConnService<S> {
     rules: RequestRules,
     /// The cancel step of a stop: calls still in flight end UNAVAILABLE.
     cancel: watch::Receiver<bool>,
+    metrics: Arc<Recorder>,
 }
 
 impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
@@ -325,10 +354,13 @@ where
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let guard = self.activity.call_started();
-        let mut request = self.rules.apply(request.map(Body::new));
+        let mut meter = self.metrics.start_call(request.uri().path());
+        let request = request.map(|body| Body::new(Counted::new(body, &meter, Direction::In)));
+        let mut request = self.rules.apply(request);
         self.info.insert_into(request.extensions_mut());
         let mut service = self.inner.clone();
         let mut cancel = self.cancel.clone();
+        let info = self.info.clone();
         Box::pin(async move {
             let call = async {
                 futures_util::future::poll_fn(|cx| service.poll_ready(cx)).await?;
@@ -343,8 +375,16 @@ where
                 _ = fired(&mut cancel) => cancelled().into_http(),
                 response = call => response?,
             };
+            if let Some(code) = status_in_head(response.headers()) {
+                note_refusal(&meter, &response, &info);
+                meter.finish(code);
+            }
             let cancelled = Box::pin(async move { fired(&mut cancel).await });
-            Ok(response.map(|body| Body::new(InFlight { inner: body, _guard: guard, cancelled: Some(cancelled) })))
+            let body = |body| {
+                let in_flight = InFlight { inner: body, _guard: guard, cancelled: Some(cancelled) };
+                Body::new(Tracked::new(in_flight, meter, Direction::Out))
+            };
+            Ok(response.map(body))
         })
     }
 }
@@ -352,6 +392,16 @@ where
 /// The answer of a call cancelled by a stop.
 fn cancelled() -> tonic::Status {
     tonic::Status::unavailable("the server is shutting down: the call was cancelled at the end of its shutdown grace")
+}
+
+/// A call answered with a status its server's checks marked as a refusal
+/// (see `crate::metrics::refusal`): counted and logged with the peer.
+fn note_refusal(meter: &crate::metrics::recorder::CallMeter, response: &http::Response<Body>, info: &ConnInfo) {
+    let Some(status) = response.extensions().get::<tonic::Status>() else { return };
+    if let Some(kind) = refusal_of(status) {
+        let rpc = meter.recorder().rpc_name_at(meter.rpc());
+        meter.recorder().record_refusal(kind, rpc, &info.peer(), status);
+    }
 }
 
 /// A response body that counts as a call in flight until it is done, and

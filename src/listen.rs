@@ -21,6 +21,7 @@ use tonic::codegen::{http, Service};
 use crate::connection::Shared;
 use crate::error::{ofl_code, Error, Result};
 use crate::limits::ServerLimits;
+use crate::metrics::{Recorder, Role};
 use crate::request_limits::{RequestRules, UploadBudget};
 use crate::shutdown::{fired, StreamExecutor, Switches};
 use crate::tls::TlsConfig;
@@ -63,6 +64,7 @@ pub struct Listen {
     tls: Option<TlsAcceptor>,
     limits: ServerLimits,
     rules: RequestRules,
+    metrics: Arc<Recorder>,
 }
 
 impl Listen {
@@ -82,13 +84,19 @@ impl Listen {
             uploads,
             budget: None,
         };
-        Ok(Self { tls, limits: limits.clone(), rules })
+        let metrics = Recorder::new(Role::AggregatorServer, &[]);
+        Ok(Self { tls, limits: limits.clone(), rules, metrics })
     }
 
     /// Holds the uploads in flight to `budget` (for servers that keep
     /// uploads in memory).
     pub fn set_upload_budget(&mut self, budget: Arc<UploadBudget>) {
         self.rules.budget = Some(budget);
+    }
+
+    /// Counts the server's connections and calls in `metrics`.
+    pub(crate) fn set_metrics(&mut self, metrics: &Arc<Recorder>) {
+        self.metrics = Arc::clone(metrics);
     }
 }
 
@@ -188,7 +196,14 @@ impl Serving {
         let finished_tx = self.finished_tx.take().expect("Serving::run is called once");
         let executor = StreamExecutor::new(&self.switches.signals());
         let http = crate::connection::http2_builder(&listen.limits, executor);
-        let shared = Arc::new(Shared { service, tls: listen.tls, limits: listen.limits, rules: listen.rules, http });
+        let shared = Arc::new(Shared {
+            service,
+            tls: listen.tls,
+            limits: listen.limits,
+            rules: listen.rules,
+            http,
+            metrics: listen.metrics,
+        });
         let switches = Arc::clone(&self.switches);
         tokio::spawn(async move {
             accept_loop(listener, shared, switches).await;

@@ -90,7 +90,12 @@ pub(crate) async fn read_unary_request(
     let collected = Limited::new(body, max_size.saturating_add(PREFIX_LEN))
         .collect()
         .await
-        .map_err(|e| Status::resource_exhausted(format!("request body: {e}")))?
+        .map_err(|e| {
+            crate::metrics::refused(
+                crate::metrics::Refusal::Limits,
+                Status::resource_exhausted(format!("request body: {e}")),
+            )
+        })?
         .to_bytes();
     if collected.len() < PREFIX_LEN {
         return Err(Status::invalid_argument("request body is shorter than a gRPC message prefix"));

@@ -31,6 +31,8 @@ use tonic::codegen::http;
 use tokio::sync::Semaphore;
 use tonic::Status;
 
+use crate::metrics::{refused, Refusal};
+
 /// gRPC message prefix: compressed flag and big-endian length.
 const PREFIX_LEN: usize = 5;
 
@@ -194,9 +196,10 @@ impl HttpBody for CappedBody {
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         if let Some(Ok(frame)) = &frame {
             if let Some(data) = frame.data_ref() {
-                this.framing.observe(data, this.cap, &this.method)?;
+                let over = |status| refused(Refusal::Limits, status);
+                this.framing.observe(data, this.cap, &this.method).map_err(over)?;
                 if let Some(reservation) = &mut this.reservation {
-                    reservation.grow(data.len(), &this.method)?;
+                    reservation.grow(data.len(), &this.method).map_err(over)?;
                 }
             }
         }

@@ -22,6 +22,7 @@ use tonic::{Code, Status};
 
 use crate::call::CallScope;
 use crate::error::{ofl_code, Error, Result};
+use crate::metrics::Recorder;
 
 /// When and how long a client keeps trying.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +166,8 @@ pub struct Retrying<'a> {
     /// The client presents a certificate: a connection the server closes is
     /// then reported as a possible refusal of it ([`closed_by_server`]).
     pub presents_certificate: bool,
+    /// The client's metrics, which count every retry.
+    pub metrics: &'a Recorder,
 }
 
 impl Retrying<'_> {
@@ -227,6 +230,7 @@ impl Retrying<'_> {
                 }
             }
             warnings.failed(what, &self.peer, attempt, started.elapsed(), &last, wait);
+            self.metrics.retried();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 stop = scope.stopped() => return Err(stop),

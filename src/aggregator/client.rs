@@ -6,11 +6,13 @@
 //! reconnect; every reply header is validated.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tonic::transport::Channel;
+// The channel every call goes through, metered (src/metrics/client.rs).
+use crate::metrics::client::MeteredChannel as Channel;
+use crate::metrics::{Recorder, Role, TransportMetrics, AGGREGATOR_RPCS};
 use tonic::Status;
 
 use super::checks::validate_response;
@@ -64,6 +66,7 @@ pub struct AggregatorClient {
     config: AggregatorClientOptions,
     channel: Mutex<Option<Channel>>,
     closed: watch::Sender<bool>,
+    metrics: Arc<Recorder>,
 }
 
 impl AggregatorClient {
@@ -73,9 +76,10 @@ impl AggregatorClient {
         if config.connect.tls.is_none() {
             log::warn!("gRPC client for {} is running without TLS", config.connect.uri());
         }
-        let channel = config.connect.channel()?;
+        let metrics = Recorder::new(Role::AggregatorClient, AGGREGATOR_RPCS);
+        let channel = config.connect.metered_channel(&metrics)?;
         let (closed, _) = watch::channel(false);
-        Ok(Self { config, channel: Mutex::new(Some(channel)), closed })
+        Ok(Self { config, channel: Mutex::new(Some(channel)), closed, metrics })
     }
 
     /// The aggregator's `host:port`.
@@ -90,9 +94,14 @@ impl AggregatorClient {
 
     /// Drops the connection and makes a new one (OpenFL's `reconnect`).
     pub fn reconnect(&self) -> Result<()> {
-        let channel = self.config.connect.channel()?;
+        let channel = self.config.connect.metered_channel(&self.metrics)?;
         *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some(channel);
         Ok(())
+    }
+
+    /// A snapshot of the client's transport metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> TransportMetrics {
+        self.metrics.snapshot()
     }
 
     /// Cancels calls in progress and refuses new ones with `Cancelled`.
@@ -107,7 +116,7 @@ impl AggregatorClient {
         }
         let mut guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            *guard = Some(self.config.connect.channel()?);
+            *guard = Some(self.config.connect.metered_channel(&self.metrics)?);
         }
         Ok(guard.clone().expect("set above"))
     }
@@ -145,6 +154,7 @@ impl AggregatorClient {
             policy: &self.config.retry,
             peer: format!("the aggregator at {}", self.uri()),
             presents_certificate: self.config.connect.presents_certificate(),
+            metrics: &self.metrics,
         };
         let stub = || Ok(self.stub(CallChannel::new(self.current_channel()?, scope, download)));
         let attempt = |stub| {

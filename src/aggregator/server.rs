@@ -46,6 +46,7 @@ use crate::proto::DataStream;
 use crate::method_route::MethodRoute;
 use crate::stream::{client_stream_finished, Reassembly, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::limits::ServerLimits;
+use crate::metrics::{refused, Recorder, Refusal, Role, TransportMetrics};
 use crate::listen::{Listen, Serving};
 use crate::request_limits::UploadBudget;
 use crate::tls::{peer_common_name, TlsConfig};
@@ -136,9 +137,13 @@ impl Service {
         }
         self.auth_failure_delay().await;
         let cause = self.logic.refusal_cause(&cn, sender);
-        Err(Status::unauthenticated(format!(
-            "Invalid collaborator. CN: |{cn}| collaborator_common_name: |{sender}|: {cause}"
-        )))
+        let kind = if self.logic.federation().is_authorized(sender) { Refusal::CnMismatch } else { Refusal::Unauthorized };
+        Err(refused(
+            kind,
+            Status::unauthenticated(format!(
+                "Invalid collaborator. CN: |{cn}| collaborator_common_name: |{sender}|: {cause}"
+            )),
+        ))
     }
 
     /// Before an upload is read: a client certificate whose CN cannot be
@@ -158,12 +163,14 @@ impl Service {
         }
         self.auth_failure_delay().await;
         let federation = self.logic.federation();
-        let cause = if federation.single_col_cert_common_name.is_empty() {
-            federation.not_authorized(&cn)
+        let (kind, cause) = if federation.single_col_cert_common_name.is_empty() {
+            (Refusal::Unauthorized, federation.not_authorized(&cn))
         } else {
-            format!("it is not the shared collaborator certificate CN |{}|", federation.single_col_cert_common_name)
+            let shared = &federation.single_col_cert_common_name;
+            (Refusal::CnMismatch, format!("it is not the shared collaborator certificate CN |{shared}|"))
         };
-        Err(Status::unauthenticated(format!("Invalid collaborator certificate. CN: |{cn}|: {cause}")))
+        let status = Status::unauthenticated(format!("Invalid collaborator certificate. CN: |{cn}|: {cause}"));
+        Err(refused(kind, status))
     }
 
     /// A random delay that blocks no worker: honest peers never wait on it.
@@ -182,7 +189,10 @@ impl Service {
     ) -> Result<MessageHeader, Status> {
         let header = header.cloned().unwrap_or_default();
         self.validate_collaborator(peer_certs, &header.sender).await?;
-        check_request(self.logic.federation(), &header)?;
+        check_request(self.logic.federation(), &header).map_err(|e| {
+            let kind = if e.code() == crate::ofl_code::PermissionDenied { Refusal::Unauthorized } else { Refusal::BadHeader };
+            refused(kind, e.into())
+        })?;
         Ok(header)
     }
 
@@ -309,11 +319,11 @@ impl Aggregator for Service {
         let mut reassembly = Reassembly::new(self.max_message_size);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(size_limit_as_resource_exhausted)?;
-            reassembly.push(chunk.size, &chunk.npbytes)?;
+            reassembly.push(chunk.size, &chunk.npbytes).map_err(over_limit)?;
         }
         client_stream_finished().await;
-        let encoded = reassembly.finish()?;
-        super::tensor_count::check_tensor_count(&encoded, self.max_tensors_per_upload)?;
+        let encoded = reassembly.finish().map_err(over_limit)?;
+        super::tensor_count::check_tensor_count(&encoded, self.max_tensors_per_upload).map_err(over_limit)?;
         let results = TaskResults::decode(encoded).map_err(|e| {
             Status::invalid_argument(format!("the stream does not decode as TaskResults: {e}"))
         })?;
@@ -330,6 +340,17 @@ impl Aggregator for Service {
         })
         .await?;
         Ok(Response::new(SendLocalTaskResultsResponse { header: self.header_for(&header.sender) }))
+    }
+}
+
+/// An upload refused by a limit is marked so (RESOURCE_EXHAUSTED); other
+/// reassembly errors (a malformed stream) stay as they are.
+fn over_limit(error: impl Into<Status>) -> Status {
+    let status = error.into();
+    if status.code() == tonic::Code::ResourceExhausted {
+        refused(Refusal::Limits, status)
+    } else {
+        status
     }
 }
 
@@ -379,6 +400,7 @@ pub struct AggregatorServer {
     serving: Serving,
     quit_sent: Arc<Notify>,
     quit_poll_interval: Duration,
+    metrics: Arc<Recorder>,
 }
 
 impl AggregatorServer {
@@ -393,6 +415,8 @@ impl AggregatorServer {
             return Err(crate::Error::invalid_argument("max_tensors_per_upload must be positive"));
         }
         listen.set_upload_budget(UploadBudget::new(config.upload_memory_budget));
+        let metrics = Recorder::new(Role::AggregatorServer, crate::metrics::AGGREGATOR_RPCS);
+        listen.set_metrics(&metrics);
         match &config.tls {
             None => log::warn!(
                 "aggregator server without TLS: collaborators are not authenticated and any \
@@ -432,7 +456,15 @@ impl AggregatorServer {
         let grpc = MethodRoute::new(grpc, super::tensor_route::ZeroCopyTensors(Arc::clone(&service)));
         serving.run(grpc, listener, listen);
         log::info!("aggregator server listening on {local_addr}");
-        Ok(Self { local_addr, logic, service, serving, quit_sent, quit_poll_interval: config.quit_poll_interval })
+        Ok(Self {
+            local_addr,
+            logic,
+            service,
+            serving,
+            quit_sent,
+            quit_poll_interval: config.quit_poll_interval,
+            metrics,
+        })
     }
 
     /// The address the server listens on (with the chosen port when 0 was asked).
@@ -475,6 +507,11 @@ impl AggregatorServer {
         call_logic(&self.logic, blocking, cancelled, LogicCall::AllQuitJobsSent, None, |l| Ok(l.all_quit_jobs_sent()))
             .await
             .unwrap_or(false)
+    }
+
+    /// A snapshot of the server's transport metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> TransportMetrics {
+        self.metrics.snapshot()
     }
 
     /// Asks the server to stop; returns at once, and `serve` returns once

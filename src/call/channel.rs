@@ -16,10 +16,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tonic::codegen::{http, Service};
-use tonic::transport::Channel;
 use tonic::Status;
 
 use super::{CallScope, Meter};
+use crate::metrics::client::MeteredChannel as Channel;
 
 /// The channel of one attempt (see the module doc).
 #[derive(Clone)]
@@ -68,7 +68,7 @@ impl Service<http::Request<tonic::body::Body>> for CallChannel {
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            Ok(response.map(|body| MeteredBody::new(body, meter)))
+            Ok(response.map(|body| MeteredBody::new(tonic::body::Body::new(body), meter)))
         })
     }
 }

@@ -1,5 +1,12 @@
 //! Routing the library's log records to the host: a C callback, or stderr
 //! (warnings and errors) when none is set.
+//!
+//! The records of the crates under the transport reach the host too, at
+//! their level: rustls and tokio-rustls log through `log`; tonic, h2, tower
+//! and hyper-util through `tracing`, whose `log` feature (enabled in
+//! Cargo.toml) makes each event a `log` record while no tracing subscriber
+//! is installed. Both check the level before formatting anything, so
+//! filtered-out events cost an atomic load.
 
 use std::ffi::{c_char, c_void};
 use std::io::Write;
@@ -44,6 +51,19 @@ static SINK: RwLock<Sink> = RwLock::new(Sink { callback: None, user_data: 0 });
 
 struct Logger;
 
+/// Targets (module paths) whose records reach the host: this library and
+/// the crates it runs on. Other crates of a Rust host's process are not ours
+/// to forward.
+const TARGETS: &[&str] =
+    &["openfl_transport", "tonic", "h2", "hyper", "hyper_util", "tower", "rustls", "tokio_rustls"];
+
+/// Whether `target` is one of [`TARGETS`] or a module of one.
+fn forwarded(target: &str) -> bool {
+    TARGETS.iter().any(|t| {
+        target.strip_prefix(t).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
 fn level_of(level: log::Level) -> ofl_log_level {
     match level {
         log::Level::Error => ofl_log_level::Error,
@@ -56,7 +76,7 @@ fn level_of(level: log::Level) -> ofl_log_level {
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target().starts_with("openfl_transport")
+        forwarded(metadata.target())
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -118,5 +138,20 @@ ffi_fn! {
     /// library).
     fn ofl_set_log_callback(max_level: i32, callback: ofl_log_fn, user_data: *mut c_void) -> *mut ofl_error {
         set_sink(max_level, callback, user_data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded;
+
+    #[test]
+    fn the_transport_crates_are_forwarded_and_others_not() {
+        for target in ["openfl_transport::listen", "h2::proto::connection", "rustls::client::hs", "tonic", "hyper_util::client"] {
+            assert!(forwarded(target), "{target}");
+        }
+        for target in ["tracing::span", "h2o", "mio::poll", "hyperloop"] {
+            assert!(!forwarded(target), "{target}");
+        }
     }
 }

@@ -36,6 +36,7 @@ pub mod borrow;
 pub mod aggregator;
 pub mod fedavg;
 pub mod director;
+pub mod metrics;
 
 #[cfg(test)]
 mod tests {

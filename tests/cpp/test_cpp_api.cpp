@@ -208,6 +208,26 @@ void collaborator(std::uint16_t port, const std::string &col, const FedLogic &lo
     upload[1].metadata = {openfl::Metadata{{1}, {}, {}}};
     upload[1].data = accuracy;
     client.send_local_task_results(col, 1, "train", 640, upload);
+
+    // The client's metrics count what it did, bytes in framing included.
+    openfl::Metrics m = client.metrics();
+    CHECK(m.role() == openfl::MetricsRole::aggregator_client);
+    CHECK(m.rpcs().size() == 7 && m.rpcs()[0] == "GetTasks" && m.rpcs()[6] == "unknown");
+    CHECK(m.calls("GetTasks", openfl::Code::ok) == 1);
+    CHECK(m.calls("GetAggregatedTensor", openfl::Code::ok) == 2);
+    CHECK(m.calls("SendLocalTaskResults", openfl::Code::ok) == 1);
+    CHECK(m.calls(openfl::Code::ok) == 4 && m.calls_total() == 4 && m.calls_total("GetTasks") == 1);
+    CHECK(m.bytes_in("GetAggregatedTensor") > logic.down_->size() &&
+          m.bytes_in("GetAggregatedTensor") < logic.down_->size() + 1024);
+    CHECK(m.bytes_out("SendLocalTaskResults") > logic.up_.size() &&
+          m.bytes_out("SendLocalTaskResults") < logic.up_.size() + 1024);
+    CHECK(m.bytes_in() >= m.bytes_in("GetAggregatedTensor") && m.bytes_out() >= m.bytes_out("SendLocalTaskResults"));
+    CHECK(m.active_connections() == 1 && m.connections() == 1 && m.in_flight() == 0 && m.retries() == 0);
+    CHECK(m.auth_failures(openfl::AuthFailure::tls_handshake) == 0 && m.rejected(openfl::Rejection::identity) == 0);
+    CHECK(m.prometheus().find("openfl_transport_calls_total{role=\"aggregator_client\",rpc=\"GetTasks\",code=\"OK\"} 1\n") !=
+          std::string::npos);
+    EXPECT_ERROR("rpc name with a NUL", openfl::Code::invalid_argument, "rpc",
+                 [&] { (void)m.calls(std::string_view("Get\0Tasks", 9), openfl::Code::ok); });
 }
 
 void negative_checks(std::uint16_t port) {
@@ -341,6 +361,18 @@ int main(int argc, char **argv) {
         CHECK(logic->uploads_.size() == 2 && logic->uploads_["col1"] == "ok" && logic->uploads_["col2"] == "ok");
     }
     CHECK(logic->served_ == 2);
+    {
+        // The server counted both collaborators' calls, and nothing refused.
+        openfl::Metrics m = moved.metrics();
+        CHECK(m.role() == openfl::MetricsRole::aggregator_server);
+        CHECK(m.calls("GetTasks", openfl::Code::ok) == 2);
+        CHECK(m.calls("GetAggregatedTensor", openfl::Code::ok) == 4);
+        CHECK(m.calls("SendLocalTaskResults", openfl::Code::ok) == 2);
+        CHECK(m.calls_total() == 8 && m.in_flight() == 0);
+        CHECK(m.bytes_in("SendLocalTaskResults") > 2 * logic->up_.size());
+        CHECK(m.rejected(openfl::Rejection::identity) == 0 && m.rejected(openfl::Rejection::limits) == 0);
+        CHECK(m.prometheus().find("# TYPE openfl_transport_calls_total counter\n") != std::string::npos);
+    }
 
     note("errors");
     negative_checks(port);

@@ -1,11 +1,13 @@
 //! The channel, retry loop and caller metadata both director clients share.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
+// The channel every call goes through, metered (src/metrics/client.rs).
+use crate::metrics::client::MeteredChannel as Channel;
+use crate::metrics::{Recorder, Role, TransportMetrics};
 use tonic::{Request, Status};
 
 use crate::call::{CallChannel, CallOptions, CallScope};
@@ -24,6 +26,7 @@ pub(super) struct Connection {
     client_id: Option<MetadataValue<tonic::metadata::Ascii>>,
     channel: Mutex<Option<Channel>>,
     closed: watch::Sender<bool>,
+    metrics: Arc<Recorder>,
 }
 
 impl Connection {
@@ -32,6 +35,7 @@ impl Connection {
         retry: RetryPolicy,
         max_message_size: usize,
         client_id: Option<&str>,
+        role: Role,
     ) -> Result<Self> {
         if connect.tls.is_none() {
             log::warn!("director client for {} is running without TLS", connect.uri());
@@ -42,9 +46,17 @@ impl Connection {
                     .map_err(|_| Error::invalid_argument(format!("client_id {id:?} is not printable ASCII")))
             })
             .transpose()?;
-        let channel = connect.channel()?;
+        let rpcs = if role == Role::EnvoyClient { crate::metrics::ENVOY_RPCS } else { crate::metrics::FRONTEND_RPCS };
+        let metrics = Recorder::new(role, rpcs);
+        let channel = connect.metered_channel(&metrics)?;
         let (closed, _) = watch::channel(false);
-        Ok(Self { connect, retry, max_message_size, client_id, channel: Mutex::new(Some(channel)), closed })
+        let channel = Mutex::new(Some(channel));
+        Ok(Self { connect, retry, max_message_size, client_id, channel, closed, metrics })
+    }
+
+    /// A snapshot of the client's transport metrics.
+    pub(super) fn metrics(&self) -> TransportMetrics {
+        self.metrics.snapshot()
     }
 
     pub(super) fn close(&self) {
@@ -58,7 +70,7 @@ impl Connection {
         let channel = {
             let mut guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
             if guard.is_none() {
-                *guard = Some(self.connect.channel()?);
+                *guard = Some(self.connect.metered_channel(&self.metrics)?);
             }
             guard.clone().expect("set above")
         };
@@ -92,6 +104,7 @@ impl Connection {
             policy: &self.retry,
             peer: format!("the director at {}", self.connect.uri()),
             presents_certificate: self.connect.presents_certificate(),
+            metrics: &self.metrics,
         };
         retrying.run(scope, || self.stub(scope, download), call).await
     }

@@ -57,13 +57,19 @@ impl EnvoyClient {
         if config.shard_name.is_empty() {
             return Err(Error::invalid_argument("shard_name is empty"));
         }
-        let conn = Connection::new(config.connect, config.retry, config.max_message_size, None)?;
+        let role = crate::metrics::Role::EnvoyClient;
+        let conn = Connection::new(config.connect, config.retry, config.max_message_size, None, role)?;
         Ok(Self { conn, shard_name: config.shard_name, max_archive_size: config.max_archive_size })
     }
 
     /// The envoy's name.
     pub fn shard_name(&self) -> &str {
         &self.shard_name
+    }
+
+    /// A snapshot of the client's transport metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> crate::metrics::TransportMetrics {
+        self.conn.metrics()
     }
 
     /// Cancels calls in progress (a WaitExperiment long poll too) and refuses

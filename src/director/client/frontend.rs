@@ -115,8 +115,14 @@ impl FrontendClient {
     /// A client; certificates are read and checked now, the connection is
     /// made on the first call.
     pub fn new(config: FrontendClientOptions) -> Result<Self> {
-        let conn = Connection::new(config.connect, config.retry, config.max_message_size, config.client_id.as_deref())?;
+        let (id, role) = (config.client_id.as_deref(), crate::metrics::Role::FrontendClient);
+        let conn = Connection::new(config.connect, config.retry, config.max_message_size, id, role)?;
         Ok(Self { conn, chunk_size: config.chunk_size.max(1) })
+    }
+
+    /// A snapshot of the client's transport metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> crate::metrics::TransportMetrics {
+        self.conn.metrics()
     }
 
     /// Cancels calls in progress and refuses new ones with `Cancelled`.

@@ -82,6 +82,7 @@ use super::state::DirectorState;
 use super::types::{ExperimentDetails, ExperimentFailure};
 use crate::error::Result;
 use crate::listen::{Listen, Serving};
+use crate::metrics::{Recorder, Role, TransportMetrics};
 use crate::method_route::MethodRoute;
 use crate::proto::director::director_server::DirectorServer as DirectorGrpc;
 use execution::execution_loop;
@@ -125,6 +126,7 @@ pub struct DirectorServer {
     local_addr: SocketAddr,
     state: Arc<DirectorState>,
     serving: Serving,
+    metrics: Arc<Recorder>,
 }
 
 impl DirectorServer {
@@ -132,7 +134,9 @@ impl DirectorServer {
     /// serves in the background on the current Tokio runtime and starts the
     /// experiment execution loop.
     pub async fn start(config: DirectorServerOptions, hooks: Arc<dyn DirectorHooks>) -> Result<Self> {
-        let listen = Listen::new(config.tls.as_ref(), &config.limits, config.max_message_size, options::UPLOADS)?;
+        let mut listen = Listen::new(config.tls.as_ref(), &config.limits, config.max_message_size, options::UPLOADS)?;
+        let metrics = Recorder::new(Role::DirectorServer, crate::metrics::DIRECTOR_RPCS);
+        listen.set_metrics(&metrics);
         match &config.tls {
             None => log::warn!(
                 "director server without TLS: callers are named by their client_id metadata, which any \
@@ -168,7 +172,7 @@ impl DirectorServer {
         serving.run(grpc, listener, listen);
         tokio::spawn(execution_loop(Arc::clone(&state), hooks, serving.stopping()));
         log::info!("director server listening on {local_addr}");
-        Ok(Self { local_addr, state, serving })
+        Ok(Self { local_addr, state, serving, metrics })
     }
 
     /// The address the server listens on (with the chosen port when 0 was asked).
@@ -196,6 +200,11 @@ impl DirectorServer {
         let mut stopped = self.serving.stopping();
         let _ = stopped.wait_for(|s| *s).await;
         self.serving.wait_finished().await
+    }
+
+    /// A snapshot of the server's transport metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> TransportMetrics {
+        self.metrics.snapshot()
     }
 
     /// Asks the server to stop; returns at once, and `serve` returns once

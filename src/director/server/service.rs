@@ -14,6 +14,7 @@ use crate::director::names::default_caller;
 use crate::director::state::DirectorState;
 use crate::proto::director::director_server::Director;
 use crate::proto::director::*;
+use crate::metrics::{refused, Refusal};
 use crate::tls::peer_common_name;
 
 /// Who called: a certificate CN, or a `client_id` (default `__default__`).
@@ -42,7 +43,9 @@ impl Service {
         if self.tls {
             if let Some(certs) = crate::tls::peer_certs(request.extensions()) {
                 let name = peer_common_name(&certs)
-                    .ok_or_else(|| Status::unauthenticated("the client certificate has no Common Name"))?;
+                    .ok_or_else(|| {
+                        refused(Refusal::Unauthorized, Status::unauthenticated("the client certificate has no Common Name"))
+                    })?;
                 return Ok(Caller { name, certified: true });
             }
         }
@@ -50,7 +53,9 @@ impl Service {
             None => default_caller().to_string(),
             Some(value) => value
                 .to_str()
-                .map_err(|_| Status::invalid_argument("the client_id metadata is not printable ASCII"))?
+                .map_err(|_| {
+                    refused(Refusal::BadHeader, Status::invalid_argument("the client_id metadata is not printable ASCII"))
+                })?
                 .to_string(),
         };
         let name = if name.is_empty() { default_caller().to_string() } else { name };
@@ -60,14 +65,12 @@ impl Service {
     /// Under mTLS an envoy RPC must come from the envoy it names.
     pub(super) fn check_envoy<T>(&self, request: &Request<T>, envoy: &str) -> Result<Caller, Status> {
         if envoy.is_empty() {
-            return Err(Status::invalid_argument("the envoy (collaborator) name is empty"));
+            return Err(refused(Refusal::BadHeader, Status::invalid_argument("the envoy (collaborator) name is empty")));
         }
         let caller = self.caller(request)?;
         if caller.certified && self.check_envoy_identity && caller.name != envoy {
-            return Err(Status::permission_denied(format!(
-                "certificate CN {:?} may not act as envoy {envoy:?}",
-                caller.name
-            )));
+            let status = Status::permission_denied(format!("certificate CN {:?} may not act as envoy {envoy:?}", caller.name));
+            return Err(refused(Refusal::CnMismatch, status));
         }
         Ok(caller)
     }

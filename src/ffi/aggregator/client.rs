@@ -23,7 +23,7 @@ use crate::runtime;
 /// made from several threads at once over the one shared connection.
 #[allow(non_camel_case_types)]
 pub struct ofl_aggregator_client {
-    inner: Arc<AggregatorClient>,
+    pub(crate) inner: Arc<AggregatorClient>,
 }
 
 fn client_arc(client: *const ofl_aggregator_client) -> Result<Arc<AggregatorClient>> {

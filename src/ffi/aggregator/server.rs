@@ -17,7 +17,7 @@ use crate::runtime;
 /// `ofl_aggregator_server_serve`.
 #[allow(non_camel_case_types)]
 pub struct ofl_aggregator_server {
-    inner: Arc<AggregatorServer>,
+    pub(crate) inner: Arc<AggregatorServer>,
 }
 
 /// Starts a server with `logic` behind it; certificates are checked and the

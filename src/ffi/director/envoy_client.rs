@@ -26,7 +26,7 @@ use crate::runtime;
 /// checks while another thread waits for an experiment).
 #[allow(non_camel_case_types)]
 pub struct ofl_envoy_client {
-    inner: Arc<EnvoyClient>,
+    pub(crate) inner: Arc<EnvoyClient>,
 }
 
 /// What an envoy reports about its shard (OpenFL's `ShardInfo`), borrowed

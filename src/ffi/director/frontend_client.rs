@@ -29,7 +29,7 @@ use crate::runtime;
 /// sees only the experiments it submitted (same certificate CN or client_id).
 #[allow(non_camel_case_types)]
 pub struct ofl_frontend_client {
-    inner: Arc<FrontendClient>,
+    pub(crate) inner: Arc<FrontendClient>,
 }
 
 ffi_fn! {

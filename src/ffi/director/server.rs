@@ -22,7 +22,7 @@ use crate::runtime;
 /// hooks) while another thread is in `ofl_director_server_serve`.
 #[allow(non_camel_case_types)]
 pub struct ofl_director_server {
-    inner: Arc<DirectorServer>,
+    pub(crate) inner: Arc<DirectorServer>,
     pub(crate) handle: DirectorHandle,
     hooks: Arc<CallbackHooks>,
     archive_dir: CString,
