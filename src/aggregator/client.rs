@@ -15,6 +15,7 @@ use tonic::Status;
 
 use super::checks::validate_response;
 use super::logic::{Federation, TaskResults, TasksReply, TensorRequest};
+use crate::aligned;
 use crate::connect::ConnectConfig;
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::aggregator_client::AggregatorClient as AggregatorGrpcClient;
@@ -109,6 +110,13 @@ impl AggregatorClient {
         Ok(guard.clone().expect("set above"))
     }
 
+    /// The channel the retry loop's stub was just made from (for calls read
+    /// at the HTTP level); a client disconnected meanwhile is UNAVAILABLE.
+    fn attempt_channel(&self) -> Result<Channel, Status> {
+        let guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
+        guard.clone().ok_or_else(|| Status::unavailable("the client was disconnected"))
+    }
+
     fn stub(&self, channel: Channel) -> AggregatorGrpcClient<Channel> {
         AggregatorGrpcClient::new(channel)
             .max_decoding_message_size(self.config.max_message_size)
@@ -175,15 +183,25 @@ impl AggregatorClient {
             require_lossless: request.require_lossless,
         };
         let reply = self
-            .with_retry("GetAggregatedTensor", |mut stub| {
-                let request = request.clone();
-                async move { stub.get_aggregated_tensor(request).await.map(|r| r.into_inner()) }
+            .with_retry("GetAggregatedTensor", |_stub| {
+                // Read from the HTTP/2 body into aligned buffers (see crate::aligned).
+                let channel = self.attempt_channel();
+                let request = tonic::Request::new(request.clone());
+                let max = self.config.max_message_size;
+                async move {
+                    let path = "/openfl.aggregator.Aggregator/GetAggregatedTensor";
+                    let response: pb::GetAggregatedTensorResponse =
+                        aligned::unary::call(channel?, path, request, aligned::AGGREGATED_TENSOR, max).await?.into_inner();
+                    Ok(response)
+                }
             })
             .await?;
         validate_response(&self.config.federation, collaborator, reply.header.as_ref())?;
-        reply
+        let mut tensor = reply
             .tensor
-            .ok_or_else(|| Error::new(ofl_code::InvalidResponse, "GetAggregatedTensor reply has no tensor"))
+            .ok_or_else(|| Error::new(ofl_code::InvalidResponse, "GetAggregatedTensor reply has no tensor"))?;
+        aligned::align_tensors([&mut tensor], "GetAggregatedTensor")?;
+        Ok(tensor)
     }
 
     /// SendLocalTaskResults: streams `results` in chunks of at most

@@ -51,14 +51,22 @@ impl Connection {
         self.channel.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
+    /// The current channel (made when there is none).
+    pub(super) fn channel(&self) -> Result<Channel> {
+        let mut guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.connect.channel()?);
+        }
+        Ok(guard.clone().expect("set above"))
+    }
+
+    /// Largest message sent or received.
+    pub(super) fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
     pub(super) fn stub(&self) -> Result<Stub> {
-        let channel = {
-            let mut guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
-            if guard.is_none() {
-                *guard = Some(self.connect.channel()?);
-            }
-            guard.clone().expect("set above")
-        };
+        let channel = self.channel()?;
         Ok(DirectorGrpcClient::new(channel)
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size))

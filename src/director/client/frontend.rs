@@ -9,6 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::connection::Connection;
 use super::file_error;
+use crate::aligned;
 use crate::connect::ConnectConfig;
 use crate::director::types::{DirectorMetric, ExperimentStatus};
 use crate::error::{ofl_code, Error, Result};
@@ -210,11 +211,24 @@ impl FrontendClient {
     async fn trained_model(&self, experiment_name: &str, model_type: ModelType) -> Result<Option<ModelProto>> {
         let message =
             GetTrainedModelRequest { experiment_name: experiment_name.to_string(), model_type: model_type as i32 };
-        let reply = self
-            .conn
-            .unary("GetTrainedModel", message, |mut stub, r| async move { stub.get_trained_model(r).await })
+        // Read from the HTTP/2 body into aligned buffers (see crate::aligned).
+        let conn = &self.conn;
+        let reply: TrainedModelResponse = conn
+            .with_retry("GetTrainedModel", |_stub| {
+                let channel = conn.channel();
+                let request = conn.request(message.clone());
+                async move {
+                    let path = "/openfl.director.Director/GetTrainedModel";
+                    let max = conn.max_message_size();
+                    Ok(aligned::unary::call(channel?, path, request, aligned::TRAINED_MODEL, max).await?.into_inner())
+                }
+            })
             .await?;
-        Ok(reply.model_proto)
+        let mut model = reply.model_proto;
+        if let Some(model) = &mut model {
+            aligned::align_tensors(&mut model.tensors, "GetTrainedModel")?;
+        }
+        Ok(model)
     }
 
     /// GetTrainedModel(BEST_MODEL); `None` while there is none.

@@ -100,6 +100,11 @@ pub(super) async fn set_new_experiment(
             "empty archive: {index} chunk(s) of experiment {name:?} carried no data"
         )));
     }
+    if let Some(model) = &mut model {
+        // tonic decodes the messages from its own buffer: the model's data is
+        // copied once more to start on 64-byte boundaries (see crate::aligned).
+        crate::aligned::align_tensors(&mut model.tensors, "SetNewExperiment")?;
+    }
     service.state.register_experiment(&name, &caller.name, &collaborators, &upload, total, model)?;
     guard.disarm();
     Ok(Response::new(SetNewExperimentResponse { accepted: true }))
