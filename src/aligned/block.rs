@@ -106,6 +106,10 @@ pub(crate) fn ensure_aligned(data: Bytes, what: &str) -> Result<Bytes> {
     aligned_copy(&data)
 }
 
+/// A type whose dangling pointer is 64-byte aligned.
+#[repr(align(64))]
+struct Align64;
+
 /// float32 values in a 64-byte aligned buffer (what `ofl_model` hands out).
 pub(crate) struct AlignedF32 {
     bytes: Bytes,
@@ -121,7 +125,7 @@ impl AlignedF32 {
     /// The values (an aligned, dangling pointer when there are none).
     pub(crate) fn as_ptr(&self) -> *const f32 {
         if self.bytes.is_empty() {
-            return NonNull::<[u8; ALIGN]>::dangling().as_ptr().cast();
+            return NonNull::<Align64>::dangling().as_ptr().cast();
         }
         self.bytes.as_ptr().cast()
     }
