@@ -15,6 +15,7 @@
 
 #[allow(unsafe_code)]
 mod block;
+pub(crate) mod frames;
 mod placement;
 mod segments;
 pub(crate) mod unary;
@@ -41,7 +42,6 @@ pub const AGGREGATED_TENSOR: &[u32] = &[3, DATA_BYTES];
 /// `ModelProto.tensors` = 1).
 pub const TRAINED_MODEL: &[u32] = &[1, 1, DATA_BYTES];
 /// Path to tensor data in `ExperimentInfo` (`model_proto` = 4).
-#[cfg_attr(not(test), allow(dead_code))]
 pub const EXPERIMENT_INFO: &[u32] = &[4, 1, DATA_BYTES];
 
 /// Decodes a placed message.

@@ -1,7 +1,5 @@
 //! A unary gRPC call whose response is read from the HTTP/2 body frames
-//! straight into a [`Placement`]: one copy of each byte, tensor data
-//! 64-byte aligned. (tonic's codec would first gather the message in its
-//! own buffer, at an arbitrary offset.)
+//! straight into a [`Placement`] (see [`super::frames`]).
 //!
 //! Everything else follows tonic's client: the same request head, statuses
 //! from a trailers-only response, from the trailers, or inferred from the
@@ -18,6 +16,7 @@ use tonic::codegen::{http, Service};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use super::frames::FrameReader;
 use super::Placement;
 use crate::method_route::PREFIX_LEN;
 
@@ -106,83 +105,21 @@ fn check_status(trailers: Option<&http::HeaderMap>, http_status: http::StatusCod
     Err(Status::new(code, format!("grpc-status header missing, mapped from HTTP status code {}", http_status.as_u16())))
 }
 
-/// One gRPC message read from body frames into its placement.
-struct MessageReader {
-    prefix: [u8; PREFIX_LEN],
-    prefix_len: usize,
-    placement: Option<Placement>,
-    /// Message bytes still to come.
-    left: usize,
-    tensor_path: &'static [u32],
-    max_size: usize,
-}
-
-impl MessageReader {
-    fn feed(&mut self, mut data: &[u8]) -> Result<(), Status> {
-        while !data.is_empty() {
-            if self.prefix_len < PREFIX_LEN {
-                let n = (PREFIX_LEN - self.prefix_len).min(data.len());
-                self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&data[..n]);
-                self.prefix_len += n;
-                data = &data[n..];
-                if self.prefix_len == PREFIX_LEN {
-                    self.start_message()?;
-                }
-                continue;
-            }
-            let n = self.left.min(data.len());
-            if n == 0 {
-                return Err(Status::internal("a unary response carries more than one message"));
-            }
-            let placement = self.placement.as_mut().expect("set by start_message");
-            placement.push(&data[..n]).map_err(Status::from)?;
-            self.left -= n;
-            data = &data[n..];
-        }
-        Ok(())
-    }
-
-    fn start_message(&mut self) -> Result<(), Status> {
-        if self.placement.is_some() {
-            return Err(Status::internal("a unary response carries more than one message"));
-        }
-        if self.prefix[0] != 0 {
-            return Err(Status::internal("compressed responses are not supported (none was asked for)"));
-        }
-        let len = u32::from_be_bytes(self.prefix[1..].try_into().expect("4 bytes")) as usize;
-        if len > self.max_size {
-            return Err(Status::resource_exhausted(format!(
-                "decoded message length too large: found {len} bytes, the limit is: {} bytes",
-                self.max_size
-            )));
-        }
-        self.placement = Some(Placement::with_len(self.tensor_path, len));
-        self.left = len;
-        Ok(())
-    }
-
-    /// The message, if one arrived whole.
-    fn finish(self) -> Result<Option<Placement>, Status> {
-        match (self.prefix_len, self.left) {
-            (0, _) => Ok(None),
-            (PREFIX_LEN, 0) => Ok(self.placement),
-            _ => Err(Status::internal("the response ended in the middle of a message")),
-        }
-    }
-}
-
 async fn read_body(
     mut body: Body,
     tensor_path: &'static [u32],
     max_size: usize,
 ) -> Result<(Option<Placement>, Option<http::HeaderMap>), Status> {
-    let mut reader =
-        MessageReader { prefix: [0; PREFIX_LEN], prefix_len: 0, placement: None, left: 0, tensor_path, max_size };
+    let mut reader = FrameReader::new(tensor_path, max_size);
+    let mut message = None;
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Status::from_error(e.into()))?;
         match frame.into_data() {
-            Ok(data) => reader.feed(&data)?,
+            Ok(data) => {
+                reader.feed(&data)?;
+                take_one(&mut reader, &mut message)?;
+            }
             Err(frame) => {
                 if let Ok(map) = frame.into_trailers() {
                     trailers = Some(map);
@@ -195,16 +132,29 @@ async fn read_body(
             return Err(status);
         }
     }
-    Ok((reader.finish()?, trailers))
+    reader.finish()?;
+    Ok((message, trailers))
 }
 
-/// Bytes of a frame, for tests that feed a reader directly.
+/// Moves a message the reader completed to `message`; a second one is an error.
+fn take_one(reader: &mut FrameReader, message: &mut Option<Placement>) -> Result<(), Status> {
+    while let Some(next) = reader.next_message() {
+        if message.replace(next).is_some() {
+            return Err(Status::internal("a unary response carries more than one message"));
+        }
+    }
+    Ok(())
+}
+
+/// The one message of `chunks` (a response body), for tests.
 #[cfg(test)]
 pub(super) fn read_all(chunks: &[Bytes], tensor_path: &'static [u32], max_size: usize) -> Result<Option<Placement>, Status> {
-    let mut reader =
-        MessageReader { prefix: [0; PREFIX_LEN], prefix_len: 0, placement: None, left: 0, tensor_path, max_size };
+    let mut reader = FrameReader::new(tensor_path, max_size);
+    let mut message = None;
     for chunk in chunks {
         reader.feed(chunk)?;
+        take_one(&mut reader, &mut message)?;
     }
-    reader.finish()
+    reader.finish()?;
+    Ok(message)
 }
