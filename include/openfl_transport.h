@@ -416,7 +416,7 @@ typedef struct ofl_string_list ofl_string_list;
 /**
  * One upload of task results: valid during the callback only; tensors are
  * `ofl_tensor`s (read them with the `ofl_tensor_*` accessors; do not free
- * them).
+ * them), their data 64-byte aligned and not copied since it was received.
  */
 typedef struct ofl_task_results ofl_task_results;
 
@@ -428,13 +428,16 @@ typedef struct ofl_tasks ofl_tasks;
 
 /**
  * A tensor owned by the library, read through accessors. Strings returned by
- * accessors live as long as the tensor.
+ * accessors live as long as the tensor. Its data (`ofl_tensor_data`) starts
+ * on a 64-byte boundary, whichever path it was received on (collaborator
+ * download, task results upload, director models).
  */
 typedef struct ofl_tensor ofl_tensor;
 
 /**
  * A model as it travels (OpenFL's `ModelProto`): a list of tensors in the
- * order they were sent, each read with the `ofl_tensor_*` accessors. For a
+ * order they were sent, each read with the `ofl_tensor_*` accessors (their
+ * data 64-byte aligned). For a
  * float32 view by name (OpenFL's uncompressed pipeline), convert it with
  * `ofl_tensor_list_to_model`.
  */
@@ -515,7 +518,8 @@ typedef struct ofl_error *(*ofl_get_aggregated_tensor_fn)(void *user_data,
 
 /**
  * SendLocalTaskResults: read the results (valid during the call only; copy
- * what you keep) and return NULL, or return an error.
+ * what you keep) and return NULL, or return an error. Each tensor's data
+ * starts on a 64-byte boundary: read it in place as `const float *`.
  */
 typedef struct ofl_error *(*ofl_send_local_task_results_fn)(void *user_data,
                                                             const char *collaborator_name,
@@ -1029,7 +1033,12 @@ const char *ofl_tensor_tag(const struct ofl_tensor *tensor, size_t index);
 
 /**
  * The tensor's bytes (valid as long as the tensor; no copy was made).
- * May be NULL when the length is 0.
+ * They start on a 64-byte boundary, on every path a tensor is received
+ * (a collaborator's `ofl_aggregator_client_get_aggregated_tensor`, the
+ * task results a server's callback or FedAvg receives, director models
+ * and tensor lists): they may be read in place as `const float *` (or
+ * any type of alignment up to 64, e.g. AVX-512 vectors) when the
+ * encoding is such. May be NULL, or any pointer, when the length is 0.
  */
 const uint8_t *ofl_tensor_data(const struct ofl_tensor *tensor);
 
@@ -1292,7 +1301,8 @@ size_t ofl_task_results_tensors_len(const struct ofl_task_results *results);
 
 /**
  * Tensor `index` (borrowed: valid during the callback; do not free);
- * NULL when out of range.
+ * NULL when out of range. Its data starts on a 64-byte boundary (see
+ * `ofl_tensor_data`).
  */
 const struct ofl_tensor *ofl_task_results_tensor(const struct ofl_task_results *results,
                                                  size_t index);
@@ -1430,7 +1440,7 @@ struct ofl_error *ofl_aggregator_client_get_tasks(const struct ofl_aggregator_cl
  * GetAggregatedTensor: the tensor `tensor_name` of `round_number` with
  * the given `report` flag and `tags_len` tags, written to `*out` (free
  * it with `ofl_tensor_free`; its data points into the received buffer,
- * no copy).
+ * no copy, and starts on a 64-byte boundary).
  */
 struct ofl_error *ofl_aggregator_client_get_aggregated_tensor(const struct ofl_aggregator_client *client,
                                                               const char *collaborator_name,
@@ -1741,7 +1751,9 @@ const size_t *ofl_model_tensor_shape(const struct ofl_model *model, size_t index
 /**
  * The values of tensor `index` in C (row-major) order: writes their
  * number to `*len` (when not NULL) and returns them, as
- * `ofl_model_tensor_shape`.
+ * `ofl_model_tensor_shape`. The pointer starts on a 64-byte boundary
+ * (also for a tensor of no values), so SIMD loads need no unaligned
+ * variants.
  */
 const float *ofl_model_tensor_values(const struct ofl_model *model, size_t index, size_t *len);
 
@@ -1790,7 +1802,8 @@ size_t ofl_tensor_list_len(const struct ofl_tensor_list *list);
 /**
  * Tensor `index`, borrowed: valid until the list is freed (or, for a
  * list passed to a hook, until the hook returns); do not free it. NULL
- * when out of range.
+ * when out of range. Its data starts on a 64-byte boundary (see
+ * `ofl_tensor_data`).
  */
 const struct ofl_tensor *ofl_tensor_list_get(const struct ofl_tensor_list *list, size_t index);
 
