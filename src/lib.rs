@@ -46,5 +46,6 @@ pub use stream::{CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
 /// directly. Not API: may change without notice.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::aligned::Segments;
     pub use crate::stream::Reassembly;
 }
