@@ -548,7 +548,12 @@ public:
         for (std::size_t i = 0; i < out.size(); i++) out[i] = detail::sv(ofl_tensor_tag(t_, i));
         return out;
     }
-    /** The bytes: no copy, valid as long as the tensor. */
+    /** The bytes: no copy, valid as long as the tensor. They start on a
+     *  64-byte boundary on every receive path (download, upload, director
+     *  models), so viewing them as floats is safe when the encoding is
+     *  float32 (OpenFL's uncompressed pipeline, little-endian hosts):
+     *  `reinterpret_cast<const float *>(t.data().data())`, `data().size() / 4`
+     *  of them (or a `std::span<const float>` over that in C++20). */
     Bytes data() const noexcept { return Bytes(ofl_tensor_data(t_), ofl_tensor_data_len(t_)); }
     /** The metadata entries (copied). */
     std::vector<Metadata> metadata() const {
@@ -1092,7 +1097,8 @@ public:
         const std::size_t *dims = ofl_model_tensor_shape(p_.get(), i, &n);
         return ArrayView<std::size_t>(dims, n);
     }
-    /** The values of tensor `i`, row-major (no copy; valid as long as the model). */
+    /** The values of tensor `i`, row-major (no copy; valid as long as the
+     *  model), starting on a 64-byte boundary (SIMD loads may assume it). */
     ArrayView<float> values(std::size_t i) const noexcept {
         std::size_t n = 0;
         const float *v = ofl_model_tensor_values(p_.get(), i, &n);

@@ -9,7 +9,8 @@
 //!
 //! Unsafe code is denied crate-wide. Allowed only in [`ffi`] (the C ABI),
 //! in the runtime threads' signal mask (`runtime.rs`) and in the FedAvg state
-//! directory's `flock` (`fedavg/state_file.rs`), each with a `// SAFETY:` comment.
+//! directory's `flock` (`fedavg/state_file.rs`) and the 64-byte aligned
+//! buffers of received tensors (`aligned/block.rs`), each with a `// SAFETY:` comment.
 #![deny(unsafe_code)]
 
 pub mod aggregator;
@@ -33,6 +34,7 @@ mod request_limits;
 mod shutdown;
 mod retry;
 mod runtime;
+mod aligned;
 mod stream;
 pub mod tls;
 
@@ -49,5 +51,6 @@ pub use stream::{CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
 /// directly. Not API: may change without notice.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::aligned::Segments;
     pub use crate::stream::Reassembly;
 }

@@ -2,14 +2,21 @@
 //! slicing one serialized buffer into chunks, and reassembling received
 //! chunks without quadratic copying.
 //!
-//! Reassembly appends each chunk to one growing buffer as it arrives (each
-//! chunk is released at once, growth is amortized doubling), then hands prost
-//! that buffer as `Bytes`: decoded tensors are zero-copy slices of it. Peak
-//! memory is about the payload size, and each byte is copied once.
+//! Reassembly copies each chunk, as it arrives, to where it belongs in a
+//! [`Placement`] (each chunk is released at once): tensor data goes to
+//! 64-byte aligned buffers of its announced size, the rest to one small
+//! growing buffer. prost then decodes the [`Segments`] with every tensor's
+//! data a zero-copy slice of its aligned buffer. Peak memory is about the
+//! payload size, and each byte is copied once (no buffer growth copies
+//! tensor data).
 
 use bytes::Bytes;
 
-use crate::error::{ofl_code, Error, Result};
+use crate::aligned::{Placement, Segments, TASK_RESULTS};
+
+use crate::error::{Error, Result};
+#[cfg(test)]
+use crate::error::ofl_code;
 
 /// Lets the HTTP/2 layer drop a handler whose client reset its upload;
 /// await it after a client stream ended and before anything is committed.
@@ -43,23 +50,21 @@ pub fn slice_chunks(payload: &Bytes, chunk_size: usize) -> Vec<Bytes> {
         .collect()
 }
 
-/// Collects the chunks of one streamed message, checking the total against
-/// a maximum.
+/// Collects the chunks of one streamed `TaskResults`, checking the total
+/// against a maximum and placing tensor data 64-byte aligned.
 ///
 /// A chunk's `size` field is not checked against its bytes: OpenFL 1.6's
 /// aggregator ignores it (`datastream_to_proto` concatenates `npbytes`), so a
 /// peer that fills it differently still interoperates. The bytes decide.
-#[derive(Debug)]
 pub struct Reassembly {
-    buf: Vec<u8>,
-    max_size: usize,
+    placement: Placement,
     chunks_seen: usize,
 }
 
 impl Reassembly {
     /// An empty reassembly that refuses more than `max_size` bytes in total.
     pub fn new(max_size: usize) -> Self {
-        Self { buf: Vec::new(), max_size, chunks_seen: 0 }
+        Self { placement: Placement::new(TASK_RESULTS, max_size), chunks_seen: 0 }
     }
 
     /// Adds one chunk whose `size` field said `declared_size` bytes (ignored,
@@ -73,31 +78,31 @@ impl Reassembly {
                 bytes.len()
             );
         }
-        if self.buf.len() + bytes.len() > self.max_size {
-            return Err(Error::new(
-                ofl_code::ResourceExhausted,
-                format!("stream exceeds the maximum message size of {} bytes", self.max_size),
-            ));
-        }
-        self.buf.extend_from_slice(bytes);
-        Ok(())
+        self.placement.push(bytes)
     }
 
-    /// The reassembled bytes; an empty stream is an error.
-    pub fn finish(self) -> Result<Bytes> {
-        if self.buf.is_empty() {
+    /// Tensors seen so far at the top level of the message (see
+    /// [`Placement::top_count`]).
+    pub fn tensor_count(&self) -> usize {
+        self.placement.top_count()
+    }
+
+    /// The reassembled message, for prost; an empty stream is an error.
+    pub fn finish(self) -> Result<Segments> {
+        if self.placement.received() == 0 {
             return Err(Error::invalid_argument(format!(
                 "empty stream: {} chunk(s) carried no data",
                 self.chunks_seen
             )));
         }
-        Ok(Bytes::from(self.buf))
+        Ok(self.placement.finish())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
     use prost::Message;
 
     #[test]
@@ -111,10 +116,14 @@ mod tests {
 
     #[test]
     fn reassembled_message_decodes_across_chunk_boundaries() {
-        let tensor = crate::proto::NamedTensor {
-            name: "w".into(),
-            data_bytes: Bytes::from((0..10_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()),
-            tags: vec!["model".into()],
+        let tensor = crate::proto::aggregator::TaskResults {
+            task_name: "t".into(),
+            tensors: vec![crate::proto::NamedTensor {
+                name: "w".into(),
+                data_bytes: Bytes::from((0..10_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()),
+                tags: vec!["model".into()],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let encoded = Bytes::from(tensor.encode_to_vec());
@@ -122,12 +131,8 @@ mod tests {
         for chunk in slice_chunks(&encoded, 777) {
             r.push(chunk.len() as u32, &chunk).unwrap();
         }
-        let buffer = r.finish().unwrap();
-        let decoded = crate::proto::NamedTensor::decode(buffer.clone()).unwrap();
+        let decoded = crate::proto::aggregator::TaskResults::decode(r.finish().unwrap()).unwrap();
         assert_eq!(decoded, tensor);
-        // The tensor's bytes are a slice of the reassembled buffer, not a copy.
-        let inside = buffer.as_ptr_range();
-        assert!(inside.contains(&decoded.data_bytes.as_ptr()));
     }
 
     #[test]
@@ -136,7 +141,8 @@ mod tests {
         r.push(3, b"ab").unwrap();
         r.push(0, b"cd").unwrap();
         r.push(u32::MAX, b"").unwrap();
-        assert_eq!(&r.finish().unwrap()[..], b"abcd");
+        let mut all = r.finish().unwrap();
+        assert_eq!(&all.copy_to_bytes(4)[..], b"abcd");
     }
 
     #[test]

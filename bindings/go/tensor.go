@@ -16,6 +16,12 @@ import (
 // shown (Data valid during the callback); Tensor is a received one the host
 // owns. For OpenFL's uncompressed pipeline, Data holds little-endian float32
 // values and Metadata one entry whose IntList is the shape.
+//
+// A received tensor's Data (download, an upload shown to aggregator logic,
+// director models) is the library's buffer and starts on a 64-byte boundary,
+// so viewing it as floats in place is safe:
+// unsafe.Slice((*float32)(unsafe.Pointer(&t.Data[0])), len(t.Data)/4)
+// (valid as long as Data is; Clone first to keep it).
 type TensorView struct {
 	Name        string
 	RoundNumber int32

@@ -18,6 +18,7 @@ use tonic::Status;
 use super::checks::validate_response;
 use super::logic::{Federation, TaskResults, TasksReply, TensorRequest};
 use crate::call::{CallChannel, CallOptions, CallScope, Metered};
+use crate::aligned;
 use crate::connect::ConnectConfig;
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::aggregator_client::AggregatorClient as AggregatorGrpcClient;
@@ -142,12 +143,22 @@ impl AggregatorClient {
         CallScope::new(what, options, self.config.connect.call_timeout, &self.closed)
     }
 
-    /// Runs `call` until it succeeds, fails for good, the retry budget is
-    /// spent, or `scope` ends it. With `download`, the response's bytes
-    /// report the call's progress.
+    /// Runs `call` on a fresh stub until it succeeds, fails for good, the
+    /// retry budget is spent, or `scope` ends it. With `download`, the
+    /// response's bytes report the call's progress.
     async fn with_retry<T, F, Fut>(&self, scope: &CallScope, download: bool, mut call: F) -> Result<T>
     where
         F: FnMut(Stub) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.with_retry_on(scope, download, |channel| call(self.stub(channel))).await
+    }
+
+    /// [`Self::with_retry`] for calls that use the attempt's channel itself
+    /// (read at the HTTP level: src/aligned/unary.rs).
+    async fn with_retry_on<T, F, Fut>(&self, scope: &CallScope, download: bool, mut call: F) -> Result<T>
+    where
+        F: FnMut(CallChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let retrying = Retrying {
@@ -156,12 +167,12 @@ impl AggregatorClient {
             presents_certificate: self.config.connect.presents_certificate(),
             metrics: &self.metrics,
         };
-        let stub = || Ok(self.stub(CallChannel::new(self.current_channel()?, scope, download)));
-        let attempt = |stub| {
-            let pending = call(stub);
+        let channel = || Ok(CallChannel::new(self.current_channel()?, scope, download));
+        let attempt = |channel| {
+            let pending = call(channel);
             async move { pending.await.map_err(AttemptError::from) }
         };
-        retrying.run(scope, stub, attempt).await
+        retrying.run(scope, channel, attempt).await
     }
 
     /// GetTasks for `collaborator`.
@@ -211,15 +222,24 @@ impl AggregatorClient {
         };
         let scope = self.scope("GetAggregatedTensor", options);
         let reply = self
-            .with_retry(&scope, true, |mut stub| {
-                let request = request.clone();
-                async move { stub.get_aggregated_tensor(request).await.map(|r| r.into_inner()) }
+            .with_retry_on(&scope, true, |channel| {
+                // Read from the HTTP/2 body into aligned buffers (see crate::aligned).
+                let request = tonic::Request::new(request.clone());
+                let max = self.config.max_message_size;
+                async move {
+                    let path = "/openfl.aggregator.Aggregator/GetAggregatedTensor";
+                    let response: pb::GetAggregatedTensorResponse =
+                        aligned::unary::call(channel, path, request, aligned::AGGREGATED_TENSOR, max).await?.into_inner();
+                    Ok(response)
+                }
             })
             .await?;
         validate_response(&self.config.federation, collaborator, reply.header.as_ref())?;
-        reply
+        let mut tensor = reply
             .tensor
-            .ok_or_else(|| Error::new(ofl_code::InvalidResponse, "GetAggregatedTensor reply has no tensor"))
+            .ok_or_else(|| Error::new(ofl_code::InvalidResponse, "GetAggregatedTensor reply has no tensor"))?;
+        aligned::align_tensors([&mut tensor], "GetAggregatedTensor")?;
+        Ok(tensor)
     }
 
     /// SendLocalTaskResults: streams `results` in chunks of at most

@@ -322,11 +322,11 @@ impl Aggregator for Service {
             reassembly.push(chunk.size, &chunk.npbytes).map_err(over_limit)?;
         }
         client_stream_finished().await;
-        let encoded = reassembly.finish().map_err(over_limit)?;
-        super::tensor_count::check_tensor_count(&encoded, self.max_tensors_per_upload).map_err(over_limit)?;
-        let results = TaskResults::decode(encoded).map_err(|e| {
+        super::tensor_count::check_count(reassembly.tensor_count(), self.max_tensors_per_upload).map_err(over_limit)?;
+        let mut results = TaskResults::decode(reassembly.finish().map_err(over_limit)?).map_err(|e| {
             Status::invalid_argument(format!("the stream does not decode as TaskResults: {e}"))
         })?;
+        crate::aligned::align_tensors(&mut results.tensors, "SendLocalTaskResults")?;
         let header = self.authorize(peer_certs, results.header.as_ref()).await?;
         let sender = header.sender.clone();
         let parsed = LogicTaskResults {

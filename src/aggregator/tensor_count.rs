@@ -5,17 +5,25 @@
 //! server counts them first, by walking the top-level protobuf fields, and
 //! refuses an upload over its cap with RESOURCE_EXHAUSTED.
 
+#[cfg(test)]
 use prost::encoding::decode_varint;
 
 use crate::error::{ofl_code, Error, Result};
 
 /// `TaskResults.tensors` field number.
+#[cfg(test)]
 const TENSORS_FIELD: u64 = 5;
 
 /// Checks that `encoded` (a serialized `TaskResults`) holds at most `max`
 /// tensors. Malformed input is left for the decoder to report.
+#[cfg(test)]
 pub fn check_tensor_count(encoded: &[u8], max: usize) -> Result<()> {
-    let count = count_tensors(encoded);
+    check_count(count_tensors(encoded), max)
+}
+
+/// Checks a count of tensors (see [`crate::stream::Reassembly::tensor_count`],
+/// which counts as [`count_tensors`] does) against `max`.
+pub fn check_count(count: usize, max: usize) -> Result<()> {
     if count > max {
         return Err(Error::new(
             ofl_code::ResourceExhausted,
@@ -27,6 +35,7 @@ pub fn check_tensor_count(encoded: &[u8], max: usize) -> Result<()> {
 
 /// The number of `tensors` fields at the top level of `encoded` (up to the
 /// first malformed field).
+#[cfg(test)]
 fn count_tensors(mut buf: &[u8]) -> usize {
     let mut count = 0;
     while !buf.is_empty() {

@@ -7,6 +7,7 @@ use std::ffi::{c_char, CString};
 use bytes::Bytes;
 
 use super::boundary::{arg_slice, arg_str, c_string, ffi_fn, free_boxed, with_ref};
+use crate::aligned::aligned_copy;
 use crate::error::Result;
 use crate::proto::{MetadataProto, NamedTensor};
 
@@ -96,13 +97,15 @@ pub fn named_tensor_from_view(view: &ofl_tensor_view, data: Bytes) -> Result<Nam
     })
 }
 
-/// The view's data, copied into a library-owned buffer.
+/// The view's data, copied into a library-owned, 64-byte aligned buffer.
 pub fn copied_data(view: &ofl_tensor_view) -> Result<Bytes> {
-    Ok(Bytes::copy_from_slice(arg_slice(view.data, view.data_len, "tensor.data")?))
+    aligned_copy(arg_slice(view.data, view.data_len, "tensor.data")?)
 }
 
 /// A tensor owned by the library, read through accessors. Strings returned by
-/// accessors live as long as the tensor.
+/// accessors live as long as the tensor. Its data (`ofl_tensor_data`) starts
+/// on a 64-byte boundary, whichever path it was received on (collaborator
+/// download, task results upload, director models).
 #[allow(non_camel_case_types)]
 pub struct ofl_tensor {
     tensor: NamedTensor,
@@ -113,8 +116,12 @@ pub struct ofl_tensor {
 }
 
 impl ofl_tensor {
-    /// Wraps a received tensor.
-    pub fn new(tensor: NamedTensor) -> Self {
+    /// Wraps a received tensor. Its data is 64-byte aligned by the receive
+    /// paths (see `crate::aligned`); anything else is copied aligned here.
+    pub fn new(mut tensor: NamedTensor) -> Self {
+        if let Err(e) = crate::aligned::align_tensors([&mut tensor], "ofl_tensor") {
+            log::warn!("tensor {:?} stays unaligned: {e}", tensor.name);
+        }
         let name = c_string(&tensor.name);
         let tags = tensor.tags.iter().map(|t| c_string(t)).collect();
         let int_to_float = tensor
@@ -179,7 +186,12 @@ ffi_fn! {
 
 ffi_fn! {
     /// The tensor's bytes (valid as long as the tensor; no copy was made).
-    /// May be NULL when the length is 0.
+    /// They start on a 64-byte boundary, on every path a tensor is received
+    /// (a collaborator's `ofl_aggregator_client_get_aggregated_tensor`, the
+    /// task results a server's callback or FedAvg receives, director models
+    /// and tensor lists): they may be read in place as `const float *` (or
+    /// any type of alignment up to 64, e.g. AVX-512 vectors) when the
+    /// encoding is such. May be NULL, or any pointer, when the length is 0.
     fn ofl_tensor_data(tensor: *const ofl_tensor) -> *const u8 {
         with_ref(tensor, std::ptr::null(), |t| t.tensor.data_bytes.as_ptr())
     } ?= std::ptr::null()

@@ -64,9 +64,9 @@ impl Connection {
         self.channel.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
-    /// The stub of the next attempt of the call of `scope`; with
+    /// The channel of the next attempt of the call of `scope`; with
     /// `download`, the response's bytes report the call's progress.
-    fn stub(&self, scope: &CallScope, download: bool) -> Result<Stub> {
+    fn call_channel(&self, scope: &CallScope, download: bool) -> Result<CallChannel> {
         let channel = {
             let mut guard = self.channel.lock().unwrap_or_else(|e| e.into_inner());
             if guard.is_none() {
@@ -74,7 +74,13 @@ impl Connection {
             }
             guard.clone().expect("set above")
         };
-        Ok(DirectorGrpcClient::new(CallChannel::new(channel, scope, download))
+        Ok(CallChannel::new(channel, scope, download))
+    }
+
+    /// The stub of the next attempt of the call of `scope` (see
+    /// [`Self::call_channel`]).
+    fn stub(&self, scope: &CallScope, download: bool) -> Result<Stub> {
+        Ok(DirectorGrpcClient::new(self.call_channel(scope, download)?)
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size))
     }
@@ -93,6 +99,16 @@ impl Connection {
         request
     }
 
+    /// The retry loop of this client's calls.
+    fn retrying(&self) -> Retrying<'_> {
+        Retrying {
+            policy: &self.retry,
+            peer: format!("the director at {}", self.connect.uri()),
+            presents_certificate: self.connect.presents_certificate(),
+            metrics: &self.metrics,
+        }
+    }
+
     /// Runs `call` until it succeeds, fails for good, the retry budget is
     /// spent, or `scope` ends it (time limit, cancel token, progress, close).
     pub(super) async fn with_retry<T, F, Fut>(&self, scope: &CallScope, download: bool, call: F) -> Result<T>
@@ -100,13 +116,32 @@ impl Connection {
         F: FnMut(Stub) -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
-        let retrying = Retrying {
-            policy: &self.retry,
-            peer: format!("the director at {}", self.connect.uri()),
-            presents_certificate: self.connect.presents_certificate(),
-            metrics: &self.metrics,
+        self.retrying().run(scope, || self.stub(scope, download), call).await
+    }
+
+    /// A unary call to `path` in `scope` whose response is read from the
+    /// HTTP/2 body with the tensor data at `tensor_path` 64-byte aligned
+    /// (src/aligned/unary.rs); its bytes report the call's progress.
+    pub(super) async fn unary_aligned<Req, Resp>(
+        &self,
+        scope: &CallScope,
+        path: &'static str,
+        tensor_path: &'static [u32],
+        message: Req,
+    ) -> Result<Resp>
+    where
+        Req: prost::Message + Clone,
+        Resp: prost::Message + Default,
+    {
+        let max = self.max_message_size;
+        let call = |channel| {
+            let request = self.request(message.clone());
+            async move {
+                let response = crate::aligned::unary::call(channel, path, request, tensor_path, max).await;
+                response.map(tonic::Response::into_inner).map_err(AttemptError::from)
+            }
         };
-        retrying.run(scope, || self.stub(scope, download), call).await
+        self.retrying().run(scope, || self.call_channel(scope, true), call).await
     }
 
     /// A unary call `what` with retries and per-call `options`.

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::connection::Connection;
 use super::file_error;
 use crate::call::{CallOptions, Metered};
+use crate::aligned;
 use crate::connect::ConnectConfig;
 use crate::director::types::{DirectorMetric, ExperimentStatus};
 use crate::error::{ofl_code, Error, Result};
@@ -254,11 +255,15 @@ impl FrontendClient {
         let message =
             GetTrainedModelRequest { experiment_name: experiment_name.to_string(), model_type: model_type as i32 };
         let scope = self.conn.scope("GetTrainedModel", options);
-        let reply = self
-            .conn
-            .unary_in(&scope, true, message, |mut stub, r| async move { stub.get_trained_model(r).await })
+        let path = "/openfl.director.Director/GetTrainedModel";
+        let reply: TrainedModelResponse =
+            self.conn.unary_aligned(&scope, path, aligned::TRAINED_MODEL, message)
             .await?;
-        Ok(reply.model_proto)
+        let mut model = reply.model_proto;
+        if let Some(model) = &mut model {
+            aligned::align_tensors(&mut model.tensors, "GetTrainedModel")?;
+        }
+        Ok(model)
     }
 
     /// GetTrainedModel(BEST_MODEL); `None` while there is none.

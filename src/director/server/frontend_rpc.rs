@@ -10,7 +10,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
-use tonic::{Request, Response, Status, Streaming};
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
 
 use super::service::{shutting_down, wait_stopping, Service};
 use crate::director::names::unique_collaborators;
@@ -37,14 +38,19 @@ impl Drop for UploadGuard {
     }
 }
 
-pub(super) async fn set_new_experiment(
+/// SetNewExperiment over `request`'s messages: tonic's stream, or the
+/// aligned one of `super::experiment_route`.
+pub(super) async fn set_new_experiment<S>(
     service: &Service,
-    request: Request<Streaming<ExperimentInfo>>,
-) -> Result<Response<SetNewExperimentResponse>, Status> {
+    request: Request<S>,
+) -> Result<Response<SetNewExperimentResponse>, Status>
+where
+    S: Stream<Item = Result<ExperimentInfo, Status>> + Unpin,
+{
     let caller = service.caller(&request)?;
     let mut stream = request.into_inner();
     let first =
-        stream.message().await?.ok_or_else(|| Status::invalid_argument("empty stream: no ExperimentInfo message"))?;
+        stream.next().await.transpose()?.ok_or_else(|| Status::invalid_argument("empty stream: no ExperimentInfo message"))?;
     let name = first.name.clone();
     let collaborators = first.collaborator_names.clone();
     service.state.check_new_name(&name)?;
@@ -90,7 +96,7 @@ pub(super) async fn set_new_experiment(
             model = message.model_proto;
         }
         index += 1;
-        next = stream.message().await?;
+        next = stream.next().await.transpose()?;
     }
     client_stream_finished().await;
     file.flush().await.map_err(|e| Status::internal(format!("writing {}: {e}", upload.display())))?;
@@ -99,6 +105,11 @@ pub(super) async fn set_new_experiment(
         return Err(Status::invalid_argument(format!(
             "empty archive: {index} chunk(s) of experiment {name:?} carried no data"
         )));
+    }
+    if let Some(model) = &mut model {
+        // Placed aligned by experiment_route; copied only when it was not
+        // (see crate::aligned).
+        crate::aligned::align_tensors(&mut model.tensors, "SetNewExperiment")?;
     }
     service.state.register_experiment(&name, &caller.name, &collaborators, &upload, total, model)?;
     guard.disarm();

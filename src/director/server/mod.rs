@@ -68,6 +68,7 @@
 
 mod envoy_rpc;
 mod execution;
+mod experiment_route;
 mod frontend_rpc;
 mod handle;
 mod options;
@@ -168,7 +169,10 @@ impl DirectorServer {
             // Downloads in flight get the shutdown grace to finish.
             stopping: serving.cancelling(),
         };
+        let experiments =
+            experiment_route::AlignedExperiments { service: Arc::clone(&service), max_message_size: config.max_message_size };
         let grpc = MethodRoute::new(grpc, StreamedArchives::new(service, downloads));
+        let grpc = MethodRoute::new(grpc, experiments);
         serving.run(grpc, listener, listen);
         tokio::spawn(execution_loop(Arc::clone(&state), hooks, serving.stopping()));
         log::info!("director server listening on {local_addr}");

@@ -34,7 +34,8 @@ pub type ofl_get_aggregated_tensor_fn = Option<
 >;
 
 /// SendLocalTaskResults: read the results (valid during the call only; copy
-/// what you keep) and return NULL, or return an error.
+/// what you keep) and return NULL, or return an error. Each tensor's data
+/// starts on a 64-byte boundary: read it in place as `const float *`.
 #[allow(non_camel_case_types)]
 pub type ofl_send_local_task_results_fn = Option<
     extern "C" fn(user_data: *mut c_void, collaborator_name: *const c_char, results: *const ofl_task_results) -> *mut ofl_error,

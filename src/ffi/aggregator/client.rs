@@ -109,9 +109,9 @@ ffi_fn! {
     /// GetAggregatedTensor: the tensor `tensor_name` of `round_number` with
     /// the given `report` flag and `tags_len` tags, written to `*out` (free
     /// it with `ofl_tensor_free`; its data points into the received buffer,
-    /// no copy). `call`: per-call settings (NULL for the client's
-    /// defaults); its progress counts the reply's bytes, with the total from
-    /// the gRPC length prefix.
+    /// no copy, and starts on a 64-byte boundary). `call`: per-call
+    /// settings (NULL for the client's defaults); its progress counts the
+    /// reply's bytes, with the total from the gRPC length prefix.
     fn ofl_aggregator_client_get_aggregated_tensor(
         client: *const ofl_aggregator_client,
         collaborator_name: *const c_char,

@@ -9,7 +9,7 @@ use crate::ffi::tensor::ofl_tensor;
 
 /// One upload of task results: valid during the callback only; tensors are
 /// `ofl_tensor`s (read them with the `ofl_tensor_*` accessors; do not free
-/// them).
+/// them), their data 64-byte aligned and not copied since it was received.
 #[allow(non_camel_case_types)]
 pub struct ofl_task_results {
     round_number: i32,
@@ -60,7 +60,8 @@ ffi_fn! {
 
 ffi_fn! {
     /// Tensor `index` (borrowed: valid during the callback; do not free);
-    /// NULL when out of range.
+    /// NULL when out of range. Its data starts on a 64-byte boundary (see
+    /// `ofl_tensor_data`).
     fn ofl_task_results_tensor(results: *const ofl_task_results, index: usize) -> *const ofl_tensor {
         with_ref(results, std::ptr::null(), |r| r.tensors.get(index).map_or(std::ptr::null(), |t| t as *const _))
     } ?= std::ptr::null()

@@ -144,7 +144,8 @@ ffi_fn! {
 // ---------------------------------------------------------------------------
 
 /// A model as it travels (OpenFL's `ModelProto`): a list of tensors in the
-/// order they were sent, each read with the `ofl_tensor_*` accessors. For a
+/// order they were sent, each read with the `ofl_tensor_*` accessors (their
+/// data 64-byte aligned). For a
 /// float32 view by name (OpenFL's uncompressed pipeline), convert it with
 /// `ofl_tensor_list_to_model`.
 #[allow(non_camel_case_types)]
@@ -185,7 +186,8 @@ ffi_fn! {
 ffi_fn! {
     /// Tensor `index`, borrowed: valid until the list is freed (or, for a
     /// list passed to a hook, until the hook returns); do not free it. NULL
-    /// when out of range.
+    /// when out of range. Its data starts on a 64-byte boundary (see
+    /// `ofl_tensor_data`).
     fn ofl_tensor_list_get(list: *const ofl_tensor_list, index: usize) -> *const ofl_tensor {
         with_index(list, index, std::ptr::null(), |l| &l.tensors, |t| t as *const ofl_tensor)
     } ?= std::ptr::null()
@@ -209,7 +211,7 @@ ffi_fn! {
                 return Err(Error::invalid_argument(format!("tensor name {:?} occurs twice", named.name)));
             }
         }
-        write_out(out, ofl_model::new(model));
+        write_out(out, ofl_model::new(model)?);
         Ok(())
     }
 }

@@ -122,7 +122,7 @@ ffi_fn! {
     fn ofl_fedavg_last_model(fedavg: *const ofl_fedavg, out: *mut *mut ofl_model) -> *mut ofl_error {
         check_out(out, "out")?;
         let model = arg_ref(fedavg, "fedavg")?.inner.last_model();
-        write_out(out, ofl_model::new(model));
+        write_out(out, ofl_model::new(model)?);
         Ok(())
     }
 }
@@ -137,7 +137,7 @@ ffi_fn! {
         let model = arg_ref(fedavg, "fedavg")?.inner.best_model().ok_or_else(|| {
             Error::new(ofl_code::FailedPrecondition, "no best model yet: no round with the best-model metric has ended")
         })?;
-        write_out(out, ofl_model::new(model));
+        write_out(out, ofl_model::new(model)?);
         Ok(())
     }
 }

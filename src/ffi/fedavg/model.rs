@@ -3,6 +3,8 @@
 
 use std::ffi::{c_char, CString};
 
+use crate::aligned::AlignedF32;
+use crate::error::Result;
 use crate::fedavg::{Model, Tensor};
 use crate::ffi::boundary::{arg_str, c_string, ffi_fn, free_boxed, with_ref};
 
@@ -16,19 +18,21 @@ pub struct ofl_model {
 
 struct ModelTensor {
     name: CString,
-    tensor: Tensor,
+    shape: Vec<usize>,
+    /// The values, 64-byte aligned (a `Vec<f32>` is only 4-byte aligned).
+    values: AlignedF32,
 }
 
 impl ofl_model {
-    pub(crate) fn new(model: Model) -> Self {
+    /// The model, its values copied into 64-byte aligned buffers.
+    pub(crate) fn new(model: Model) -> Result<Self> {
         let tensors = model
             .into_iter()
-            .map(|(name, tensor)| ModelTensor {
-                name: c_string(&name),
-                tensor,
+            .map(|(name, Tensor { shape, values })| {
+                Ok(ModelTensor { name: c_string(&name), shape, values: AlignedF32::copy_from(&values)? })
             })
-            .collect();
-        Self { tensors }
+            .collect::<Result<_>>()?;
+        Ok(Self { tensors })
     }
 }
 
@@ -90,7 +94,7 @@ ffi_fn! {
     /// and length 0.
     fn ofl_model_tensor_shape(model: *const ofl_model, index: usize, len: *mut usize) -> *const usize {
         let (ptr, n) =
-            with_tensor(model, index, (std::ptr::null(), 0), |t| (t.tensor.shape.as_ptr(), t.tensor.shape.len()));
+            with_tensor(model, index, (std::ptr::null(), 0), |t| (t.shape.as_ptr(), t.shape.len()));
         write_len(len, n);
         ptr
     } ?= std::ptr::null()
@@ -99,10 +103,12 @@ ffi_fn! {
 ffi_fn! {
     /// The values of tensor `index` in C (row-major) order: writes their
     /// number to `*len` (when not NULL) and returns them, as
-    /// `ofl_model_tensor_shape`.
+    /// `ofl_model_tensor_shape`. The pointer starts on a 64-byte boundary
+    /// (also for a tensor of no values), so SIMD loads need no unaligned
+    /// variants.
     fn ofl_model_tensor_values(model: *const ofl_model, index: usize, len: *mut usize) -> *const f32 {
         let (ptr, n) =
-            with_tensor(model, index, (std::ptr::null(), 0), |t| (t.tensor.values.as_ptr(), t.tensor.values.len()));
+            with_tensor(model, index, (std::ptr::null(), 0), |t| (t.values.as_ptr(), t.values.len()));
         write_len(len, n);
         ptr
     } ?= std::ptr::null()

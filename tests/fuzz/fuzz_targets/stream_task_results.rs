@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use openfl_transport::aggregator::checks::check_request;
 use openfl_transport::aggregator::upload::encode_in_chunks;
@@ -20,7 +19,7 @@ use openfl_transport::aggregator::{AggregatorLogic, TaskResults as Results};
 use openfl_transport::fedavg::{FedAvg, FedAvgOptions, Model, Tensor};
 use openfl_transport::proto::aggregator::TaskResults;
 use openfl_transport::proto::DataStream;
-use openfl_transport::fuzzing::Reassembly;
+use openfl_transport::fuzzing::{Reassembly, Segments};
 use openfl_transport_fuzz::federation::{AGGREGATOR_UUID, COLLABORATORS, FEDERATION_UUID, MODEL};
 use openfl_transport_fuzz::{grpc_frames, same_f32};
 use prost::Message;
@@ -35,7 +34,7 @@ fuzz_target!(|body: &[u8]| {
     aggregate(&results);
 });
 
-fn reassemble(body: &[u8]) -> Option<Bytes> {
+fn reassemble(body: &[u8]) -> Option<Segments> {
     let mut reassembly = Reassembly::new(MAX_MESSAGE);
     for frame in grpc_frames(body) {
         let chunk = DataStream::decode(frame).ok()?;
