@@ -74,17 +74,20 @@ struct Recorder {
             return abort_after == 0 || seen.size() < abort_after;
         };
     }
-    // Several reports, done never decreasing, the total constant and never
-    // below done (0 = unknown), and done reaching `size` at the end.
+    // Several reports, done never decreasing, the total 0 (unknown) or,
+    // once known, fixed and never below done, the last report done ==
+    // total, at least `size` (messages carry a little more than the data).
     bool monotonic_to(std::uint64_t size) {
         std::lock_guard<std::mutex> lock(mu);
         if (seen.size() < 2) return false;
         for (std::size_t i = 0; i < seen.size(); i++) {
             auto [done, total] = seen[i];
-            if (total != seen[0].second || (total != 0 && done > total)) return false;
-            if (i > 0 && done < seen[i - 1].first) return false;
+            if (total != 0 && done > total) return false;
+            if (i > 0 && (done < seen[i - 1].first || (seen[i - 1].second != 0 && total != seen[i - 1].second)))
+                return false;
         }
-        return seen.back().first >= size;
+        auto [done, total] = seen.back();
+        return done == total && done >= size && done <= size + (64u << 10);
     }
     std::size_t count() {
         std::lock_guard<std::mutex> lock(mu);
