@@ -328,7 +328,10 @@ func TestCloseCancelsAndWaits(t *testing.T) {
 	for _, f := range []func() error{
 		func() error { _, err := c.GetTasks(context.Background(), "col1"); return err },
 		func() error { _, err := c.GetTasks(ctx, "col1"); return err },
-		func() error { _, err := c.GetTasks(ctx, "col2", openfl.WithProgress(func(uint64, uint64) bool { return true })); return err },
+		func() error {
+			_, err := c.GetTasks(ctx, "col2", openfl.WithProgress(func(uint64, uint64) bool { return true }))
+			return err
+		},
 		func() error { return c.SendLocalTaskResults(ctx, "col1", bigUpload("stall")) },
 		func() error { return c.SendLocalTaskResults(context.Background(), "col2", bigUpload("stall")) },
 	} {
