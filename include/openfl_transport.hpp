@@ -81,6 +81,7 @@ enum class Code : int32_t {
     panic = OFL_CODE_PANIC,
     invalid_response = OFL_CODE_INVALID_RESPONSE,
     retries_exhausted = OFL_CODE_RETRIES_EXHAUSTED,
+    protocol_mismatch = OFL_CODE_PROTOCOL_MISMATCH,
 };
 
 /** The code's name, e.g. "UNAUTHENTICATED" (static string). */
