@@ -203,6 +203,32 @@ typedef enum ofl_experiment_status {
 } ofl_experiment_status;
 
 /**
+ * Whose metrics a snapshot holds.
+ */
+typedef enum ofl_role {
+  /**
+   * An aggregator server (`role="aggregator_server"`).
+   */
+  OFL_ROLE_AGGREGATOR_SERVER = 0,
+  /**
+   * A director server (`role="director_server"`).
+   */
+  OFL_ROLE_DIRECTOR_SERVER = 1,
+  /**
+   * A collaborator's aggregator client (`role="aggregator_client"`).
+   */
+  OFL_ROLE_AGGREGATOR_CLIENT = 2,
+  /**
+   * An envoy's director client (`role="envoy_client"`).
+   */
+  OFL_ROLE_ENVOY_CLIENT = 3,
+  /**
+   * A frontend's director client (`role="frontend_client"`).
+   */
+  OFL_ROLE_FRONTEND_CLIENT = 4,
+} ofl_role;
+
+/**
  * Who authenticates whom (OpenFL's `disable_client_auth`).
  */
 typedef enum ofl_client_auth {
@@ -218,6 +244,58 @@ typedef enum ofl_client_auth {
    */
   OFL_CLIENT_AUTH_NONE = 1,
 } ofl_client_auth;
+
+/**
+ * Kinds of authentication failure (`ofl_metrics_auth_failures`; Prometheus
+ * `openfl_transport_auth_failures_total{kind=...}`).
+ */
+typedef enum ofl_auth_failure {
+  /**
+   * A TLS handshake failed: servers count handshakes that failed with a
+   * TLS error (unknown or missing client certificate, plaintext spoken to
+   * TLS, ...; a peer that just closes is not counted); clients count a
+   * handshake the server refused (`kind="tls_handshake"`).
+   */
+  OFL_AUTH_FAILURE_TLS_HANDSHAKE = 0,
+  /**
+   * The collaborator is not authorized: servers count refusals of a
+   * header sender or certificate CN missing from the authorized list;
+   * clients count UNAUTHENTICATED answers that do not name a CN mismatch
+   * (`kind="unauthorized_collaborator"`).
+   */
+  OFL_AUTH_FAILURE_UNAUTHORIZED_COLLABORATOR = 1,
+  /**
+   * The certificate CN differs from the identity the call claims (header
+   * sender, envoy name, shared collaborator CN) (`kind="cn_mismatch"`).
+   */
+  OFL_AUTH_FAILURE_CN_MISMATCH = 2,
+} ofl_auth_failure;
+
+/**
+ * Kinds of call a server refused before its logic saw it
+ * (`ofl_metrics_rejected`; `openfl_transport_rejected_calls_total{kind=...}`).
+ * Every one is also logged at WARN with the peer's address and certificate
+ * CN: the first of each kind, then at most one line per 30 s per kind,
+ * which says how many were not logged since.
+ */
+typedef enum ofl_rejection {
+  /**
+   * The caller's identity: UNAUTHENTICATED, or PERMISSION_DENIED for an
+   * unauthorized header sender or envoy (`kind="identity"`).
+   */
+  OFL_REJECTION_IDENTITY = 0,
+  /**
+   * A request header field that is wrong or missing: receiver,
+   * federation uuid, single-certificate CN, client_id, envoy name
+   * (INVALID_ARGUMENT) (`kind="bad_header"`).
+   */
+  OFL_REJECTION_BAD_HEADER = 1,
+  /**
+   * A limit: request or message size, upload memory budget, tensors per
+   * upload (RESOURCE_EXHAUSTED) (`kind="limits"`).
+   */
+  OFL_REJECTION_LIMITS = 2,
+} ofl_rejection;
 
 /**
  * The aggregation logic of a server, in C: made with
@@ -266,6 +344,22 @@ typedef struct ofl_aggregator_server ofl_aggregator_server;
  * without TLS. Not thread-safe: configure from one thread.
  */
 typedef struct ofl_aggregator_server_options ofl_aggregator_server_options;
+
+/**
+ * Settings of one call. Passing NULL as a call's `call` argument means
+ * the client's defaults. The object is only read during the call that
+ * receives it: it may be reused for other calls and freed after. Not
+ * thread-safe: do not change it while a call that received it runs.
+ */
+typedef struct ofl_call_options ofl_call_options;
+
+/**
+ * A cancellation token: cancels one call, or every call sharing it, from
+ * any thread. Shared, not copied: `ofl_call_options_set_cancel_token`
+ * keeps a reference, so the token may be freed while a call uses it.
+ * Thread-safe.
+ */
+typedef struct ofl_cancel_token ofl_cancel_token;
 
 /**
  * Connection settings of a client; what is not set keeps the client's
@@ -382,6 +476,32 @@ typedef struct ofl_fedavg_options ofl_fedavg_options;
 typedef struct ofl_frontend_client ofl_frontend_client;
 
 /**
+ * A snapshot of one server's or client's transport metrics, taken when it
+ * was created: its numbers do not change. Free with `ofl_metrics_free`;
+ * immutable, so it may be read from several threads.
+ *
+ * What is counted:
+ * - calls: by RPC (method name, e.g. "GetTasks") and gRPC status code.
+ *   Servers count the status they answered; clients the status they
+ *   received, UNAVAILABLE for an attempt that got no answer (connection
+ *   refused, TLS failure), CANCELLED for one abandoned before its status.
+ *   A client's retried call counts once per attempt.
+ * - bytes in and out: the gRPC messages as framed in HTTP/2 DATA frames,
+ *   i.e. each serialized protobuf message plus its 5-byte gRPC prefix
+ *   (HTTP/2 frame headers, HTTP headers, trailers and TLS records are not
+ *   counted). A GetAggregatedTensor reply is the tensor data plus its
+ *   fields and header (tens of bytes); an upload of task results is the
+ *   serialized TaskResults plus at most 16 bytes per 2 MiB chunk. Client
+ *   and server count the same bytes for the same calls.
+ * - auth failures and rejected calls: see `ofl_auth_failure` and
+ *   `ofl_rejection` (rejected calls are counted by servers only).
+ * - active connections (open now), connections (opened in total), calls
+ *   in flight now, and retries (clients: attempts after the first one of
+ *   a call).
+ */
+typedef struct ofl_metrics ofl_metrics;
+
+/**
  * A model: float32 tensors by name (in name order). Owned by the caller;
  * free with `ofl_model_free`. Pointers returned by its accessors are valid
  * until then.
@@ -459,6 +579,18 @@ typedef void (*ofl_log_fn)(void *user_data,
                            enum ofl_log_level level,
                            const char *target,
                            const char *message);
+
+/**
+ * Progress of one transfer: `bytes_done` of `bytes_total` (0 when the
+ * total is unknown; the last report has `bytes_done == bytes_total`).
+ * Called on a library thread, at most once per 4 MiB and once at the end,
+ * never with a smaller `bytes_done` than before, and never after the call
+ * returned; keep it short (it holds up the transfer). `user_data` is the
+ * pointer given to `ofl_call_options_set_progress`. Return true to go on,
+ * false to abort the call with OFL_CODE_CANCELLED (an upload is then reset:
+ * the server never counts it).
+ */
+typedef bool (*ofl_progress_fn)(void *user_data, uint64_t bytes_done, uint64_t bytes_total);
 
 /**
  * A destructor for host data: `free_user_data`, a borrowed tensor's
@@ -952,6 +1084,81 @@ struct ofl_error *ofl_connect_options_set_max_message_size(struct ofl_connect_op
                                                            uint64_t bytes);
 
 /**
+ * Default time limit of every call of the client, in milliseconds
+ * (every attempt, retry and backoff of a call): when it passes the call
+ * ends with OFL_CODE_DEADLINE_EXCEEDED. 0 (the default, like OpenFL)
+ * means no limit. A call's `ofl_call_options_set_timeout_ms` overrides
+ * it. INVALID_ARGUMENT above a year.
+ */
+struct ofl_error *ofl_connect_options_set_call_timeout_ms(struct ofl_connect_options *connect,
+                                                          uint64_t timeout_ms);
+
+/**
+ * A new cancel token, not cancelled, written to `*out`.
+ */
+struct ofl_error *ofl_cancel_token_new(struct ofl_cancel_token **out);
+
+/**
+ * Cancels the token, from any thread (idempotent): every call that
+ * carries it ends with OFL_CODE_CANCELLED as soon as possible, and
+ * later calls carrying it fail so at once. An upload in flight is reset:
+ * the server never counts it as complete.
+ */
+struct ofl_error *ofl_cancel_token_cancel(const struct ofl_cancel_token *token);
+
+/**
+ * Whether the token was cancelled (false for NULL).
+ */
+bool ofl_cancel_token_is_cancelled(const struct ofl_cancel_token *token);
+
+/**
+ * Frees the caller's reference to the token; calls (and call options)
+ * holding it keep theirs. NULL is a no-op.
+ */
+void ofl_cancel_token_free(struct ofl_cancel_token *token);
+
+/**
+ * New call settings (the client's defaults), written to `*out`.
+ */
+struct ofl_error *ofl_call_options_new(struct ofl_call_options **out);
+
+/**
+ * Frees call settings (and their reference to a cancel token). NULL is
+ * a no-op.
+ */
+void ofl_call_options_free(struct ofl_call_options *call);
+
+/**
+ * Time limit of the whole call (every attempt, retry and backoff), in
+ * milliseconds: when it passes the call ends with
+ * OFL_CODE_DEADLINE_EXCEEDED, and each attempt tells the server the
+ * time left (gRPC `grpc-timeout`). 0 means no limit. Overrides
+ * `ofl_connect_options_set_call_timeout_ms`. Distinct from the retry
+ * deadline of `ofl_connect_options_set_retry`, which only bounds
+ * retrying. INVALID_ARGUMENT above a year.
+ */
+struct ofl_error *ofl_call_options_set_timeout_ms(struct ofl_call_options *call,
+                                                  uint64_t timeout_ms);
+
+/**
+ * The cancel token of the call: shared (reference counted), not
+ * copied, so cancelling it later cancels the call. NULL removes it.
+ */
+struct ofl_error *ofl_call_options_set_cancel_token(struct ofl_call_options *call,
+                                                    const struct ofl_cancel_token *token);
+
+/**
+ * The progress callback of the call's transfer (the aggregated tensor
+ * download, the task results upload, the director's archive and model
+ * transfers; other calls ignore it). `user_data` is borrowed for the
+ * duration of each call that receives these settings (the library never
+ * frees it). A NULL `progress` removes the callback.
+ */
+struct ofl_error *ofl_call_options_set_progress(struct ofl_call_options *call,
+                                                ofl_progress_fn progress,
+                                                void *user_data);
+
+/**
  * New server limits with every default, written to `*out`.
  */
 struct ofl_error *ofl_server_limits_new(struct ofl_server_limits **out);
@@ -1000,6 +1207,21 @@ struct ofl_error *ofl_server_limits_set_idle_timeout_ms(struct ofl_server_limits
  */
 struct ofl_error *ofl_server_limits_set_max_unary_request_size(struct ofl_server_limits *limits,
                                                                uint64_t bytes);
+
+/**
+ * How long a stopping server lets calls in flight finish (default
+ * 5000 ms; 0 cancels them at once). After it, calls still in flight are
+ * cancelled (their clients see UNAVAILABLE; an upload cut short never
+ * reaches the callbacks) and their connections reset, so `_stop`
+ * followed by `_serve` returning, and `_free`, take at most about this
+ * grace plus half a second whatever the peers do (a stalled upload, a
+ * client that stopped reading). A callback still running then is
+ * abandoned: it runs to its end on its library thread and its answer is
+ * dropped. INVALID_ARGUMENT over a year. (OpenFL 1.6's aggregator stops
+ * with no grace, after checking every 5 s whether to stop.)
+ */
+struct ofl_error *ofl_server_limits_set_shutdown_grace_ms(struct ofl_server_limits *limits,
+                                                          uint64_t grace_ms);
 
 /**
  * The tensor's name (valid as long as the tensor). NULL gives "".
@@ -1175,6 +1397,15 @@ struct ofl_error *ofl_aggregator_server_options_set_max_tensors_per_upload(struc
                                                                            uint64_t max);
 
 /**
+ * How often `ofl_aggregator_server_serve` asks the `all_quit_jobs_sent`
+ * callback whether the federation is over (default 1000 ms; it also asks
+ * right after each GetTasks that told a collaborator to quit; OpenFL 1.6
+ * asks every 5 s). INVALID_ARGUMENT when 0 or over a year.
+ */
+struct ofl_error *ofl_aggregator_server_options_set_quit_poll_interval_ms(struct ofl_aggregator_server_options *options,
+                                                                          uint64_t interval_ms);
+
+/**
  * A new, empty callback set (no user data, no callbacks), written to
  * `*out`.
  */
@@ -1327,21 +1558,34 @@ uint16_t ofl_aggregator_server_port(const struct ofl_aggregator_server *server);
 
 /**
  * Blocks until the logic reports all quit jobs sent (OpenFL's
- * `serve`), or until `ofl_aggregator_server_stop`; then stops the
- * server gracefully (calls in flight finish).
+ * `serve`; asked every quit-poll interval:
+ * `ofl_aggregator_server_options_set_quit_poll_interval_ms`), or until
+ * `ofl_aggregator_server_stop`; then stops the server: calls in flight
+ * get the shutdown grace to finish (`ofl_server_limits_set_shutdown_grace_ms`,
+ * default 5 s), then are cancelled (UNAVAILABLE) and their connections
+ * reset. Returns within that grace plus about half a second of the
+ * stop, whatever the peers do. A callback still running then is
+ * abandoned: it runs to its end on its library thread, its answer is
+ * dropped, and no callback starts after the grace.
  */
 struct ofl_error *ofl_aggregator_server_serve(const struct ofl_aggregator_server *server);
 
 /**
  * Asks the server to stop; returns at once. `ofl_aggregator_server_serve`
- * then returns. Idempotent; safe from any thread and from callbacks.
+ * then returns once the server wound down (within the shutdown grace
+ * plus about half a second). Idempotent; safe from any thread and from
+ * callbacks.
  */
 struct ofl_error *ofl_aggregator_server_stop(const struct ofl_aggregator_server *server);
 
 /**
- * Stops the server, waits until it no longer listens, and frees it; the
- * server's share of the callbacks' user data is released once the last
- * call in flight finished. Do not call from a callback. NULL is a no-op.
+ * Stops the server, waits until it wound down as after
+ * `ofl_aggregator_server_stop` (at most the shutdown grace plus about
+ * half a second), and frees it. No callback starts after this returns;
+ * one still running is abandoned (its answer is dropped), and the
+ * server's share of the callbacks' user data is released once it
+ * returned (`free_user_data` may then run on a library thread). Do not
+ * call from a callback. NULL is a no-op.
  */
 void ofl_aggregator_server_free(struct ofl_aggregator_server *server);
 
@@ -1430,17 +1674,21 @@ struct ofl_error *ofl_aggregator_client_reconnect(const struct ofl_aggregator_cl
 
 /**
  * GetTasks for `collaborator_name`: writes the answer to `*out` (free
- * it with `ofl_tasks_free`).
+ * it with `ofl_tasks_free`). `call`: per-call settings, NULL for the
+ * client's defaults.
  */
 struct ofl_error *ofl_aggregator_client_get_tasks(const struct ofl_aggregator_client *client,
                                                   const char *collaborator_name,
+                                                  const struct ofl_call_options *call,
                                                   struct ofl_tasks **out);
 
 /**
  * GetAggregatedTensor: the tensor `tensor_name` of `round_number` with
  * the given `report` flag and `tags_len` tags, written to `*out` (free
  * it with `ofl_tensor_free`; its data points into the received buffer,
- * no copy, and starts on a 64-byte boundary).
+ * no copy, and starts on a 64-byte boundary). `call`: per-call
+ * settings (NULL for the client's defaults); its progress counts the
+ * reply's bytes, with the total from the gRPC length prefix.
  */
 struct ofl_error *ofl_aggregator_client_get_aggregated_tensor(const struct ofl_aggregator_client *client,
                                                               const char *collaborator_name,
@@ -1450,6 +1698,7 @@ struct ofl_error *ofl_aggregator_client_get_aggregated_tensor(const struct ofl_a
                                                               const char *const *tags,
                                                               size_t tags_len,
                                                               bool require_lossless,
+                                                              const struct ofl_call_options *call,
                                                               struct ofl_tensor **out);
 
 /**
@@ -1458,7 +1707,10 @@ struct ofl_error *ofl_aggregator_client_get_aggregated_tensor(const struct ofl_a
  * tensors are borrowed for the call only: their data is streamed
  * straight from the caller's memory (no copy) in chunks of at most
  * 2 MiB, resent whole after a reconnect, and no longer referenced when
- * this returns.
+ * this returns. `call`: per-call settings (NULL for the client's
+ * defaults); its progress counts the serialized bytes handed to the
+ * transport; a cancelled, aborted or timed-out upload is reset, never
+ * counted by the aggregator.
  */
 struct ofl_error *ofl_aggregator_client_send_local_task_results(const struct ofl_aggregator_client *client,
                                                                 const char *collaborator_name,
@@ -1466,7 +1718,8 @@ struct ofl_error *ofl_aggregator_client_send_local_task_results(const struct ofl
                                                                 const char *task_name,
                                                                 int32_t data_size,
                                                                 const struct ofl_tensor_view *tensors,
-                                                                size_t tensors_len);
+                                                                size_t tensors_len,
+                                                                const struct ofl_call_options *call);
 
 /**
  * The round the tasks belong to.
@@ -2060,20 +2313,30 @@ const char *ofl_director_server_archive_dir(const struct ofl_director_server *se
 /**
  * Blocks until `ofl_director_server_stop` (a director serves until told
  * to stop; OpenFL's `start`), then shuts the server down: long polls
- * (WaitExperiment, GetMetricStream) end with UNAVAILABLE, other calls
- * in flight finish.
+ * (WaitExperiment, GetMetricStream) end at once with UNAVAILABLE, other
+ * calls in flight get the shutdown grace to finish
+ * (`ofl_server_limits_set_shutdown_grace_ms`, default 5 s), then are
+ * cancelled (UNAVAILABLE; an archive upload cut short registers no
+ * experiment) and their connections reset. Returns within that grace
+ * plus about half a second of the stop, whatever the peers do; it does
+ * not wait for hooks still running (see `ofl_director_server_free`).
  */
 struct ofl_error *ofl_director_server_serve(const struct ofl_director_server *server);
 
 /**
  * Asks the server to stop; returns at once. `ofl_director_server_serve`
- * then returns. Idempotent; safe from any thread and from hooks.
+ * then returns once the server wound down (within the shutdown grace
+ * plus about half a second). Idempotent; safe from any thread and from
+ * hooks.
  */
 struct ofl_error *ofl_director_server_stop(const struct ofl_director_server *server);
 
 /**
- * Stops the server, waits until it no longer listens and until running
- * hooks have returned, drops its share of the hooks' `user_data`
+ * Stops the server, waits until it wound down (as after
+ * `ofl_director_server_stop`: at most the shutdown grace plus about half
+ * a second, whatever the peers do) and until running hooks have
+ * returned (hooks are host code: a hook that never returns holds this),
+ * drops its share of the hooks' `user_data`
  * (released now when the hooks object was freed already), and frees
  * the server. No hook runs after this returns. Do not call from a hook.
  * NULL is a no-op.
@@ -2244,6 +2507,7 @@ void ofl_envoy_client_free(struct ofl_envoy_client *client);
  */
 struct ofl_error *ofl_envoy_client_update_shard_info(const struct ofl_envoy_client *client,
                                                      const struct ofl_shard_info *shard_info,
+                                                     const struct ofl_call_options *call,
                                                      bool *accepted);
 
 /**
@@ -2251,9 +2515,11 @@ struct ofl_error *ofl_envoy_client_update_shard_info(const struct ofl_envoy_clie
  * envoy, then writes its name to `*out` (free it with
  * `ofl_string_free`). Asking again while that experiment runs returns
  * it again (a reconnect). `ofl_envoy_client_close` from another thread
- * cancels the wait.
+ * cancels the wait, as does `call`'s cancel token; `call`'s time limit
+ * bounds it (OFL_CODE_DEADLINE_EXCEEDED). `call` may be NULL.
  */
 struct ofl_error *ofl_envoy_client_wait_experiment(const struct ofl_envoy_client *client,
+                                                   const struct ofl_call_options *call,
                                                    struct ofl_string **out);
 
 /**
@@ -2263,11 +2529,14 @@ struct ofl_error *ofl_envoy_client_wait_experiment(const struct ofl_envoy_client
  * when `size` is not NULL. Errors: PERMISSION_DENIED when this envoy is
  * not one of its collaborators, FAILED_PRECONDITION when it is not in
  * progress, RESOURCE_EXHAUSTED beyond the maximum archive size, IO for
- * the file.
+ * the file. `call`: per-call settings (NULL for the client's
+ * defaults); its progress counts the archive bytes received (total
+ * unknown, 0, until the last report).
  */
 struct ofl_error *ofl_envoy_client_get_experiment_data(const struct ofl_envoy_client *client,
                                                        const char *experiment_name,
                                                        const char *dest_path,
+                                                       const struct ofl_call_options *call,
                                                        uint64_t *size);
 
 /**
@@ -2282,6 +2551,7 @@ struct ofl_error *ofl_envoy_client_send_health_check(const struct ofl_envoy_clie
                                                      bool is_experiment_running,
                                                      const struct ofl_cuda_device *cuda_devices,
                                                      size_t cuda_devices_len,
+                                                     const struct ofl_call_options *call,
                                                      uint64_t *period_ms);
 
 /**
@@ -2294,7 +2564,8 @@ struct ofl_error *ofl_envoy_client_send_health_check(const struct ofl_envoy_clie
 struct ofl_error *ofl_envoy_client_set_experiment_failed(const struct ofl_envoy_client *client,
                                                          const char *experiment_name,
                                                          uint32_t error_code,
-                                                         const char *description);
+                                                         const char *description,
+                                                         const struct ofl_call_options *call);
 
 /**
  * A new frontend client, written to `*out`. Certificates are read and
@@ -2325,7 +2596,10 @@ void ofl_frontend_client_free(struct ofl_frontend_client *client);
  * tensors (copied; NULL and 0 for none). On success the experiment is
  * pending. Errors: INVALID_ARGUMENT (bad name, no collaborators, empty
  * archive), ALREADY_EXISTS, RESOURCE_EXHAUSTED (archive too large), IO
- * (the file).
+ * (the file). `call`: per-call settings (NULL for the client's
+ * defaults); its progress counts the archive bytes handed to the
+ * transport; a cancelled, aborted or timed-out upload is reset and the
+ * director registers nothing.
  */
 struct ofl_error *ofl_frontend_client_set_new_experiment(const struct ofl_frontend_client *client,
                                                          const char *name,
@@ -2333,7 +2607,8 @@ struct ofl_error *ofl_frontend_client_set_new_experiment(const struct ofl_fronte
                                                          size_t collaborators_len,
                                                          const char *archive_path,
                                                          const struct ofl_tensor_view *initial_model,
-                                                         size_t initial_model_len);
+                                                         size_t initial_model_len,
+                                                         const struct ofl_call_options *call);
 
 /**
  * GetExperimentStatus: writes the status of `name` to `*out`. Errors:
@@ -2341,6 +2616,7 @@ struct ofl_error *ofl_frontend_client_set_new_experiment(const struct ofl_fronte
  */
 struct ofl_error *ofl_frontend_client_get_experiment_status(const struct ofl_frontend_client *client,
                                                             const char *name,
+                                                            const struct ofl_call_options *call,
                                                             enum ofl_experiment_status *out);
 
 /**
@@ -2349,6 +2625,7 @@ struct ofl_error *ofl_frontend_client_get_experiment_status(const struct ofl_fro
  * `ofl_string_list_free`).
  */
 struct ofl_error *ofl_frontend_client_get_dataset_info(const struct ofl_frontend_client *client,
+                                                       const struct ofl_call_options *call,
                                                        struct ofl_string_list **sample_shape,
                                                        struct ofl_string_list **target_shape);
 
@@ -2357,10 +2634,13 @@ struct ofl_error *ofl_frontend_client_get_dataset_info(const struct ofl_frontend
  * it, written to `*out` (free it with `ofl_tensor_list_free`; decode it
  * with `ofl_tensor_list_to_model`). Errors: FAILED_PRECONDITION while
  * there is none, NOT_FOUND for an experiment this frontend did not
- * submit.
+ * submit. `call`: per-call settings (NULL for the client's defaults);
+ * its progress counts the reply's bytes, with the total from the gRPC
+ * length prefix.
  */
 struct ofl_error *ofl_frontend_client_get_best_model(const struct ofl_frontend_client *client,
                                                      const char *name,
+                                                     const struct ofl_call_options *call,
                                                      struct ofl_tensor_list **out);
 
 /**
@@ -2368,6 +2648,7 @@ struct ofl_error *ofl_frontend_client_get_best_model(const struct ofl_frontend_c
  */
 struct ofl_error *ofl_frontend_client_get_last_model(const struct ofl_frontend_client *client,
                                                      const char *name,
+                                                     const struct ofl_call_options *call,
                                                      struct ofl_tensor_list **out);
 
 /**
@@ -2389,7 +2670,8 @@ struct ofl_error *ofl_frontend_client_get_last_model(const struct ofl_frontend_c
 struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_client *client,
                                                      const char *name,
                                                      ofl_director_metric_fn callback,
-                                                     void *user_data);
+                                                     void *user_data,
+                                                     const struct ofl_call_options *call);
 
 /**
  * RemoveExperimentData: forgets a finished, failed, rejected or pending
@@ -2399,13 +2681,15 @@ struct ofl_error *ofl_frontend_client_stream_metrics(const struct ofl_frontend_c
  * director acknowledges it, as OpenFL 1.6's does.
  */
 struct ofl_error *ofl_frontend_client_remove_experiment(const struct ofl_frontend_client *client,
-                                                        const char *name);
+                                                        const char *name,
+                                                        const struct ofl_call_options *call);
 
 /**
  * GetEnvoys: every registered envoy, written to `*out` (free it with
  * `ofl_envoys_free`).
  */
 struct ofl_error *ofl_frontend_client_get_envoys(const struct ofl_frontend_client *client,
+                                                 const struct ofl_call_options *call,
                                                  struct ofl_envoys **out);
 
 /**
@@ -2505,6 +2789,7 @@ void ofl_envoys_free(struct ofl_envoys *envoys);
  * to `*out` (free it with `ofl_experiment_list_free`).
  */
 struct ofl_error *ofl_frontend_client_get_experiments_list(const struct ofl_frontend_client *client,
+                                                           const struct ofl_call_options *call,
                                                            struct ofl_experiment_list **out);
 
 /**
@@ -2554,6 +2839,7 @@ void ofl_experiment_list_free(struct ofl_experiment_list *list);
  */
 struct ofl_error *ofl_frontend_client_get_experiment_description(const struct ofl_frontend_client *client,
                                                                  const char *name,
+                                                                 const struct ofl_call_options *call,
                                                                  struct ofl_experiment_description **out);
 
 /**
@@ -2683,6 +2969,150 @@ const char *ofl_experiment_description_log_status(const struct ofl_experiment_de
  * Frees an experiment description. NULL is a no-op.
  */
 void ofl_experiment_description_free(struct ofl_experiment_description *description);
+
+/**
+ * A snapshot of the aggregator server's transport metrics, written to
+ * `*out` (free with `ofl_metrics_free`). Cheap (a copy of counters); may
+ * be called from any thread at any time, while the server serves.
+ */
+struct ofl_error *ofl_aggregator_server_metrics(const struct ofl_aggregator_server *server,
+                                                struct ofl_metrics **out);
+
+/**
+ * A snapshot of the director server's transport metrics (as
+ * `ofl_aggregator_server_metrics`).
+ */
+struct ofl_error *ofl_director_server_metrics(const struct ofl_director_server *server,
+                                              struct ofl_metrics **out);
+
+/**
+ * A snapshot of the collaborator client's transport metrics (as
+ * `ofl_aggregator_server_metrics`; calls in progress on other threads
+ * count as in flight).
+ */
+struct ofl_error *ofl_aggregator_client_metrics(const struct ofl_aggregator_client *client,
+                                                struct ofl_metrics **out);
+
+/**
+ * A snapshot of the envoy client's transport metrics.
+ */
+struct ofl_error *ofl_envoy_client_metrics(const struct ofl_envoy_client *client,
+                                           struct ofl_metrics **out);
+
+/**
+ * A snapshot of the frontend client's transport metrics.
+ */
+struct ofl_error *ofl_frontend_client_metrics(const struct ofl_frontend_client *client,
+                                              struct ofl_metrics **out);
+
+/**
+ * Frees a snapshot. NULL is a no-op.
+ */
+void ofl_metrics_free(struct ofl_metrics *metrics);
+
+/**
+ * Whose metrics these are. NULL gives OFL_ROLE_AGGREGATOR_SERVER.
+ */
+enum ofl_role ofl_metrics_role(const struct ofl_metrics *metrics);
+
+/**
+ * How many RPCs the snapshot lists: every method of the service
+ * (aggregator: GetTasks, GetAggregatedTensor, SendLocalTaskResults,
+ * GetMetricStream, GetTrainedModel, GetExperimentDescription; envoy and
+ * frontend clients: the director methods each calls; director: all),
+ * in the proto's order, then "unknown" (paths that are no method of the
+ * service). 0 for NULL.
+ */
+size_t ofl_metrics_rpc_count(const struct ofl_metrics *metrics);
+
+/**
+ * The name of RPC `index` (e.g. "GetTasks"), valid until
+ * `ofl_metrics_free`; NULL when out of range or `metrics` is NULL.
+ */
+const char *ofl_metrics_rpc_name(const struct ofl_metrics *metrics, size_t index);
+
+/**
+ * Calls of `rpc` (a name from `ofl_metrics_rpc_name`, e.g. "GetTasks";
+ * NULL for every RPC) that ended with `code` (an `ofl_code` value from
+ * 0 to 16, the gRPC codes). 0 for other codes, unknown names, or NULL
+ * `metrics`.
+ */
+uint64_t ofl_metrics_calls(const struct ofl_metrics *metrics, const char *rpc, int32_t code);
+
+/**
+ * Calls of `rpc` (NULL: every RPC), whatever their status.
+ */
+uint64_t ofl_metrics_calls_total(const struct ofl_metrics *metrics, const char *rpc);
+
+/**
+ * Message bytes received by `rpc` (NULL: every RPC): requests on a
+ * server, replies on a client (see `ofl_metrics` for what is counted).
+ */
+uint64_t ofl_metrics_bytes_in(const struct ofl_metrics *metrics, const char *rpc);
+
+/**
+ * Message bytes sent by `rpc` (NULL: every RPC): replies on a server,
+ * requests on a client.
+ */
+uint64_t ofl_metrics_bytes_out(const struct ofl_metrics *metrics, const char *rpc);
+
+/**
+ * Authentication failures of `kind` (an `ofl_auth_failure` value); 0
+ * for other values or NULL.
+ */
+uint64_t ofl_metrics_auth_failures(const struct ofl_metrics *metrics, int32_t kind);
+
+/**
+ * Calls a server rejected, of `kind` (an `ofl_rejection` value); 0 for
+ * other values, NULL, and clients.
+ */
+uint64_t ofl_metrics_rejected(const struct ofl_metrics *metrics, int32_t kind);
+
+/**
+ * Connections open when the snapshot was taken (a server: accepted
+ * connections, TLS handshakes in progress included; a client: 0 or 1,
+ * its one shared connection). 0 for NULL.
+ */
+uint64_t ofl_metrics_active_connections(const struct ofl_metrics *metrics);
+
+/**
+ * Connections opened since the server or client was created. 0 for NULL.
+ */
+uint64_t ofl_metrics_connections(const struct ofl_metrics *metrics);
+
+/**
+ * Calls in flight when the snapshot was taken. 0 for NULL.
+ */
+uint64_t ofl_metrics_in_flight(const struct ofl_metrics *metrics);
+
+/**
+ * Retried attempts of a client's calls (attempts after the first of
+ * each call); 0 for servers and NULL.
+ */
+uint64_t ofl_metrics_retries(const struct ofl_metrics *metrics);
+
+/**
+ * The snapshot in the Prometheus text exposition format (version
+ * 0.0.4: serve it with `Content-Type: text/plain; version=0.0.4`),
+ * written to `*out` (free with `ofl_string_free`). Families, each with
+ * HELP and TYPE lines, every sample labelled `role` (see
+ * `ofl_role`):
+ * `openfl_transport_calls_total{rpc,code}` (counter; code is the gRPC
+ * name, e.g. "OK", "UNAVAILABLE"; listed for the pairs seen),
+ * `openfl_transport_received_bytes_total{rpc}` and
+ * `openfl_transport_sent_bytes_total{rpc}` (counters, every RPC),
+ * `openfl_transport_auth_failures_total{kind}` (tls_handshake,
+ * unauthorized_collaborator, cn_mismatch),
+ * `openfl_transport_rejected_calls_total{kind}` (identity, bad_header,
+ * limits), `openfl_transport_active_connections` (gauge),
+ * `openfl_transport_connections_total`,
+ * `openfl_transport_in_flight_calls` (gauge),
+ * `openfl_transport_retries_total`. Several servers and clients in
+ * one process differ by `role`; a host exposing two of the same role
+ * adds its own label.
+ */
+struct ofl_error *ofl_metrics_prometheus(const struct ofl_metrics *metrics,
+                                         struct ofl_string **out);
 
 #ifdef __cplusplus
 }  // extern "C"
