@@ -26,6 +26,10 @@
  *  - Thread safety is the C API's: clients and servers may be used from
  *    several threads; logic callbacks and director hooks (DirectorHooks)
  *    run on library threads, concurrently.
+ *  - Every client call takes an optional last CallOptions: a time limit
+ *    (DEADLINE_EXCEEDED), a CancelToken (cancel() from any thread:
+ *    CANCELLED) and, on transfers, a progress function. Each client's
+ *    close() cancels all its calls from another thread.
  */
 #ifndef OPENFL_TRANSPORT_HPP
 #define OPENFL_TRANSPORT_HPP
@@ -372,6 +376,13 @@ public:
     }
     /** The largest message sent or received (default 1 GiB, as OpenFL). */
     ConnectOptions &max_message_size(std::uint64_t bytes) { return set(ofl_connect_options_set_max_message_size, bytes); }
+    /** Default time limit of every call of the client, all attempts and
+     *  retries included (DEADLINE_EXCEEDED when it passes); 0 = none (the
+     *  default, like OpenFL). CallOptions::timeout overrides it per call. */
+    ConnectOptions &call_timeout(std::chrono::milliseconds timeout) {
+        if (timeout.count() < 0) throw Error(Code::invalid_argument, "call_timeout is negative");
+        return set(ofl_connect_options_set_call_timeout_ms, static_cast<std::uint64_t>(timeout.count()));
+    }
     const ofl_connect_options *get() const noexcept { return p_.get(); }
 
 private:
@@ -382,6 +393,106 @@ private:
     }
     detail::Handle<ofl_connect_options, ofl_connect_options_free> p_;
 };
+
+/** A cancellation token (ofl_cancel_token). Copies share one token:
+ *  cancel() from any thread ends every call using it (through
+ *  CallOptions::cancel) with CANCELLED as soon as possible; an upload in
+ *  flight is reset, so the server never counts it as complete. A call
+ *  started with a cancelled token fails at once. A moved-from token may
+ *  only be destroyed or assigned to. */
+class CancelToken {
+public:
+    CancelToken() {
+        ofl_cancel_token *t = nullptr;
+        detail::check(ofl_cancel_token_new(&t));
+        p_.reset(t, ofl_cancel_token_free);
+    }
+    /** Thread-safe and idempotent. */
+    void cancel() const { detail::check(ofl_cancel_token_cancel(p_.get())); }
+    bool is_cancelled() const noexcept { return p_ && ofl_cancel_token_is_cancelled(p_.get()); }
+    const ofl_cancel_token *get() const noexcept { return p_.get(); }
+
+private:
+    std::shared_ptr<ofl_cancel_token> p_;
+};
+
+/** Progress of one transfer: bytes done and bytes in all (0 when unknown).
+ *  Called on a library thread while the call runs, at most every 4 MiB
+ *  and once at the end; return false to abort the call with CANCELLED. An
+ *  exception it throws aborts the call too and is rethrown by the call. */
+using ProgressFunction = std::function<bool(std::uint64_t bytes_done, std::uint64_t bytes_total)>;
+
+/** Settings of one client call (ofl_call_options), its optional last
+ *  argument; what is not set keeps the client's default. Read only during
+ *  the call, so one CallOptions may serve several calls, also at once. */
+struct CallOptions {
+    /** Whole-call time limit, all attempts and retries included:
+     *  DEADLINE_EXCEEDED when it passes. 0 = no limit; std::nullopt = the
+     *  client's default (ConnectOptions::call_timeout). */
+    std::optional<std::chrono::milliseconds> timeout;
+    /** Cancelling this token (from any thread) ends the call with CANCELLED. */
+    std::optional<CancelToken> cancel;
+    /** Progress of a transfer (tensor download, results upload, director
+     *  model and archive transfers); other calls never call it. */
+    ProgressFunction progress;
+};
+
+namespace detail {
+
+/** One call's ofl_call_options (NULL when `options` sets nothing), with
+ *  the progress trampoline: an exception of the progress function is
+ *  caught on the library thread, aborts the call, and is rethrown by
+ *  check() once the call has returned. Not copyable: it is the user_data. */
+class Call {
+public:
+    explicit Call(const CallOptions &options) : progress_(options.progress ? &options.progress : nullptr) {
+        if (!options.timeout && !options.cancel && !options.progress) return;
+        ofl_call_options *c = nullptr;
+        detail::check(ofl_call_options_new(&c));
+        p_.reset(c);
+        if (options.timeout) {
+            if (options.timeout->count() < 0) throw Error(Code::invalid_argument, "CallOptions::timeout is negative");
+            detail::check(ofl_call_options_set_timeout_ms(c, static_cast<std::uint64_t>(options.timeout->count())));
+        }
+        if (options.cancel) {
+            if (!options.cancel->get()) throw Error(Code::invalid_argument, "CallOptions::cancel is a moved-from token");
+            detail::check(ofl_call_options_set_cancel_token(c, options.cancel->get()));
+        }
+        if (progress_) detail::check(ofl_call_options_set_progress(c, &Call::on_progress, this));
+    }
+    Call(const Call &) = delete;
+    Call &operator=(const Call &) = delete;
+
+    const ofl_call_options *get() const noexcept { return p_.get(); }
+
+    /** The call's result: the progress function's exception if it threw
+     *  (the library's error is dropped), else detail::check(error). */
+    void check(ofl_error *error) {
+        if (error_) {
+            ofl_error_free(error);
+            std::rethrow_exception(error_);
+        }
+        detail::check(error);
+    }
+
+private:
+    static bool on_progress(void *user_data, std::uint64_t done, std::uint64_t total) noexcept {
+        Call *self = static_cast<Call *>(user_data);
+        if (self->error_) return false;
+        try {
+            return (*self->progress_)(done, total);
+        } catch (...) {
+            self->error_ = std::current_exception();  // rethrown on the caller's side of the C frames
+            return false;
+        }
+    }
+
+    Handle<ofl_call_options, ofl_call_options_free> p_;
+    const ProgressFunction *progress_;
+    std::exception_ptr error_;
+};
+
+}  // namespace detail
 
 /** The bounds a server puts on its peers (ofl_server_limits); attached
  *  (copied) with limits(). */
@@ -704,8 +815,10 @@ public:
 };
 
 /** A collaborator's connection to an aggregator (OpenFL's
- *  AggregatorGRPCClient). Thread-safe; move-only. Destroying it cancels
- *  calls in progress on other threads (they throw CANCELLED). */
+ *  AggregatorGRPCClient). Thread-safe; move-only. Every call takes an
+ *  optional CallOptions (time limit, cancel token, progress). close() from
+ *  another thread cancels the calls in progress (they throw CANCELLED):
+ *  call it, join the threads that use the client, then destroy it. */
 class AggregatorClient {
 public:
     explicit AggregatorClient(const AggregatorClientOptions &options) {
@@ -714,10 +827,13 @@ public:
         p_.reset(c);
     }
 
-    Tasks get_tasks(std::string_view collaborator) const {
+    Tasks get_tasks(std::string_view collaborator, const CallOptions &options = {}) const {
+        detail::Call call(options);
         ofl_tasks *raw = nullptr;
-        detail::check(ofl_aggregator_client_get_tasks(p_.get(), detail::z(collaborator, "collaborator").c_str(), nullptr, &raw));
+        ofl_error *error =
+            ofl_aggregator_client_get_tasks(p_.get(), detail::z(collaborator, "collaborator").c_str(), call.get(), &raw);
         detail::Handle<ofl_tasks, ofl_tasks_free> t(raw);
+        call.check(error);
         Tasks out;
         out.round_number = ofl_tasks_round_number(raw);
         out.sleep_time = ofl_tasks_sleep_time(raw);
@@ -732,38 +848,52 @@ public:
         return out;
     }
 
-    /** The tensor's data points into the receive buffer (no copy). */
-    Tensor get_aggregated_tensor(std::string_view collaborator, const TensorRequest &request) const {
+    /** The tensor's data points into the receive buffer (no copy).
+     *  CallOptions::progress follows the download. */
+    Tensor get_aggregated_tensor(std::string_view collaborator, const TensorRequest &request,
+                                 const CallOptions &options = {}) const {
         std::string col = detail::z(collaborator, "collaborator");
         std::string name = detail::z(request.tensor_name, "tensor_name");
         std::vector<std::string> tags;
         std::vector<const char *> tag_ptrs;
         tags.reserve(request.tags.size());
         for (const std::string &t : request.tags) tag_ptrs.push_back(tags.emplace_back(detail::z(t, "tags")).c_str());
+        detail::Call call(options);
         ofl_tensor *out = nullptr;
-        detail::check(ofl_aggregator_client_get_aggregated_tensor(p_.get(), col.c_str(), name.c_str(), request.round_number,
-                                                       request.report, tag_ptrs.empty() ? nullptr : tag_ptrs.data(),
-                                                       tag_ptrs.size(), request.require_lossless, nullptr, &out));
-        return Tensor(out);
+        ofl_error *error = ofl_aggregator_client_get_aggregated_tensor(
+            p_.get(), col.c_str(), name.c_str(), request.round_number, request.report,
+            tag_ptrs.empty() ? nullptr : tag_ptrs.data(), tag_ptrs.size(), request.require_lossless, call.get(), &out);
+        Tensor tensor(out);
+        call.check(error);
+        return tensor;
     }
 
-    /** Uploads results; tensor data is serialized straight from the views. */
+    /** Uploads results; tensor data is serialized straight from the views.
+     *  CallOptions::progress follows the upload. */
     void send_local_task_results(std::string_view collaborator, std::int32_t round_number, std::string_view task_name,
-                                 std::int32_t data_size, const TensorView *tensors, std::size_t count) const {
+                                 std::int32_t data_size, const TensorView *tensors, std::size_t count,
+                                 const CallOptions &options = {}) const {
         detail::Views views(tensors, count);
-        detail::check(ofl_aggregator_client_send_local_task_results(p_.get(), detail::z(collaborator, "collaborator").c_str(),
-                                                         round_number, detail::z(task_name, "task_name").c_str(),
-                                                         data_size, views.data(), views.size(), nullptr));
+        std::string col = detail::z(collaborator, "collaborator");
+        std::string task = detail::z(task_name, "task_name");
+        detail::Call call(options);
+        call.check(ofl_aggregator_client_send_local_task_results(p_.get(), col.c_str(), round_number, task.c_str(),
+                                                                 data_size, views.data(), views.size(), call.get()));
     }
     void send_local_task_results(std::string_view collaborator, std::int32_t round_number, std::string_view task_name,
-                                 std::int32_t data_size, const std::vector<TensorView> &tensors) const {
-        send_local_task_results(collaborator, round_number, task_name, data_size, tensors.data(), tensors.size());
+                                 std::int32_t data_size, const std::vector<TensorView> &tensors,
+                                 const CallOptions &options = {}) const {
+        send_local_task_results(collaborator, round_number, task_name, data_size, tensors.data(), tensors.size(),
+                                options);
     }
 
     /** Closes the connection (OpenFL's disconnect); the next call reconnects. */
     void disconnect() const { detail::check(ofl_aggregator_client_disconnect(p_.get())); }
     /** Replaces the connection with a new one (OpenFL's reconnect). */
     void reconnect() const { detail::check(ofl_aggregator_client_reconnect(p_.get())); }
+    /** Cancels the calls in progress on other threads (they throw
+     *  CANCELLED) and refuses new ones. Thread-safe, idempotent. */
+    void close() const { detail::check(ofl_aggregator_client_close(p_.get())); }
 
     /** A snapshot of the client's transport metrics. */
     Metrics metrics() const { return detail::take_metrics(ofl_aggregator_client_metrics, p_.get()); }
@@ -1577,9 +1707,10 @@ inline bool on_metric(void *user_data, const ofl_director_metric *m) noexcept {
 
 /** An envoy's connection to the director (OpenFL's ShardDirectorClient).
  *  Thread-safe (e.g. health checks while another thread waits for an
- *  experiment); move-only. close() from another thread cancels calls in
- *  progress (they throw CANCELLED): call it, join the threads that use the
- *  client, then destroy it. */
+ *  experiment); move-only. Every call takes an optional CallOptions (time
+ *  limit, cancel token; progress for get_experiment_data). close() from
+ *  another thread cancels calls in progress (they throw CANCELLED): call
+ *  it, join the threads that use the client, then destroy it. */
 class EnvoyClient {
 public:
     /** `shard_name` is the envoy's collaborator name (under mTLS, its
@@ -1591,45 +1722,55 @@ public:
         p_.reset(c);
     }
     /** Registers the shard; returns whether the director accepted it. */
-    bool update_shard_info(const ShardInfo &info) const {
+    bool update_shard_info(const ShardInfo &info, const CallOptions &options = {}) const {
         std::string description = detail::z(info.description, "shard_description");
         detail::CStrings sample(info.sample_shape, "sample_shape"), target(info.target_shape, "target_shape");
         std::vector<ofl_cuda_device> devices = detail::c_devices(info.cuda_devices);
         ofl_shard_info si{description.c_str(), info.n_samples, sample.data(), sample.size(), target.data(),
                           target.size(), devices.empty() ? nullptr : devices.data(), devices.size()};
         bool accepted = false;
-        detail::check(ofl_envoy_client_update_shard_info(p_.get(), &si, nullptr, &accepted));
+        detail::Call call(options);
+        call.check(ofl_envoy_client_update_shard_info(p_.get(), &si, call.get(), &accepted));
         return accepted;
     }
     /** Blocks until the director has an experiment for this envoy; its name. */
-    std::string wait_experiment() const {
+    std::string wait_experiment(const CallOptions &options = {}) const {
+        detail::Call call(options);
         ofl_string *out = nullptr;
-        detail::check(ofl_envoy_client_wait_experiment(p_.get(), nullptr, &out));
+        ofl_error *error = ofl_envoy_client_wait_experiment(p_.get(), call.get(), &out);
         detail::Handle<ofl_string, ofl_string_free> owned(out);
+        call.check(error);
         return std::string(ofl_string_get(out), ofl_string_len(out));
     }
-    /** Downloads the experiment's archive into `dest_path`; its size. */
-    std::uint64_t get_experiment_data(std::string_view experiment, std::string_view dest_path) const {
+    /** Downloads the experiment's archive into `dest_path`; its size.
+     *  CallOptions::progress follows the download. */
+    std::uint64_t get_experiment_data(std::string_view experiment, std::string_view dest_path,
+                                      const CallOptions &options = {}) const {
+        std::string name = detail::z(experiment, "experiment_name");
+        std::string dest = detail::z(dest_path, "dest_path");
+        detail::Call call(options);
         std::uint64_t size = 0;
-        detail::check(ofl_envoy_client_get_experiment_data(p_.get(), detail::z(experiment, "experiment_name").c_str(),
-                                                           detail::z(dest_path, "dest_path").c_str(), nullptr, &size));
+        call.check(ofl_envoy_client_get_experiment_data(p_.get(), name.c_str(), dest.c_str(), call.get(), &size));
         return size;
     }
     /** A health check; returns the period within which to send the next. */
     std::chrono::milliseconds send_health_check(bool is_experiment_running,
-                                                const std::vector<CudaDevice> &devices = {}) const {
+                                                const std::vector<CudaDevice> &devices = {},
+                                                const CallOptions &options = {}) const {
         std::vector<ofl_cuda_device> c = detail::c_devices(devices);
+        detail::Call call(options);
         std::uint64_t period_ms = 0;
-        detail::check(ofl_envoy_client_send_health_check(p_.get(), is_experiment_running,
-                                                         c.empty() ? nullptr : c.data(), c.size(), nullptr, &period_ms));
+        call.check(ofl_envoy_client_send_health_check(p_.get(), is_experiment_running, c.empty() ? nullptr : c.data(),
+                                                      c.size(), call.get(), &period_ms));
         return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(period_ms));
     }
     /** Tells the director this envoy failed `experiment`. */
     void set_experiment_failed(std::string_view experiment, std::uint32_t error_code,
-                               std::string_view description = {}) const {
-        detail::check(ofl_envoy_client_set_experiment_failed(p_.get(), detail::z(experiment, "experiment_name").c_str(),
-                                                             error_code,
-                                                             detail::z(description, "description").c_str(), nullptr));
+                               std::string_view description = {}, const CallOptions &options = {}) const {
+        std::string name = detail::z(experiment, "experiment_name");
+        std::string text = detail::z(description, "description");
+        detail::Call call(options);
+        call.check(ofl_envoy_client_set_experiment_failed(p_.get(), name.c_str(), error_code, text.c_str(), call.get()));
     }
     /** Cancels calls in progress on other threads and refuses new ones. */
     void close() const { detail::check(ofl_envoy_client_close(p_.get())); }
@@ -1643,7 +1784,10 @@ private:
 
 /** A frontend's connection to the director (OpenFL's DirectorClient).
  *  Thread-safe; move-only. A frontend sees only the experiments it
- *  submitted (others are NOT_FOUND). close() cancels calls in progress. */
+ *  submitted (others are NOT_FOUND). Every call takes an optional
+ *  CallOptions (time limit, cancel token; progress for the experiment
+ *  upload and model downloads). close() from another thread cancels calls
+ *  in progress (they throw CANCELLED). */
 class FrontendClient {
 public:
     explicit FrontendClient(const DirectorClientOptions &options) {
@@ -1652,61 +1796,72 @@ public:
         p_.reset(c);
     }
     /** Submits an experiment: the archive file is streamed (never whole in
-     *  memory); the initial model's data is read from the views. */
+     *  memory); the initial model's data is read from the views.
+     *  CallOptions::progress follows the upload. */
     void set_new_experiment(std::string_view name, const std::vector<std::string> &collaborators,
-                            std::string_view archive_path, const std::vector<TensorView> &initial_model = {}) const {
+                            std::string_view archive_path, const std::vector<TensorView> &initial_model = {},
+                            const CallOptions &options = {}) const {
         detail::CStrings cols(collaborators, "collaborators");
         detail::Views views(initial_model.data(), initial_model.size());
-        detail::check(ofl_frontend_client_set_new_experiment(p_.get(), detail::z(name, "name").c_str(), cols.data(),
-                                                             cols.size(), detail::z(archive_path, "archive_path").c_str(),
-                                                             views.data(), views.size(), nullptr));
+        std::string n = detail::z(name, "name");
+        std::string archive = detail::z(archive_path, "archive_path");
+        detail::Call call(options);
+        call.check(ofl_frontend_client_set_new_experiment(p_.get(), n.c_str(), cols.data(), cols.size(), archive.c_str(),
+                                                          views.data(), views.size(), call.get()));
     }
-    ExperimentStatus get_experiment_status(std::string_view name) const {
+    ExperimentStatus get_experiment_status(std::string_view name, const CallOptions &options = {}) const {
+        std::string n = detail::z(name, "name");
+        detail::Call call(options);
         ofl_experiment_status st = OFL_EXPERIMENT_STATUS_PENDING;
-        detail::check(ofl_frontend_client_get_experiment_status(p_.get(), detail::z(name, "name").c_str(), nullptr, &st));
+        call.check(ofl_frontend_client_get_experiment_status(p_.get(), n.c_str(), call.get(), &st));
         return static_cast<ExperimentStatus>(st);
     }
-    DatasetInfo get_dataset_info() const {
+    DatasetInfo get_dataset_info(const CallOptions &options = {}) const {
+        detail::Call call(options);
         ofl_string_list *sample = nullptr, *target = nullptr;
-        detail::check(ofl_frontend_client_get_dataset_info(p_.get(), nullptr, &sample, &target));
+        ofl_error *error = ofl_frontend_client_get_dataset_info(p_.get(), call.get(), &sample, &target);
         detail::Handle<ofl_string_list, ofl_string_list_free> s(sample), t(target);
+        call.check(error);
         return DatasetInfo{detail::strings(sample), detail::strings(target)};
     }
-    /** The best model as the host set it (FAILED_PRECONDITION while none). */
-    TensorList get_best_model(std::string_view name) const {
-        ofl_tensor_list *out = nullptr;
-        detail::check(ofl_frontend_client_get_best_model(p_.get(), detail::z(name, "name").c_str(), nullptr, &out));
-        return TensorList(out);
+    /** The best model as the host set it (FAILED_PRECONDITION while none).
+     *  CallOptions::progress follows the download. */
+    TensorList get_best_model(std::string_view name, const CallOptions &options = {}) const {
+        return model(ofl_frontend_client_get_best_model, name, options);
     }
-    TensorList get_last_model(std::string_view name) const {
-        ofl_tensor_list *out = nullptr;
-        detail::check(ofl_frontend_client_get_last_model(p_.get(), detail::z(name, "name").c_str(), nullptr, &out));
-        return TensorList(out);
+    TensorList get_last_model(std::string_view name, const CallOptions &options = {}) const {
+        return model(ofl_frontend_client_get_last_model, name, options);
     }
     /** Calls `fn` with each metric until the experiment is over and every
      *  metric was delivered, or until `fn` returns false. `fn` runs on the
      *  calling thread; an exception it throws ends the stream and is
      *  rethrown here. */
-    void stream_metrics(std::string_view name, std::function<bool(const DirectorMetric &)> fn) const {
+    void stream_metrics(std::string_view name, std::function<bool(const DirectorMetric &)> fn,
+                        const CallOptions &options = {}) const {
         if (!fn) throw Error(Code::invalid_argument, "fn is empty");
+        std::string n = detail::z(name, "name");
+        detail::Call call(options);
         detail::MetricSink sink{&fn, nullptr};
-        ofl_error *error =
-            ofl_frontend_client_stream_metrics(p_.get(), detail::z(name, "name").c_str(), detail::on_metric, &sink, nullptr);
+        ofl_error *error = ofl_frontend_client_stream_metrics(p_.get(), n.c_str(), detail::on_metric, &sink, call.get());
         if (sink.error) {
             ofl_error_free(error);
             std::rethrow_exception(sink.error);
         }
-        detail::check(error);
+        call.check(error);
     }
     /** Forgets a finished, failed, rejected or pending experiment and deletes its archive.
      *  Another frontend's (or an unknown) experiment is left alone without error, as OpenFL 1.6 does. */
-    void remove_experiment(std::string_view name) const {
-        detail::check(ofl_frontend_client_remove_experiment(p_.get(), detail::z(name, "name").c_str(), nullptr));
+    void remove_experiment(std::string_view name, const CallOptions &options = {}) const {
+        std::string n = detail::z(name, "name");
+        detail::Call call(options);
+        call.check(ofl_frontend_client_remove_experiment(p_.get(), n.c_str(), call.get()));
     }
-    std::vector<EnvoyInfo> get_envoys() const {
+    std::vector<EnvoyInfo> get_envoys(const CallOptions &options = {}) const {
+        detail::Call call(options);
         ofl_envoys *raw = nullptr;
-        detail::check(ofl_frontend_client_get_envoys(p_.get(), nullptr, &raw));
+        ofl_error *error = ofl_frontend_client_get_envoys(p_.get(), call.get(), &raw);
         detail::Handle<ofl_envoys, ofl_envoys_free> owned(raw);
+        call.check(error);
         std::vector<EnvoyInfo> out(ofl_envoys_len(raw));
         for (std::size_t i = 0; i < out.size(); i++) {
             EnvoyInfo &e = out[i];
@@ -1732,10 +1887,12 @@ public:
         return out;
     }
     /** The experiments this frontend submitted, in submission order. */
-    std::vector<ExperimentSummary> get_experiments_list() const {
+    std::vector<ExperimentSummary> get_experiments_list(const CallOptions &options = {}) const {
+        detail::Call call(options);
         ofl_experiment_list *raw = nullptr;
-        detail::check(ofl_frontend_client_get_experiments_list(p_.get(), nullptr, &raw));
+        ofl_error *error = ofl_frontend_client_get_experiments_list(p_.get(), call.get(), &raw);
         detail::Handle<ofl_experiment_list, ofl_experiment_list_free> owned(raw);
+        call.check(error);
         std::vector<ExperimentSummary> out(ofl_experiment_list_len(raw));
         for (std::size_t i = 0; i < out.size(); i++)
             out[i] = ExperimentSummary{std::string(detail::sv(ofl_experiment_list_name(raw, i))),
@@ -1744,10 +1901,13 @@ public:
                                        ofl_experiment_list_tasks_amount(raw, i), ofl_experiment_list_progress(raw, i)};
         return out;
     }
-    ExperimentDescription get_experiment_description(std::string_view name) const {
+    ExperimentDescription get_experiment_description(std::string_view name, const CallOptions &options = {}) const {
+        std::string n = detail::z(name, "name");
+        detail::Call call(options);
         ofl_experiment_description *d = nullptr;
-        detail::check(ofl_frontend_client_get_experiment_description(p_.get(), detail::z(name, "name").c_str(), nullptr, &d));
+        ofl_error *error = ofl_frontend_client_get_experiment_description(p_.get(), n.c_str(), call.get(), &d);
         detail::Handle<ofl_experiment_description, ofl_experiment_description_free> owned(d);
+        call.check(error);
         ExperimentDescription out;
         out.name = ofl_experiment_description_name(d);
         out.status = detail::parse_status(ofl_experiment_description_status(d));
@@ -1780,6 +1940,17 @@ public:
     ofl_frontend_client *get() const noexcept { return p_.get(); }
 
 private:
+    using ModelCall = ofl_error *(*)(const ofl_frontend_client *, const char *, const ofl_call_options *,
+                                     ofl_tensor_list **);
+    TensorList model(ModelCall fetch, std::string_view name, const CallOptions &options) const {
+        std::string n = detail::z(name, "name");
+        detail::Call call(options);
+        ofl_tensor_list *out = nullptr;
+        ofl_error *error = fetch(p_.get(), n.c_str(), call.get(), &out);
+        TensorList list(out);
+        call.check(error);
+        return list;
+    }
     detail::Handle<ofl_frontend_client, ofl_frontend_client_free> p_;
 };
 

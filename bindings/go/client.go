@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"strconv"
-	"sync"
 	"unsafe"
 )
 
@@ -16,26 +15,20 @@ import (
 // AggregatorGRPCClient). Its methods may be called from many goroutines at
 // once; they share one connection.
 //
-// Contexts: a context that is already done fails a call at once. While a
-// call runs, the library cannot cancel it alone (its C API cancels calls
-// only by freeing the whole client), so:
+// Contexts cancel calls: a context that is already done fails a call at
+// once; one done while the call runs cancels it in the library (an upload
+// in flight is reset, the aggregator never counts it) and the call returns
+// an error with CodeCancelled or CodeDeadlineExceeded that wraps ctx.Err()
+// (errors.Is(err, context.Canceled)). A context deadline is the call's
+// time limit, all attempts and retries included; Connect.CallTimeout
+// bounds calls whose context has none (or a later one). Each call takes
+// optional CallOptions (WithProgress).
 //
-//   - GetTasks and GetAggregatedTensor return as soon as ctx is done (an
-//     error with CodeCancelled or CodeDeadlineExceeded that wraps ctx.Err());
-//     the abandoned RPC finishes in the background and its result is
-//     discarded. It may still have reached the aggregator.
-//   - SendLocalTaskResults reads the caller's tensor memory while it runs,
-//     so it always waits for the library call to end: ctx is only checked
-//     before the upload starts.
-//
-// Every library call ends when it succeeds, fails, or exhausts the retry
-// budget (AggregatorClientOptions.Retry; the default retries forever, as OpenFL).
-// Set a retry Deadline to bound calls, abandoned ones included.
-//
-// Close releases the client once no call is running; an AggregatorClient that is
-// never closed is released by a finalizer once unreachable.
+// Close cancels the calls in progress and returns once they have all
+// returned; an AggregatorClient that is never closed is released by a
+// finalizer once unreachable.
 type AggregatorClient struct {
-	guarded[C.ofl_aggregator_client] // users: library calls in progress
+	core clientCore[C.ofl_aggregator_client]
 }
 
 // NewAggregatorClient creates a client. Certificates are read and checked now; the
@@ -46,134 +39,47 @@ func NewAggregatorClient(opts AggregatorClientOptions) (*AggregatorClient, error
 		return nil, err
 	}
 	defer C.ofl_aggregator_client_options_free(copts)
-	c := &AggregatorClient{}
-	if err := takeError(C.ofl_aggregator_client_new(copts, &c.ptr)); err != nil {
+	var p *C.ofl_aggregator_client
+	if err := takeError(C.ofl_aggregator_client_new(copts, &p)); err != nil {
 		return nil, err
 	}
+	c := &AggregatorClient{}
+	c.core.init(p, func(p *C.ofl_aggregator_client) { _ = takeError(C.ofl_aggregator_client_close(p)) },
+		func(p *C.ofl_aggregator_client) { C.ofl_aggregator_client_free(p) }, opts.Connect.CallTimeout)
 	runtime.SetFinalizer(c, (*AggregatorClient).Close)
 	return c, nil
 }
 
-// release ends a call (see guarded.acquire); the last one after Close
-// frees the client.
-func (c *AggregatorClient) release() {
-	c.mu.Lock()
-	c.users--
-	var p *C.ofl_aggregator_client
-	if c.closed && c.users == 0 {
-		p, c.ptr = c.ptr, nil
-	}
-	c.mu.Unlock()
-	if p != nil {
-		C.ofl_aggregator_client_free(p)
-	}
-}
-
-// Close releases the client: at once when no call is running, otherwise
-// when the last running call (possibly one abandoned by its context) ends.
-// Later calls fail with CodeCancelled wrapping ErrClosed. Idempotent;
-// always returns nil.
+// Close cancels the calls in progress (they fail with CodeCancelled
+// wrapping ErrClosed), waits until they have all returned, and releases
+// the client: no call, nor goroutine of one, outlives Close. Later calls
+// fail the same way. Idempotent; always returns nil. Do not call it from
+// a progress callback (it would wait for itself).
 func (c *AggregatorClient) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
-	c.closed = true
-	var p *C.ofl_aggregator_client
-	if c.users == 0 {
-		p, c.ptr = c.ptr, nil
-	}
-	c.mu.Unlock()
 	runtime.SetFinalizer(c, nil)
-	if p != nil {
-		C.ofl_aggregator_client_free(p)
-	}
+	c.core.close()
 	return nil
 }
 
 // Disconnect closes the connection (OpenFL's disconnect); the next call
 // reconnects.
 func (c *AggregatorClient) Disconnect() error {
-	p, err := c.acquire("Disconnect")
+	p, err := c.core.acquire("Disconnect")
 	if err != nil {
 		return err
 	}
-	defer c.release()
+	defer c.core.release()
 	return takeError(C.ofl_aggregator_client_disconnect(p))
 }
 
 // Reconnect replaces the connection with a new one (OpenFL's reconnect).
 func (c *AggregatorClient) Reconnect() error {
-	p, err := c.acquire("Reconnect")
+	p, err := c.core.acquire("Reconnect")
 	if err != nil {
 		return err
 	}
-	defer c.release()
+	defer c.core.release()
 	return takeError(C.ofl_aggregator_client_reconnect(p))
-}
-
-type callResult[T any] struct {
-	value T
-	err   error
-}
-
-// abandonable runs call (one library call on p) so that the caller may
-// leave when ctx is done; call's cleanup of a result nobody took is
-// discard. The client stays acquired until call returns.
-func abandonable[T any](ctx context.Context, c *AggregatorClient, what string,
-	call func(p *C.ofl_aggregator_client) (T, error), discard func(T)) (T, error) {
-	var zero T
-	if err := contextError(ctx, what); err != nil {
-		return zero, err
-	}
-	p, err := c.acquire(what)
-	if err != nil {
-		return zero, err
-	}
-	return runAbandonable(ctx, what, c.release, func() (T, error) { return call(p) }, discard)
-}
-
-// runAbandonable runs call, then release, and returns call's result, or a
-// context error as soon as ctx is done: call then goes on in the
-// background, and discard cleans up a result nobody took.
-func runAbandonable[T any](ctx context.Context, what string, release func(),
-	call func() (T, error), discard func(T)) (T, error) {
-	if ctx.Done() == nil { // never cancelled: no goroutine needed
-		defer release()
-		return call()
-	}
-	var zero T
-	done := make(chan callResult[T], 1)
-	var mu sync.Mutex
-	abandoned := false
-	go func() {
-		defer release()
-		v, err := call()
-		mu.Lock()
-		defer mu.Unlock()
-		if abandoned {
-			if err == nil {
-				discard(v)
-			}
-			return
-		}
-		done <- callResult[T]{v, err}
-	}()
-	select {
-	case r := <-done:
-		return r.value, r.err
-	case <-ctx.Done():
-		mu.Lock()
-		defer mu.Unlock()
-		select {
-		case r := <-done: // finished meanwhile: the result is ours after all
-			return r.value, r.err
-		default:
-			abandoned = true
-			return zero, contextError(ctx, what)
-		}
-	}
 }
 
 // Task is one task of a GetTasks answer (OpenFL's Task).
@@ -193,20 +99,20 @@ type Tasks struct {
 }
 
 // GetTasks asks the aggregator for collaborator's tasks.
-func (c *AggregatorClient) GetTasks(ctx context.Context, collaborator string) (*Tasks, error) {
+func (c *AggregatorClient) GetTasks(ctx context.Context, collaborator string, opts ...CallOption) (*Tasks, error) {
 	if err := checkString("collaborator", collaborator); err != nil {
 		return nil, err
 	}
-	return abandonable(ctx, c, "GetTasks", func(p *C.ofl_aggregator_client) (*Tasks, error) {
+	return doCall(ctx, &c.core, "GetTasks", opts, func(p *C.ofl_aggregator_client, co *C.ofl_call_options) (*Tasks, error) {
 		name := C.CString(collaborator)
 		defer C.free(unsafe.Pointer(name))
 		var out *C.ofl_tasks
-		if err := takeError(C.ofl_aggregator_client_get_tasks(p, name, nil, &out)); err != nil {
+		if err := takeError(C.ofl_aggregator_client_get_tasks(p, name, co, &out)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_tasks_free(out)
 		return readTasks(out), nil
-	}, func(*Tasks) {})
+	})
 }
 
 func readTasks(t *C.ofl_tasks) *Tasks {
@@ -231,8 +137,10 @@ func readTasks(t *C.ofl_tasks) *Tasks {
 
 // GetAggregatedTensor fetches a tensor of the aggregated model. The
 // result's Data is the library's receive buffer, not a copy: see
-// Tensor for its lifetime, and Close it when done.
-func (c *AggregatorClient) GetAggregatedTensor(ctx context.Context, collaborator string, req TensorRequest) (*Tensor, error) {
+// Tensor for its lifetime, and Close it when done. WithProgress follows
+// the download.
+func (c *AggregatorClient) GetAggregatedTensor(ctx context.Context, collaborator string, req TensorRequest,
+	opts ...CallOption) (*Tensor, error) {
 	if err := checkString("collaborator", collaborator); err != nil {
 		return nil, err
 	}
@@ -242,7 +150,7 @@ func (c *AggregatorClient) GetAggregatedTensor(ctx context.Context, collaborator
 	if err := checkStrings("Tags", req.Tags); err != nil {
 		return nil, err
 	}
-	return abandonable(ctx, c, "GetAggregatedTensor", func(p *C.ofl_aggregator_client) (*Tensor, error) {
+	return doCall(ctx, &c.core, "GetAggregatedTensor", opts, func(p *C.ofl_aggregator_client, co *C.ofl_call_options) (*Tensor, error) {
 		var mem cstrings
 		defer mem.free()
 		var tags **C.char
@@ -256,11 +164,11 @@ func (c *AggregatorClient) GetAggregatedTensor(ctx context.Context, collaborator
 		var out *C.ofl_tensor
 		if err := takeError(C.ofl_aggregator_client_get_aggregated_tensor(p, mem.str(collaborator), mem.str(req.TensorName),
 			C.int32_t(req.RoundNumber), C.bool(req.Report), tags, C.size_t(len(req.Tags)),
-			C.bool(req.RequireLossless), nil, &out)); err != nil {
+			C.bool(req.RequireLossless), co, &out)); err != nil {
 			return nil, err
 		}
 		return newTensor(out), nil
-	}, func(t *Tensor) { t.Close() })
+	})
 }
 
 // TaskResults are the results of one task: what a collaborator sends with
@@ -290,10 +198,10 @@ type sendState struct {
 // SendLocalTaskResults uploads results for collaborator. TensorView data is
 // not copied (tensors under 64 KiB excepted): the library serializes it
 // straight from the slices while the call runs, so do not modify them
-// until it returns. ctx is checked before the upload starts only (see
-// AggregatorClient).
-func (c *AggregatorClient) SendLocalTaskResults(ctx context.Context, collaborator string, results TaskResults) error {
-	const what = "SendLocalTaskResults"
+// until it returns. A cancelled upload is reset: the aggregator never
+// counts it. WithProgress follows the upload.
+func (c *AggregatorClient) SendLocalTaskResults(ctx context.Context, collaborator string, results TaskResults,
+	opts ...CallOption) error {
 	if err := checkString("collaborator", collaborator); err != nil {
 		return err
 	}
@@ -305,25 +213,20 @@ func (c *AggregatorClient) SendLocalTaskResults(ctx context.Context, collaborato
 			return err
 		}
 	}
-	if err := contextError(ctx, what); err != nil {
-		return err
-	}
-	p, err := c.acquire(what)
-	if err != nil {
-		return err
-	}
-	defer c.release()
-
-	var mem cstrings
-	defer mem.free()
-	return lendTensors(&mem, results.Tensors, func(s *C.ofl_go_send) {
-		s.kind = C.OFL_GO_SEND_TASK_RESULTS
-		s.client = p
-		s.collaborator = mem.str(collaborator)
-		s.round_number = C.int32_t(results.RoundNumber)
-		s.task_name = mem.str(results.TaskName)
-		s.data_size = C.int32_t(results.DataSize)
+	_, err := doCall(ctx, &c.core, "SendLocalTaskResults", opts, func(p *C.ofl_aggregator_client, co *C.ofl_call_options) (struct{}, error) {
+		var mem cstrings
+		defer mem.free()
+		return struct{}{}, lendTensors(&mem, results.Tensors, func(s *C.ofl_go_send) {
+			s.kind = C.OFL_GO_SEND_TASK_RESULTS
+			s.client = p
+			s.call = co
+			s.collaborator = mem.str(collaborator)
+			s.round_number = C.int32_t(results.RoundNumber)
+			s.task_name = mem.str(results.TaskName)
+			s.data_size = C.int32_t(results.DataSize)
+		})
 	})
+	return err
 }
 
 // lendTensors makes one library call that reads tensors (the kind and

@@ -13,165 +13,6 @@ import (
 	"unsafe"
 )
 
-// ---- the connection both director clients share -------------------------------
-
-// dirOps are the library functions of one client type (envoy or frontend).
-type dirOps[H any] struct {
-	create func(opts *C.ofl_director_client_options) (*H, error)
-	close  func(h *H)
-	free   func(h *H)
-}
-
-// dirConn is a director client: a shared library client for short calls,
-// and the options to make a dedicated one for each long call (long poll,
-// stream, upload, download) whose context can be cancelled. The library
-// cancels calls only by closing a whole client (ofl_*_client_close), so a
-// dedicated client is what lets a context cancel one call and nothing else.
-type dirConn[H any] struct {
-	guarded[H] // ptr: the shared client; users: calls in progress (they use ptr and opts)
-	ops        dirOps[H]
-	opts       *C.ofl_director_client_options // kept to make dedicated clients
-	private    map[*H]struct{}                // dedicated clients of calls in progress
-}
-
-func (c *dirConn[H]) init(opts DirectorClientOptions, ops dirOps[H]) error {
-	copts, err := opts.build()
-	if err != nil {
-		return err
-	}
-	p, err := ops.create(copts)
-	if err != nil {
-		C.ofl_director_client_options_free(copts)
-		return err
-	}
-	c.ops, c.opts, c.ptr, c.private = ops, copts, p, map[*H]struct{}{}
-	return nil
-}
-
-// release ends a call; the last one after Close frees the client.
-func (c *dirConn[H]) release() {
-	c.mu.Lock()
-	c.users--
-	p, opts := c.takeIfDone()
-	c.mu.Unlock()
-	c.freeAll(p, opts)
-}
-
-// takeIfDone hands out what is to be freed once closed and idle (c.mu held).
-func (c *dirConn[H]) takeIfDone() (*H, *C.ofl_director_client_options) {
-	if !c.closed || c.users != 0 || c.ptr == nil {
-		return nil, nil
-	}
-	p, opts := c.ptr, c.opts
-	c.ptr, c.opts = nil, nil
-	return p, opts
-}
-
-func (c *dirConn[H]) freeAll(p *H, opts *C.ofl_director_client_options) {
-	if p != nil {
-		c.ops.free(p)
-		C.ofl_director_client_options_free(opts)
-	}
-}
-
-// Close cancels the calls in progress (they return CodeCancelled wrapping
-// ErrClosed) and refuses new ones; the library client is freed once the
-// last call has returned. Idempotent.
-func (c *dirConn[H]) Close() {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	c.closed = true
-	// Under the lock: no handle is freed while it is being closed.
-	c.ops.close(c.ptr)
-	for h := range c.private {
-		c.ops.close(h)
-	}
-	p, opts := c.takeIfDone()
-	c.mu.Unlock()
-	c.freeAll(p, opts)
-}
-
-func (c *dirConn[H]) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
-}
-
-// outcome names the cause of a call's failure: the context, or Close.
-func (c *dirConn[H]) outcome(ctx context.Context, what string, err error) error {
-	if err == nil || CodeOf(err) != CodeCancelled {
-		return err
-	}
-	if cerr := contextError(ctx, what); cerr != nil {
-		return cerr
-	}
-	if c.isClosed() {
-		return closedError(what)
-	}
-	return err
-}
-
-// dirCall makes one library call. Short calls use the shared client and
-// return as soon as ctx is done (the call finishes in the background and
-// discard cleans up its result, as AggregatorClient's calls do). Long calls with a
-// cancellable ctx get a dedicated client that ctx closes: they end when ctx
-// is done, with nothing left running.
-func dirCall[H, T any](ctx context.Context, c *dirConn[H], what string, long bool,
-	call func(h *H) (T, error), discard func(T)) (T, error) {
-	var zero T
-	if err := contextError(ctx, what); err != nil {
-		return zero, err
-	}
-	p, err := c.acquire(what)
-	if err != nil {
-		return zero, err
-	}
-	if long && ctx.Done() != nil {
-		defer c.release()
-		v, err := dedicatedCall(ctx, c, what, call)
-		return v, c.outcome(ctx, what, err)
-	}
-	v, err := runAbandonable(ctx, what, c.release, func() (T, error) { return call(p) }, discard)
-	return v, c.outcome(ctx, what, err)
-}
-
-func dedicatedCall[H, T any](ctx context.Context, c *dirConn[H], what string, call func(h *H) (T, error)) (T, error) {
-	var zero T
-	h, err := c.ops.create(c.opts) // opts stay alive: this call is counted
-	if err != nil {
-		return zero, err
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		c.ops.free(h)
-		return zero, closedError(what)
-	}
-	c.private[h] = struct{}{}
-	c.mu.Unlock()
-
-	stop, watched := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(watched)
-		select {
-		case <-ctx.Done():
-			c.ops.close(h) // the call returns CodeCancelled
-		case <-stop:
-		}
-	}()
-	v, err := call(h)
-	close(stop)
-	<-watched
-	c.mu.Lock()
-	delete(c.private, h)
-	c.mu.Unlock()
-	c.ops.free(h)
-	return v, err
-}
-
 // ---- value types ------------------------------------------------------------
 
 // CUDADevice is one CUDA device of an envoy's node (OpenFL's CudaDeviceInfo).
@@ -337,15 +178,12 @@ func (m *ReceivedModel) Close() error {
 // ShardDirectorClient). Its methods may be called from many goroutines at
 // once (e.g. health checks while another goroutine waits for an experiment).
 //
-// Contexts: a context that is already done fails a call at once.
-// WaitExperiment and GetExperimentData end as soon as their context is done
-// (each runs on a connection of its own, closed by the context, so nothing
-// is left running). The short calls (UpdateShardInfo, SendHealthCheck,
-// SetExperimentFailed) return when their context is done, and the
-// abandoned RPC finishes in the background within the retry budget, as
-// AggregatorClient's calls do. Close cancels every call in progress.
+// Contexts cancel calls and give their deadline, as AggregatorClient's do;
+// each call takes optional CallOptions (WithProgress for
+// GetExperimentData). Close cancels every call in progress and returns
+// once they have all returned.
 type EnvoyClient struct {
-	conn  dirConn[C.ofl_envoy_client]
+	core  clientCore[C.ofl_envoy_client]
 	shard string
 }
 
@@ -357,23 +195,20 @@ func NewEnvoyClient(opts DirectorClientOptions, shardName string) (*EnvoyClient,
 	if err := checkString("shardName", shardName); err != nil {
 		return nil, err
 	}
-	c := &EnvoyClient{shard: shardName}
-	err := c.conn.init(opts, dirOps[C.ofl_envoy_client]{
-		create: func(o *C.ofl_director_client_options) (*C.ofl_envoy_client, error) {
-			name := C.CString(shardName)
-			defer C.free(unsafe.Pointer(name))
-			var p *C.ofl_envoy_client
-			if err := takeError(C.ofl_envoy_client_new(o, name, &p)); err != nil {
-				return nil, err
-			}
-			return p, nil
-		},
-		close: func(p *C.ofl_envoy_client) { _ = takeError(C.ofl_envoy_client_close(p)) },
-		free:  func(p *C.ofl_envoy_client) { C.ofl_envoy_client_free(p) },
-	})
+	copts, err := opts.build()
 	if err != nil {
 		return nil, err
 	}
+	defer C.ofl_director_client_options_free(copts)
+	name := C.CString(shardName)
+	defer C.free(unsafe.Pointer(name))
+	var p *C.ofl_envoy_client
+	if err := takeError(C.ofl_envoy_client_new(copts, name, &p)); err != nil {
+		return nil, err
+	}
+	c := &EnvoyClient{shard: shardName}
+	c.core.init(p, func(p *C.ofl_envoy_client) { _ = takeError(C.ofl_envoy_client_close(p)) },
+		func(p *C.ofl_envoy_client) { C.ofl_envoy_client_free(p) }, opts.Connect.CallTimeout)
 	runtime.SetFinalizer(c, (*EnvoyClient).Close)
 	return c, nil
 }
@@ -382,17 +217,18 @@ func NewEnvoyClient(opts DirectorClientOptions, shardName string) (*EnvoyClient,
 func (c *EnvoyClient) ShardName() string { return c.shard }
 
 // Close cancels the calls in progress (they fail with CodeCancelled
-// wrapping ErrClosed) and releases the client once they have returned.
-// Later calls fail the same way. Idempotent; always returns nil.
+// wrapping ErrClosed), waits until they have all returned and releases
+// the client: nothing of a call outlives Close. Later calls fail the same
+// way. Idempotent; always returns nil.
 func (c *EnvoyClient) Close() error {
 	runtime.SetFinalizer(c, nil)
-	c.conn.Close()
+	c.core.close()
 	return nil
 }
 
 // UpdateShardInfo registers the shard under the client's shard name and
 // reports whether the director accepted it (its shapes are the director's).
-func (c *EnvoyClient) UpdateShardInfo(ctx context.Context, info ShardInfo) (bool, error) {
+func (c *EnvoyClient) UpdateShardInfo(ctx context.Context, info ShardInfo, opts ...CallOption) (bool, error) {
 	if err := checkString("Description", info.Description); err != nil {
 		return false, err
 	}
@@ -405,7 +241,7 @@ func (c *EnvoyClient) UpdateShardInfo(ctx context.Context, info ShardInfo) (bool
 	if err := checkDevices(info.CUDADevices); err != nil {
 		return false, err
 	}
-	return dirCall(ctx, &c.conn, "UpdateShardInfo", false, func(p *C.ofl_envoy_client) (bool, error) {
+	return doCall(ctx, &c.core, "UpdateShardInfo", opts, func(p *C.ofl_envoy_client, co *C.ofl_call_options) (bool, error) {
 		var mem cstrings
 		defer mem.free()
 		si := (*C.ofl_shard_info)(mem.alloc(unsafe.Sizeof(C.ofl_shard_info{})))
@@ -418,26 +254,26 @@ func (c *EnvoyClient) UpdateShardInfo(ctx context.Context, info ShardInfo) (bool
 		si.cuda_devices = cDevices(info.CUDADevices, &mem)
 		si.cuda_devices_len = C.size_t(len(info.CUDADevices))
 		var accepted C.bool
-		if err := takeError(C.ofl_envoy_client_update_shard_info(p, si, nil, &accepted)); err != nil {
+		if err := takeError(C.ofl_envoy_client_update_shard_info(p, si, co, &accepted)); err != nil {
 			return false, err
 		}
 		return bool(accepted), nil
-	}, func(bool) {})
+	})
 }
 
 // WaitExperiment blocks until the director has an experiment for this
 // envoy and returns its name. Asking again while that experiment runs
 // returns it again (a reconnect). Ends with a context error when ctx is
 // done, and CodeCancelled (ErrClosed) when the client is closed.
-func (c *EnvoyClient) WaitExperiment(ctx context.Context) (string, error) {
-	return dirCall(ctx, &c.conn, "WaitExperiment", true, func(p *C.ofl_envoy_client) (string, error) {
+func (c *EnvoyClient) WaitExperiment(ctx context.Context, opts ...CallOption) (string, error) {
+	return doCall(ctx, &c.core, "WaitExperiment", opts, func(p *C.ofl_envoy_client, co *C.ofl_call_options) (string, error) {
 		var out *C.ofl_string
-		if err := takeError(C.ofl_envoy_client_wait_experiment(p, nil, &out)); err != nil {
+		if err := takeError(C.ofl_envoy_client_wait_experiment(p, co, &out)); err != nil {
 			return "", err
 		}
 		defer C.ofl_string_free(out)
 		return C.GoStringN(C.ofl_string_get(out), C.int(C.ofl_string_len(out))), nil
-	}, func(string) {})
+	})
 }
 
 // GetExperimentData downloads the archive of experiment into the file
@@ -446,22 +282,23 @@ func (c *EnvoyClient) WaitExperiment(ctx context.Context) (string, error) {
 // CodePermissionDenied when this envoy is not one of its collaborators,
 // CodeFailedPrecondition when it is not in progress, CodeResourceExhausted
 // beyond DirectorClientOptions.MaxArchiveSize, CodeIO for the file.
-func (c *EnvoyClient) GetExperimentData(ctx context.Context, experiment, destPath string) (uint64, error) {
+// WithProgress follows the download.
+func (c *EnvoyClient) GetExperimentData(ctx context.Context, experiment, destPath string, opts ...CallOption) (uint64, error) {
 	if err := checkString("experiment", experiment); err != nil {
 		return 0, err
 	}
 	if err := checkString("destPath", destPath); err != nil {
 		return 0, err
 	}
-	return dirCall(ctx, &c.conn, "GetExperimentData", true, func(p *C.ofl_envoy_client) (uint64, error) {
+	return doCall(ctx, &c.core, "GetExperimentData", opts, func(p *C.ofl_envoy_client, co *C.ofl_call_options) (uint64, error) {
 		var mem cstrings
 		defer mem.free()
 		var size C.uint64_t
-		if err := takeError(C.ofl_envoy_client_get_experiment_data(p, mem.str(experiment), mem.str(destPath), nil, &size)); err != nil {
+		if err := takeError(C.ofl_envoy_client_get_experiment_data(p, mem.str(experiment), mem.str(destPath), co, &size)); err != nil {
 			return 0, err
 		}
 		return uint64(size), nil
-	}, func(uint64) {})
+	})
 }
 
 // SendHealthCheck tells the director the envoy is alive, whether an
@@ -469,39 +306,41 @@ func (c *EnvoyClient) GetExperimentData(ctx context.Context, experiment, destPat
 // ones index by index). It returns the director's health-check period:
 // send the next check within it. Errors: CodeNotFound when the director
 // does not know this envoy (call UpdateShardInfo again).
-func (c *EnvoyClient) SendHealthCheck(ctx context.Context, experimentRunning bool, devices []CUDADevice) (time.Duration, error) {
+func (c *EnvoyClient) SendHealthCheck(ctx context.Context, experimentRunning bool, devices []CUDADevice,
+	opts ...CallOption) (time.Duration, error) {
 	if err := checkDevices(devices); err != nil {
 		return 0, err
 	}
-	return dirCall(ctx, &c.conn, "SendHealthCheck", false, func(p *C.ofl_envoy_client) (time.Duration, error) {
+	return doCall(ctx, &c.core, "SendHealthCheck", opts, func(p *C.ofl_envoy_client, co *C.ofl_call_options) (time.Duration, error) {
 		var mem cstrings
 		defer mem.free()
 		var period C.uint64_t
 		if err := takeError(C.ofl_envoy_client_send_health_check(p, C.bool(experimentRunning),
-			cDevices(devices, &mem), C.size_t(len(devices)), nil, &period)); err != nil {
+			cDevices(devices, &mem), C.size_t(len(devices)), co, &period)); err != nil {
 			return 0, err
 		}
 		return time.Duration(period) * time.Millisecond, nil
-	}, func(time.Duration) {})
+	})
 }
 
 // SetExperimentFailed tells the director this envoy failed experiment with
 // errorCode and description (may be ""). Errors: CodePermissionDenied when
 // this envoy is not its collaborator, CodeFailedPrecondition when it is not
 // in progress, CodeNotFound.
-func (c *EnvoyClient) SetExperimentFailed(ctx context.Context, experiment string, errorCode uint32, description string) error {
+func (c *EnvoyClient) SetExperimentFailed(ctx context.Context, experiment string, errorCode uint32, description string,
+	opts ...CallOption) error {
 	if err := checkString("experiment", experiment); err != nil {
 		return err
 	}
 	if err := checkString("description", description); err != nil {
 		return err
 	}
-	_, err := dirCall(ctx, &c.conn, "SetExperimentFailed", false, func(p *C.ofl_envoy_client) (struct{}, error) {
+	_, err := doCall(ctx, &c.core, "SetExperimentFailed", opts, func(p *C.ofl_envoy_client, co *C.ofl_call_options) (struct{}, error) {
 		var mem cstrings
 		defer mem.free()
 		return struct{}{}, takeError(C.ofl_envoy_client_set_experiment_failed(p, mem.str(experiment),
-			C.uint32_t(errorCode), mem.optStr(description), nil))
-	}, func(struct{}) {})
+			C.uint32_t(errorCode), mem.optStr(description), co))
+	})
 	return err
 }
 
@@ -512,41 +351,39 @@ func (c *EnvoyClient) SetExperimentFailed(ctx context.Context, experiment string
 // called from many goroutines at once. A frontend sees only the experiments
 // it submitted (same certificate CN, or ClientID): others are CodeNotFound.
 //
-// Contexts: as EnvoyClient. SetNewExperiment and StreamMetrics are the long
-// calls (a connection of their own, closed when the context is done); the
-// others return when their context is done and finish in the background.
+// Contexts and Close: as EnvoyClient. WithProgress follows the transfers
+// (SetNewExperiment, GetBestModel, GetLastModel).
 type FrontendClient struct {
-	conn dirConn[C.ofl_frontend_client]
+	core clientCore[C.ofl_frontend_client]
 }
 
 // NewFrontendClient creates a frontend client. Certificates are read and
 // checked now; the connection is made by the first call.
 func NewFrontendClient(opts DirectorClientOptions) (*FrontendClient, error) {
-	c := &FrontendClient{}
-	err := c.conn.init(opts, dirOps[C.ofl_frontend_client]{
-		create: func(o *C.ofl_director_client_options) (*C.ofl_frontend_client, error) {
-			var p *C.ofl_frontend_client
-			if err := takeError(C.ofl_frontend_client_new(o, &p)); err != nil {
-				return nil, err
-			}
-			return p, nil
-		},
-		close: func(p *C.ofl_frontend_client) { _ = takeError(C.ofl_frontend_client_close(p)) },
-		free:  func(p *C.ofl_frontend_client) { C.ofl_frontend_client_free(p) },
-	})
+	copts, err := opts.build()
 	if err != nil {
 		return nil, err
 	}
+	defer C.ofl_director_client_options_free(copts)
+	var p *C.ofl_frontend_client
+	if err := takeError(C.ofl_frontend_client_new(copts, &p)); err != nil {
+		return nil, err
+	}
+	c := &FrontendClient{}
+	c.core.init(p, func(p *C.ofl_frontend_client) { _ = takeError(C.ofl_frontend_client_close(p)) },
+		func(p *C.ofl_frontend_client) { C.ofl_frontend_client_free(p) }, opts.Connect.CallTimeout)
 	runtime.SetFinalizer(c, (*FrontendClient).Close)
 	return c, nil
 }
 
-// Close cancels the calls in progress (they fail with CodeCancelled
-// wrapping ErrClosed) and releases the client once they have returned.
-// Later calls fail the same way. Idempotent; always returns nil.
+// Close cancels the calls in progress (a metric stream too; they fail
+// with CodeCancelled wrapping ErrClosed), waits until they have all
+// returned and releases the client. Later calls fail the same way.
+// Idempotent; always returns nil. Do not call it from a StreamMetrics or
+// progress callback (it would wait for the call that runs it).
 func (c *FrontendClient) Close() error {
 	runtime.SetFinalizer(c, nil)
-	c.conn.Close()
+	c.core.close()
 	return nil
 }
 
@@ -557,8 +394,9 @@ func (c *FrontendClient) Close() error {
 // AggregatorClient.SendLocalTaskResults does). On success the experiment is pending.
 // Errors: CodeInvalidArgument (bad name, no collaborators, empty archive),
 // CodeAlreadyExists, CodeResourceExhausted (archive too large), CodeIO (the file).
+// WithProgress follows the upload; a cancelled upload leaves no experiment.
 func (c *FrontendClient) SetNewExperiment(ctx context.Context, name string, collaborators []string,
-	archivePath string, initialModel []TensorView) error {
+	archivePath string, initialModel []TensorView, opts ...CallOption) error {
 	if err := checkString("name", name); err != nil {
 		return err
 	}
@@ -573,59 +411,60 @@ func (c *FrontendClient) SetNewExperiment(ctx context.Context, name string, coll
 			return err
 		}
 	}
-	_, err := dirCall(ctx, &c.conn, "SetNewExperiment", true, func(p *C.ofl_frontend_client) (struct{}, error) {
+	_, err := doCall(ctx, &c.core, "SetNewExperiment", opts, func(p *C.ofl_frontend_client, co *C.ofl_call_options) (struct{}, error) {
 		var mem cstrings
 		defer mem.free()
 		return struct{}{}, lendTensors(&mem, initialModel, func(s *C.ofl_go_send) {
 			s.kind = C.OFL_GO_SET_NEW_EXPERIMENT
 			s.frontend = p
+			s.call = co
 			s.collaborator = mem.str(name)
 			s.collaborators = mem.strs(collaborators)
 			s.collaborators_len = C.size_t(len(collaborators))
 			s.archive_path = mem.str(archivePath)
 		})
-	}, func(struct{}) {})
+	})
 	return err
 }
 
-// frontendName runs a short call that takes an experiment name.
-func frontendName[T any](ctx context.Context, c *FrontendClient, what, name string,
-	call func(p *C.ofl_frontend_client, name *C.char) (T, error), discard func(T)) (T, error) {
+// frontendName runs a call that takes an experiment name.
+func frontendName[T any](ctx context.Context, c *FrontendClient, what, name string, opts []CallOption,
+	call func(p *C.ofl_frontend_client, name *C.char, co *C.ofl_call_options) (T, error)) (T, error) {
 	if err := checkString("name", name); err != nil {
 		var zero T
 		return zero, err
 	}
-	return dirCall(ctx, &c.conn, what, false, func(p *C.ofl_frontend_client) (T, error) {
+	return doCall(ctx, &c.core, what, opts, func(p *C.ofl_frontend_client, co *C.ofl_call_options) (T, error) {
 		cname := C.CString(name)
 		defer C.free(unsafe.Pointer(cname))
-		return call(p, cname)
-	}, discard)
+		return call(p, cname, co)
+	})
 }
 
 // GetExperimentStatus is the status of the experiment name. Errors:
 // CodeNotFound for an experiment this frontend did not submit.
-func (c *FrontendClient) GetExperimentStatus(ctx context.Context, name string) (ExperimentStatus, error) {
-	return frontendName(ctx, c, "GetExperimentStatus", name, func(p *C.ofl_frontend_client, n *C.char) (ExperimentStatus, error) {
+func (c *FrontendClient) GetExperimentStatus(ctx context.Context, name string, opts ...CallOption) (ExperimentStatus, error) {
+	return frontendName(ctx, c, "GetExperimentStatus", name, opts, func(p *C.ofl_frontend_client, n *C.char, co *C.ofl_call_options) (ExperimentStatus, error) {
 		var st uint32 // enum ofl_experiment_status
-		if err := takeError(C.ofl_frontend_client_get_experiment_status(p, n, nil, &st)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_experiment_status(p, n, co, &st)); err != nil {
 			return 0, err
 		}
 		return ExperimentStatus(st), nil
-	}, func(ExperimentStatus) {})
+	})
 }
 
 // GetDatasetInfo is the director's sample and target shapes.
-func (c *FrontendClient) GetDatasetInfo(ctx context.Context) (sampleShape, targetShape []string, err error) {
+func (c *FrontendClient) GetDatasetInfo(ctx context.Context, opts ...CallOption) (sampleShape, targetShape []string, err error) {
 	type shapes struct{ sample, target []string }
-	r, err := dirCall(ctx, &c.conn, "GetDatasetInfo", false, func(p *C.ofl_frontend_client) (shapes, error) {
+	r, err := doCall(ctx, &c.core, "GetDatasetInfo", opts, func(p *C.ofl_frontend_client, co *C.ofl_call_options) (shapes, error) {
 		var sample, target *C.ofl_string_list
-		if err := takeError(C.ofl_frontend_client_get_dataset_info(p, nil, &sample, &target)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_dataset_info(p, co, &sample, &target)); err != nil {
 			return shapes{}, err
 		}
 		defer C.ofl_string_list_free(sample)
 		defer C.ofl_string_list_free(target)
 		return shapes{goStringList(sample), goStringList(target)}, nil
-	}, func(shapes) {})
+	})
 	return r.sample, r.target, err
 }
 
@@ -640,30 +479,30 @@ func goStringList(l *C.ofl_string_list) []string {
 // GetBestModel downloads the best model of the experiment name, as the
 // director's host set it; Close the result. Errors: CodeFailedPrecondition
 // while there is none, CodeNotFound for an experiment this frontend did not
-// submit.
-func (c *FrontendClient) GetBestModel(ctx context.Context, name string) (*ReceivedModel, error) {
-	return c.getModel(ctx, "GetBestModel", name, true)
+// submit. WithProgress follows the download.
+func (c *FrontendClient) GetBestModel(ctx context.Context, name string, opts ...CallOption) (*ReceivedModel, error) {
+	return c.getModel(ctx, "GetBestModel", name, true, opts)
 }
 
 // GetLastModel downloads the last model, as GetBestModel.
-func (c *FrontendClient) GetLastModel(ctx context.Context, name string) (*ReceivedModel, error) {
-	return c.getModel(ctx, "GetLastModel", name, false)
+func (c *FrontendClient) GetLastModel(ctx context.Context, name string, opts ...CallOption) (*ReceivedModel, error) {
+	return c.getModel(ctx, "GetLastModel", name, false, opts)
 }
 
-func (c *FrontendClient) getModel(ctx context.Context, what, name string, best bool) (*ReceivedModel, error) {
-	return frontendName(ctx, c, what, name, func(p *C.ofl_frontend_client, n *C.char) (*ReceivedModel, error) {
+func (c *FrontendClient) getModel(ctx context.Context, what, name string, best bool, opts []CallOption) (*ReceivedModel, error) {
+	return frontendName(ctx, c, what, name, opts, func(p *C.ofl_frontend_client, n *C.char, co *C.ofl_call_options) (*ReceivedModel, error) {
 		var out *C.ofl_tensor_list
 		var err error
 		if best {
-			err = takeError(C.ofl_frontend_client_get_best_model(p, n, nil, &out))
+			err = takeError(C.ofl_frontend_client_get_best_model(p, n, co, &out))
 		} else {
-			err = takeError(C.ofl_frontend_client_get_last_model(p, n, nil, &out))
+			err = takeError(C.ofl_frontend_client_get_last_model(p, n, co, &out))
 		}
 		if err != nil {
 			return nil, err
 		}
 		return newReceivedModel(out), nil
-	}, func(m *ReceivedModel) { m.Close() })
+	})
 }
 
 // metricStream is the Go side of one StreamMetrics call.
@@ -682,7 +521,7 @@ type metricStream struct {
 // panic in fn ends the stream and is re-raised here. Ends with a context
 // error when ctx is done. Errors: CodeNotFound for an experiment this
 // frontend did not submit.
-func (c *FrontendClient) StreamMetrics(ctx context.Context, name string, fn func(DirectorMetric) bool) error {
+func (c *FrontendClient) StreamMetrics(ctx context.Context, name string, fn func(DirectorMetric) bool, opts ...CallOption) error {
 	if fn == nil {
 		return invalidArgument("fn is nil")
 	}
@@ -690,13 +529,13 @@ func (c *FrontendClient) StreamMetrics(ctx context.Context, name string, fn func
 		return err
 	}
 	st := &metricStream{ctx: ctx, fn: fn}
-	_, err := dirCall(ctx, &c.conn, "StreamMetrics", true, func(p *C.ofl_frontend_client) (struct{}, error) {
+	_, err := doCall(ctx, &c.core, "StreamMetrics", opts, func(p *C.ofl_frontend_client, co *C.ofl_call_options) (struct{}, error) {
 		cname := C.CString(name)
 		defer C.free(unsafe.Pointer(cname))
 		h := cgo.NewHandle(st)
 		defer h.Delete()
-		return struct{}{}, takeError(C.ofl_go_frontend_stream_metrics(p, cname, C.uintptr_t(h)))
-	}, func(struct{}) {})
+		return struct{}{}, takeError(C.ofl_go_frontend_stream_metrics(p, cname, C.uintptr_t(h), co))
+	})
 	if st.didPanic {
 		panic(st.panicked) // after the C frames are gone
 	}
@@ -735,18 +574,18 @@ func oflGoMetric(h C.uintptr_t, m *C.ofl_director_metric) (more C.int) {
 // it is being reviewed or run. An experiment this frontend did not submit
 // (or an unknown one) is left alone and the call succeeds, as with OpenFL
 // 1.6's director.
-func (c *FrontendClient) RemoveExperiment(ctx context.Context, name string) error {
-	_, err := frontendName(ctx, c, "RemoveExperiment", name, func(p *C.ofl_frontend_client, n *C.char) (struct{}, error) {
-		return struct{}{}, takeError(C.ofl_frontend_client_remove_experiment(p, n, nil))
-	}, func(struct{}) {})
+func (c *FrontendClient) RemoveExperiment(ctx context.Context, name string, opts ...CallOption) error {
+	_, err := frontendName(ctx, c, "RemoveExperiment", name, opts, func(p *C.ofl_frontend_client, n *C.char, co *C.ofl_call_options) (struct{}, error) {
+		return struct{}{}, takeError(C.ofl_frontend_client_remove_experiment(p, n, co))
+	})
 	return err
 }
 
 // GetEnvoys reports every registered envoy, online or not.
-func (c *FrontendClient) GetEnvoys(ctx context.Context) ([]EnvoyInfo, error) {
-	return dirCall(ctx, &c.conn, "GetEnvoys", false, func(p *C.ofl_frontend_client) ([]EnvoyInfo, error) {
+func (c *FrontendClient) GetEnvoys(ctx context.Context, opts ...CallOption) ([]EnvoyInfo, error) {
+	return doCall(ctx, &c.core, "GetEnvoys", opts, func(p *C.ofl_frontend_client, co *C.ofl_call_options) ([]EnvoyInfo, error) {
 		var e *C.ofl_envoys
-		if err := takeError(C.ofl_frontend_client_get_envoys(p, nil, &e)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_envoys(p, co, &e)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_envoys_free(e)
@@ -784,15 +623,15 @@ func (c *FrontendClient) GetEnvoys(ctx context.Context) ([]EnvoyInfo, error) {
 			out[i] = info
 		}
 		return out, nil
-	}, func([]EnvoyInfo) {})
+	})
 }
 
 // GetExperimentsList reports the experiments this frontend submitted, in
 // submission order.
-func (c *FrontendClient) GetExperimentsList(ctx context.Context) ([]ExperimentSummary, error) {
-	return dirCall(ctx, &c.conn, "GetExperimentsList", false, func(p *C.ofl_frontend_client) ([]ExperimentSummary, error) {
+func (c *FrontendClient) GetExperimentsList(ctx context.Context, opts ...CallOption) ([]ExperimentSummary, error) {
+	return doCall(ctx, &c.core, "GetExperimentsList", opts, func(p *C.ofl_frontend_client, co *C.ofl_call_options) ([]ExperimentSummary, error) {
 		var l *C.ofl_experiment_list
-		if err := takeError(C.ofl_frontend_client_get_experiments_list(p, nil, &l)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_experiments_list(p, co, &l)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_experiment_list_free(l)
@@ -808,15 +647,15 @@ func (c *FrontendClient) GetExperimentsList(ctx context.Context) ([]ExperimentSu
 			}
 		}
 		return out, nil
-	}, func([]ExperimentSummary) {})
+	})
 }
 
 // GetExperimentDescription describes the experiment name in detail.
 // Errors: CodeNotFound for an experiment this frontend did not submit.
-func (c *FrontendClient) GetExperimentDescription(ctx context.Context, name string) (*ExperimentDescription, error) {
-	return frontendName(ctx, c, "GetExperimentDescription", name, func(p *C.ofl_frontend_client, n *C.char) (*ExperimentDescription, error) {
+func (c *FrontendClient) GetExperimentDescription(ctx context.Context, name string, opts ...CallOption) (*ExperimentDescription, error) {
+	return frontendName(ctx, c, "GetExperimentDescription", name, opts, func(p *C.ofl_frontend_client, n *C.char, co *C.ofl_call_options) (*ExperimentDescription, error) {
 		var d *C.ofl_experiment_description
-		if err := takeError(C.ofl_frontend_client_get_experiment_description(p, n, nil, &d)); err != nil {
+		if err := takeError(C.ofl_frontend_client_get_experiment_description(p, n, co, &d)); err != nil {
 			return nil, err
 		}
 		defer C.ofl_experiment_description_free(d)
@@ -864,5 +703,5 @@ func (c *FrontendClient) GetExperimentDescription(ctx context.Context, name stri
 			}
 		}
 		return out, nil
-	}, func(*ExperimentDescription) {})
+	})
 }

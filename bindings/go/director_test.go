@@ -482,7 +482,7 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 	waitStatus(t, f, "mnist", openfl.StatusFinished)
 	for _, m := range []struct {
 		what string
-		get  func(context.Context, string) (*openfl.ReceivedModel, error)
+		get  func(context.Context, string, ...openfl.CallOption) (*openfl.ReceivedModel, error)
 		want []openfl.TensorView
 	}{{"best", f.GetBestModel, best}, {"last", f.GetLastModel, last}} {
 		got, err := m.get(ctx, "mnist")
@@ -663,7 +663,7 @@ func TestDirectorLifecycleMTLS(t *testing.T) {
 			t.Errorf("SendHealthCheck after cancelled waits: %v", err)
 		}
 		waited := make(chan error, 2)
-		for _, c := range []context.Context{context.Background(), ctx} { // shared and dedicated connection
+		for _, c := range []context.Context{context.Background(), ctx} { // without and with a watcher
 			c := c
 			go func() { _, err := col2.WaitExperiment(c); waited <- err }()
 		}

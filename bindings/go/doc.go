@@ -24,6 +24,10 @@
 // GetExperimentData, SendHealthCheck), data scientists FrontendClient
 // (SetNewExperiment, GetExperimentStatus, StreamMetrics, GetBestModel, ...).
 //
+// Calls: a context cancels the call in the library (uploads included) and
+// its deadline is the call's time limit; WithProgress follows a transfer;
+// Close cancels a client's calls and waits until they have all returned.
+//
 // Errors are *Error values carrying the library's code: test them with
 // errors.Is(err, openfl.CodeUnauthenticated) or read them with errors.As.
 //

@@ -17,3 +17,17 @@ func LiveServerStates() int64 { return liveServerStates.Load() }
 
 // LiveDirectorStates is the number of director hook handles the library holds.
 func LiveDirectorStates() int64 { return liveDirectorStates.Load() }
+
+// CallsInProgress is the number of calls using a client's library handle
+// (an *AggregatorClient, *EnvoyClient or *FrontendClient).
+func CallsInProgress(client any) int {
+	switch c := client.(type) {
+	case *AggregatorClient:
+		return c.core.callsInProgress()
+	case *EnvoyClient:
+		return c.core.callsInProgress()
+	case *FrontendClient:
+		return c.core.callsInProgress()
+	}
+	panic("CallsInProgress: not a client")
+}

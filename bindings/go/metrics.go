@@ -170,11 +170,11 @@ func metricsOf[P any](p *P, get func(*P, **C.ofl_metrics) *C.ofl_error) (*Metric
 
 // Metrics is a snapshot of the client's transport metrics.
 func (c *AggregatorClient) Metrics() (*Metrics, error) {
-	p, err := c.acquire("Metrics")
+	p, err := c.core.acquire("Metrics")
 	if err != nil {
 		return nil, err
 	}
-	defer c.release()
+	defer c.core.release()
 	return metricsOf(p, func(p *C.ofl_aggregator_client, out **C.ofl_metrics) *C.ofl_error {
 		return C.ofl_aggregator_client_metrics(p, out)
 	})
@@ -204,28 +204,26 @@ func (s *DirectorServer) Metrics() (*Metrics, error) {
 	})
 }
 
-// Metrics is a snapshot of the transport metrics of the client's shared
-// connection (long calls made under a cancellable context run on a
-// dedicated connection of their own, not counted here).
+// Metrics is a snapshot of the client's transport metrics (every call
+// counts: calls under a cancellable context use the same client).
 func (c *EnvoyClient) Metrics() (*Metrics, error) {
-	p, err := c.conn.acquire("Metrics")
+	p, err := c.core.acquire("Metrics")
 	if err != nil {
 		return nil, err
 	}
-	defer c.conn.release()
+	defer c.core.release()
 	return metricsOf(p, func(p *C.ofl_envoy_client, out **C.ofl_metrics) *C.ofl_error {
 		return C.ofl_envoy_client_metrics(p, out)
 	})
 }
 
-// Metrics is a snapshot of the transport metrics of the client's shared
-// connection (see EnvoyClient.Metrics).
+// Metrics is a snapshot of the client's transport metrics.
 func (c *FrontendClient) Metrics() (*Metrics, error) {
-	p, err := c.conn.acquire("Metrics")
+	p, err := c.core.acquire("Metrics")
 	if err != nil {
 		return nil, err
 	}
-	defer c.conn.release()
+	defer c.core.release()
 	return metricsOf(p, func(p *C.ofl_frontend_client, out **C.ofl_metrics) *C.ofl_error {
 		return C.ofl_frontend_client_metrics(p, out)
 	})

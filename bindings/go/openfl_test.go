@@ -562,7 +562,7 @@ func TestRejections(t *testing.T) {
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("GetTasks returned %v after its deadline", d)
 		}
-		// The abandoned call holds the client; Close releases it when it ends.
+		// The call was cancelled: Close has nothing to wait for.
 		c.Close()
 		close(release)
 		// A later call with a live context gets the real answer.

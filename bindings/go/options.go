@@ -191,6 +191,10 @@ type ConnectOptions struct {
 	// MaxMessageSize is the largest message sent or received; 0 means
 	// 1 GiB (2^30, as OpenFL).
 	MaxMessageSize uint64
+	// CallTimeout bounds every call of the client, all attempts and
+	// retries included (CodeDeadlineExceeded when it passes); 0 means no
+	// limit (as OpenFL). A call's context deadline, when earlier, wins.
+	CallTimeout time.Duration
 }
 
 // attach gives c to one client options type's _set_connect (set).
@@ -219,6 +223,15 @@ func (c *ConnectOptions) attach(set func(*C.ofl_connect_options) *C.ofl_error) e
 	}); err != nil {
 		return err
 	}
+	if c.CallTimeout != 0 {
+		ms := c.CallTimeout.Milliseconds()
+		if ms <= 0 {
+			return invalidArgument("Connect.CallTimeout %v is below 1 ms", c.CallTimeout)
+		}
+		if err := takeError(C.ofl_connect_options_set_call_timeout_ms(opts, C.uint64_t(ms))); err != nil {
+			return err
+		}
+	}
 	return takeError(set(opts))
 }
 
@@ -230,9 +243,8 @@ type AggregatorClientOptions struct {
 	Port uint16
 	// TLS settings; default mTLS.
 	TLS TLSConfig
-	// Connect: server name, retries, connect timeout, message size. Set a
-	// Connect.Retry Deadline to bound every call (see AggregatorClient for
-	// why that matters in Go).
+	// Connect: server name, retries, connect timeout, message size, call
+	// timeout.
 	Connect ConnectOptions
 	// Federation is the identity requests carry and replies must match.
 	Federation Federation

@@ -72,8 +72,16 @@ static bool tramp_metric(void *user_data, const ofl_director_metric *metric) {
 }
 
 ofl_error *ofl_go_frontend_stream_metrics(const ofl_frontend_client *client, const char *name,
-                                          uintptr_t handle) {
-    return ofl_frontend_client_stream_metrics(client, name, tramp_metric, (void *)handle, NULL);
+                                          uintptr_t handle, const ofl_call_options *call) {
+    return ofl_frontend_client_stream_metrics(client, name, tramp_metric, (void *)handle, call);
+}
+
+static bool tramp_progress(void *user_data, uint64_t bytes_done, uint64_t bytes_total) {
+    return oflGoProgress(handle_of(user_data), bytes_done, bytes_total);
+}
+
+ofl_error *ofl_go_call_options_set_progress(ofl_call_options *call, uintptr_t handle) {
+    return ofl_call_options_set_progress(call, tramp_progress, (void *)handle);
 }
 
 ofl_error *ofl_go_server_start(const ofl_aggregator_server_options *options, uintptr_t handle,
@@ -137,7 +145,7 @@ void ofl_go_send_step(ofl_go_send *s, size_t first, size_t count, const void *p0
         case OFL_GO_SEND_TASK_RESULTS:
             s->error = ofl_aggregator_client_send_local_task_results(s->client, s->collaborator,
                                                           s->round_number, s->task_name,
-                                                          s->data_size, s->views, s->len, NULL);
+                                                          s->data_size, s->views, s->len, s->call);
             break;
         case OFL_GO_SET_BEST_MODEL:
             s->error = ofl_director_server_set_best_model(s->director, s->collaborator, s->views,
@@ -150,7 +158,7 @@ void ofl_go_send_step(ofl_go_send *s, size_t first, size_t count, const void *p0
         case OFL_GO_SET_NEW_EXPERIMENT:
             s->error = ofl_frontend_client_set_new_experiment(
                 s->frontend, s->collaborator, s->collaborators, s->collaborators_len,
-                s->archive_path, s->views, s->len, NULL);
+                s->archive_path, s->views, s->len, s->call);
             break;
         default:
             abort(); /* unreachable: Go sets the kind */

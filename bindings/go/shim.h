@@ -35,7 +35,11 @@ ofl_error *ofl_go_director_server_start(const ofl_director_server_options *optio
 
 /* ofl_frontend_client_stream_metrics with the Go callback behind `handle`. */
 ofl_error *ofl_go_frontend_stream_metrics(const ofl_frontend_client *client, const char *name,
-                                          uintptr_t handle);
+                                          uintptr_t handle, const ofl_call_options *call);
+
+/* ofl_call_options_set_progress with the Go progress state behind the
+ * cgo.Handle `handle` (borrowed for the calls that use `call`). */
+ofl_error *ofl_go_call_options_set_progress(ofl_call_options *call, uintptr_t handle);
 
 /* The library call an ofl_go_send chain ends with. */
 enum {
@@ -58,6 +62,7 @@ typedef struct ofl_go_send {
     const char *const *collaborators; /* OFL_GO_SET_NEW_EXPERIMENT */
     size_t collaborators_len;
     const char *archive_path;
+    const ofl_call_options *call; /* the client call's options (NULL: defaults) */
     ofl_tensor_view *views; /* `len` views; data of the Go-borrowed ones set during the chain */
     size_t len;
     const size_t *borrowed; /* indices into `views` whose data is Go memory */

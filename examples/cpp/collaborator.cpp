@@ -2,7 +2,8 @@
 // aggregator (aggregator.cpp, or examples/go/aggregator): asks for tasks
 // until told to quit; for "train" it fetches the round's "weights", moves
 // them halfway towards its own target and uploads them and its loss with
-// its sample count.
+// its sample count, each call bounded by a time limit, the upload's
+// progress followed.
 //
 //   collaborator CERT_DIR NAME PORT [HOST]
 //
@@ -76,8 +77,16 @@ int main(int argc, char **argv) {
                 metric.tags = {"metric"};
                 metric.metadata = {openfl::Metadata{}};  // a scalar
                 metric.data = openfl::Bytes(&loss, sizeof loss);
-                client.send_local_task_results(name, tasks.round_number, task.name, samples, {trained, metric});
-                std::printf("%s: round %d trained, weights[0] = %.4f\n", name.c_str(), tasks.round_number, weights[0]);
+                std::uint64_t sent = 0;
+                openfl::CallOptions call;  // per call: a time limit, and the upload's progress
+                call.timeout = std::chrono::minutes(1);
+                call.progress = [&sent](std::uint64_t done, std::uint64_t /*total*/) {
+                    sent = done;  // every 4 MiB at most, and once at the end
+                    return true;  // false would abort the upload
+                };
+                client.send_local_task_results(name, tasks.round_number, task.name, samples, {trained, metric}, call);
+                std::printf("%s: round %d trained, weights[0] = %.4f, %llu bytes sent\n", name.c_str(),
+                            tasks.round_number, weights[0], static_cast<unsigned long long>(sent));
                 std::fflush(stdout);
             }
         }

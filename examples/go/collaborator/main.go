@@ -2,7 +2,8 @@
 // example aggregator (examples/go/aggregator or examples/cpp): it asks for
 // tasks until told to quit; for "train" it fetches the round's "weights",
 // moves them halfway towards its own target and uploads them and its loss
-// with its sample count.
+// with its sample count, each call bounded by a context deadline, the
+// upload's progress followed.
 //
 //	collaborator CERT_DIR NAME PORT [HOST]
 //
@@ -92,6 +93,8 @@ func run(certs, name, host string, port uint16) error {
 }
 
 func train(ctx context.Context, client *openfl.AggregatorClient, name string, round int32, target float32, samples int32) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute) // the calls' time limit; cancel() would end them
+	defer cancel()
 	model, err := client.GetAggregatedTensor(ctx, name, openfl.TensorRequest{TensorName: "weights", RoundNumber: round, Tags: []string{"model"}})
 	if err != nil {
 		return err
@@ -107,6 +110,11 @@ func train(ctx context.Context, client *openfl.AggregatorClient, name string, ro
 		binary.LittleEndian.PutUint32(trained[i:], math.Float32bits(w))
 	}
 	lossBytes := binary.LittleEndian.AppendUint32(nil, math.Float32bits(loss))
+	var sent uint64
+	progress := openfl.WithProgress(func(done, total uint64) bool {
+		sent = done // every 4 MiB at most, and once at the end
+		return true // false would abort the upload
+	})
 	err = client.SendLocalTaskResults(ctx, name, openfl.TaskResults{
 		RoundNumber: round, TaskName: "train", DataSize: samples,
 		Tensors: []openfl.TensorView{
@@ -115,10 +123,11 @@ func train(ctx context.Context, client *openfl.AggregatorClient, name string, ro
 			// A metric: one value, Report true, a scalar.
 			{Name: "loss", RoundNumber: round, Lossless: true, Report: true, Tags: []string{"metric"}, Metadata: []openfl.Metadata{{}}, Data: lossBytes},
 		},
-	})
+	}, progress)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: round %d trained, weights[0] = %.4f\n", name, round, math.Float32frombits(binary.LittleEndian.Uint32(trained)))
+	fmt.Printf("%s: round %d trained, weights[0] = %.4f, %d bytes sent\n", name, round,
+		math.Float32frombits(binary.LittleEndian.Uint32(trained)), sent)
 	return nil
 }
