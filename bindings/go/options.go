@@ -75,7 +75,9 @@ func (t *TLSConfig) attach(set func(*C.ofl_tls_config) *C.ofl_error) error {
 			return C.ofl_tls_config_set_root_certificate_pem(cfg, mem.bytes(t.RootCertificatePEM), C.size_t(len(t.RootCertificatePEM)))
 		})
 	case t.RootCertificate != "":
-		steps = append(steps, func() *C.ofl_error { return C.ofl_tls_config_set_root_certificate_file(cfg, mem.str(t.RootCertificate)) })
+		steps = append(steps, func() *C.ofl_error {
+			return C.ofl_tls_config_set_root_certificate_file(cfg, mem.str(t.RootCertificate))
+		})
 	}
 	switch {
 	case len(t.CertificatePEM) > 0 || len(t.PrivateKeyPEM) > 0:
