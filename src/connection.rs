@@ -37,7 +37,7 @@ use crate::metrics::refusal::{refusal_of, Peer};
 use crate::metrics::Recorder;
 use crate::request_limits::{oversize_as_resource_exhausted, RequestRules};
 use crate::shutdown::{fired, Signals, StreamExecutor};
-use crate::tls::PeerCertificates;
+use crate::tls::PeerCertificate;
 
 /// The HTTP/2 connection preface a client sends first.
 const PREFACE_LEN: usize = 24;
@@ -56,18 +56,18 @@ pub(crate) struct Shared<S> {
 #[derive(Clone)]
 enum ConnInfo {
     Tcp(TcpConnectInfo),
-    /// The TCP peer and the certificate chain it presented, if any.
-    Tls(TcpConnectInfo, Option<PeerCertificates>),
+    /// The TCP peer and the certificate it presented, if any.
+    Tls(TcpConnectInfo, Option<PeerCertificate>),
 }
 
 impl ConnInfo {
-    /// The peer as refusal logs name it (its certificate parsed only now).
+    /// The peer as refusal logs name it.
     fn peer(&self) -> Peer {
         match self {
             ConnInfo::Tcp(info) => Peer { addr: info.remote_addr(), cn: None },
             ConnInfo::Tls(info, certs) => Peer {
                 addr: info.remote_addr(),
-                cn: certs.as_ref().map(|c| crate::tls::peer_common_name(&c.0).unwrap_or_default()),
+                cn: certs.as_ref().map(|c| c.cn_or_empty().to_owned()),
             },
         }
     }
@@ -160,7 +160,7 @@ pub(crate) async fn serve<S>(
         },
     };
     let (tcp, session) = tls.get_ref();
-    let certs = session.peer_certificates().map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
+    let certs = session.peer_certificates().map(PeerCertificate::of_chain);
     let info = ConnInfo::Tls(tcp.connect_info(), certs);
     run(tls, info, deadline, &shared, signals).await
 }

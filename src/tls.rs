@@ -178,14 +178,31 @@ impl TlsConfig {
     }
 }
 
-/// The certificate chain a TLS client presented, stored by the servers'
-/// connection layer (src/connection.rs) in each request's extensions.
+/// The client certificate a TLS peer presented, as the servers' checks read
+/// it: its subject Common Name, parsed once when the handshake completes and
+/// carried by the connection (src/connection.rs) into each request's
+/// extensions, so no request parses X.509 again.
 #[derive(Clone, Debug)]
-pub(crate) struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+pub(crate) struct PeerCertificate {
+    /// The leaf's subject CN; `None` when it has none (or does not parse).
+    pub common_name: Option<Arc<str>>,
+}
 
-/// The certificate chain the client of a request presented, if any.
-pub(crate) fn peer_certs(extensions: &tonic::codegen::http::Extensions) -> Option<Arc<Vec<CertificateDer<'static>>>> {
-    extensions.get::<PeerCertificates>().map(|certs| certs.0.clone())
+impl PeerCertificate {
+    /// The certificate of a chain a peer presented (its first, leaf, one).
+    pub(crate) fn of_chain(chain: &[CertificateDer<'_>]) -> Self {
+        Self { common_name: peer_common_name(chain).map(Arc::from) }
+    }
+
+    /// The CN, or "" for a certificate without one (as OpenFL compares it).
+    pub(crate) fn cn_or_empty(&self) -> &str {
+        self.common_name.as_deref().unwrap_or("")
+    }
+}
+
+/// The client certificate of a request's peer, if it presented one.
+pub(crate) fn peer_certificate(extensions: &tonic::codegen::http::Extensions) -> Option<PeerCertificate> {
+    extensions.get::<PeerCertificate>().cloned()
 }
 
 /// The subject Common Name of the first (leaf) certificate, if any.

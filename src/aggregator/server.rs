@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use prost::Message;
 use rand::Rng;
-use rustls::pki_types::CertificateDer;
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -49,7 +48,7 @@ use crate::limits::ServerLimits;
 use crate::metrics::{refused, Recorder, Refusal, Role, TransportMetrics};
 use crate::listen::{Listen, Serving};
 use crate::request_limits::UploadBudget;
-use crate::tls::{peer_common_name, TlsConfig};
+use crate::tls::{PeerCertificate, TlsConfig};
 
 /// How an aggregator server listens and checks callers.
 #[derive(Clone, Debug)]
@@ -125,18 +124,18 @@ impl Service {
     /// its CN and the header sender must pass `valid_collaborator_cn_and_id`.
     async fn validate_collaborator(
         &self,
-        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        peer_certs: Option<PeerCertificate>,
         sender: &str,
     ) -> Result<(), Status> {
-        let Some(certs) = peer_certs.filter(|_| self.tls) else {
+        let Some(certificate) = peer_certs.filter(|_| self.tls) else {
             return Ok(());
         };
-        let cn = peer_common_name(&certs).unwrap_or_default();
-        if self.logic.valid_collaborator_cn_and_id(&cn, sender) {
+        let cn = certificate.cn_or_empty();
+        if self.logic.valid_collaborator_cn_and_id(cn, sender) {
             return Ok(());
         }
         self.auth_failure_delay().await;
-        let cause = self.logic.refusal_cause(&cn, sender);
+        let cause = self.logic.refusal_cause(cn, sender);
         let kind = if self.logic.federation().is_authorized(sender) { Refusal::CnMismatch } else { Refusal::Unauthorized };
         Err(refused(
             kind,
@@ -148,12 +147,12 @@ impl Service {
 
     /// Before an upload is read: a client certificate whose CN cannot be
     /// valid for any sender is refused at once (after the same delay).
-    async fn precheck_certificate(&self, peer_certs: &Option<Arc<Vec<CertificateDer<'static>>>>) -> Result<(), Status> {
-        let Some(certs) = peer_certs.as_ref().filter(|_| self.tls) else {
+    async fn precheck_certificate(&self, peer_certs: &Option<PeerCertificate>) -> Result<(), Status> {
+        let Some(certificate) = peer_certs.as_ref().filter(|_| self.tls) else {
             return Ok(());
         };
-        let cn = peer_common_name(certs).unwrap_or_default();
-        let check_cn = cn.clone();
+        let cn = certificate.cn_or_empty();
+        let check_cn = cn.to_owned();
         let allowed = self
             .call_logic(LogicCall::CertificateMaySpeak, None, move |l| Ok(l.certificate_may_speak(&check_cn)))
             .await
@@ -164,7 +163,7 @@ impl Service {
         self.auth_failure_delay().await;
         let federation = self.logic.federation();
         let (kind, cause) = if federation.single_col_cert_common_name.is_empty() {
-            (Refusal::Unauthorized, federation.not_authorized(&cn))
+            (Refusal::Unauthorized, federation.not_authorized(cn))
         } else {
             let shared = &federation.single_col_cert_common_name;
             (Refusal::CnMismatch, format!("it is not the shared collaborator certificate CN |{shared}|"))
@@ -184,7 +183,7 @@ impl Service {
 
     async fn authorize(
         &self,
-        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        peer_certs: Option<PeerCertificate>,
         header: Option<&MessageHeader>,
     ) -> Result<MessageHeader, Status> {
         let header = header.cloned().unwrap_or_default();
@@ -240,7 +239,7 @@ impl Service {
     /// route (`super::tensor_route`).
     pub(super) async fn aggregated_tensor(
         &self,
-        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        peer_certs: Option<PeerCertificate>,
         request: GetAggregatedTensorRequest,
     ) -> Result<GetAggregatedTensorResponse, Status> {
         let header = self.authorize(peer_certs, request.header.as_ref()).await?;
@@ -285,7 +284,7 @@ impl Aggregator for Service {
         &self,
         request: Request<GetTasksRequest>,
     ) -> Result<Response<GetTasksResponse>, Status> {
-        let peer_certs = crate::tls::peer_certs(request.extensions());
+        let peer_certs = crate::tls::peer_certificate(request.extensions());
         let header = self.authorize(peer_certs, request.get_ref().header.as_ref()).await?;
         let sender = header.sender.clone();
         let reply = self.call_logic(LogicCall::GetTasks, Some(&header.sender), move |l| l.get_tasks(&sender)).await?;
@@ -305,7 +304,7 @@ impl Aggregator for Service {
         &self,
         request: Request<GetAggregatedTensorRequest>,
     ) -> Result<Response<GetAggregatedTensorResponse>, Status> {
-        let peer_certs = crate::tls::peer_certs(request.extensions());
+        let peer_certs = crate::tls::peer_certificate(request.extensions());
         self.aggregated_tensor(peer_certs, request.into_inner()).await.map(Response::new)
     }
 
@@ -313,7 +312,7 @@ impl Aggregator for Service {
         &self,
         request: Request<Streaming<DataStream>>,
     ) -> Result<Response<SendLocalTaskResultsResponse>, Status> {
-        let peer_certs = crate::tls::peer_certs(request.extensions());
+        let peer_certs = crate::tls::peer_certificate(request.extensions());
         self.precheck_certificate(&peer_certs).await?;
         let mut stream = request.into_inner();
         let mut reassembly = Reassembly::new(self.max_message_size);

@@ -40,7 +40,7 @@ impl MethodHandler for ZeroCopyTensors {
             let (parts, message) = read_unary_request(request, self.0.max_message_size()).await?;
             let request = GetAggregatedTensorRequest::decode(message)
                 .map_err(|e| Status::invalid_argument(format!("request does not decode: {e}")))?;
-            let peer_certs = crate::tls::peer_certs(&parts.extensions);
+            let peer_certs = crate::tls::peer_certificate(&parts.extensions);
             let response = self.0.aggregated_tensor(peer_certs, request).await?;
             Ok(framed(response))
         })

@@ -15,7 +15,6 @@ use crate::director::state::DirectorState;
 use crate::proto::director::director_server::Director;
 use crate::proto::director::*;
 use crate::metrics::{refused, Refusal};
-use crate::tls::peer_common_name;
 
 /// Who called: a certificate CN, or a `client_id` (default `__default__`).
 #[derive(Debug)]
@@ -41,8 +40,10 @@ pub(in crate::director) struct Service {
 impl Service {
     pub(super) fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         if self.tls {
-            if let Some(certs) = crate::tls::peer_certs(request.extensions()) {
-                let name = peer_common_name(&certs)
+            if let Some(certificate) = crate::tls::peer_certificate(request.extensions()) {
+                let name = certificate
+                    .common_name
+                    .map(|cn| cn.to_string())
                     .ok_or_else(|| {
                         refused(Refusal::Unauthorized, Status::unauthenticated("the client certificate has no Common Name"))
                     })?;
