@@ -70,15 +70,26 @@ impl Reassembly {
     /// Adds one chunk whose `size` field said `declared_size` bytes (ignored,
     /// as OpenFL 1.6 does; a mismatch is only logged at debug level).
     pub fn push(&mut self, declared_size: u32, bytes: &[u8]) -> Result<()> {
+        self.note_chunk(declared_size, bytes.len());
+        self.placement.push(bytes)
+    }
+
+    /// Adds one chunk that arrived as several pieces (the body frames that
+    /// carried it), copying each piece once, into place.
+    pub fn push_pieces(&mut self, declared_size: u32, pieces: &[Bytes]) -> Result<()> {
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        self.note_chunk(declared_size, len);
+        pieces.iter().try_for_each(|piece| self.placement.push(piece))
+    }
+
+    fn note_chunk(&mut self, declared_size: u32, len: usize) {
         let index = self.chunks_seen;
         self.chunks_seen += 1;
-        if declared_size as usize != bytes.len() {
+        if declared_size as usize != len {
             log::debug!(
-                "chunk {index}: size field says {declared_size} bytes, npbytes holds {} (ignored, as OpenFL does)",
-                bytes.len()
+                "chunk {index}: size field says {declared_size} bytes, npbytes holds {len} (ignored, as OpenFL does)"
             );
         }
-        self.placement.push(bytes)
     }
 
     /// Tensors seen so far at the top level of the message (see

@@ -10,6 +10,7 @@ pub mod server;
 mod tensor_count;
 mod tensor_route;
 pub mod upload;
+mod upload_route;
 
 pub use client::{AggregatorClient, AggregatorClientOptions};
 pub use logic::{AggregatorLogic, Federation, LogicCall, TaskResults, TasksReply, TensorPoll, TensorRequest, TensorWait};

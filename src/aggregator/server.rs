@@ -308,18 +308,42 @@ impl Aggregator for Service {
         self.aggregated_tensor(peer_certs, request.into_inner()).await.map(Response::new)
     }
 
+    /// Never reached: `super::upload_route` answers this method from the
+    /// HTTP/2 body. Kept equivalent through [`Service::task_results`].
     async fn send_local_task_results(
         &self,
         request: Request<Streaming<DataStream>>,
     ) -> Result<Response<SendLocalTaskResultsResponse>, Status> {
         let peer_certs = crate::tls::peer_certificate(request.extensions());
+        let stream = request.into_inner();
+        let response = self.task_results(peer_certs, |reassembly| reassemble(stream, reassembly)).await?;
+        Ok(Response::new(response))
+    }
+}
+
+/// Reads a tonic request stream into `reassembly`.
+async fn reassemble(mut stream: Streaming<DataStream>, mut reassembly: Reassembly) -> Result<Reassembly, Status> {
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(size_limit_as_resource_exhausted)?;
+        reassembly.push(chunk.size, &chunk.npbytes)?;
+    }
+    Ok(reassembly)
+}
+
+impl Service {
+    /// SendLocalTaskResults: the certificate precheck, then `receive` reads
+    /// the stream into a reassembly, then the checks and the logic.
+    pub(super) async fn task_results<F, Fut>(
+        &self,
+        peer_certs: Option<PeerCertificate>,
+        receive: F,
+    ) -> Result<SendLocalTaskResultsResponse, Status>
+    where
+        F: FnOnce(Reassembly) -> Fut,
+        Fut: std::future::Future<Output = Result<Reassembly, Status>>,
+    {
         self.precheck_certificate(&peer_certs).await?;
-        let mut stream = request.into_inner();
-        let mut reassembly = Reassembly::new(self.max_message_size);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(size_limit_as_resource_exhausted)?;
-            reassembly.push(chunk.size, &chunk.npbytes).map_err(over_limit)?;
-        }
+        let reassembly = receive(Reassembly::new(self.max_message_size)).await.map_err(over_limit)?;
         client_stream_finished().await;
         super::tensor_count::check_count(reassembly.tensor_count(), self.max_tensors_per_upload).map_err(over_limit)?;
         let mut results = TaskResults::decode(reassembly.finish().map_err(over_limit)?).map_err(|e| {
@@ -338,7 +362,7 @@ impl Aggregator for Service {
             l.send_local_task_results(&sender, parsed)
         })
         .await?;
-        Ok(Response::new(SendLocalTaskResultsResponse { header: self.header_for(&header.sender) }))
+        Ok(SendLocalTaskResultsResponse { header: self.header_for(&header.sender) })
     }
 }
 
@@ -453,6 +477,7 @@ impl AggregatorServer {
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
         let grpc = MethodRoute::new(grpc, super::tensor_route::ZeroCopyTensors(Arc::clone(&service)));
+        let grpc = MethodRoute::new(grpc, super::upload_route::StreamedUploads(Arc::clone(&service)));
         serving.run(grpc, listener, listen);
         log::info!("aggregator server listening on {local_addr}");
         Ok(Self {
