@@ -3,7 +3,7 @@
 //! targets marked ok/MISS) with the raw figures beside them.
 //!
 //!     cargo run --release --example bench -- [--quick] [--only gettasks|transfer]
-//!                                             [--reps R] [--sizes 64,256,1024]
+//!                                             [--reps R] [--sizes 64,256,1024] [--conns 1,64,1000]
 //!
 //! - GetTasks: N separate mTLS connections (one call in flight each) from a
 //!   plain tonic load generator against a bare tonic server (same proto, no
@@ -43,7 +43,7 @@ struct Plan {
     quick: bool,
 }
 
-const USAGE: &str = "usage: bench [--quick] [--only gettasks|transfer] [--reps R] [--sizes 64,256,1024]";
+const USAGE: &str = "usage: bench [--quick] [--only gettasks|transfer] [--reps R] [--sizes 64,256,1024] [--conns 1,64,1000]";
 
 fn plan(args: &[String]) -> Result<Plan, String> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -72,6 +72,14 @@ fn plan(args: &[String]) -> Result<Plan, String> {
             },
             "--reps" => {
                 plan.reps = value()?.parse().ok().filter(|&r| r > 0).ok_or("--reps needs a positive number")?;
+            }
+            "--conns" => {
+                let list = value()?;
+                plan.conns = list
+                    .split(',')
+                    .map(|s| s.trim().parse().ok().filter(|&n: &usize| n > 0))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| format!("--conns {list:?}: expected connection counts like 1,64,1000"))?;
             }
             "--sizes" => {
                 let list = value()?;
