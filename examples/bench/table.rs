@@ -154,6 +154,34 @@ fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
     }
 }
 
+fn cpu(stats: &crate::stats::ProcStats) -> String {
+    format!("{:.2}+{:.2}", stats.user, stats.system)
+}
+
+/// Every transfer on its own: both sides' CPU (user+system seconds) and
+/// peak RSS.
+fn print_each_transfer(cells: &[Cell]) {
+    println!("| each transfer | rep | MiB/s | client CPU s user+sys | server CPU s user+sys | client peak RSS MiB | server peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    for c in cells {
+        for (who, transfers) in [("raw", &c.raw), ("ours", &c.ours)] {
+            for (i, t) in transfers.iter().enumerate() {
+                println!(
+                    "| {} {} MiB {who} | {} | {:.0} | {} | {} | {:.0} | {:.0} |",
+                    c.direction.name(),
+                    c.size >> 20,
+                    i + 1,
+                    c.size as f64 / MIB / t.secs,
+                    cpu(&t.client),
+                    cpu(&t.server),
+                    t.client.peak_rss as f64 / MIB,
+                    t.server.peak_rss as f64 / MIB
+                );
+            }
+        }
+    }
+}
+
 /// Prints the whole table.
 pub fn print(gettasks: &GetTasks, cells: &[Cell]) {
     let mut v = Verdicts::default();
@@ -168,4 +196,8 @@ pub fn print(gettasks: &GetTasks, cells: &[Cell]) {
     print_linearity(gettasks, cells, &mut v);
     println!();
     println!("targets: {} checked, {} missed", v.checked, v.missed);
+    if !cells.is_empty() {
+        println!();
+        print_each_transfer(cells);
+    }
 }

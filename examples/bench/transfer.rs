@@ -145,10 +145,12 @@ pub fn run_all(pki: &Pki, sizes_mib: &[usize], reps: usize) -> Result<Vec<Cell>,
                 for kind in [Kind::Raw, Kind::Ours] {
                     let t = run_one(kind, pki, direction, cell.size)?;
                     eprintln!(
-                        "bench: {} {mib} MiB {kind:?} #{}: {:.0} MiB/s",
+                        "bench: {} {mib} MiB {kind:?} #{}: {:.0} MiB/s, CPU client {:.2} s server {:.2} s",
                         direction.name(),
                         rep + 1,
-                        mib as f64 / t.secs
+                        mib as f64 / t.secs,
+                        t.client.cpu(),
+                        t.server.cpu()
                     );
                     match kind {
                         Kind::Ours => cell.ours.push(t),
