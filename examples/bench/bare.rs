@@ -25,7 +25,10 @@ struct Bare {
 
 #[tonic::async_trait]
 impl Aggregator for Bare {
-    async fn get_tasks(&self, _: Request<GetTasksRequest>) -> Result<Response<GetTasksResponse>, Status> {
+    async fn get_tasks(
+        &self,
+        _: Request<GetTasksRequest>,
+    ) -> Result<Response<GetTasksResponse>, Status> {
         Ok(Response::new(self.reply.clone()))
     }
 }
@@ -39,13 +42,21 @@ impl Connected for Conn {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -68,17 +79,24 @@ impl AsyncWrite for Conn {
 
 /// Role `gettasks-bare --pki DIR`.
 pub fn role(args: &Args) -> ! {
-    let pki = Pki::at(args.str("pki").unwrap_or_else(|e| roles::fail("gettasks-bare", e)));
+    let pki = Pki::at(
+        args.str("pki")
+            .unwrap_or_else(|e| roles::fail("gettasks-bare", e)),
+    );
     let config = pki::rustls_server(&pki).unwrap_or_else(|e| roles::fail("gettasks-bare", e));
     let runtime = roles::runtime();
     let port = runtime.block_on(async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| roles::fail("gettasks-bare", e));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| roles::fail("gettasks-bare", e));
         let port = listener.local_addr().expect("bound").port();
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Conn>>(1024);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 // Handshakes run concurrently; failed ones are dropped.

@@ -32,7 +32,11 @@ pub const C_NONBLOCKING: bool = false;
 /// The GetTasks servers, by table label and role name; the first is the
 /// reference the others are compared with.
 pub fn servers() -> Vec<(&'static str, &'static str)> {
-    let mut servers = vec![("bare tonic", "gettasks-bare"), ("ours, Rust logic", "gettasks-rust"), ("ours, C callbacks", "gettasks-c")];
+    let mut servers = vec![
+        ("bare tonic", "gettasks-bare"),
+        ("ours, Rust logic", "gettasks-rust"),
+        ("ours, C callbacks", "gettasks-c"),
+    ];
     if C_NONBLOCKING {
         servers.push(("ours, C callbacks, non-blocking", "gettasks-c-nonblock"));
     }
@@ -67,7 +71,8 @@ impl Service<http::Uri> for TlsConnector {
 }
 
 async fn connect_all(connector: TlsConnector, n: usize) -> Result<Vec<Channel>, String> {
-    let endpoint = Endpoint::from_static("http://localhost").connect_timeout(Duration::from_secs(30));
+    let endpoint =
+        Endpoint::from_static("http://localhost").connect_timeout(Duration::from_secs(30));
     let mut channels = Vec::with_capacity(n);
     // In batches, so that handshakes do not overflow the listen backlog.
     for start in (0..n).step_by(100) {
@@ -78,7 +83,10 @@ async fn connect_all(connector: TlsConnector, n: usize) -> Result<Vec<Channel>, 
             })
             .collect();
         for task in batch {
-            let channel = task.await.map_err(|e| e.to_string())?.map_err(|e| format!("connecting: {e:?}"))?;
+            let channel = task
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("connecting: {e:?}"))?;
             channels.push(channel);
         }
     }
@@ -102,7 +110,10 @@ async fn worker(channel: Channel, index: usize, done: Arc<AtomicU64>) {
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok(reply) => roles::fail("load", format!("GetTasks answered {:?}", reply.get_ref())),
-            Err(status) => roles::fail("load", format!("GetTasks of {}: {status}", pki::collaborator(index))),
+            Err(status) => roles::fail(
+                "load",
+                format!("GetTasks of {}: {status}", pki::collaborator(index)),
+            ),
         }
     }
 }
@@ -113,12 +124,23 @@ async fn worker(channel: Channel, index: usize, done: Arc<AtomicU64>) {
 pub fn role(args: &Args) -> ! {
     let parsed = (|| -> Result<_, String> {
         let pki = Pki::at(args.str("pki")?);
-        Ok((pki::rustls_client(&pki)?, args.num::<u16>("port")?, args.num::<usize>("conns")?, args.secs("warmup")?, args.secs("window")?))
+        Ok((
+            pki::rustls_client(&pki)?,
+            args.num::<u16>("port")?,
+            args.num::<usize>("conns")?,
+            args.secs("warmup")?,
+            args.secs("window")?,
+        ))
     })();
     let (config, port, n, warmup, window) = parsed.unwrap_or_else(|e| roles::fail("load", e));
-    let connector = TlsConnector { port, tls: tokio_rustls::TlsConnector::from(config) };
+    let connector = TlsConnector {
+        port,
+        tls: tokio_rustls::TlsConnector::from(config),
+    };
     roles::runtime().block_on(async move {
-        let channels = connect_all(connector, n).await.unwrap_or_else(|e| roles::fail("load", e));
+        let channels = connect_all(connector, n)
+            .await
+            .unwrap_or_else(|e| roles::fail("load", e));
         let done = Arc::new(AtomicU64::new(0));
         for (i, channel) in channels.into_iter().enumerate() {
             tokio::spawn(worker(channel, i + 1, Arc::clone(&done)));
@@ -127,7 +149,10 @@ pub fn role(args: &Args) -> ! {
         let (count, started) = (done.load(Ordering::Relaxed), Instant::now());
         println!("START");
         tokio::time::sleep(window).await;
-        let (answers, secs) = (done.load(Ordering::Relaxed) - count, started.elapsed().as_secs_f64());
+        let (answers, secs) = (
+            done.load(Ordering::Relaxed) - count,
+            started.elapsed().as_secs_f64(),
+        );
         println!("DONE {answers} {secs:.6}");
         std::process::exit(0)
     })
@@ -151,7 +176,10 @@ pub struct Window {
 /// Runs server role `server` against the generator with `n` connections.
 pub fn run(server: &str, pki: &Pki, n: usize, timing: &Window) -> Result<LoadResult, String> {
     let dir = pki.dir.display().to_string();
-    let mut server = Role::spawn(server, &[s("--pki"), dir.clone(), s("--collaborators"), n.to_string()])?;
+    let mut server = Role::spawn(
+        server,
+        &[s("--pki"), dir.clone(), s("--collaborators"), n.to_string()],
+    )?;
     let port = server.ready(Duration::from_secs(60))?;
     let mut load = Role::spawn(
         "load",
@@ -174,12 +202,21 @@ pub fn run(server: &str, pki: &Pki, n: usize, timing: &Window) -> Result<LoadRes
     let after = server.stats()?;
     load.finish(Duration::from_secs(10))?;
     server.finish(Duration::from_secs(10))?;
-    let answers: f64 = done.first().and_then(|a| a.parse().ok()).ok_or("bad DONE line")?;
-    let secs: f64 = done.get(1).and_then(|a| a.parse().ok()).ok_or("bad DONE line")?;
+    let answers: f64 = done
+        .first()
+        .and_then(|a| a.parse().ok())
+        .ok_or("bad DONE line")?;
+    let secs: f64 = done
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .ok_or("bad DONE line")?;
     if answers == 0.0 {
         return Err(format!("no GetTasks answered in the window (N={n})"));
     }
-    Ok(LoadResult { rate: answers / secs, cpu_per_request: after.since(&before).cpu() / answers })
+    Ok(LoadResult {
+        rate: answers / secs,
+        cpu_per_request: after.since(&before).cpu() / answers,
+    })
 }
 
 fn s(text: &str) -> String {

@@ -51,18 +51,31 @@ fn plan(args: &[String]) -> Result<Plan, String> {
         gettasks: true,
         transfers: true,
         conns: if quick { vec![1, 8] } else { vec![1, 64, 1000] },
-        sizes_mib: if quick { vec![4, 16] } else { vec![64, 256, 1024] },
+        sizes_mib: if quick {
+            vec![4, 16]
+        } else {
+            vec![64, 256, 1024]
+        },
         reps: if quick { 1 } else { 3 },
         timing: if quick {
-            load::Window { warmup: Duration::from_millis(200), window: Duration::from_millis(500) }
+            load::Window {
+                warmup: Duration::from_millis(200),
+                window: Duration::from_millis(500),
+            }
         } else {
-            load::Window { warmup: Duration::from_millis(500), window: Duration::from_secs(3) }
+            load::Window {
+                warmup: Duration::from_millis(500),
+                window: Duration::from_secs(3),
+            }
         },
         quick,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))
+        };
         match arg.as_str() {
             "--quick" => {}
             "--only" => match value()?.as_str() {
@@ -71,7 +84,11 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                 other => return Err(format!("--only {other:?}: expected gettasks or transfer")),
             },
             "--reps" => {
-                plan.reps = value()?.parse().ok().filter(|&r| r > 0).ok_or("--reps needs a positive number")?;
+                plan.reps = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&r| r > 0)
+                    .ok_or("--reps needs a positive number")?;
             }
             "--conns" => {
                 let list = value()?;
@@ -79,7 +96,9 @@ fn plan(args: &[String]) -> Result<Plan, String> {
                     .split(',')
                     .map(|s| s.trim().parse().ok().filter(|&n: &usize| n > 0))
                     .collect::<Option<_>>()
-                    .ok_or_else(|| format!("--conns {list:?}: expected connection counts like 1,64,1000"))?;
+                    .ok_or_else(|| {
+                        format!("--conns {list:?}: expected connection counts like 1,64,1000")
+                    })?;
             }
             "--sizes" => {
                 let list = value()?;
@@ -109,7 +128,11 @@ fn run_gettasks(plan: &Plan, pki: &pki::Pki) -> Result<table::GetTasks, String> 
         let mut row = Vec::new();
         for (label, role) in load::servers() {
             let result = load::run(role, pki, n, &plan.timing)?;
-            eprintln!("bench: GetTasks N={n} {label}: {:.0} req/s, {:.4} ms CPU/req", result.rate, result.cpu_per_request * 1e3);
+            eprintln!(
+                "bench: GetTasks N={n} {label}: {:.0} req/s, {:.4} ms CPU/req",
+                result.rate,
+                result.cpu_per_request * 1e3
+            );
             row.push((label, result));
         }
         rows.push((n, row));
@@ -121,10 +144,21 @@ fn orchestrate(args: &[String]) -> Result<(), String> {
     let plan = plan(args)?;
     stats::raise_nofile_limit();
     let load_at_start = stats::load_average();
-    let dir = tempfile::Builder::new().prefix("ofl-bench-").tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let dir = tempfile::Builder::new()
+        .prefix("ofl-bench-")
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
     let pki = pki::generate(dir.path())?;
-    let gettasks = if plan.gettasks { run_gettasks(&plan, &pki)? } else { Vec::new() };
-    let cells = if plan.transfers { transfer::run_all(&pki, &plan.sizes_mib, plan.reps)? } else { Vec::new() };
+    let gettasks = if plan.gettasks {
+        run_gettasks(&plan, &pki)?
+    } else {
+        Vec::new()
+    };
+    let cells = if plan.transfers {
+        transfer::run_all(&pki, &plan.sizes_mib, plan.reps)?
+    } else {
+        Vec::new()
+    };
     println!(
         "openfl-transport bench{}: mTLS on 127.0.0.1, {} cores, separate processes; load average at start {load_at_start}, at end {}",
         if plan.quick { " --quick (smoke run: figures mean nothing)" } else { "" },

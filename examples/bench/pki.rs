@@ -54,14 +54,23 @@ pub fn generate(dir: &Path) -> Result<Pki, String> {
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "bench-ca");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "bench-ca");
     let ca = ca_params.self_signed(&ca_key).map_err(err)?;
     let pki = Pki::at(dir);
     let write = |path: PathBuf, text: String| {
         std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
     };
     write(pki.ca(), ca.pem())?;
-    let leaves = [("localhost", vec!["localhost".to_string(), "127.0.0.1".into()], pki.server()), (CLIENT_CN, vec![], pki.client())];
+    let leaves = [
+        (
+            "localhost",
+            vec!["localhost".to_string(), "127.0.0.1".into()],
+            pki.server(),
+        ),
+        (CLIENT_CN, vec![], pki.client()),
+    ];
     for (cn, sans, (cert_path, key_path)) in leaves {
         let key = KeyPair::generate().map_err(err)?;
         let mut params = CertificateParams::new(sans).map_err(err)?;
@@ -114,7 +123,9 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 fn roots(pki: &Pki) -> Result<Arc<rustls::RootCertStore>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_certs(&pki.ca())? {
-        roots.add(cert).map_err(|e| format!("CA certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("CA certificate: {e}"))?;
     }
     Ok(Arc::new(roots))
 }

@@ -16,7 +16,10 @@ use crate::roles::{self, Args};
 use crate::stats::ProcStats;
 
 /// Sends `data` and waits for the receiver's ack.
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, data: &[u8]) -> std::io::Result<()> {
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+) -> std::io::Result<()> {
     stream.write_all(data).await?;
     stream.flush().await?;
     let mut ack = [0u8; 1];
@@ -25,7 +28,10 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, data: &[u8]) ->
 }
 
 /// Receives `size` bytes into a buffer allocated for them, then acks.
-async fn receive<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, size: usize) -> std::io::Result<Vec<u8>> {
+async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    size: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut buffer = vec![0u8; size];
     stream.read_exact(&mut buffer).await?;
     stream.write_all(b"k").await?;
@@ -39,12 +45,18 @@ pub fn server_role(args: &Args) -> ! {
     let role = "raw-server";
     let parsed = (|| -> Result<_, String> {
         let pki = Pki::at(args.str("pki")?);
-        Ok((pki::rustls_server(&pki)?, args.str("dir")? == "down", args.num::<usize>("size")?))
+        Ok((
+            pki::rustls_server(&pki)?,
+            args.str("dir")? == "down",
+            args.num::<usize>("size")?,
+        ))
     })();
     let (config, download, size) = parsed.unwrap_or_else(|e| roles::fail(role, e));
     let data = download.then(|| payload(size));
     let runtime = roles::runtime();
-    let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap_or_else(|e| roles::fail(role, e));
+    let listener = runtime
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| roles::fail(role, e));
     let port = listener.local_addr().expect("bound").port();
     runtime.spawn(async move {
         let served = async {
@@ -71,7 +83,12 @@ pub fn client_role(args: &Args) -> ! {
     let role = "raw-client";
     let parsed = (|| -> Result<_, String> {
         let pki = Pki::at(args.str("pki")?);
-        Ok((pki::rustls_client(&pki)?, args.num::<u16>("port")?, args.str("dir")? == "up", args.num::<usize>("size")?))
+        Ok((
+            pki::rustls_client(&pki)?,
+            args.num::<u16>("port")?,
+            args.str("dir")? == "up",
+            args.num::<usize>("size")?,
+        ))
     })();
     let (config, port, upload, size) = parsed.unwrap_or_else(|e| roles::fail(role, e));
     let data = upload.then(|| payload(size));
@@ -82,7 +99,9 @@ pub fn client_role(args: &Args) -> ! {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from("localhost").expect("valid name");
-        let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
         match &data {
             Some(data) => send(&mut tls, data).await.map(|()| None),
             None => receive(&mut tls, size).await.map(Some),
@@ -101,6 +120,9 @@ pub fn client_role(args: &Args) -> ! {
 
 /// Prints a client's `RESULT` line and exits.
 pub fn print_result(secs: f64, figures: &ProcStats) -> ! {
-    println!("RESULT {secs:.6} {:.6} {:.6} {}", figures.user, figures.system, figures.peak_rss);
+    println!(
+        "RESULT {secs:.6} {:.6} {:.6} {}",
+        figures.user, figures.system, figures.peak_rss
+    );
     std::process::exit(0)
 }

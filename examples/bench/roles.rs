@@ -26,7 +26,9 @@ impl Args {
         let mut map = HashMap::new();
         let mut it = args.iter();
         while let Some(key) = it.next() {
-            let key = key.strip_prefix("--").ok_or_else(|| format!("expected --key, got {key:?}"))?;
+            let key = key
+                .strip_prefix("--")
+                .ok_or_else(|| format!("expected --key, got {key:?}"))?;
             let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
             map.insert(key.to_string(), value.clone());
         }
@@ -34,12 +36,16 @@ impl Args {
     }
 
     pub fn str(&self, key: &str) -> Result<&str, String> {
-        self.0.get(key).map(String::as_str).ok_or_else(|| format!("missing --{key}"))
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("missing --{key}"))
     }
 
     pub fn num<T: std::str::FromStr>(&self, key: &str) -> Result<T, String> {
         let text = self.str(key)?;
-        text.parse().map_err(|_| format!("--{key} {text:?} is not a number"))
+        text.parse()
+            .map_err(|_| format!("--{key} {text:?} is not a number"))
     }
 
     pub fn secs(&self, key: &str) -> Result<Duration, String> {
@@ -88,7 +94,13 @@ impl Role {
             text
         });
         let stdin = child.stdin.take();
-        Ok(Self { name: format!("{name} {}", args.join(" ")), child, stdin, lines, stderr: Some(stderr) })
+        Ok(Self {
+            name: format!("{name} {}", args.join(" ")),
+            child,
+            stdin,
+            lines,
+            stderr: Some(stderr),
+        })
     }
 
     /// Waits up to `timeout` for the next line, which must start with
@@ -103,8 +115,12 @@ impl Role {
                     Err(self.failure(&format!("expected {keyword}, got {line:?}")))
                 }
             }
-            Err(RecvTimeoutError::Timeout) => Err(self.failure(&format!("no {keyword} within {timeout:?}"))),
-            Err(RecvTimeoutError::Disconnected) => Err(self.failure(&format!("exited before {keyword}"))),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(self.failure(&format!("no {keyword} within {timeout:?}")))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(self.failure(&format!("exited before {keyword}")))
+            }
         }
     }
 
@@ -119,7 +135,10 @@ impl Role {
 
     /// Asks a server role for its CPU time and peak RSS.
     pub fn stats(&mut self) -> Result<ProcStats, String> {
-        let sent = self.stdin.as_mut().map(|s| s.write_all(b"STATS\n").and_then(|()| s.flush()));
+        let sent = self
+            .stdin
+            .as_mut()
+            .map(|s| s.write_all(b"STATS\n").and_then(|()| s.flush()));
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.failure("cannot ask for STATS (stdin closed)"));
         }
@@ -136,7 +155,9 @@ impl Role {
             match self.child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(status)) => return Err(self.failure(&format!("exited with {status}"))),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 Ok(None) => return Err(self.failure(&format!("did not exit within {timeout:?}"))),
                 Err(e) => return Err(self.failure(&format!("waiting for it: {e}"))),
             }
@@ -147,8 +168,15 @@ impl Role {
     fn failure(&mut self, what: &str) -> String {
         let _ = self.child.kill();
         let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        format!("role `{}` failed: {what} ({status})\n--- its stderr ---\n{}--- end ---", self.name, stderr)
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        format!(
+            "role `{}` failed: {what} ({status})\n--- its stderr ---\n{}--- end ---",
+            self.name, stderr
+        )
     }
 }
 
@@ -188,5 +216,8 @@ pub fn fail(role: &str, why: impl std::fmt::Display) -> ! {
 
 /// A multi-threaded Tokio runtime with one worker per core, as our library's.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("Tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("Tokio runtime")
 }

@@ -15,12 +15,20 @@ impl ProcStats {
     /// This process now.
     pub fn current() -> Self {
         let (user, system) = cpu_seconds();
-        Self { user, system, peak_rss: peak_rss() }
+        Self {
+            user,
+            system,
+            peak_rss: peak_rss(),
+        }
     }
 
     /// CPU seconds spent between `earlier` and `self`; peak RSS of `self`.
     pub fn since(&self, earlier: &ProcStats) -> ProcStats {
-        ProcStats { user: self.user - earlier.user, system: self.system - earlier.system, peak_rss: self.peak_rss }
+        ProcStats {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+            peak_rss: self.peak_rss,
+        }
     }
 
     pub fn cpu(&self) -> f64 {
@@ -29,7 +37,10 @@ impl ProcStats {
 
     /// The `STATS` line a server role answers: `STATS <utime> <stime> <peak_rss>`.
     pub fn line(&self) -> String {
-        format!("STATS {:.6} {:.6} {}", self.user, self.system, self.peak_rss)
+        format!(
+            "STATS {:.6} {:.6} {}",
+            self.user, self.system, self.peak_rss
+        )
     }
 
     /// Parses the three fields after a `STATS`/`RESULT` keyword.
@@ -79,7 +90,8 @@ pub fn raise_nofile_limit() {
     // setrlimit reads it; both pointers are valid for the calls.
     unsafe {
         let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -102,7 +114,13 @@ pub fn die_with_parent() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes only
     // this process's settings; getppid has no preconditions.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         if libc::getppid() == 1 {
             // The parent died before the prctl took effect.
             libc::_exit(3);

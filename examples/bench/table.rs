@@ -55,13 +55,23 @@ fn print_gettasks(rows: &GetTasks, v: &mut Verdicts) {
     println!("| GetTasks server | N | req/s | ours/bare | target | server CPU ms/req | ours/bare | target |");
     println!("|---|---|---|---|---|---|---|---|");
     for (n, servers) in rows {
-        let Some((_, bare)) = servers.first() else { continue };
+        let Some((_, bare)) = servers.first() else {
+            continue;
+        };
         for (i, (label, r)) in servers.iter().enumerate() {
             let (rate, cpu) = (r.rate / bare.rate, r.cpu_per_request / bare.cpu_per_request);
             // The targets are for many connections (N=64 and 1000); N=1 is shown only.
             let targeted = i > 0 && *n > 1;
-            let rate_target = if targeted { v.at_least(rate, 0.90) } else { String::new() };
-            let cpu_target = if targeted { v.at_most(cpu, 1.2) } else { String::new() };
+            let rate_target = if targeted {
+                v.at_least(rate, 0.90)
+            } else {
+                String::new()
+            };
+            let cpu_target = if targeted {
+                v.at_most(cpu, 1.2)
+            } else {
+                String::new()
+            };
             println!(
                 "| {label} | {n} | {:.0} | {rate:.2} | {rate_target} | {:.4} | {cpu:.2} | {cpu_target} |",
                 r.rate,
@@ -73,7 +83,11 @@ fn print_gettasks(rows: &GetTasks, v: &mut Verdicts) {
 
 /// CPU seconds of both processes per GiB moved, median over repetitions.
 fn cpu_per_gib(transfers: &[Transfer], size: usize) -> f64 {
-    median(transfers.iter().map(|t| (t.client.cpu() + t.server.cpu()) / (size as f64 / GIB)))
+    median(
+        transfers
+            .iter()
+            .map(|t| (t.client.cpu() + t.server.cpu()) / (size as f64 / GIB)),
+    )
 }
 
 fn rate(transfers: &[Transfer], size: usize) -> f64 {
@@ -81,7 +95,10 @@ fn rate(transfers: &[Transfer], size: usize) -> f64 {
 }
 
 fn peak_mib(transfers: &[Transfer], side: impl Fn(&Transfer) -> u64) -> f64 {
-    transfers.iter().map(|t| side(t) as f64 / MIB).fold(0.0, f64::max)
+    transfers
+        .iter()
+        .map(|t| side(t) as f64 / MIB)
+        .fold(0.0, f64::max)
 }
 
 fn print_transfers(cells: &[Cell], v: &mut Verdicts) {
@@ -89,11 +106,18 @@ fn print_transfers(cells: &[Cell], v: &mut Verdicts) {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in cells {
         let (ours, raw) = (rate(&c.ours, c.size), rate(&c.raw, c.size));
-        let floor = if c.direction == Direction::Upload { 0.70 } else { 0.50 };
+        let floor = if c.direction == Direction::Upload {
+            0.70
+        } else {
+            0.50
+        };
         let rate_target = v.at_least(ours / raw, floor);
         let (cpu_ours, cpu_raw) = (cpu_per_gib(&c.ours, c.size), cpu_per_gib(&c.raw, c.size));
         let cpu_target = v.at_most(cpu_ours / cpu_raw, 1.5);
-        let (client, server) = (peak_mib(&c.ours, |t| t.client.peak_rss), peak_mib(&c.ours, |t| t.server.peak_rss));
+        let (client, server) = (
+            peak_mib(&c.ours, |t| t.client.peak_rss),
+            peak_mib(&c.ours, |t| t.server.peak_rss),
+        );
         let limit = 1.1 * c.size as f64 / MIB + 32.0;
         let rss_target = v.verdict(client <= limit && server <= limit, "both ≤ limit".into());
         println!(
@@ -118,7 +142,10 @@ fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
     println!("|---|---|---|");
     for direction in [Direction::Upload, Direction::Download] {
         let of_dir: Vec<&Cell> = cells.iter().filter(|c| c.direction == direction).collect();
-        let (Some(small), Some(big)) = (of_dir.iter().min_by_key(|c| c.size), of_dir.iter().max_by_key(|c| c.size)) else {
+        let (Some(small), Some(big)) = (
+            of_dir.iter().min_by_key(|c| c.size),
+            of_dir.iter().max_by_key(|c| c.size),
+        ) else {
             continue;
         };
         if small.size == big.size {
@@ -129,7 +156,11 @@ fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
         for (who, ours) in [("ours", true), ("raw", false)] {
             let secs = |c: &Cell| median_secs(if ours { &c.ours } else { &c.raw });
             let ratio = secs(big) / secs(small);
-            let target = if ours { v.at_most(ratio, limit) } else { format!("(reference, ≤ {limit:.2})") };
+            let target = if ours {
+                v.at_most(ratio, limit)
+            } else {
+                format!("(reference, ≤ {limit:.2})")
+            };
             println!(
                 "| {} time {} MiB / {} MiB, {who} | {ratio:.2} | {target} |",
                 direction.name(),
@@ -139,7 +170,10 @@ fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
         }
     }
     let (Some((n_small, small)), Some((n_big, big))) = (
-        gettasks.iter().filter(|(n, _)| *n > 1).min_by_key(|(n, _)| *n),
+        gettasks
+            .iter()
+            .filter(|(n, _)| *n > 1)
+            .min_by_key(|(n, _)| *n),
         gettasks.iter().max_by_key(|(n, _)| *n),
     ) else {
         return;
@@ -149,7 +183,11 @@ fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
     }
     for ((label, s), (_, b)) in small.iter().zip(big) {
         let ratio = b.cpu_per_request / s.cpu_per_request;
-        let target = if label.starts_with("ours") { v.at_most(ratio, 1.0) } else { "(reference)".into() };
+        let target = if label.starts_with("ours") {
+            v.at_most(ratio, 1.0)
+        } else {
+            "(reference)".into()
+        };
         println!("| server CPU/req N={n_big} / N={n_small}, {label} | {ratio:.2} | {target} |");
     }
 }

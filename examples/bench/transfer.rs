@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openfl_transport::aggregator::{AggregatorClient, AggregatorClientOptions, TaskResults, TensorRequest};
+use openfl_transport::aggregator::{
+    AggregatorClient, AggregatorClientOptions, TaskResults, TensorRequest,
+};
 
 use crate::ours::{max_message_size, payload, tensor};
 use crate::pki::{self, Pki};
@@ -20,7 +22,12 @@ use crate::stats::ProcStats;
 pub fn client_role(args: &Args) -> ! {
     let role = "ours-client";
     let parsed = (|| -> Result<_, String> {
-        Ok((Pki::at(args.str("pki")?), args.num::<u16>("port")?, args.str("dir")? == "up", args.num::<usize>("size")?))
+        Ok((
+            Pki::at(args.str("pki")?),
+            args.num::<u16>("port")?,
+            args.str("dir")? == "up",
+            args.num::<usize>("size")?,
+        ))
     })();
     let (pki, port, upload, size) = parsed.unwrap_or_else(|e| roles::fail(role, e));
     let mut options = AggregatorClientOptions::new("127.0.0.1", port);
@@ -34,23 +41,34 @@ pub fn client_role(args: &Args) -> ! {
         data_size: 1,
         tensors: vec![tensor(payload(size))],
     });
-    let request = TensorRequest { tensor_name: "model_weights".into(), tags: vec!["model".into()], ..Default::default() };
+    let request = TensorRequest {
+        tensor_name: "model_weights".into(),
+        tags: vec!["model".into()],
+        ..Default::default()
+    };
     let runtime = roles::runtime();
     let before = ProcStats::current();
     let started = Instant::now();
     let moved = runtime.block_on(async {
         let client = Arc::new(AggregatorClient::new(options)?);
         match &results {
-            Some(results) => client.send_local_task_results(pki::CLIENT_CN, results).await.map(|()| None),
-            None => client.get_aggregated_tensor(pki::CLIENT_CN, &request).await.map(Some),
+            Some(results) => client
+                .send_local_task_results(pki::CLIENT_CN, results)
+                .await
+                .map(|()| None),
+            None => client
+                .get_aggregated_tensor(pki::CLIENT_CN, &request)
+                .await
+                .map(Some),
         }
     });
     let secs = started.elapsed().as_secs_f64();
     let figures = ProcStats::current().since(&before);
     match moved {
-        Ok(Some(t)) if t.data_bytes.len() != size => {
-            roles::fail(role, format!("downloaded {} bytes, expected {size}", t.data_bytes.len()))
-        }
+        Ok(Some(t)) if t.data_bytes.len() != size => roles::fail(
+            role,
+            format!("downloaded {} bytes, expected {size}", t.data_bytes.len()),
+        ),
         Ok(_) => print_result(secs, &figures),
         Err(e) => roles::fail(role, format!("transfer: {e}")),
     }
@@ -130,9 +148,16 @@ fn run_one(kind: Kind, pki: &Pki, direction: Direction, size: usize) -> Result<T
     client.finish(Duration::from_secs(30))?;
     server.finish(Duration::from_secs(30))?;
     let words: Vec<&str> = result.iter().map(String::as_str).collect();
-    let secs: f64 = words.first().and_then(|w| w.parse().ok()).ok_or_else(|| format!("bad RESULT {words:?}"))?;
+    let secs: f64 = words
+        .first()
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| format!("bad RESULT {words:?}"))?;
     let client = ProcStats::parse(&words[1..])?;
-    Ok(Transfer { secs, client, server: after.since(&before) })
+    Ok(Transfer {
+        secs,
+        client,
+        server: after.since(&before),
+    })
 }
 
 /// Every size and direction, `reps` times each, raw and ours alternating.
@@ -140,7 +165,12 @@ pub fn run_all(pki: &Pki, sizes_mib: &[usize], reps: usize) -> Result<Vec<Cell>,
     let mut cells = Vec::new();
     for &mib in sizes_mib {
         for direction in [Direction::Upload, Direction::Download] {
-            let mut cell = Cell { size: mib << 20, direction, ours: Vec::new(), raw: Vec::new() };
+            let mut cell = Cell {
+                size: mib << 20,
+                direction,
+                ours: Vec::new(),
+                raw: Vec::new(),
+            };
             for rep in 0..reps {
                 for kind in [Kind::Raw, Kind::Ours] {
                     let t = run_one(kind, pki, direction, cell.size)?;
