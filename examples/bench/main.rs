@@ -194,6 +194,13 @@ fn role(name: &str, rest: &[String]) -> ! {
         "ours-client" => transfer::client_role(&args),
         "raw-server" => raw::server_role(&args),
         "raw-client" => raw::client_role(&args),
+        // For running roles by hand: `bench role pki --dir DIR`.
+        "pki" => match pki::generate(std::path::Path::new(
+            args.str("dir").unwrap_or_else(|e| roles::fail(name, e)),
+        )) {
+            Ok(_) => std::process::exit(0),
+            Err(e) => roles::fail(name, e),
+        },
         other => roles::fail(other, "no such role"),
     }
 }
