@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::pki::{self, Pki};
 use crate::roles::{self, Args, Role};
+use crate::stats::ProcStats;
 
 /// Set to true once `ofl_aggregator_callbacks_set_may_block` is merged and
 /// the `gettasks-c-nonblock` role uses it (see the LEAD note in ours.rs).
@@ -119,8 +120,8 @@ async fn worker(channel: Channel, index: usize, done: Arc<AtomicU64>) {
 }
 
 /// Role `load --pki DIR --port P --conns N --warmup S --window S`: prints
-/// `START` when the measured window begins and `DONE <answers> <seconds>`
-/// when it ends, then exits.
+/// `START` when the measured window begins and `DONE <answers> <seconds>
+/// <own CPU seconds>` when it ends, then exits.
 pub fn role(args: &Args) -> ! {
     let parsed = (|| -> Result<_, String> {
         let pki = Pki::at(args.str("pki")?);
@@ -146,14 +147,19 @@ pub fn role(args: &Args) -> ! {
             tokio::spawn(worker(channel, i + 1, Arc::clone(&done)));
         }
         tokio::time::sleep(warmup).await;
-        let (count, started) = (done.load(Ordering::Relaxed), Instant::now());
+        let (count, started, cpu) = (
+            done.load(Ordering::Relaxed),
+            Instant::now(),
+            ProcStats::current(),
+        );
         println!("START");
         tokio::time::sleep(window).await;
         let (answers, secs) = (
             done.load(Ordering::Relaxed) - count,
             started.elapsed().as_secs_f64(),
         );
-        println!("DONE {answers} {secs:.6}");
+        let cpu = ProcStats::current().since(&cpu).cpu();
+        println!("DONE {answers} {secs:.6} {cpu:.6}");
         std::process::exit(0)
     })
 }
@@ -165,6 +171,8 @@ pub struct LoadResult {
     pub rate: f64,
     /// Server CPU seconds per answer.
     pub cpu_per_request: f64,
+    /// The load generator's CPU seconds per answer (it shares the cores).
+    pub client_cpu_per_request: f64,
 }
 
 /// The timings of a GetTasks run.
@@ -202,20 +210,19 @@ pub fn run(server: &str, pki: &Pki, n: usize, timing: &Window) -> Result<LoadRes
     let after = server.stats()?;
     load.finish(Duration::from_secs(10))?;
     server.finish(Duration::from_secs(10))?;
-    let answers: f64 = done
-        .first()
-        .and_then(|a| a.parse().ok())
-        .ok_or("bad DONE line")?;
-    let secs: f64 = done
-        .get(1)
-        .and_then(|a| a.parse().ok())
-        .ok_or("bad DONE line")?;
+    let field = |i: usize| -> Result<f64, String> {
+        done.get(i)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("bad DONE line {done:?}"))
+    };
+    let (answers, secs, client_cpu) = (field(0)?, field(1)?, field(2)?);
     if answers == 0.0 {
         return Err(format!("no GetTasks answered in the window (N={n})"));
     }
     Ok(LoadResult {
         rate: answers / secs,
         cpu_per_request: after.since(&before).cpu() / answers,
+        client_cpu_per_request: client_cpu / answers,
     })
 }
 

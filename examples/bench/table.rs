@@ -52,8 +52,8 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 fn print_gettasks(rows: &GetTasks, v: &mut Verdicts) {
-    println!("| GetTasks server | N | req/s | ours/bare | target | server CPU ms/req | ours/bare | target |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| GetTasks server | N | req/s | ours/bare | target | server CPU ms/req | ours/bare | target | load-gen CPU ms/req |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (n, servers) in rows {
         let Some((_, bare)) = servers.first() else {
             continue;
@@ -73,9 +73,10 @@ fn print_gettasks(rows: &GetTasks, v: &mut Verdicts) {
                 String::new()
             };
             println!(
-                "| {label} | {n} | {:.0} | {rate:.2} | {rate_target} | {:.4} | {cpu:.2} | {cpu_target} |",
+                "| {label} | {n} | {:.0} | {rate:.2} | {rate_target} | {:.4} | {cpu:.2} | {cpu_target} | {:.4} |",
                 r.rate,
-                r.cpu_per_request * 1e3
+                r.cpu_per_request * 1e3,
+                r.client_cpu_per_request * 1e3
             );
         }
     }
@@ -137,9 +138,9 @@ fn median_secs(transfers: &[Transfer]) -> f64 {
     median(transfers.iter().map(|t| t.secs))
 }
 
-fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
-    println!("| linearity | value | target |");
-    println!("|---|---|---|");
+/// Rows of transfer time against size, per direction.
+fn transfer_linearity(cells: &[Cell], v: &mut Verdicts) -> Vec<String> {
+    let mut rows = Vec::new();
     for direction in [Direction::Upload, Direction::Download] {
         let of_dir: Vec<&Cell> = cells.iter().filter(|c| c.direction == direction).collect();
         let (Some(small), Some(big)) = (
@@ -161,14 +162,19 @@ fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
             } else {
                 format!("(reference, ≤ {limit:.2})")
             };
-            println!(
+            rows.push(format!(
                 "| {} time {} MiB / {} MiB, {who} | {ratio:.2} | {target} |",
                 direction.name(),
                 big.size >> 20,
                 small.size >> 20
-            );
+            ));
         }
     }
+    rows
+}
+
+/// Rows of server CPU per request at the largest N against the smallest N > 1.
+fn gettasks_linearity(gettasks: &GetTasks, v: &mut Verdicts) -> Vec<String> {
     let (Some((n_small, small)), Some((n_big, big))) = (
         gettasks
             .iter()
@@ -176,11 +182,12 @@ fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
             .min_by_key(|(n, _)| *n),
         gettasks.iter().max_by_key(|(n, _)| *n),
     ) else {
-        return;
+        return Vec::new();
     };
     if n_small == n_big {
-        return;
+        return Vec::new();
     }
+    let mut rows = Vec::new();
     for ((label, s), (_, b)) in small.iter().zip(big) {
         let ratio = b.cpu_per_request / s.cpu_per_request;
         let target = if label.starts_with("ours") {
@@ -188,12 +195,29 @@ fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
         } else {
             "(reference)".into()
         };
-        println!("| server CPU/req N={n_big} / N={n_small}, {label} | {ratio:.2} | {target} |");
+        rows.push(format!(
+            "| server CPU/req N={n_big} / N={n_small}, {label} | {ratio:.2} | {target} |"
+        ));
     }
+    rows
+}
+
+fn print_linearity(gettasks: &GetTasks, cells: &[Cell], v: &mut Verdicts) {
+    let mut rows = transfer_linearity(cells, v);
+    rows.extend(gettasks_linearity(gettasks, v));
+    if rows.is_empty() {
+        return;
+    }
+    println!("| linearity | value | target |");
+    println!("|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    println!();
 }
 
 fn cpu(stats: &crate::stats::ProcStats) -> String {
-    format!("{:.2}+{:.2}", stats.user, stats.system)
+    format!("{:.3}+{:.3}", stats.user, stats.system)
 }
 
 /// Every transfer on its own: both sides' CPU (user+system seconds) and
@@ -232,7 +256,6 @@ pub fn print(gettasks: &GetTasks, cells: &[Cell]) {
         println!();
     }
     print_linearity(gettasks, cells, &mut v);
-    println!();
     println!("targets: {} checked, {} missed", v.checked, v.missed);
     if !cells.is_empty() {
         println!();
