@@ -339,10 +339,12 @@ pub fn c_role(args: &Args, non_blocking: bool) -> ! {
         ofl_aggregator_callbacks_set_send_local_task_results(callbacks, Some(c_no_results)),
     );
     if non_blocking {
-        // LEAD: after merging branch `nonblock`, declare the callbacks
-        // non-blocking here with `ofl_aggregator_callbacks_set_may_block`
-        // (GetTasks at least: `ok(role, "may_block", ofl_aggregator_callbacks_set_may_block(callbacks, ...))`),
-        // delete this refusal, and set `C_NONBLOCKING` to true in load.rs.
+        // LEAD: after merging branch `nonblock`, replace this refusal with
+        // (as that branch names it today; the other callbacks never run here):
+        //     use openfl_transport::ffi::aggregator::may_block::*;
+        //     let get_tasks = ofl_logic_call::GetTasks as i32;
+        //     ok(role, "may_block", ofl_aggregator_callbacks_set_may_block(callbacks, get_tasks, false));
+        // and set `C_NONBLOCKING` to true in load.rs.
         roles::fail(role, "ofl_aggregator_callbacks_set_may_block is not merged yet (see the LEAD note in ours.rs)");
     }
     let mut server = std::ptr::null_mut();
