@@ -2,7 +2,8 @@
 #
 #   make            release build: target/release/libopenfl_transport.{so,a}
 #   make test       every test: Rust, C (ctest, also under ASan/UBSan), OpenFL 1.6 interop
-#   make bench      throughput table (ours vs ours; see tests/interop for ours vs OpenFL)
+#   make bench      ours vs bare tonic (GetTasks) and raw rustls (transfers), separate processes (examples/bench)
+#   make bench-smoke  the same in ~10 s (--quick: tiny sizes, short windows; proves the harness works)
 #   make demo       C demo: built-in FedAvg + 3 collaborators over mTLS (examples/c)
 #   make test-go    Go binding (bindings/go): go vet, go test -race, Go examples
 #   make test-cpp   C++ header, C++ examples, `make install` consumers (ctest, tests/cpp)
@@ -15,11 +16,11 @@
 CARGO ?= cargo
 PYTHON_VENV ?= target/interop-venv
 
-.PHONY: all build test test-rust test-c test-interop deps bench header
+.PHONY: all build test test-rust test-c test-interop deps bench bench-smoke header
 
 all: build
 
-# --examples: bench_transfer and the interop suite's Rust peers
+# --examples: bench (make bench) and the interop suite's Rust peers
 # (tests/interop/peers, [[example]] targets in Cargo.toml).
 build:
 	$(CARGO) build --release --lib --examples
@@ -43,7 +44,10 @@ test-interop:
 	$(PYTHON_VENV)/bin/python -m pytest tests/interop -v -rA
 
 bench: build
-	./target/release/examples/bench_transfer
+	./target/release/examples/bench
+
+bench-smoke: build
+	./target/release/examples/bench --quick
 
 # Refresh the committed header after changing src/ffi.
 header:

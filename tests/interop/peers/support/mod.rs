@@ -1,6 +1,5 @@
 //! Code shared by the interop peers (`tests/interop/peers/*.rs`, each a
-//! `mod support;`) and `examples/bench_transfer.rs` (which includes it by
-//! `#[path]` for the payload).
+//! `mod support;`).
 //!
 //! - [`cli`]: the command line of the interop peers (flags, usage errors,
 //!   the options every peer takes, TLS from a certificates directory, the
