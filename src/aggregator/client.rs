@@ -9,6 +9,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::StreamBody;
+use tonic::body::Body;
 use tokio::sync::watch;
 // The channel every call goes through, metered (src/metrics/client.rs).
 use crate::metrics::client::MeteredChannel as Channel;
@@ -23,7 +27,7 @@ use crate::connect::ConnectConfig;
 use crate::error::{ofl_code, Error, Result};
 use crate::proto::aggregator::aggregator_client::AggregatorClient as AggregatorGrpcClient;
 use crate::proto::aggregator::{self as pb, MessageHeader};
-use crate::proto::{DataStream, NamedTensor};
+use crate::proto::NamedTensor;
 use crate::retry::{AttemptError, RetryPolicy, Retrying};
 use crate::stream::{CHUNK_SIZE, DEFAULT_MAX_MESSAGE_SIZE};
 
@@ -283,14 +287,23 @@ impl AggregatorClient {
         }
         let scope = self.scope("SendLocalTaskResults", options);
         let reply = self
-            .with_retry(&scope, false, |mut stub| {
-                let messages: Vec<DataStream> = chunks
-                    .iter()
-                    .map(|c| DataStream { size: c.len() as u32, npbytes: c.clone() })
-                    .collect();
-                let size_of = |m: &DataStream| m.npbytes.len() as u64;
-                let stream = Metered::new(tokio_stream::iter(messages), size_of, &scope, total as u64);
-                async move { stub.send_local_task_results(stream).await.map(|r| r.into_inner()) }
+            .with_retry_on(&scope, false, |channel| {
+                // Framed at the HTTP level: chunks go out as they are (see upload::framed_chunk).
+                let size_of = |chunk: &Bytes| chunk.len() as u64;
+                let chunks = Metered::new(tokio_stream::iter(chunks.clone()), size_of, &scope, total as u64);
+                let frames = chunks
+                    .flat_map(|chunk| tokio_stream::iter(super::upload::framed_chunk(&chunk)))
+                    .map(|data| Ok::<_, Status>(Frame::data(data)));
+                let body = Body::new(StreamBody::new(frames));
+                async move {
+                    let path = "/openfl.aggregator.Aggregator/SendLocalTaskResults";
+                    let metadata = tonic::metadata::MetadataMap::new();
+                    let response: pb::SendLocalTaskResultsResponse =
+                        aligned::unary::call_with_body(channel, path, metadata, body, aligned::NO_TENSOR, usize::MAX)
+                            .await?
+                            .into_inner();
+                    Ok(response)
+                }
             })
             .await?;
         validate_response(&self.config.federation, collaborator, reply.header.as_ref())

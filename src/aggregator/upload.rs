@@ -23,6 +23,9 @@ const INLINE_DATA_LIMIT: usize = 64 * 1024;
 const TENSORS_FIELD: u32 = 5;
 /// `NamedTensor.data_bytes` field number.
 const DATA_BYTES_FIELD: u32 = 7;
+/// `DataStream.size` and `DataStream.npbytes` field numbers.
+const DATA_STREAM_SIZE_FIELD: u32 = 1;
+const DATA_STREAM_NPBYTES_FIELD: u32 = 2;
 
 /// Collects chunks of at most `chunk_size` bytes.
 struct ChunkWriter {
@@ -87,6 +90,27 @@ pub(crate) fn tensor_head(field: u32, tensor: &NamedTensor) -> Vec<u8> {
     head
 }
 
+/// `chunk` as one `DataStream { size, npbytes: chunk }` gRPC message of a
+/// request body: the 5-byte message prefix and the two field headers in a
+/// small buffer, then the chunk itself, not copied (tonic's encoder would
+/// copy every chunk into its own buffer). Byte for byte prost's encoding.
+pub(crate) fn framed_chunk(chunk: &Bytes) -> [Bytes; 2] {
+    let size = chunk.len() as u64;
+    let mut fields = Vec::with_capacity(2 * (1 + 10));
+    if size > 0 {
+        encode_key(DATA_STREAM_SIZE_FIELD, WireType::Varint, &mut fields);
+        encode_varint(size, &mut fields);
+        encode_key(DATA_STREAM_NPBYTES_FIELD, WireType::LengthDelimited, &mut fields);
+        encode_varint(size, &mut fields);
+    }
+    let len = u32::try_from(fields.len() + chunk.len()).expect("a chunk is far below 4 GiB");
+    let mut head = Vec::with_capacity(crate::method_route::PREFIX_LEN + fields.len());
+    head.push(0);
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(&fields);
+    [Bytes::from(head), chunk.clone()]
+}
+
 /// `results` serialized as chunks of at most `chunk_size` bytes whose
 /// concatenation is `results.encode_to_vec()`; large tensor data is not copied.
 pub fn encode_in_chunks(results: &TaskResults, chunk_size: usize) -> Vec<Bytes> {
@@ -147,6 +171,19 @@ mod tests {
                 assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= chunk_size));
                 assert_eq!(chunks.concat(), message.encode_to_vec(), "chunk size {chunk_size}");
             }
+        }
+    }
+
+    #[test]
+    fn framed_chunks_are_prost_encoded_data_stream_messages() {
+        for chunk in [Bytes::new(), Bytes::from_static(b"abc"), Bytes::from(vec![7u8; 300_000])] {
+            let message = crate::proto::DataStream { size: chunk.len() as u32, npbytes: chunk.clone() };
+            let encoded = message.encode_to_vec();
+            let [head, data] = framed_chunk(&chunk);
+            assert_eq!(head[0], 0);
+            assert_eq!(u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize, encoded.len());
+            assert_eq!([&head[5..], &data[..]].concat(), encoded);
+            assert_eq!(data.as_ptr(), chunk.as_ptr(), "the chunk is sent as it is");
         }
     }
 

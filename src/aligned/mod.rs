@@ -44,6 +44,9 @@ pub const TRAINED_MODEL: &[u32] = &[1, 1, DATA_BYTES];
 /// Path to tensor data in `ExperimentInfo` (`model_proto` = 4).
 pub const EXPERIMENT_INFO: &[u32] = &[4, 1, DATA_BYTES];
 
+/// For a response that carries no tensor: field 0 never occurs in protobuf.
+pub const NO_TENSOR: &[u32] = &[0];
+
 /// Decodes a placed message.
 pub fn decode<M: Message + Default>(segments: Segments) -> Result<M, prost::DecodeError> {
     M::decode(segments)

@@ -24,7 +24,7 @@ use crate::method_route::PREFIX_LEN;
 /// message with tensor data (at `tensor_path`) 64-byte aligned. A response
 /// over `max_size` bytes is RESOURCE_EXHAUSTED.
 pub(crate) async fn call<C, B, Req, Resp>(
-    mut channel: C,
+    channel: C,
     path: &'static str,
     request: tonic::Request<Req>,
     tensor_path: &'static [u32],
@@ -38,10 +38,38 @@ where
     Req: Message,
     Resp: Message + Default,
 {
+    let (metadata, _, message) = request.into_parts();
+    let mut framed = BytesMut::with_capacity(PREFIX_LEN + message.encoded_len());
+    framed.put_u8(0);
+    framed.put_u32(u32::try_from(message.encoded_len()).map_err(|_| Status::resource_exhausted("request too large"))?);
+    message.encode(&mut framed).map_err(|e| Status::internal(format!("encoding the request: {e}")))?;
+    let body = Body::new(Full::new(framed.freeze()));
+    call_with_body(channel, path, metadata, body, tensor_path, max_size).await
+}
+
+/// [`call`] with a request body already framed as gRPC messages (e.g. a
+/// client stream whose messages are sent without copying: see
+/// `crate::aggregator::upload::framed_chunks`).
+pub(crate) async fn call_with_body<C, B, Resp>(
+    mut channel: C,
+    path: &'static str,
+    metadata: tonic::metadata::MetadataMap,
+    body: Body,
+    tensor_path: &'static [u32],
+    max_size: usize,
+) -> Result<tonic::Response<Resp>, Status>
+where
+    C: Service<http::Request<Body>, Response = http::Response<B>>,
+    C::Error: Into<tonic::codegen::StdError>,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<tonic::codegen::StdError>,
+    Resp: Message + Default,
+{
     futures_util::future::poll_fn(|cx| channel.poll_ready(cx))
         .await
         .map_err(|e| Status::from_error(e.into()))?;
-    let response = channel.call(http_request(path, request)?).await.map_err(|e| Status::from_error(e.into()))?;
+    let request = http_request(path, metadata, body)?;
+    let response = channel.call(request).await.map_err(|e| Status::from_error(e.into()))?;
     let (parts, body) = response.into_parts();
     if let Some(status) = Status::from_header_map(&parts.headers) {
         return match status.code() {
@@ -60,17 +88,16 @@ where
     Ok(tonic::Response::from_parts(metadata, message, parts.extensions.into()))
 }
 
-fn http_request<Req: Message>(path: &'static str, request: tonic::Request<Req>) -> Result<http::Request<Body>, Status> {
-    let (metadata, _, message) = request.into_parts();
-    let mut framed = BytesMut::with_capacity(PREFIX_LEN + message.encoded_len());
-    framed.put_u8(0);
-    framed.put_u32(u32::try_from(message.encoded_len()).map_err(|_| Status::resource_exhausted("request too large"))?);
-    message.encode(&mut framed).map_err(|e| Status::internal(format!("encoding the request: {e}")))?;
+fn http_request(
+    path: &'static str,
+    metadata: tonic::metadata::MetadataMap,
+    body: Body,
+) -> Result<http::Request<Body>, Status> {
     let mut request = http::Request::builder()
         .method(http::Method::POST)
         .uri(http::Uri::from_static(path))
         .version(http::Version::HTTP_2)
-        .body(Body::new(Full::new(framed.freeze())))
+        .body(body)
         .map_err(|e| Status::internal(format!("building the request: {e}")))?;
     let headers = request.headers_mut();
     for (name, value) in metadata.into_headers().iter() {
