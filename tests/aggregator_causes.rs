@@ -93,7 +93,7 @@ async fn sender_missing_from_the_authorized_list_without_tls_is_told_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_authorizing_nobody_warns_at_start_and_says_so_when_refusing() {
     capture_logs();
-    let nobody = Federation { authorized_collaborators: vec![], ..federation() };
+    let nobody = Federation { authorized_collaborators: Default::default(), ..federation() };
     let server = start_server(Some(server_tls()), TestLogic::with_federation(nobody)).await;
     assert!(warned(&["authorizes no collaborator"]), "no start-up warning: {:?}", RECORDS.lock().unwrap());
 

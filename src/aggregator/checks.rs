@@ -84,7 +84,7 @@ mod tests {
             aggregator_uuid: "agg".into(),
             federation_uuid: "fed".into(),
             single_col_cert_common_name: String::new(),
-            authorized_collaborators: vec!["col1".into(), "col2".into()],
+            authorized_collaborators: vec!["col1".into(), "col2".into()].into(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::collaborators::Collaborators;
 use crate::error::Result;
 use crate::proto::aggregator::Task;
 use crate::proto::NamedTensor;
@@ -23,14 +24,14 @@ pub struct Federation {
     /// When non-empty, every collaborator presents one shared certificate
     /// with this Common Name (OpenFL's test mode); empty otherwise.
     pub single_col_cert_common_name: String,
-    /// Collaborator names allowed to call.
-    pub authorized_collaborators: Vec<String>,
+    /// Collaborator names allowed to call (`vec![...].into()`).
+    pub authorized_collaborators: Collaborators,
 }
 
 impl Federation {
     /// Whether `name` is an authorized collaborator.
     pub fn is_authorized(&self, name: &str) -> bool {
-        self.authorized_collaborators.iter().any(|c| c == name)
+        self.authorized_collaborators.contains(name)
     }
 
     /// Whether some sender could pass `valid_collaborator_cn_and_id` with

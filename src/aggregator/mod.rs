@@ -3,6 +3,7 @@
 //! aggregation.
 
 mod blocking;
+mod collaborators;
 pub mod checks;
 pub mod client;
 pub mod logic;
@@ -13,5 +14,6 @@ pub mod upload;
 mod upload_route;
 
 pub use client::{AggregatorClient, AggregatorClientOptions};
+pub use collaborators::Collaborators;
 pub use logic::{AggregatorLogic, Federation, LogicCall, TaskResults, TasksReply, TensorPoll, TensorRequest, TensorWait};
 pub use server::{AggregatorServer, AggregatorServerOptions};

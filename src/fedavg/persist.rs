@@ -438,7 +438,7 @@ impl FedAvg {
             aggregator_uuid: self.federation.aggregator_uuid.clone(),
             federation_uuid: self.federation.federation_uuid.clone(),
             single_col_cert_common_name: self.federation.single_col_cert_common_name.clone(),
-            collaborators: self.federation.authorized_collaborators.clone(),
+            collaborators: self.federation.authorized_collaborators.to_vec(),
             tasks: self.tasks.clone(),
             rounds_to_train: self.rounds_to_train,
         }

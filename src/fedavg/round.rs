@@ -112,7 +112,7 @@ impl FedAvg {
                 aggregator_uuid: config.aggregator_uuid,
                 federation_uuid: config.federation_uuid,
                 single_col_cert_common_name: config.single_col_cert_common_name,
-                authorized_collaborators: config.collaborators,
+                authorized_collaborators: config.collaborators.into(),
             },
             rounds_to_train: config.rounds_to_train,
             tasks: config.tasks,

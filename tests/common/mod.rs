@@ -428,7 +428,7 @@ pub fn federation() -> Federation {
         aggregator_uuid: AGGREGATOR_UUID.into(),
         federation_uuid: FEDERATION_UUID.into(),
         single_col_cert_common_name: String::new(),
-        authorized_collaborators: vec!["col1".into(), "col2".into()],
+        authorized_collaborators: vec!["col1".into(), "col2".into()].into(),
     }
 }
 
@@ -482,7 +482,7 @@ pub fn client_config(port: u16, tls: Option<TlsConfig>) -> AggregatorClientOptio
     let mut config = AggregatorClientOptions::new("127.0.0.1", port);
     config.connect.tls = tls;
     config.connect.connect_timeout = Duration::from_secs(5);
-    config.federation = Federation { authorized_collaborators: vec![], ..federation() };
+    config.federation = Federation { authorized_collaborators: Default::default(), ..federation() };
     config.retry = patient_retry();
     config
 }

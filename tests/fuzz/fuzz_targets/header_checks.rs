@@ -48,7 +48,7 @@ fn federation(flags: u8, header: &MessageHeader) -> Federation {
         aggregator_uuid: pick(flags & 1 != 0, &header.receiver, AGGREGATOR_UUID),
         federation_uuid: pick(flags & 2 != 0, &header.federation_uuid, FEDERATION_UUID),
         single_col_cert_common_name: pick(flags & 4 != 0, &header.single_col_cert_common_name, ""),
-        authorized_collaborators: authorized,
+        authorized_collaborators: authorized.into(),
     }
 }
 

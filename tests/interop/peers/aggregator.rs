@@ -195,7 +195,7 @@ fn main() {
             aggregator_uuid: args.aggregator_uuid.clone(),
             federation_uuid: args.federation_uuid.clone(),
             single_col_cert_common_name: String::new(),
-            authorized_collaborators: args.collaborators.clone(),
+            authorized_collaborators: args.collaborators.clone().into(),
         },
         started: Instant::now(),
         model: Bytes::from(pattern(SEED_AGGREGATED, args.size)),
