@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -87,37 +87,61 @@ impl ConnInfo {
     }
 }
 
-/// Calls in flight, whether the HTTP/2 preface arrived, and whether the
-/// socket is reset (not closed gracefully) when the connection is dropped.
+/// Calls in flight, when the last one ended, whether the HTTP/2 preface
+/// arrived, and whether the socket is reset (not closed gracefully) when the
+/// connection is dropped. Plain atomics: a call costs two counter updates
+/// and a clock read, no wake-up and no timer (the idle check looks only when
+/// its one timer fires).
 struct Activity {
-    calls: watch::Sender<usize>,
+    calls: AtomicUsize,
+    /// When the last call ended, in ms after `opened` (0: none yet).
+    last_end_ms: AtomicU64,
+    opened: Instant,
     preface_seen: AtomicBool,
     reset: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Arc<Self> {
-        Arc::new(Self { calls: watch::Sender::new(0), preface_seen: AtomicBool::new(false), reset: AtomicBool::new(false) })
+        Arc::new(Self {
+            calls: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+            preface_seen: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
+        })
     }
 
     fn call_started(self: &Arc<Self>) -> CallGuard {
-        self.calls.send_modify(|calls| *calls += 1);
+        self.calls.fetch_add(1, Ordering::AcqRel);
         CallGuard(Arc::clone(self))
     }
 
+    fn call_ended(&self) {
+        let since_open = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_end_ms.fetch_max(since_open, Ordering::AcqRel);
+        self.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+
     fn calls(&self) -> usize {
-        *self.calls.borrow()
+        self.calls.load(Ordering::Acquire)
     }
 
     /// Resolves once no call has been in flight for `idle`.
     async fn idle_for(&self, idle: Duration) {
-        let mut calls = self.calls.subscribe();
+        let mut deadline = Instant::now() + idle;
         loop {
-            if *calls.borrow_and_update() > 0 {
-                let _ = calls.changed().await;
-            } else if tokio::time::timeout(idle, calls.changed()).await.is_err() {
+            tokio::time::sleep_until(deadline).await;
+            let now = Instant::now();
+            if self.calls() > 0 {
+                deadline = now + idle;
+                continue;
+            }
+            let idle_since = self.opened + Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
+            if idle_since + idle <= now {
                 return;
             }
+            deadline = idle_since + idle;
         }
     }
 }
@@ -127,7 +151,7 @@ struct CallGuard(Arc<Activity>);
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.0.calls.send_modify(|calls| *calls -= 1);
+        self.0.call_ended();
     }
 }
 
