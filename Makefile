@@ -1,7 +1,7 @@
 # openfl-transport: one entry point for building, testing and the demo.
 #
 #   make            release build: target/release/libopenfl_transport.{so,a}
-#   make test       every test: Rust, C (ctest, also under ASan/UBSan), OpenFL 1.6 interop
+#   make test       every test: Rust, bench smoke run, C (ctest, also under ASan/UBSan), OpenFL 1.6 interop
 #   make bench      ours vs bare tonic (GetTasks) and raw rustls (transfers), separate processes (examples/bench)
 #   make bench-smoke  the same in ~10 s (--quick: tiny sizes, short windows; proves the harness works)
 #   make demo       C demo: built-in FedAvg + 3 collaborators over mTLS (examples/c)
@@ -30,7 +30,7 @@ build:
 deps:
 	./tests/deps.sh
 
-test: deps build test-rust test-c test-demo test-interop test-go test-cpp test-fuzz
+test: deps build test-rust bench-smoke test-c test-demo test-interop test-go test-cpp test-fuzz
 	@echo "make test: all suites passed"
 
 test-rust:
