@@ -5,7 +5,8 @@
 //! (`ofl_aggregator_client_new`, `ofl_envoy_client_new`,
 //! `ofl_frontend_client_new`); its worker threads start then, its blocking
 //! threads (which run C callbacks) on demand. These are the only threads the
-//! library starts; all are named `openfl-transport`.
+//! library starts: the workers are named `ofl-worker`, the blocking threads
+//! `ofl-blocking` (see [`thread_name`]).
 //!
 //! Every one of them blocks every asynchronous signal at start (see
 //! [`block_signals`]), so a host's signal handlers run only on the host's own
@@ -16,6 +17,7 @@
 //! dispositions and its threads' masks are left untouched.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use once_cell::sync::Lazy;
@@ -30,11 +32,35 @@ fn build_runtime() -> Runtime {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
-        .thread_name("openfl-transport")
+        .thread_name_fn(thread_name(workers))
         .on_thread_start(block_signals)
         .enable_all()
         .build()
         .expect("creating the openfl-transport Tokio runtime")
+}
+
+/// The name of the runtime's worker threads (C callbacks declared
+/// non-blocking run on them).
+const WORKER_THREAD_NAME: &str = "ofl-worker";
+
+/// The name of the runtime's blocking threads (C callbacks that may block
+/// run on them).
+const BLOCKING_THREAD_NAME: &str = "ofl-blocking";
+
+/// Names the runtime's threads: Tokio starts its `workers` worker threads
+/// through its blocking pool, first of all and all at once while the runtime
+/// is built (they never end), so the first `workers` threads it names are the
+/// workers and every later one is a blocking thread. `tests/library_threads.rs`
+/// checks this holds.
+fn thread_name(workers: usize) -> impl Fn() -> String + Send + Sync + 'static {
+    let started = AtomicUsize::new(0);
+    move || {
+        if started.fetch_add(1, Ordering::Relaxed) < workers {
+            WORKER_THREAD_NAME.into()
+        } else {
+            BLOCKING_THREAD_NAME.into()
+        }
+    }
 }
 
 /// Installs ring as rustls' process default provider, once. Losing the race

@@ -5,6 +5,7 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
+use super::may_block::MayBlock;
 use super::reply::{ofl_reply, ofl_tensor_request};
 use super::results::ofl_task_results;
 use crate::error::{Error, Result};
@@ -64,6 +65,13 @@ pub type ofl_valid_collaborator_fn =
 /// turn without holding a thread (never refused), so one collaborator cannot
 /// starve the others. They must not call `ofl_aggregator_server_free` (use
 /// `ofl_aggregator_server_stop`).
+///
+/// A callback that never blocks can say so with
+/// `ofl_aggregator_callbacks_set_may_block(callbacks, call, false)`: it then
+/// runs on one of the library's async worker threads (no thread hand-off per
+/// call) and must return promptly (brief locks, computation); blocking in it
+/// stalls every connection served by that worker. Such callbacks are not
+/// bounded by the 8-per-collaborator/256 limits.
 #[allow(non_camel_case_types)]
 pub struct ofl_aggregator_callbacks {
     user_data: Arc<ForeignData>,
@@ -72,6 +80,7 @@ pub struct ofl_aggregator_callbacks {
     send_local_task_results: ofl_send_local_task_results_fn,
     all_quit_jobs_sent: ofl_all_quit_jobs_sent_fn,
     valid_collaborator: ofl_valid_collaborator_fn,
+    pub(super) may_block: MayBlock,
 }
 
 /// The callbacks a started server uses: required ones checked present.
@@ -83,6 +92,7 @@ pub(super) struct CallbackSet {
     pub send_local_task_results: extern "C" fn(*mut c_void, *const c_char, *const ofl_task_results) -> *mut ofl_error,
     pub all_quit_jobs_sent: ofl_all_quit_jobs_sent_fn,
     pub valid_collaborator: ofl_valid_collaborator_fn,
+    pub may_block: MayBlock,
 }
 
 fn required<T>(f: Option<T>, name: &str) -> Result<T> {
@@ -102,6 +112,7 @@ impl ofl_aggregator_callbacks {
             send_local_task_results: required(self.send_local_task_results, "send_local_task_results")?,
             all_quit_jobs_sent: self.all_quit_jobs_sent,
             valid_collaborator: self.valid_collaborator,
+            may_block: self.may_block,
         })
     }
 }
@@ -111,8 +122,8 @@ fn callbacks_mut<'a>(callbacks: *mut ofl_aggregator_callbacks) -> Result<&'a mut
 }
 
 ffi_fn! {
-    /// A new, empty callback set (no user data, no callbacks), written to
-    /// `*out`.
+    /// A new, empty callback set (no user data, no callbacks, every callback
+    /// may block), written to `*out`.
     fn ofl_aggregator_callbacks_new(out: *mut *mut ofl_aggregator_callbacks) -> *mut ofl_error {
         check_out(out, "out")?;
         write_out(
@@ -124,6 +135,7 @@ ffi_fn! {
                 send_local_task_results: None,
                 all_quit_jobs_sent: None,
                 valid_collaborator: None,
+                may_block: MayBlock::default(),
             },
         );
         Ok(())

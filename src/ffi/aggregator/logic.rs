@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_void, CString};
 use super::callbacks::CallbackSet;
 use super::reply::{ofl_reply, ofl_tensor_request};
 use super::results::ofl_task_results;
-use crate::aggregator::{AggregatorLogic, Federation, TaskResults, TasksReply, TensorRequest};
+use crate::aggregator::{AggregatorLogic, Federation, LogicCall, TaskResults, TasksReply, TensorRequest};
 use crate::error::{ofl_code, Error, Result};
 use crate::ffi::boundary::c_string;
 use crate::ffi::error::take_callback_error;
@@ -87,6 +87,10 @@ impl AggregatorLogic for CallbackLogic {
         let c_results = ofl_task_results::new(results);
         let error = (self.callbacks.send_local_task_results)(self.ud(), c_string(collaborator).as_ptr(), &c_results);
         take_callback_error(error, "send_local_task_results")
+    }
+
+    fn may_block(&self, call: LogicCall) -> bool {
+        self.callbacks.may_block.get(call)
     }
 
     fn all_quit_jobs_sent(&self) -> bool {

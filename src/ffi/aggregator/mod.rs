@@ -5,6 +5,7 @@
 
 pub mod server_options;
 pub mod callbacks;
+pub mod may_block;
 pub mod reply;
 pub mod results;
 mod logic;
