@@ -16,8 +16,9 @@ use openfl_transport::ffi::aggregator::client_options::{
     ofl_aggregator_client_options_set_tls,
 };
 
-/// The runtime's thread name as Linux keeps it (15 bytes at most).
-const THREAD_NAME: &str = "openfl-transpor";
+/// The names of the runtime's worker and blocking threads.
+const WORKER: &str = "ofl-worker";
+const BLOCKING: &str = "ofl-blocking";
 
 /// Signals a thread cannot block (SIGKILL, SIGSTOP), glibc's internal ones
 /// (32, 33: glibc's pthread_sigmask never blocks them), and the fault
@@ -36,8 +37,9 @@ fn unblocked(mask: u64) -> Vec<u32> {
     (1..=64u32).filter(|s| mask & (1u64 << (s - 1)) == 0 && !NEVER_BLOCKED.contains(s)).collect()
 }
 
-/// (thread id, SigBlk) of every thread of this process named by the library.
-fn library_threads() -> Vec<(String, u64)> {
+/// (thread id, name, SigBlk) of every thread of this process named by the
+/// library.
+fn library_threads() -> Vec<(String, String, u64)> {
     let mut threads = Vec::new();
     for entry in fs::read_dir("/proc/self/task").expect("/proc/self/task") {
         let dir = entry.unwrap().path();
@@ -45,11 +47,16 @@ fn library_threads() -> Vec<(String, u64)> {
         else {
             continue; // the thread ended meanwhile
         };
-        if comm.trim_end() == THREAD_NAME {
-            threads.push((dir.file_name().unwrap().to_string_lossy().into_owned(), sig_blk(&status)));
+        let name = comm.trim_end();
+        if name == WORKER || name == BLOCKING {
+            threads.push((dir.file_name().unwrap().to_string_lossy().into_owned(), name.to_owned(), sig_blk(&status)));
         }
     }
     threads
+}
+
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or_default().to_owned()
 }
 
 fn own_mask() -> u64 {
@@ -76,15 +83,22 @@ fn library_threads_start_with_the_first_client_and_block_all_signals() {
     let client = new_client();
     // A worker task and a blocking-pool call (where C callbacks run) each
     // report their own thread's mask.
-    let worker = openfl_transport::block_on(async { own_mask() }).unwrap();
-    let blocking =
-        openfl_transport::block_on(async { tokio::task::spawn_blocking(own_mask).await.unwrap() }).unwrap();
+    let (worker, worker_name) = openfl_transport::block_on(async { (own_mask(), thread_name()) }).unwrap();
+    let (blocking, blocking_name) = openfl_transport::block_on(async {
+        tokio::task::spawn_blocking(|| (own_mask(), thread_name())).await.unwrap()
+    })
+    .unwrap();
+    assert_eq!(worker_name, WORKER, "a task's thread is not named as a worker");
+    assert_eq!(blocking_name, BLOCKING, "a spawn_blocking thread is not named as a blocking thread");
     assert_eq!(unblocked(worker), Vec::<u32>::new(), "worker thread mask {worker:x}");
     assert_eq!(unblocked(blocking), Vec::<u32>::new(), "blocking thread mask {blocking:x}");
 
     let threads = library_threads();
-    assert!(threads.len() >= 3, "expected workers and a blocking thread, found {threads:?}");
-    for (tid, mask) in &threads {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let named_worker = threads.iter().filter(|t| t.1 == WORKER).count();
+    assert_eq!(named_worker, workers, "worker threads named {WORKER}: {threads:?}");
+    assert!(threads.iter().any(|t| t.1 == BLOCKING), "no thread named {BLOCKING}: {threads:?}");
+    for (tid, _, mask) in &threads {
         assert_eq!(unblocked(*mask), Vec::<u32>::new(), "thread {tid} leaves signals unblocked (SigBlk {mask:x})");
         for fault in [11u32, 7, 8, 4] {
             assert_eq!(mask & (1u64 << (fault - 1)), 0, "thread {tid} blocks fault signal {fault}");
