@@ -10,14 +10,15 @@
  *  - callbacks run on library threads, possibly concurrently.
  *
  * Threads and signals:
- *  - the library starts threads (all named "openfl-transport") on the first
+ *  - the library starts threads on the first
  *    server start (ofl_aggregator_server_start, ..._start_fedavg,
  *    ofl_director_server_start) or client creation
  *    (ofl_aggregator_client_new, ofl_envoy_client_new,
  *    ofl_frontend_client_new), whichever comes first: a pool of workers
- *    then, which live until the process exits, and later, as needed,
- *    threads for callbacks and other blocking work, which end when idle.
- *    No other function starts a thread;
+ *    (named "ofl-worker") then, which live until the process exits, and
+ *    later, as needed, threads for callbacks and other blocking work
+ *    (named "ofl-blocking"), which end when idle. No other function starts
+ *    a thread;
  *  - every library thread blocks all signals except the synchronous fault
  *    signals SIGSEGV, SIGBUS, SIGFPE and SIGILL (raised by a fault in that
  *    very thread). A process-directed signal (SIGINT, SIGTERM, SIGCHLD,
@@ -298,6 +299,29 @@ typedef enum ofl_rejection {
 } ofl_rejection;
 
 /**
+ * The callbacks `ofl_aggregator_callbacks_set_may_block` can declare
+ * non-blocking.
+ */
+typedef enum ofl_logic_call {
+  /**
+   * The get_tasks callback (GetTasks).
+   */
+  OFL_LOGIC_CALL_GET_TASKS = 0,
+  /**
+   * The get_aggregated_tensor callback (GetAggregatedTensor).
+   */
+  OFL_LOGIC_CALL_GET_AGGREGATED_TENSOR = 1,
+  /**
+   * The send_local_task_results callback (SendLocalTaskResults).
+   */
+  OFL_LOGIC_CALL_SEND_LOCAL_TASK_RESULTS = 2,
+  /**
+   * The all_quit_jobs_sent callback (asked by the quit poll).
+   */
+  OFL_LOGIC_CALL_ALL_QUIT_JOBS_SENT = 3,
+} ofl_logic_call;
+
+/**
  * The aggregation logic of a server, in C: made with
  * `ofl_aggregator_callbacks_new`, filled with the `_set_*` functions, given
  * to `ofl_aggregator_server_start` (which copies the function pointers and
@@ -312,6 +336,13 @@ typedef enum ofl_rejection {
  * turn without holding a thread (never refused), so one collaborator cannot
  * starve the others. They must not call `ofl_aggregator_server_free` (use
  * `ofl_aggregator_server_stop`).
+ *
+ * A callback that never blocks can say so with
+ * `ofl_aggregator_callbacks_set_may_block(callbacks, call, false)`: it then
+ * runs on one of the library's async worker threads (no thread hand-off per
+ * call) and must return promptly (brief locks, computation); blocking in it
+ * stalls every connection served by that worker. Such callbacks are not
+ * bounded by the 8-per-collaborator/256 limits.
  */
 typedef struct ofl_aggregator_callbacks ofl_aggregator_callbacks;
 
@@ -1406,8 +1437,8 @@ struct ofl_error *ofl_aggregator_server_options_set_quit_poll_interval_ms(struct
                                                                           uint64_t interval_ms);
 
 /**
- * A new, empty callback set (no user data, no callbacks), written to
- * `*out`.
+ * A new, empty callback set (no user data, no callbacks, every callback
+ * may block), written to `*out`.
  */
 struct ofl_error *ofl_aggregator_callbacks_new(struct ofl_aggregator_callbacks **out);
 
@@ -1464,6 +1495,25 @@ struct ofl_error *ofl_aggregator_callbacks_set_all_quit_jobs_sent(struct ofl_agg
  */
 struct ofl_error *ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(struct ofl_aggregator_callbacks *callbacks,
                                                                             ofl_valid_collaborator_fn valid_collaborator_cn_and_id);
+
+/**
+ * Whether the callback of `call` (an `ofl_logic_call` value; anything
+ * else is INVALID_ARGUMENT) may block. True (the default, always safe):
+ * each call runs on a thread of the library's blocking pool, within the
+ * 8-per-collaborator and 256-in-all bounds (see
+ * `ofl_aggregator_callbacks`). False: the server calls it directly on
+ * one of the library's async worker threads, which saves a hand-off to
+ * another thread per call (a large part of the server's CPU per
+ * GetTasks). Such a callback must return promptly (brief locks,
+ * computation): blocking in it (waiting for a tensor, I/O, a lock held
+ * long) stalls every connection served by that worker. Non-blocking
+ * callbacks are not bounded by the 8-per-collaborator/256 limits. Copied
+ * by `ofl_aggregator_server_start`, like the callbacks: later calls do
+ * not change a started server.
+ */
+struct ofl_error *ofl_aggregator_callbacks_set_may_block(struct ofl_aggregator_callbacks *callbacks,
+                                                         int32_t call,
+                                                         bool may_block);
 
 /**
  * Adds a task to a get_tasks reply (OpenFL's `Task`: name, function

@@ -1,6 +1,7 @@
 //! The threads the library starts: none before the first client creation
-//! (the header says so), and every one of them (workers, and the blocking
-//! threads that run C callbacks) blocks every signal but the synchronous
+//! (the header says so), named "ofl-worker" (the async workers) and
+//! "ofl-blocking" (the blocking threads that run C callbacks), and every one
+//! of them blocks every signal but the synchronous
 //! fault signals, so that a host's handlers run only on the host's threads.
 //! The calling thread's own mask is left as it was.
 //!

@@ -86,13 +86,14 @@ ffi_fn! {
     /// each call runs on a thread of the library's blocking pool, within the
     /// 8-per-collaborator and 256-in-all bounds (see
     /// `ofl_aggregator_callbacks`). False: the server calls it directly on
-    /// one of the library's async worker threads, which saves a thread
-    /// hand-off per call (about half the server's CPU per GetTasks). Such a
-    /// callback must return promptly (brief locks, computation): blocking in
-    /// it (waiting for a tensor, I/O, a contended lock held long) stalls
-    /// every connection served by that worker. Non-blocking callbacks are
-    /// not bounded by the 8-per-collaborator/256 limits. Read by
-    /// `ofl_aggregator_server_start`, like the callbacks.
+    /// one of the library's async worker threads, which saves a hand-off to
+    /// another thread per call (a large part of the server's CPU per
+    /// GetTasks). Such a callback must return promptly (brief locks,
+    /// computation): blocking in it (waiting for a tensor, I/O, a lock held
+    /// long) stalls every connection served by that worker. Non-blocking
+    /// callbacks are not bounded by the 8-per-collaborator/256 limits. Copied
+    /// by `ofl_aggregator_server_start`, like the callbacks: later calls do
+    /// not change a started server.
     fn ofl_aggregator_callbacks_set_may_block(
         callbacks: *mut ofl_aggregator_callbacks,
         call: i32,
