@@ -989,6 +989,14 @@ private:
     ofl_reply *reply_;
 };
 
+/** The AggregatorLogic methods may_block() answers for (ofl_logic_call). */
+enum class LogicCall : std::int32_t {
+    get_tasks = OFL_LOGIC_CALL_GET_TASKS,
+    get_aggregated_tensor = OFL_LOGIC_CALL_GET_AGGREGATED_TENSOR,
+    send_local_task_results = OFL_LOGIC_CALL_SEND_LOCAL_TASK_RESULTS,
+    all_quit_jobs_sent = OFL_LOGIC_CALL_ALL_QUIT_JOBS_SENT,
+};
+
 /** An aggregator's logic. Methods run on library threads, concurrently
  *  (make them thread-safe) and may block. Throwing openfl::Error answers
  *  the call with its code and message (the callback returns it as an
@@ -997,6 +1005,18 @@ private:
 class AggregatorLogic {
 public:
     virtual ~AggregatorLogic() = default;
+    /** Whether `call` may block (ofl_aggregator_callbacks_set_may_block):
+     *  asked once per call kind when the AggregatorServer starts. true (the
+     *  default, always safe): it runs on the library's blocking pool. false:
+     *  it runs on one of the library's async worker threads, saving a
+     *  thread hand-off per call, and must return promptly (brief locks,
+     *  computation): blocking in it stalls every connection that worker
+     *  serves; such calls are not bounded by the 8-per-collaborator/256
+     *  limits. */
+    virtual bool may_block(LogicCall call) const {
+        (void)call;
+        return true;
+    }
     virtual Tasks get_tasks(std::string_view collaborator) = 0;
     virtual void get_aggregated_tensor(std::string_view collaborator, const TensorRequest &request,
                                        TensorReply &reply) = 0;
@@ -1127,6 +1147,10 @@ public:
         detail::check(ofl_aggregator_callbacks_set_all_quit_jobs_sent(raw, detail::all_quit_jobs_sent));
         if (h->validator)
             detail::check(ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(raw, detail::valid_collaborator));
+        for (LogicCall call : {LogicCall::get_tasks, LogicCall::get_aggregated_tensor,
+                               LogicCall::send_local_task_results, LogicCall::all_quit_jobs_sent})
+            detail::check(ofl_aggregator_callbacks_set_may_block(raw, static_cast<std::int32_t>(call),
+                                                                 logic->may_block(call)));
         ofl_aggregator_server *s = nullptr;
         detail::check(ofl_aggregator_server_start(options.get(), raw, &s));
         p_.reset(s);

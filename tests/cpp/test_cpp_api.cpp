@@ -4,7 +4,8 @@
 // over mTLS: tasks, 16 MiB tensors each way byte for byte (download served
 // zero-copy with set_borrowed, upload serialized from the caller's memory),
 // metadata, exceptions with the library's codes (from the peer, from the
-// logic, from bad options), move-only handles, logging, and the end of the
+// logic, from bad options), move-only handles, logging, logic declared
+// non-blocking (may_block) running on an async worker, and the end of the
 // federation (serve returns once every collaborator was told to quit).
 //
 // usage: test_cpp_api CERT_DIR
@@ -24,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -306,6 +308,47 @@ void negative_checks(std::uint16_t port) {
     openfl::AggregatorServer bounded_server(bounded, std::make_shared<FedLogic>());
 }
 
+// Logic whose get_tasks says it never blocks (may_block), and records the
+// name of the thread each get_tasks ran on.
+class InlineLogic : public openfl::AggregatorLogic {
+public:
+    explicit InlineLogic(bool get_tasks_may_block) : get_tasks_may_block_(get_tasks_may_block) {}
+    bool may_block(openfl::LogicCall call) const override {
+        return call == openfl::LogicCall::get_tasks ? get_tasks_may_block_ : true;
+    }
+    openfl::Tasks get_tasks(std::string_view) override {
+        char name[32] = {0};
+        pthread_getname_np(pthread_self(), name, sizeof name);
+        std::lock_guard<std::mutex> lock(mu_);
+        thread_ = name;
+        openfl::Tasks t;
+        t.round_number = 5;
+        return t;
+    }
+    void get_aggregated_tensor(std::string_view, const openfl::TensorRequest &, openfl::TensorReply &) override {
+        throw openfl::Error(openfl::Code::unimplemented, "not in this test");
+    }
+    void send_local_task_results(std::string_view, const openfl::TaskResults &) override {}
+    std::string thread() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return thread_;
+    }
+
+private:
+    bool get_tasks_may_block_;
+    std::mutex mu_;
+    std::string thread_;
+};
+
+// One GetTasks round trip over mTLS; the thread get_tasks ran on.
+std::string get_tasks_thread(bool get_tasks_may_block) {
+    auto logic = std::make_shared<InlineLogic>(get_tasks_may_block);
+    openfl::AggregatorServer server(server_options(true), logic);
+    openfl::AggregatorClient client(client_options(server.port(), "col1"));
+    CHECK(client.get_tasks("col1").round_number == 5);
+    return logic->thread();
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -376,6 +419,13 @@ int main(int argc, char **argv) {
 
     note("errors");
     negative_checks(port);
+
+    note("may_block: get_tasks declared non-blocking runs on an async worker");
+    {
+        std::string inline_thread = get_tasks_thread(false), blocking_thread = get_tasks_thread(true);
+        CHECK_MSG(inline_thread == "ofl-worker", "ran on " + inline_thread);
+        CHECK_MSG(blocking_thread == "ofl-blocking", "ran on " + blocking_thread);
+    }
 
     note("FedAvg with a state directory");
 
