@@ -865,3 +865,46 @@ func TestLogger(t *testing.T) {
 	}
 	expectCode(t, "bad level", openfl.SetLogger(9, nil), openfl.CodeInvalidArgument, "max_level")
 }
+
+// mayBlockLogic is testLogic whose MayBlock answers from a set.
+type mayBlockLogic struct {
+	testLogic
+	nonBlocking map[openfl.LogicCall]bool
+}
+
+func (l *mayBlockLogic) MayBlock(call openfl.LogicCall) bool { return !l.nonBlocking[call] }
+
+// TestMayBlock: GetTasks of logic whose MayBlock answers false for it runs
+// on one of the library's async workers ("ofl-worker"); without MayBlocker
+// it runs on the blocking pool ("ofl-blocking"). The callback is locked to
+// the library's thread while it runs, so /proc/thread-self names it.
+func TestMayBlock(t *testing.T) {
+	threadOfGetTasks := func(logic *mayBlockLogic, asLogic openfl.AggregatorLogic) string {
+		var thread atomic.Value
+		logic.getTasks = func(ctx context.Context, col string) (*openfl.Tasks, error) {
+			comm, err := os.ReadFile("/proc/thread-self/comm")
+			if err != nil {
+				return nil, err
+			}
+			thread.Store(strings.TrimSpace(string(comm)))
+			return &openfl.Tasks{RoundNumber: 6}, nil
+		}
+		s := startServer(t, serverOptions(mutual), asLogic)
+		c := newClient(t, clientOptions(s.Port(), mutual, "col1"))
+		tasks, err := c.GetTasks(ctxTimeout(t, 10*time.Second), "col1")
+		if err != nil || tasks.RoundNumber != 6 {
+			t.Fatalf("GetTasks: %v %+v", err, tasks)
+		}
+		s.Close()
+		name, _ := thread.Load().(string)
+		return name
+	}
+	inline := &mayBlockLogic{nonBlocking: map[openfl.LogicCall]bool{openfl.CallGetTasks: true}}
+	if got := threadOfGetTasks(inline, inline); got != "ofl-worker" {
+		t.Errorf("GetTasks declared non-blocking ran on thread %q, want ofl-worker", got)
+	}
+	plain := &mayBlockLogic{}
+	if got := threadOfGetTasks(plain, &plain.testLogic); got != "ofl-blocking" {
+		t.Errorf("GetTasks of logic without MayBlocker ran on thread %q, want ofl-blocking", got)
+	}
+}

@@ -19,7 +19,8 @@ import (
 //
 // Methods run on library threads, several at once (one per concurrent
 // call): make them safe for concurrent use. They may block (e.g. until a
-// tensor is ready); ctx is cancelled when the server is stopped or closed.
+// tensor is ready), unless the logic says otherwise (see MayBlocker); ctx
+// is cancelled when the server is stopped or closed.
 // A returned error answers the call: its code (see CodeOf; an *Error or
 // Code keeps its own, other errors give UNKNOWN) and message go to the
 // collaborator. A panic answers INTERNAL and the server keeps serving.
@@ -45,6 +46,53 @@ type AggregatorLogic interface {
 // authorized.
 type CollaboratorValidator interface {
 	ValidCollaboratorCNAndID(commonName, sender string) bool
+}
+
+// LogicCall names the AggregatorLogic methods a MayBlocker answers for
+// (the C API's ofl_logic_call).
+type LogicCall int32
+
+// The AggregatorLogic methods, as LogicCall values.
+const (
+	CallGetTasks             LogicCall = C.OFL_LOGIC_CALL_GET_TASKS
+	CallGetAggregatedTensor  LogicCall = C.OFL_LOGIC_CALL_GET_AGGREGATED_TENSOR
+	CallSendLocalTaskResults LogicCall = C.OFL_LOGIC_CALL_SEND_LOCAL_TASK_RESULTS
+	CallAllQuitJobsSent      LogicCall = C.OFL_LOGIC_CALL_ALL_QUIT_JOBS_SENT
+)
+
+// logicCalls are every LogicCall, in order.
+var logicCalls = [...]LogicCall{CallGetTasks, CallGetAggregatedTensor, CallSendLocalTaskResults, CallAllQuitJobsSent}
+
+// MayBlocker, when the logic also implements it, says which of its methods
+// may block (the C API's ofl_aggregator_callbacks_set_may_block); it is
+// asked once per LogicCall by StartAggregatorServer. Logic without it may
+// block in every method (safe): each call then runs on a thread of the
+// library's blocking pool, within the 8-per-collaborator and 256-in-all
+// bounds. A method for which MayBlock answers false is called directly on
+// one of the library's async worker threads, saving a thread hand-off per
+// call. Entering Go from that (non-Go) thread is fine, but the Go code
+// itself must return promptly (brief mutexes, computation): while it blocks
+// (waits on a channel, a long-held mutex, I/O, time.Sleep) the worker
+// thread stays inside the call and every connection that worker serves
+// stalls. Such calls are not bounded by the 8-per-collaborator/256 limits.
+type MayBlocker interface {
+	MayBlock(call LogicCall) bool
+}
+
+// nonBlockingMask has bit c set for every LogicCall c that logic declares
+// non-blocking through MayBlocker.
+func nonBlockingMask(logic AggregatorLogic) C.uint32_t {
+	m, ok := logic.(MayBlocker)
+	if !ok {
+		return 0
+	}
+	var mask C.uint32_t
+	for _, call := range logicCalls {
+		if !m.MayBlock(call) {
+			mask |= 1 << uint(call)
+		}
+	}
+	return mask
 }
 
 // liveServerStates counts server states the library still holds (tests).
@@ -90,13 +138,14 @@ func StartAggregatorServer(opts AggregatorServerOptions, logic AggregatorLogic) 
 	ctx, cancel := context.WithCancel(context.Background())
 	st := &serverState{logic: logic, ctx: ctx, cancel: cancel}
 	st.validator, _ = logic.(CollaboratorValidator)
+	nonBlocking := nonBlockingMask(logic)
 	// The library owns the handle from here on: free_user_data
 	// (oflGoReleaseHandle) deletes it exactly once, also on failure.
 	h := cgo.NewHandle(st)
 	liveServerStates.Add(1)
 	s := &AggregatorServer{}
 	s.life.init(aggregatorServerOps, cancel)
-	if err := takeError(C.ofl_go_server_start(copts, C.uintptr_t(h), C.bool(st.validator != nil), &s.life.ptr)); err != nil {
+	if err := takeError(C.ofl_go_server_start(copts, C.uintptr_t(h), C.bool(st.validator != nil), nonBlocking, &s.life.ptr)); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -85,7 +85,7 @@ ofl_error *ofl_go_call_options_set_progress(ofl_call_options *call, uintptr_t ha
 }
 
 ofl_error *ofl_go_server_start(const ofl_aggregator_server_options *options, uintptr_t handle,
-                               bool validator, ofl_aggregator_server **out) {
+                               bool validator, uint32_t non_blocking, ofl_aggregator_server **out) {
     ofl_aggregator_callbacks *cb = NULL;
     ofl_error *err = ofl_aggregator_callbacks_new(&cb);
     if (err != NULL) {
@@ -101,6 +101,8 @@ ofl_error *ofl_go_server_start(const ofl_aggregator_server_options *options, uin
     if (!err) err = ofl_aggregator_callbacks_set_all_quit_jobs_sent(cb, tramp_all_quit_jobs_sent);
     if (!err && validator)
         err = ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(cb, tramp_valid_collaborator);
+    for (int32_t call = OFL_LOGIC_CALL_GET_TASKS; !err && call <= OFL_LOGIC_CALL_ALL_QUIT_JOBS_SENT; call++)
+        if (non_blocking & (1u << call)) err = ofl_aggregator_callbacks_set_may_block(cb, call, false);
     if (!err) err = ofl_aggregator_server_start(options, cb, out);
     ofl_aggregator_callbacks_free(cb);
     return err;

@@ -16,9 +16,10 @@
 
 /* Starts a server whose callbacks are the Go trampolines, with the cgo.Handle
  * `handle` as user_data (released through oflGoReleaseServerState).
- * `validator`: install valid_collaborator_cn_and_id. */
+ * `validator`: install valid_collaborator_cn_and_id. `non_blocking`: bit c
+ * set declares the callback of ofl_logic_call c non-blocking. */
 ofl_error *ofl_go_server_start(const ofl_aggregator_server_options *options, uintptr_t handle,
-                               bool validator, ofl_aggregator_server **out);
+                               bool validator, uint32_t non_blocking, ofl_aggregator_server **out);
 
 /* Routes log records to the Go logger behind `handle`; 0 means stderr. */
 ofl_error *ofl_go_set_log_callback(int32_t max_level, uintptr_t handle);
