@@ -1491,7 +1491,9 @@ struct ofl_error *ofl_aggregator_callbacks_set_all_quit_jobs_sent(struct ofl_agg
 /**
  * OpenFL's `valid_collaborator_cn_and_id`. Not set (or NULL): OpenFL
  * 1.6's rule (CN equals sender, or the single certificate CN; sender
- * authorized).
+ * authorized). Always called directly on an async worker thread, once
+ * per request, as a callback declared non-blocking is: it must return
+ * promptly.
  */
 struct ofl_error *ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(struct ofl_aggregator_callbacks *callbacks,
                                                                             ofl_valid_collaborator_fn valid_collaborator_cn_and_id);

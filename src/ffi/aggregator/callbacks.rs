@@ -216,7 +216,9 @@ ffi_fn! {
 ffi_fn! {
     /// OpenFL's `valid_collaborator_cn_and_id`. Not set (or NULL): OpenFL
     /// 1.6's rule (CN equals sender, or the single certificate CN; sender
-    /// authorized).
+    /// authorized). Always called directly on an async worker thread, once
+    /// per request, as a callback declared non-blocking is: it must return
+    /// promptly.
     fn ofl_aggregator_callbacks_set_valid_collaborator_cn_and_id(
         callbacks: *mut ofl_aggregator_callbacks,
         valid_collaborator_cn_and_id: ofl_valid_collaborator_fn,
