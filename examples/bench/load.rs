@@ -26,9 +26,9 @@ use crate::pki::{self, Pki};
 use crate::roles::{self, Args, Role};
 use crate::stats::ProcStats;
 
-/// Set to true once `ofl_aggregator_callbacks_set_may_block` is merged and
-/// the `gettasks-c-nonblock` role uses it (see the LEAD note in ours.rs).
-pub const C_NONBLOCKING: bool = false;
+/// Whether the `gettasks-c-nonblock` role (C callbacks declared non-blocking
+/// with `ofl_aggregator_callbacks_set_may_block`) is measured.
+pub const C_NONBLOCKING: bool = true;
 
 /// The GetTasks servers, by table label and role name; the first is the
 /// reference the others are compared with.

@@ -9,6 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use openfl_transport::aggregator::*;
 use openfl_transport::ffi::aggregator::callbacks::*;
+use openfl_transport::ffi::aggregator::may_block::{
+    ofl_aggregator_callbacks_set_may_block, ofl_logic_call,
+};
 use openfl_transport::ffi::aggregator::reply::{ofl_reply, ofl_reply_add_task, ofl_tensor_request};
 use openfl_transport::ffi::aggregator::results::ofl_task_results;
 use openfl_transport::ffi::aggregator::server::*;
@@ -339,13 +342,13 @@ pub fn c_role(args: &Args, non_blocking: bool) -> ! {
         ofl_aggregator_callbacks_set_send_local_task_results(callbacks, Some(c_no_results)),
     );
     if non_blocking {
-        // LEAD: after merging branch `nonblock`, replace this refusal with
-        // (as that branch names it today; the other callbacks never run here):
-        //     use openfl_transport::ffi::aggregator::may_block::*;
-        //     let get_tasks = ofl_logic_call::GetTasks as i32;
-        //     ok(role, "may_block", ofl_aggregator_callbacks_set_may_block(callbacks, get_tasks, false));
-        // and set `C_NONBLOCKING` to true in load.rs.
-        roles::fail(role, "ofl_aggregator_callbacks_set_may_block is not merged yet (see the LEAD note in ours.rs)");
+        // The other callbacks never run here.
+        let get_tasks = ofl_logic_call::GetTasks as i32;
+        ok(
+            role,
+            "may_block",
+            ofl_aggregator_callbacks_set_may_block(callbacks, get_tasks, false),
+        );
     }
     let mut server = std::ptr::null_mut();
     ok(
