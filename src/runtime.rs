@@ -17,8 +17,10 @@
 //! dispositions and its threads' masks are left untouched.
 
 use std::future::Future;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Condvar, Mutex};
+use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use tokio::runtime::{Handle, Runtime};
@@ -30,13 +32,16 @@ static RUNTIME: Lazy<Runtime> = Lazy::new(build_runtime);
 fn build_runtime() -> Runtime {
     install_crypto_provider();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name_fn(thread_name(workers))
         .on_thread_start(block_signals)
+        .on_thread_park(note_worker_parked)
         .enable_all()
         .build()
-        .expect("creating the openfl-transport Tokio runtime")
+        .expect("creating the openfl-transport Tokio runtime");
+    wait_for_workers(workers);
+    runtime
 }
 
 /// The name of the runtime's worker threads (C callbacks declared
@@ -47,11 +52,14 @@ const WORKER_THREAD_NAME: &str = "ofl-worker";
 /// run on them).
 const BLOCKING_THREAD_NAME: &str = "ofl-blocking";
 
-/// Names the runtime's threads: Tokio starts its `workers` worker threads
-/// through its blocking pool, first of all and all at once while the runtime
-/// is built (they never end), so the first `workers` threads it names are the
-/// workers and every later one is a blocking thread. `tests/library_threads.rs`
-/// checks this holds.
+/// Names the runtime's threads. Tokio runs its `workers` worker loops as
+/// the first tasks of its blocking pool, queued while the runtime is built,
+/// each starting a thread (they never end): the first `workers` threads it
+/// names are those. Which of them takes which queued task is free, so
+/// [`build_runtime`] waits until every worker has parked once (it then runs
+/// on one of those threads) before anything else can be queued: every later
+/// thread is a blocking thread. `tests/library_threads.rs` and
+/// `tests/callback_threads.rs` check this holds.
 fn thread_name(workers: usize) -> impl Fn() -> String + Send + Sync + 'static {
     let started = AtomicUsize::new(0);
     move || {
@@ -61,6 +69,31 @@ fn thread_name(workers: usize) -> impl Fn() -> String + Send + Sync + 'static {
             BLOCKING_THREAD_NAME.into()
         }
     }
+}
+
+/// How many worker threads have parked at least once.
+static PARKED_WORKERS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+thread_local! {
+    static HAS_PARKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by each worker before it parks (blocking threads never park):
+/// counts the worker's first park.
+fn note_worker_parked() {
+    if !HAS_PARKED.with(|p| p.replace(true)) {
+        let (count, changed) = &PARKED_WORKERS;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        changed.notify_all();
+    }
+}
+
+/// Waits (at most 10 s: a worker idle at start parks at once) until
+/// `workers` workers have parked, i.e. each runs on its own thread.
+fn wait_for_workers(workers: usize) {
+    let (count, changed) = &PARKED_WORKERS;
+    let guard = count.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = changed.wait_timeout_while(guard, Duration::from_secs(10), |parked| *parked < workers);
 }
 
 /// Installs ring as rustls' process default provider, once. Losing the race
