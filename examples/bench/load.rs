@@ -175,6 +175,20 @@ pub struct LoadResult {
     pub client_cpu_per_request: f64,
 }
 
+/// Each figure's median over repeated runs (taken separately).
+pub fn median_of(runs: &[LoadResult]) -> LoadResult {
+    let median = |f: fn(&LoadResult) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    LoadResult {
+        rate: median(|r| r.rate),
+        cpu_per_request: median(|r| r.cpu_per_request),
+        client_cpu_per_request: median(|r| r.client_cpu_per_request),
+    }
+}
+
 /// The timings of a GetTasks run.
 pub struct Window {
     pub warmup: Duration,

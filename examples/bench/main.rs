@@ -123,18 +123,24 @@ fn run_gettasks(plan: &Plan, pki: &pki::Pki) -> Result<table::GetTasks, String> 
             stats::nofile_limit()
         ));
     }
+    // Repetitions interleave the servers (bare, ours, ... then again), so a
+    // drift of the machine hits every server alike; each figure is a median.
+    let servers = load::servers();
     let mut rows = Vec::new();
     for &n in &plan.conns {
-        let mut row = Vec::new();
-        for (label, role) in load::servers() {
-            let result = load::run(role, pki, n, &plan.timing)?;
-            eprintln!(
-                "bench: GetTasks N={n} {label}: {:.0} req/s, {:.4} ms CPU/req",
-                result.rate,
-                result.cpu_per_request * 1e3
-            );
-            row.push((label, result));
+        let mut runs: Vec<Vec<load::LoadResult>> = servers.iter().map(|_| Vec::new()).collect();
+        for rep in 1..=plan.reps {
+            for ((label, role), results) in servers.iter().zip(&mut runs) {
+                let result = load::run(role, pki, n, &plan.timing)?;
+                eprintln!(
+                    "bench: GetTasks N={n} {label} #{rep}: {:.0} req/s, {:.4} ms CPU/req",
+                    result.rate,
+                    result.cpu_per_request * 1e3
+                );
+                results.push(result);
+            }
         }
+        let row = servers.iter().zip(runs).map(|((label, _), results)| (*label, load::median_of(&results))).collect();
         rows.push((n, row));
     }
     Ok(rows)
@@ -167,9 +173,11 @@ fn orchestrate(args: &[String]) -> Result<(), String> {
     );
     if plan.gettasks {
         println!(
-            "GetTasks: N separate connections, one call in flight each, {:.1} s window after {:.1} s warm-up",
+            "GetTasks: N separate connections, one call in flight each, {:.1} s window after {:.1} s warm-up; \
+             median of {} interleaved repetitions",
             plan.timing.window.as_secs_f64(),
-            plan.timing.warmup.as_secs_f64()
+            plan.timing.warmup.as_secs_f64(),
+            plan.reps
         );
     }
     if plan.transfers {
