@@ -75,6 +75,17 @@ where
     }
 }
 
+/// Refuses a request whose messages are compressed (`grpc-encoding` other
+/// than identity): our handlers read messages uncompressed.
+pub(crate) fn refuse_compression(headers: &http::HeaderMap) -> Result<(), Status> {
+    match headers.get("grpc-encoding") {
+        Some(encoding) if encoding != "identity" => {
+            Err(Status::unimplemented(format!("compression {encoding:?} is not supported")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The one uncompressed gRPC message of a unary request, at most `max_size`
 /// bytes, with the request's head.
 pub(crate) async fn read_unary_request(
@@ -82,11 +93,7 @@ pub(crate) async fn read_unary_request(
     max_size: usize,
 ) -> Result<(http::request::Parts, Bytes), Status> {
     let (parts, body) = request.into_parts();
-    if let Some(encoding) = parts.headers.get("grpc-encoding") {
-        if encoding != "identity" {
-            return Err(Status::unimplemented(format!("compression {encoding:?} is not supported")));
-        }
-    }
+    refuse_compression(&parts.headers)?;
     let collected = Limited::new(body, max_size.saturating_add(PREFIX_LEN))
         .collect()
         .await

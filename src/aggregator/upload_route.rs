@@ -20,7 +20,7 @@ use tonic::Status;
 
 use super::server::Service;
 use crate::aligned::frames;
-use crate::method_route::{MethodHandler, PREFIX_LEN};
+use crate::method_route::{refuse_compression, MethodHandler, PREFIX_LEN};
 use crate::proto::aggregator::aggregator_server::SERVICE_NAME;
 use crate::stream::Reassembly;
 
@@ -38,11 +38,7 @@ impl MethodHandler for StreamedUploads {
     fn answer(self: Arc<Self>, request: http::Request<Body>) -> BoxFuture<'static, Result<http::Response<Body>, Status>> {
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            if let Some(encoding) = parts.headers.get("grpc-encoding") {
-                if encoding != "identity" {
-                    return Err(Status::unimplemented(format!("compression {encoding:?} is not supported")));
-                }
-            }
+            refuse_compression(&parts.headers)?;
             let peer = crate::tls::peer_certificate(&parts.extensions);
             let max_message_size = self.0.max_message_size();
             let response = self

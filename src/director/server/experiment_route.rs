@@ -14,7 +14,7 @@ use tonic::Status;
 use super::frontend_rpc::set_new_experiment;
 use super::service::Service;
 use crate::aligned::{frames, EXPERIMENT_INFO};
-use crate::method_route::MethodHandler;
+use crate::method_route::{refuse_compression, MethodHandler};
 use crate::proto::director::director_server::SERVICE_NAME;
 use crate::proto::director::ExperimentInfo;
 
@@ -32,11 +32,7 @@ impl MethodHandler for AlignedExperiments {
     fn answer(self: Arc<Self>, request: http::Request<Body>) -> BoxFuture<'static, Result<http::Response<Body>, Status>> {
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            if let Some(encoding) = parts.headers.get("grpc-encoding") {
-                if encoding != "identity" {
-                    return Err(Status::unimplemented(format!("compression {encoding:?} is not supported")));
-                }
-            }
+            refuse_compression(&parts.headers)?;
             let messages = frames::message_stream::<ExperimentInfo>(body, EXPERIMENT_INFO, self.max_message_size);
             let request =
                 tonic::Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions.into(), messages);
